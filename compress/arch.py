@@ -1,0 +1,67 @@
+"""ArchSpec: the single source of truth for a model's shape, written into every ``config.json``.
+
+Heads keep a fixed width (``head_dim``); a narrower hidden size means fewer heads of the same width
+(``heads = hidden // head_dim``). Pruning a prefix of the hidden dimension therefore removes whole
+trailing heads and never leaves an all-zero head inside a kept one.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Dict
+
+from compress.errors import ConfigError
+
+ATTENTION_KINDS = ("softmax", "linear")
+GATE_PLACEMENTS = ("code", "paper")
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    hidden: int = 64
+    inner: int = 256
+    heads: int = 2
+    layers: int = 2
+    attention: str = "softmax"
+    gate_layers: int = 0  # depth of each data-aware gate MLP; 0 = no gates
+    gate_placement: str = "code"  # code: δ1 on FFN dense-1 output (size D), δ2 on dense-2 output (size d)
+
+    def __post_init__(self) -> None:
+        for name in ("hidden", "inner", "heads", "layers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.hidden % self.heads:
+            raise ConfigError(f"hidden size {self.hidden} is not divisible into {self.heads} heads; "
+                              "pick heads that divide it")
+        if self.attention not in ATTENTION_KINDS:
+            raise ConfigError(f"unknown attention {self.attention!r}; choose one of {', '.join(ATTENTION_KINDS)}")
+        if self.gate_placement not in GATE_PLACEMENTS:
+            raise ConfigError(f"unknown gate placement {self.gate_placement!r}; choose 'code' or 'paper'")
+        if self.gate_layers < 0:
+            raise ConfigError(f"gate_layers must be >= 0, got {self.gate_layers}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {**asdict(self), "head_dim": self.head_dim}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "ArchSpec":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names - {"head_dim"}
+        if unknown:
+            raise ConfigError(f"unknown ArchSpec keys: {', '.join(sorted(unknown))}")
+        try:
+            spec = cls(**{k: v for k, v in d.items() if k in names})
+        except TypeError as exc:
+            raise ConfigError(f"bad ArchSpec: {exc}") from None
+        if "head_dim" in d and d["head_dim"] != spec.head_dim:
+            raise ConfigError(f"ArchSpec head_dim {d['head_dim']} disagrees with hidden/heads = {spec.head_dim}")
+        return spec
+
+    def narrowed(self, hidden: int, inner: int, layers: int) -> "ArchSpec":
+        """The same design at a smaller width and depth, keeping the head width."""
+        if hidden % self.head_dim:
+            raise ConfigError(f"hidden size {hidden} is not a multiple of the head width {self.head_dim}")
+        return replace(self, hidden=hidden, inner=inner, heads=hidden // self.head_dim, layers=layers)

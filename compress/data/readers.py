@@ -1,0 +1,253 @@
+"""Readers for the interaction formats the field uses.
+
+Every reader returns :class:`Interactions`: raw user and item tokens (strings, as RecBole treats
+ids) and an ordering key per row (a timestamp, or the position in the file when the format has no
+time). Files ending in ``.gz`` are read transparently.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import zlib
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import numpy as np
+
+from compress.errors import DataError
+
+FORMATS = ("auto", "atomic", "ml-dat", "udata", "delimited", "sequence")
+
+USER_NAMES = ("user_id", "userid", "user", "uid", "users", "visitorid")
+ITEM_NAMES = ("item_id", "itemid", "item", "iid", "movie_id", "movieid", "poi_id", "poi", "product_id", "venue_id")
+TIME_NAMES = ("timestamp", "time", "ts", "unix_time", "datetime", "date")
+
+
+@dataclass
+class Interactions:
+    """Raw rows: ``users[i]`` interacted with ``items[i]`` at ordering key ``order[i]``."""
+
+    users: np.ndarray  # (R,) str
+    items: np.ndarray  # (R,) str
+    order: np.ndarray  # (R,) float64: timestamp, or file position when ``timed`` is False
+    timed: bool
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+@dataclass
+class ReadOptions:
+    """How to read a file: ``format`` one of :data:`FORMATS`; columns by header name or, for a
+    headerless file, by 0-based position (``"2"``); ``sep`` None means detect."""
+
+    format: str = "auto"
+    user_col: Optional[str] = None
+    item_col: Optional[str] = None
+    time_col: Optional[str] = None
+    sep: Optional[str] = None
+
+
+def open_text(path: str) -> io.TextIOBase:
+    """Open a text file, transparently gunzipping ``*.gz`` (checked by magic bytes too)."""
+    if not os.path.exists(path):
+        raise DataError(f"data file not found: {path} (give an existing file, directory or dataset name)")
+    if os.path.isdir(path):
+        raise DataError(f"{path} is a directory, expected a file")
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(2)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}") from None
+    if magic == b"\x1f\x8b":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
+    return open(path, "r", encoding="utf-8", errors="replace")
+
+
+def _lines(path: str) -> Iterator[str]:
+    fh = open_text(path)
+    try:
+        for line in fh:
+            line = line.strip()
+            if line:
+                yield line
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path} is corrupt or truncated ({exc}); re-download or re-compress it") from None
+    finally:
+        fh.close()
+
+
+def _peek(path: str, n: int = 5) -> list:
+    out = []
+    for line in _lines(path):
+        out.append(line)
+        if len(out) == n:
+            break
+    if not out:
+        raise DataError(f"{path} is empty: expected interaction rows")
+    return out
+
+
+def _detect_sep(line: str) -> Optional[str]:
+    for sep in ("::", "\t", ",", ";", "|"):
+        if sep in line:
+            return sep
+    return None  # whitespace
+
+
+def _split(line: str, sep: Optional[str]) -> list:
+    return line.split(sep) if sep is not None else line.split()
+
+
+def _is_number(tok: str) -> bool:
+    try:
+        float(tok)
+        return True
+    except ValueError:
+        return False
+
+
+def detect_format(path: str) -> str:
+    """Guess the format from the file name, then from the first lines."""
+    name = os.path.basename(path).lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    if name.endswith(".inter"):
+        return "atomic"
+    head = _peek(path)
+    if name == "u.data":
+        return "udata"
+    if "::" in head[0]:
+        return "ml-dat"
+    sep = _detect_sep(head[0])
+    if sep is None:
+        counts = {len(line.split()) for line in head}
+        first = head[0].split()
+        if all(_is_number(t) for t in first) and (len(counts) > 1 or len(first) > 4):
+            return "sequence"
+    return "delimited"
+
+
+def read_interactions(path: str, options: Optional[ReadOptions] = None) -> Interactions:
+    """Read ``path`` in the given (or detected) format."""
+    options = options or ReadOptions()
+    if options.format not in FORMATS:
+        raise DataError(f"unknown format {options.format!r}; choose one of {', '.join(FORMATS)}")
+    fmt = detect_format(path) if options.format == "auto" else options.format
+    if fmt == "sequence":
+        return _read_sequence(path, options.sep)
+    if fmt == "ml-dat":
+        return _read_columns(path, "::", header=None, cols=(0, 1, 3))
+    if fmt == "udata":
+        return _read_columns(path, "\t", header=None, cols=(0, 1, 3))
+    if fmt == "atomic":
+        return _read_atomic(path, options)
+    return _read_delimited(path, options)
+
+
+def _read_sequence(path: str, sep: Optional[str]) -> Interactions:
+    users, items, order = [], [], []
+    for lineno, line in enumerate(_lines(path), 1):
+        toks = _split(line, sep)
+        if len(toks) < 2:
+            raise DataError(f"{path}:{lineno}: a sequence line needs 'user item1 item2 ...', got {line[:60]!r}")
+        users.extend([toks[0]] * (len(toks) - 1))
+        items.extend(toks[1:])
+        order.extend(range(len(toks) - 1))
+    return Interactions(np.array(users), np.array(items), np.asarray(order, dtype=np.float64), False, path)
+
+
+def _resolve_col(spec: Optional[str], header: Optional[list], candidates: tuple, what: str, path: str,
+                 ncols: int) -> Optional[int]:
+    if spec is not None:
+        if spec.isdigit():
+            idx = int(spec)
+            if idx >= ncols:
+                raise DataError(f"{path}: {what} column {idx} does not exist (the file has {ncols} columns)")
+            return idx
+        if header is None:
+            raise DataError(f"{path} has no header: give the {what} column by position (e.g. 0), not {spec!r}")
+        names = [h.split(":")[0].lower() for h in header]
+        if spec.lower() not in names:
+            raise DataError(f"{path}: no {what} column named {spec!r}; columns are {', '.join(header)}")
+        return names.index(spec.lower())
+    if header is None:
+        return None
+    names = [h.split(":")[0].lower() for h in header]
+    for cand in candidates:
+        if cand in names:
+            return names.index(cand)
+    return None
+
+
+def _read_atomic(path: str, options: ReadOptions) -> Interactions:
+    head = _peek(path, 1)[0]
+    header = head.split("\t")
+    if not all(":" in h for h in header):
+        raise DataError(f"{path}: a RecBole .inter file needs a typed header like 'user_id:token\\titem_id:token'")
+    return _read_delimited(path, ReadOptions("delimited", options.user_col, options.item_col, options.time_col, "\t"))
+
+
+def _read_delimited(path: str, options: ReadOptions) -> Interactions:
+    head = _peek(path)
+    sep = options.sep if options.sep is not None else _detect_sep(head[0])
+    first = _split(head[0], sep)
+    header = first if _looks_like_header(first, head[1:], sep) else None
+    ncols = len(first)
+    if ncols < 2:
+        raise DataError(f"{path}: found one column with delimiter {sep or 'whitespace'!r}; "
+                        "give --sep or --format (expected user and item columns)")
+    u = _resolve_col(options.user_col, header, USER_NAMES, "user", path, ncols)
+    i = _resolve_col(options.item_col, header, ITEM_NAMES, "item", path, ncols)
+    no_time = (options.time_col or "").lower() == "none"
+    t = None if no_time else _resolve_col(options.time_col, header, TIME_NAMES, "timestamp", path, ncols)
+    if header is None:
+        u = 0 if u is None else u
+        i = 1 if i is None else i
+        if t is None and not no_time:
+            t = 3 if ncols >= 4 else (2 if ncols == 3 else None)
+    elif u is None or i is None:
+        raise DataError(f"{path}: cannot find user/item columns in header {header}; "
+                        "name them with --user-col/--item-col")
+    return _read_columns(path, sep, header=header, cols=(u, i, t))
+
+
+def _looks_like_header(first: list, rest: list, sep: Optional[str]) -> bool:
+    """A header names known columns, is typed (``name:token``), or is text above numeric rows."""
+    names = {t.split(":")[0].lower() for t in first}
+    if any(":" in t for t in first) or names & set(USER_NAMES + ITEM_NAMES + TIME_NAMES):
+        return True
+    textual = not all(_is_number(t) for t in first[:2])
+    return textual and bool(rest) and all(_is_number(t) for t in _split(rest[0], sep)[:2])
+
+
+def _read_columns(path: str, sep: Optional[str], header: Optional[list], cols: tuple) -> Interactions:
+    u, i, t = cols
+    need = max(c for c in cols if c is not None) + 1
+    users, items, times = [], [], []
+    lines = _lines(path)
+    if header is not None:
+        next(lines)
+    for lineno, line in enumerate(lines, 2 if header is not None else 1):
+        toks = _split(line, sep)
+        if len(toks) < need:
+            raise DataError(f"{path}:{lineno}: expected at least {need} fields separated by "
+                            f"{sep or 'whitespace'!r}, got {len(toks)}; check the delimiter (--sep) or --format")
+        users.append(toks[u].strip())
+        items.append(toks[i].strip())
+        if t is not None:
+            times.append(toks[t])
+    if not users:
+        raise DataError(f"{path} has a header but no rows")
+    if t is None:
+        order = np.arange(len(users), dtype=np.float64)
+    else:
+        try:
+            order = np.asarray(times, dtype=np.float64)
+        except ValueError:
+            bad = next(x for x in times if not _is_number(x))
+            raise DataError(f"{path}: non-numeric timestamp {bad!r} in column {t}; "
+                            "convert it to unix seconds or pick another --time-col") from None
+    return Interactions(np.array(users), np.array(items), order, t is not None, path)

@@ -1,0 +1,22 @@
+"""Typed errors. Every failure a user can cause raises one of these with a one-line message
+that names the problem and the fix; the CLI turns them into exit code 2."""
+
+
+class CompressError(Exception):
+    """Base class for every error raised on bad input."""
+
+
+class DataError(CompressError):
+    """A dataset path, file or format that cannot be read as interactions."""
+
+
+class ConfigError(CompressError):
+    """A bad option, recipe key, search space or architecture."""
+
+
+class CheckpointError(CompressError):
+    """A missing, corrupt or mismatched artifact (config.json / model.safetensors)."""
+
+
+class SearchError(CompressError):
+    """The architecture search could not produce a decision (e.g. NaN loss, infeasible budget)."""

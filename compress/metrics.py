@@ -1,0 +1,22 @@
+"""Top-k metrics from the 0-based rank of the single held-out target (Recall@k == Hit@k)."""
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+
+
+def target_ranks(scores: torch.Tensor, target_scores: torch.Tensor) -> torch.Tensor:
+    """Rank of each target among its candidates; ties count against the target (pessimistic), so a
+    model that scores everything alike earns nothing. scores: (B, C) incl. the target; target_scores: (B,)."""
+    t = target_scores[:, None]
+    return (scores > t).sum(1) + (scores == t).sum(1) - 1
+
+
+def metrics_from_ranks(ranks: torch.Tensor, k: int) -> Dict[str, float]:
+    """Mean Recall@k, MRR@k and NDCG@k over users."""
+    ranks = ranks.double()
+    hit = ranks < k
+    return {f"recall@{k}": hit.double().mean().item(),
+            f"mrr@{k}": torch.where(hit, 1.0 / (ranks + 1), 0.0).mean().item(),
+            f"ndcg@{k}": torch.where(hit, 1.0 / torch.log2(ranks + 2), 0.0).mean().item()}

@@ -1,0 +1,103 @@
+"""Multi-head attention: softmax (SASRec) or causal linear attention (LinRec, as DNS-Rec uses it).
+
+Linear attention follows LinRec's released computation, q̂ = elu(Q)/‖elu(Q)‖₂ and
+k̂ = elu(K)/‖elu(K)‖₂ per token over the head dimension, out = q̂ (k̂ᵀV)/√d_head, but made causal
+(position t sees k̂_j v_jᵀ for j ≤ t only) and blind to padding, which the released code is not.
+The causal sum is computed in chunks: quadratic inside a chunk, a running d_head × d_head state
+across chunks, so the cost is O(N·(C + d_head)·d_head) instead of O(N²·d_head).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compress.nn.width import linear
+
+NORM_EPS = 1e-6
+MAX_CHUNK = 64
+
+
+def chunk_size(n: int) -> int:
+    """Chunk length for an N-long sequence: at most 64, chosen so that N pads by as little as possible."""
+    chunks = math.ceil(n / MAX_CHUNK)
+    return math.ceil(n / chunks)
+
+
+def linear_feature(x: torch.Tensor) -> torch.Tensor:
+    """elu(x) scaled to unit L2 norm over the last (head) dimension; ε keeps all-zero rows at zero."""
+    x = F.elu(x)
+    return x / (x.norm(dim=-1, keepdim=True) + NORM_EPS)
+
+
+def causal_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                            valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """q, k, v: (B, H, N, dh) raw projections; valid: (B, N) bool, False at padding. Returns (B, H, N, dh)."""
+    b, h, n, dh = q.shape
+    q, k = linear_feature(q), linear_feature(k)
+    if valid is not None:
+        keep = valid[:, None, :, None].to(k.dtype)
+        k, v = k * keep, v * keep  # padding contributes nothing to any state
+    c = chunk_size(n)
+    pad = (-n) % c
+    if pad:
+        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+    m = (n + pad) // c
+    q, k, v = (t.reshape(b, h, m, c, dh) for t in (q, k, v))  # (B, H, M, C, dh)
+    scores = (q @ k.transpose(-1, -2)).tril()  # (B, H, M, C, C), causal inside the chunk
+    intra = scores @ v
+    kv = k.transpose(-1, -2) @ v  # (B, H, M, dh, dh), one state per chunk
+    state = kv.cumsum(dim=2) - kv  # exclusive prefix: chunks strictly before
+    out = (intra + q @ state) / math.sqrt(dh)
+    return out.reshape(b, h, m * c, dh)[:, :, :n]
+
+
+def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: Optional[torch.Tensor],
+                      causal: bool, dropout: float) -> torch.Tensor:
+    """Scaled dot-product attention; each query also sees itself so no row is fully masked."""
+    n = q.shape[-2]
+    mask = None
+    if causal or valid is not None:
+        mask = torch.ones(n, n, dtype=torch.bool, device=q.device)
+        if causal:
+            mask = mask.tril()
+        if valid is not None:
+            eye = torch.eye(n, dtype=torch.bool, device=q.device)
+            mask = (mask & valid[:, None, None, :]) | eye  # (B, 1, N, N)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+
+
+class MultiHeadAttention(nn.Module):
+    """q/k/v/out projections around softmax or linear attention; heads of fixed width ``head_dim``."""
+
+    def __init__(self, hidden: int, heads: int, kind: str, dropout: float, causal: bool = True) -> None:
+        super().__init__()
+        self.head_dim = hidden // heads
+        self.kind, self.dropout, self.causal = kind, dropout, causal
+        self.query = nn.Linear(hidden, hidden)
+        self.key = nn.Linear(hidden, hidden)
+        self.value = nn.Linear(hidden, hidden)
+        self.out = nn.Linear(hidden, hidden)
+
+    def forward(self, x: torch.Tensor, valid: Optional[torch.Tensor]) -> torch.Tensor:
+        """x: (B, N, d_k) with d_k a multiple of head_dim (the kept width); returns (B, N, d_k)."""
+        b, n, d = x.shape
+        heads = d // self.head_dim
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.view(b, n, heads, self.head_dim).transpose(1, 2)  # (B, h, N, dh)
+
+        q, k, v = (split(linear(p, x, d)) for p in (self.query, self.key, self.value))
+        if self.kind == "linear":
+            if not self.causal:
+                raise ValueError("linear attention is implemented for causal models only")
+            y = causal_linear_attention(q, k, v, valid)
+        else:
+            y = softmax_attention(q, k, v, valid, self.causal, self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(b, n, d)  # (B, N, d_k)
+        return linear(self.out, y, d)
+
+

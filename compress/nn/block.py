@@ -1,0 +1,50 @@
+"""The post-LN transformer layer of SASRec / BERT4Rec (RecBole semantics), sliceable by width.
+
+attention:  h = LN(x + Dropout(Attn(x)))
+FFN:        y = LN(h + Dropout(W2·GELU(W1·h)))      (gates scale W1/W2 inputs or outputs)
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compress.arch import ArchSpec
+from compress.nn.attention import MultiHeadAttention
+from compress.nn.gates import GatePair
+from compress.nn.width import Width, layer_norm, linear
+
+
+class TransformerLayer(nn.Module):
+    def __init__(self, arch: ArchSpec, dropout: float, eps: float, causal: bool = True) -> None:
+        super().__init__()
+        self.attention = MultiHeadAttention(arch.hidden, arch.heads, arch.attention, dropout, causal)
+        self.attn_norm = nn.LayerNorm(arch.hidden, eps=eps)
+        self.ffn_in = nn.Linear(arch.hidden, arch.inner)
+        self.ffn_out = nn.Linear(arch.inner, arch.hidden)
+        self.ffn_norm = nn.LayerNorm(arch.hidden, eps=eps)
+        self.gates = GatePair(arch.hidden, arch.inner, arch.gate_layers, arch.gate_placement) \
+            if arch.gate_layers > 0 else None
+        self.drop = nn.Dropout(dropout)
+        self.full = Width(arch.hidden, arch.inner)
+
+    def forward(self, x: torch.Tensor, valid: Optional[torch.Tensor], e: Optional[torch.Tensor] = None,
+                width: Optional[Width] = None) -> torch.Tensor:
+        """x: (B, N, d_k) kept dims of the layer input; e: (B, N, d_k) embedding output for the gates."""
+        width = width or self.full
+        x = x[..., :width.hidden]
+        h = layer_norm(self.attn_norm, x + self.drop(self.attention(x, valid)))  # (B, N, d_k)
+        d1 = d2 = None
+        if self.gates is not None:
+            d1, d2 = self.gates(e[..., :width.hidden], width)
+        code = self.gates is None or self.gates.placement == "code"
+        f = linear(self.ffn_in, h if code or d1 is None else d1 * h, width.inner)  # (B, N, D_k)
+        if code and d1 is not None:
+            f = d1 * f
+        f = F.gelu(f)
+        y = linear(self.ffn_out, f if code or d2 is None else d2 * f, width.hidden)  # (B, N, d_k)
+        if code and d2 is not None:
+            y = d2 * y
+        return layer_norm(self.ffn_norm, h + self.drop(y))

@@ -1,0 +1,32 @@
+"""Width: the kept leading dimensions of a candidate, and the zero-mask helpers around it."""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Width(NamedTuple):
+    hidden: int
+    inner: int
+
+
+def linear(layer: nn.Linear, x: torch.Tensor, out: Optional[int] = None) -> torch.Tensor:
+    """``layer`` restricted to its leading ``x.shape[-1]`` inputs and ``out`` outputs."""
+    d_in = x.shape[-1]
+    w = layer.weight[:out, :d_in] if (out is not None or d_in != layer.in_features) else layer.weight
+    b = layer.bias[:out] if (layer.bias is not None and out is not None) else layer.bias
+    return F.linear(x, w, b)
+
+
+def layer_norm(ln: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """LayerNorm whose statistics cover only the kept (leading ``x.shape[-1]``) dimensions."""
+    d = x.shape[-1]
+    return F.layer_norm(x, (d,), ln.weight[:d], ln.bias[:d], ln.eps)
+
+
+def zero_pad(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Place the kept dimensions back into a ``size``-wide tensor, zeros on the trailing ones."""
+    return x if x.shape[-1] == size else F.pad(x, (0, size - x.shape[-1]))

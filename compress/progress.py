@@ -1,0 +1,59 @@
+"""Progress reporting: a silent reporter for the API and a rich live bar for the CLI."""
+from __future__ import annotations
+
+import time
+from typing import Dict, Optional
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class Reporter:
+    """Hooks the training and search loops call; the base class does nothing."""
+
+    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None: ...
+
+    def step(self, loss: float, n_seqs: int, extra: Optional[Dict] = None) -> None: ...
+
+    def epoch_end(self, row: Dict, improved: bool) -> None: ...
+
+    def close(self) -> None: ...
+
+
+NullReporter = Reporter
+
+
+class RichReporter(Reporter):
+    """Epoch bar with loss and sequences/s; one summary line per epoch with the validation metric."""
+
+    def __init__(self, console: Optional[Console] = None, metric: str = "valid_ndcg@10") -> None:
+        self.console = console or Console(stderr=True)
+        self.metric = metric
+        self.progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(),
+                                 TextColumn("loss {task.fields[loss]:.4f}"),
+                                 TextColumn("{task.fields[rate]:.0f} seq/s"), TimeElapsedColumn(),
+                                 console=self.console, transient=True)
+        self.task = None
+
+    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        if self.task is None:
+            self.progress.start()
+        else:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task("train", total=steps, epoch=f"{epoch}/{epochs}", loss=0.0, rate=0.0)
+        self.t0, self.seen = time.perf_counter(), 0
+
+    def step(self, loss: float, n_seqs: int, extra: Optional[Dict] = None) -> None:
+        self.seen += n_seqs
+        rate = self.seen / max(time.perf_counter() - self.t0, 1e-9)
+        self.progress.update(self.task, advance=1, loss=loss, rate=rate)
+
+    def epoch_end(self, row: Dict, improved: bool) -> None:
+        extra = "".join(f"  {k} {v}" for k, v in row.items() if k in ("tau", "decision", "exp_flops"))
+        self.progress.console.print(
+            f"epoch {row['epoch']:>3}  loss {row['loss']:.4f}  {self.metric} {row.get(self.metric, float('nan')):.4f}"
+            f"  {row['seqs_per_s']:.0f} seq/s{extra}{'  *' if improved else ''}")
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.progress.stop()

@@ -1,0 +1,89 @@
+"""Recipes: YAML files of run options (torchtune style, the command that runs each in its header).
+
+Precedence: built-in defaults < recipe < command-line flags < ``--set key=value``. Unknown keys are
+an error, so a typo never silently does nothing.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Iterable, Optional
+
+import yaml
+
+from compress.errors import ConfigError
+
+# key -> default; the type of the default is the type a value must have (None: str or null).
+DEFAULTS: Dict[str, Any] = {
+    # data
+    "data": None, "data_dir": None, "format": "auto", "user_col": None, "item_col": None, "time_col": None,
+    "sep": None, "kcore": 0,
+    # model
+    "backbone": "sasrec", "hidden": 64, "inner": 256, "layers": 2, "heads": 2, "seq_len": 50,
+    "dropout": 0.2, "attention": "softmax", "gate_layers": 0, "gate_placement": "code",
+    # training
+    "epochs": 50, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.0, "patience": 10, "seed": 2024,
+    "device": "auto", "k": 10,
+}
+FLOATS = {"dropout", "lr", "weight_decay"}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    default = DEFAULTS[key]
+    if value is None or default is None:
+        return value if value is None else str(value)
+    want = float if key in FLOATS else type(default)
+    if want is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if want is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and want is not str:
+        try:
+            return want(value)
+        except ValueError:
+            pass
+    if isinstance(value, want):
+        return value
+    raise ConfigError(f"option {key!r} expects {want.__name__}, got {value!r}")
+
+
+def check_keys(keys: Iterable[str], where: str) -> None:
+    unknown = sorted(set(keys) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; known keys: {', '.join(sorted(DEFAULTS))}")
+
+
+def load_recipe(path: Optional[str]) -> Dict[str, Any]:
+    if path is None:
+        return {}
+    if not os.path.isfile(path):
+        raise ConfigError(f"recipe {path} not found")
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path} must be a mapping of option: value")
+    check_keys(data, f"recipe {path}")
+    return {k: _coerce(k, v) for k, v in data.items()}
+
+
+def parse_sets(sets: Iterable[str]) -> Dict[str, Any]:
+    out = {}
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        check_keys([key], "--set")
+        out[key] = _coerce(key, yaml.safe_load(value))
+    return out
+
+
+def resolve_options(recipe: Optional[str], flags: Dict[str, Any], sets: Iterable[str] = ()) -> Dict[str, Any]:
+    """Merge defaults, the recipe, explicitly given flags (not None) and ``--set`` overrides."""
+    opts = dict(DEFAULTS)
+    opts.update(load_recipe(recipe))
+    opts.update({k: _coerce(k, v) for k, v in flags.items() if v is not None})
+    opts.update(parse_sets(sets))
+    return opts

@@ -1,0 +1,94 @@
+"""Whole jobs behind the CLI commands: options in, a RUN_DIR (or metrics) out."""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from typing import Any, Dict, Optional
+
+import torch
+
+from compress.arch import ArchSpec
+from compress.artifacts import CONFIG, atomic_dir, check_out_dir, load, load_config, resolve_device, save_model, write_json
+from compress.backbones import get_backbone
+from compress.data import ReadOptions, SequenceDataset, load_dataset
+from compress.errors import CheckpointError
+from compress.evaluation import evaluate
+from compress.progress import Reporter
+from compress.training import TrainConfig, fit
+
+DATA_KEYS = ("data", "data_dir", "format", "user_col", "item_col", "time_col", "sep", "kcore")
+
+
+def versions() -> Dict[str, str]:
+    import compress
+
+    return {"compress": compress.__version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def default_out(kind: str, opts: Dict[str, Any]) -> str:
+    data = os.path.basename(str(opts["data"] or "default")).split(".")[0]
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return os.path.join("runs", f"{kind}-{opts['backbone']}-{data}-{stamp}")
+
+
+def dataset_from_options(opts: Dict[str, Any]) -> SequenceDataset:
+    read = ReadOptions(opts["format"], opts["user_col"], opts["item_col"], opts["time_col"], opts["sep"])
+    return load_dataset(opts["data"], opts["data_dir"], read, kcore=opts["kcore"])
+
+
+def arch_from_options(opts: Dict[str, Any]) -> ArchSpec:
+    return ArchSpec(opts["hidden"], opts["inner"], opts["heads"], opts["layers"], opts["attention"],
+                    opts["gate_layers"], opts["gate_placement"])
+
+
+def train_config(opts: Dict[str, Any]) -> TrainConfig:
+    return TrainConfig(opts["epochs"], opts["batch_size"], opts["lr"], opts["weight_decay"], opts["patience"],
+                       opts["seed"], opts["k"])
+
+
+def test_metrics(model: torch.nn.Module, ds: SequenceDataset, k: int, seed: int, device) -> Dict[str, Dict]:
+    """Validation and test metrics under the full and pop100 protocols."""
+    return {f"{split}/{proto}": evaluate(model, ds, split, proto, k, seed=seed, device=device)
+            for split in ("valid", "test") for proto in ("full", "pop100")}
+
+
+def train_run(opts: Dict[str, Any], out: Optional[str], overwrite: bool = False,
+              reporter: Optional[Reporter] = None) -> Dict[str, Any]:
+    """Train a dense backbone and write RUN_DIR: config.json, model.safetensors, metrics.json, train.log."""
+    out = out or default_out("train", opts)
+    check_out_dir(out, overwrite)
+    device = resolve_device(opts["device"])
+    ds = dataset_from_options(opts)
+    arch = arch_from_options(opts)
+    cfg = train_config(opts)
+    torch.manual_seed(cfg.seed)
+    model = get_backbone(opts["backbone"])(arch, ds.n_items, opts["seq_len"], opts["dropout"])
+    result = fit(model, ds, cfg, device, reporter)
+    metrics = test_metrics(model, ds, cfg.k, cfg.seed, device)
+    with atomic_dir(out, overwrite) as tmp:
+        save_model(model, tmp, {"kind": "train", "data": {k: opts[k] for k in DATA_KEYS},
+                                "dataset": ds.stats(), "options": opts, "versions": versions()})
+        write_json(os.path.join(tmp, "metrics.json"), {"best_epoch": result.best_epoch, "metrics": metrics,
+                                                        "seconds": result.seconds, "history": result.history})
+        with open(os.path.join(tmp, "train.log"), "w") as fh:
+            for row in result.history:
+                fh.write(" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()) + "\n")
+    return {"out": out, "best_epoch": result.best_epoch, "metrics": metrics, "seconds": result.seconds,
+            "dataset": ds.stats()}
+
+
+def evaluate_path(path: str, opts: Dict[str, Any], split: str, protocol: str, k: int) -> Dict[str, Any]:
+    """Evaluate a RUN_DIR or MODEL_DIR; the dataset defaults to the one recorded at training time."""
+    cfg = load_config(path)
+    model = load(path, str(resolve_device(opts["device"])))
+    data_opts = opts if opts.get("data") else {**opts, **cfg.get("data", {})}
+    ds = dataset_from_options(data_opts)
+    if ds.n_items != model.n_items:
+        raise CheckpointError(f"{path}/{CONFIG} was trained on {model.n_items} items but the data has "
+                              f"{ds.n_items}; pass the --data it was trained on")
+    metrics = evaluate(model, ds, split, protocol, k, seed=opts["seed"])
+    return {"metrics": metrics, "protocol": protocol, "split": split, "k": k, "path": path,
+            "model": {"backbone": cfg["model"]["backbone"], "arch": cfg["model"]["arch"],
+                      "params": sum(p.numel() for p in model.parameters())},
+            "dataset": data_opts["data"] or "default"}
