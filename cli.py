@@ -9,6 +9,7 @@ from typing import Callable, List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from compress.errors import CompressError
@@ -27,7 +28,7 @@ def clean_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except CompressError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
         except KeyboardInterrupt:
             err_console.print("interrupted; nothing was written")

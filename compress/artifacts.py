@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from typing import Any, Dict, Iterator, Optional
 
 import torch
@@ -36,7 +37,8 @@ def atomic_dir(out: str, overwrite: bool = False) -> Iterator[str]:
     check_out_dir(out, overwrite)
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
+    tmp = os.path.join(parent, f".{os.path.basename(out)}.{uuid.uuid4().hex[:12]}")
+    os.mkdir(tmp)  # not mkdtemp: its 0o700 would make the final ``out`` private; mkdir honours the umask
     try:
         yield tmp
     except BaseException:
@@ -70,11 +72,14 @@ def _json_default(o: Any) -> Any:
 def read_json(path: str) -> Dict[str, Any]:
     try:
         with open(path) as fh:
-            return json.load(fh)
+            obj = json.load(fh)
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing; is this a compress run or model directory?") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path} is not valid JSON ({exc}); the artifact is corrupt") from None
+    if not isinstance(obj, dict):  # every artifact file is an object; callers index it by key
+        raise CheckpointError(f"{path} is not a JSON object; the artifact is corrupt")
+    return obj
 
 
 def save_model(model: nn.Module, directory: str, extra: Optional[Dict[str, Any]] = None) -> None:

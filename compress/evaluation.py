@@ -26,6 +26,9 @@ N_NEGATIVES = 100
 
 def sample_negatives(targets: torch.Tensor, weights: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
     """(B, n) items drawn with replacement ∝ ``weights`` (index 0 = padding, weight 0), never the target."""
+    if (weights.sum() - weights[targets] <= 0).any():  # rejection below would never terminate
+        raise ConfigError("no negative items to sample: every item with non-zero weight is a target; "
+                          "the dataset needs at least 2 items for a sampled protocol")
     neg = torch.multinomial(weights.expand(len(targets), -1), n, replacement=True, generator=gen)
     clash = neg == targets[:, None]
     while clash.any():  # rejection keeps the distribution exactly "weights without the target"
@@ -66,7 +69,9 @@ def evaluate(model: torch.nn.Module, dataset: SequenceDataset, split: str = "val
         tgt = targets[lo:lo + batch_size]
         scores = model.predict(items).float().cpu()  # (B, n_items + 1)
         t_scores = scores.gather(1, tgt[:, None])[:, 0]
-        if weights is not None:
+        if weights is None:
+            scores[:, 0] = float("-inf")  # padding is never a candidate, whatever logit the model gives it
+        else:
             scores = scores.gather(1, sample_negatives(tgt, weights, N_NEGATIVES, gen))
             scores = torch.cat([scores, t_scores[:, None]], 1)
         ranks.append(target_ranks(scores, t_scores))

@@ -41,7 +41,7 @@ def _coerce(key: str, value: Any) -> Any:
             return want(value)
         except ValueError:
             pass
-    if isinstance(value, want):
+    if isinstance(value, want) and not isinstance(value, bool):  # bool is an int: `epochs: yes` is a typo
         return value
     raise ConfigError(f"option {key!r} expects {want.__name__}, got {value!r}")
 

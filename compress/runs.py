@@ -12,6 +12,7 @@ from compress.arch import ArchSpec
 from compress.artifacts import CONFIG, atomic_dir, check_out_dir, load, load_config, resolve_device, save_model, write_json
 from compress.backbones import get_backbone
 from compress.data import ReadOptions, SequenceDataset, load_dataset
+from compress.data.registry import DATASETS, DEFAULT
 from compress.errors import CheckpointError
 from compress.evaluation import evaluate
 from compress.progress import Reporter
@@ -35,6 +36,17 @@ def default_out(kind: str, opts: Dict[str, Any]) -> str:
 def dataset_from_options(opts: Dict[str, Any]) -> SequenceDataset:
     read = ReadOptions(opts["format"], opts["user_col"], opts["item_col"], opts["time_col"], opts["sep"])
     return load_dataset(opts["data"], opts["data_dir"], read, kcore=opts["kcore"])
+
+
+def recorded_data(opts: Dict[str, Any]) -> Dict[str, Any]:
+    """The data options written into config.json, with file paths made absolute: ``evaluate`` reads
+    them back when no ``--data`` is given, possibly from another working directory."""
+    data = {k: opts[k] for k in DATA_KEYS}
+    if data["data"] and data["data"] != DEFAULT and data["data"] not in DATASETS and os.path.exists(data["data"]):
+        data["data"] = os.path.abspath(data["data"])
+    if data["data_dir"]:
+        data["data_dir"] = os.path.abspath(data["data_dir"])
+    return data
 
 
 def arch_from_options(opts: Dict[str, Any]) -> ArchSpec:
@@ -67,7 +79,7 @@ def train_run(opts: Dict[str, Any], out: Optional[str], overwrite: bool = False,
     result = fit(model, ds, cfg, device, reporter)
     metrics = test_metrics(model, ds, cfg.k, cfg.seed, device)
     with atomic_dir(out, overwrite) as tmp:
-        save_model(model, tmp, {"kind": "train", "data": {k: opts[k] for k in DATA_KEYS},
+        save_model(model, tmp, {"kind": "train", "data": recorded_data(opts),
                                 "dataset": ds.stats(), "options": opts, "versions": versions()})
         write_json(os.path.join(tmp, "metrics.json"), {"best_epoch": result.best_epoch, "metrics": metrics,
                                                         "seconds": result.seconds, "history": result.history})

@@ -79,7 +79,8 @@ class SequenceDataset:
 
     @classmethod
     def load(cls, path: str) -> "SequenceDataset":
-        with np.load(path, allow_pickle=False) as z:
+        # our own handle: np.load leaks its file when the archive is corrupt, and the caller then deletes it
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             return cls(z["items"], z["offsets"], z["item_tokens"].tolist(), z["user_tokens"].tolist(),
                        meta["name"], meta["info"])

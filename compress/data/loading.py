@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from dataclasses import asdict
 from typing import Optional
 
@@ -70,8 +71,8 @@ def load_dataset(data: Optional[str] = None, data_dir: Optional[str] = None,
     if use_cache and os.path.exists(cache_file):
         try:
             return SequenceDataset.load(cache_file)
-        except (OSError, ValueError, KeyError):
-            os.remove(cache_file)  # corrupt cache entry: rebuild below
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            os.remove(cache_file)  # corrupt or truncated cache entry: rebuild below
     ds = build_dataset(read_interactions(path, opts), name=name, kcore_k=kcore, min_interactions=min_interactions)
     if use_cache:
         _write_cache(ds, cache_file)

@@ -11,7 +11,7 @@ import io
 import os
 import zlib
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -148,15 +148,16 @@ def read_interactions(path: str, options: Optional[ReadOptions] = None) -> Inter
 
 
 def _read_sequence(path: str, sep: Optional[str]) -> Interactions:
-    users, items, order = [], [], []
+    users, items = [], []
     for lineno, line in enumerate(_lines(path), 1):
         toks = _split(line, sep)
         if len(toks) < 2:
             raise DataError(f"{path}:{lineno}: a sequence line needs 'user item1 item2 ...', got {line[:60]!r}")
         users.extend([toks[0]] * (len(toks) - 1))
         items.extend(toks[1:])
-        order.extend(range(len(toks) - 1))
-    return Interactions(np.array(users), np.array(items), np.asarray(order, dtype=np.float64), False, path)
+    # the key is the position in the whole file, so a user continued on a later line is appended
+    # after the earlier line instead of interleaved with it
+    return Interactions(np.array(users), np.array(items), np.arange(len(users), dtype=np.float64), False, path)
 
 
 def _resolve_col(spec: Optional[str], header: Optional[list], candidates: tuple, what: str, path: str,
@@ -194,7 +195,9 @@ def _read_delimited(path: str, options: ReadOptions) -> Interactions:
     head = _peek(path)
     sep = options.sep if options.sep is not None else _detect_sep(head[0])
     first = _split(head[0], sep)
-    header = first if _looks_like_header(first, head[1:], sep) else None
+    named = [c for c in (options.user_col, options.item_col, options.time_col)
+             if c and not c.isdigit() and c.lower() != "none"]
+    header = first if _looks_like_header(first, head[1:], sep, named) else None
     ncols = len(first)
     if ncols < 2:
         raise DataError(f"{path}: found one column with delimiter {sep or 'whitespace'!r}; "
@@ -208,16 +211,20 @@ def _read_delimited(path: str, options: ReadOptions) -> Interactions:
         i = 1 if i is None else i
         if t is None and not no_time:
             t = 3 if ncols >= 4 else (2 if ncols == 3 else None)
+            if t in (u, i):  # the guess assumes user, item first; never read ids as times
+                t = None
     elif u is None or i is None:
         raise DataError(f"{path}: cannot find user/item columns in header {header}; "
                         "name them with --user-col/--item-col")
     return _read_columns(path, sep, header=header, cols=(u, i, t))
 
 
-def _looks_like_header(first: list, rest: list, sep: Optional[str]) -> bool:
-    """A header names known columns, is typed (``name:token``), or is text above numeric rows."""
+def _looks_like_header(first: list, rest: list, sep: Optional[str], named: Sequence[str] = ()) -> bool:
+    """A header names known columns or the columns asked for by name (``named``; with textual ids
+    that is the only sign), is typed (``name:token``), or is text above numeric rows."""
     names = {t.split(":")[0].lower() for t in first}
-    if any(":" in t for t in first) or names & set(USER_NAMES + ITEM_NAMES + TIME_NAMES):
+    wanted = {n.lower() for n in named}
+    if any(":" in t for t in first) or names & (set(USER_NAMES + ITEM_NAMES + TIME_NAMES) | wanted):
         return True
     textual = not all(_is_number(t) for t in first[:2])
     return textual and bool(rest) and all(_is_number(t) for t in _split(rest[0], sep)[:2])

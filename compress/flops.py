@@ -1,0 +1,89 @@
+"""FLOPs of a dense model, analytic and measured. One unit everywhere: FLOPs = 2 × multiply-adds.
+
+The analytic count is for scoring one user: all N positions through the layers (attention needs
+every position) and the full-item scoring head at the last position. ``matmul`` terms are what
+``torch.utils.flop_counter.FlopCounterMode`` counts (matrix products, including both attention
+products); ``elementwise`` terms (LayerNorm, activations, residual adds, softmax) are estimated at
+a few FLOPs per element and reported separately so the two counts can be compared exactly.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from compress.arch import ArchSpec
+from compress.nn.attention import chunk_size
+
+
+def attention_matmul_flops(arch: ArchSpec, n: int) -> int:
+    """Both attention products for all heads: QKᵀ and AV (softmax), or the chunked causal linear form."""
+    h, dh = arch.heads, arch.head_dim
+    if arch.attention == "softmax":
+        return 4 * h * n * n * dh
+    c = chunk_size(n)
+    padded = math.ceil(n / c) * c
+    return h * padded * (4 * c * dh + 4 * dh * dh)  # intra-chunk QKᵀ and AV; per-chunk KᵀV and Q·state
+
+
+def gate_flops(arch: ArchSpec, n: int) -> int:
+    if arch.gate_layers == 0:
+        return 0
+    d, D = arch.hidden, arch.inner
+    hidden_layers = 2 * (arch.gate_layers - 1) * 2 * n * d * d  # two gates per layer
+    return hidden_layers + 2 * n * d * (D + d)  # scoring layers: one of size D, one of size d
+
+
+def layer_flops(arch: ArchSpec, n: int) -> Dict[str, int]:
+    d, D = arch.hidden, arch.inner
+    return {"qkvo": 4 * 2 * n * d * d, "attention": attention_matmul_flops(arch, n), "ffn": 2 * 2 * n * d * D,
+            "gates": gate_flops(arch, n)}
+
+
+def elementwise_flops(arch: ArchSpec, n: int) -> int:
+    """Rough non-matmul cost: 5/element per LayerNorm, 8 per GELU, 1 per residual add, 3 per softmax score."""
+    d, D, L = arch.hidden, arch.inner, arch.layers
+    per_layer = 2 * 5 * n * d + 8 * n * D + 2 * n * d
+    if arch.attention == "softmax":
+        per_layer += 3 * arch.heads * n * n
+    return 5 * n * d + L * per_layer
+
+
+def analytic_flops(arch: ArchSpec, n: int, n_items: int) -> Dict[str, int]:
+    """Breakdown and totals for one sequence of length ``n`` scored against ``n_items`` items."""
+    per_layer = layer_flops(arch, n)
+    out = {k: v * arch.layers for k, v in per_layer.items()}
+    out["head"] = 2 * arch.hidden * (n_items + 1)  # last position against every item row (incl. padding)
+    out["matmul"] = sum(out.values())
+    out["elementwise"] = elementwise_flops(arch, n)
+    out["total"] = out["matmul"] + out["elementwise"]
+    return out
+
+
+def _cpu_sdpa_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query.shape, key.shape, value.shape)
+
+
+# FlopCounterMode knows the CUDA attention kernels but not the CPU flash kernel, which it would count
+# as zero; teach it the same formula so CPU and GPU measurements agree.
+CUSTOM_FORMULAS = {}
+if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
+    _cpu_sdpa_flops._get_raw = True
+    CUSTOM_FORMULAS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_sdpa_flops
+
+
+def measured_flops(model: torch.nn.Module, n: int) -> int:
+    """FlopCounterMode's count of ``model.predict`` on one full-length sequence."""
+    items = torch.randint(1, model.n_items + 1, (1, n), device=next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=CUSTOM_FORMULAS) as counter:
+        model.predict(items)
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def params_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

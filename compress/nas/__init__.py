@@ -1,0 +1,1 @@
+"""DNS-Rec search pieces: search space, controllers, supernet, bilevel search, slicing."""

@@ -1,0 +1,214 @@
+"""Bilevel search (DNS-Rec §2.6): weights on training batches, α/β every f steps on validation
+batches (paper, Eq. 14) or on the current training batch (official code), under the dynamic
+resource constraint
+
+    L = CE + λ · L_RC,   L_RC = (L_t / L) · Σ_l q_l Σ_k p_k FLOPs(k, l) / FLOPs(full)
+
+where FLOPs(k, l) is the analytic inference cost of width k exiting after layer l (embedding,
+l layers and the scoring head), normalised by the full supernet so λ means the same on every
+dataset, and L_t is the depth of the current hard choice argmax β, refreshed every f steps.
+The decision is (argmax α, argmax β) at the best validation epoch, restricted to candidates within
+``max_flops`` when a hard budget is given.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Union
+
+import torch
+import torch.nn.functional as F
+
+from compress.arch import ArchSpec
+from compress.batching import pad_right, training_windows
+from compress.data.dataset import SequenceDataset
+from compress.errors import ConfigError, SearchError
+from compress.evaluation import evaluate
+from compress.nas.controllers import SELECTIONS, TemperatureSchedule
+from compress.nas.supernet import Supernet
+from compress.progress import NullReporter, Reporter
+from compress.training import batches, next_item_loss
+
+ARCH_BATCHES = ("valid", "train")
+
+
+@dataclass
+class SearchConfig:
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 1e-3  # weights (paper Table 2)
+    arch_lr: float = 1e-2  # α/β: Adam moves logits ≈ lr per step, so 1e-3 barely moves them in 10 epochs
+    arch_every: int = 10  # f
+    tradeoff: float = 0.1  # λ (paper); the official code uses 0.01
+    selection: str = "gumbel"  # paper; "softmax" = the official code's tempered softmax without noise
+    arch_batches: str = "valid"  # paper; "train" = the official code's current training batch
+    tau_start: float = 1.0
+    tau_rate: float = 5e-5
+    tau_min: float = 0.01
+    max_flops: Optional[Union[float, str]] = None  # "50%" of the full supernet, or absolute FLOPs
+    patience: int = 10
+    seed: int = 2024
+    k: int = 10
+
+    def __post_init__(self) -> None:
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"unknown selection {self.selection!r}; choose gumbel or softmax")
+        if self.arch_batches not in ARCH_BATCHES:
+            raise ConfigError(f"unknown arch_batches {self.arch_batches!r}; choose valid or train")
+        for name in ("epochs", "batch_size", "arch_every", "patience", "k"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.tradeoff < 0:
+            raise ConfigError(f"tradeoff λ must be >= 0, got {self.tradeoff}")
+
+    def schedule(self) -> TemperatureSchedule:
+        return TemperatureSchedule(self.tau_start, self.tau_rate, self.tau_min)
+
+
+def budget_flops(max_flops: Optional[Union[float, str]], supernet: Supernet) -> Optional[float]:
+    """Absolute FLOPs budget from "50%" (of the full supernet) or a number; checked for feasibility."""
+    if max_flops is None:
+        return None
+    full = supernet.flops_of(0, supernet.full.layers - 1)
+    text = str(max_flops).strip()
+    try:
+        budget = full * float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ConfigError(f"--max-flops {max_flops!r} is neither a percentage like 50% nor a number") from None
+    smallest = float(supernet.flops.min())
+    if budget < smallest:
+        raise ConfigError(f"--max-flops {max_flops} ({budget:.3g} FLOPs) is below the smallest candidate "
+                          f"({smallest:.3g} FLOPs = {100 * smallest / full:.1f}% of the full model)")
+    return budget
+
+
+def decide(supernet: Supernet, budget: Optional[float]) -> Dict:
+    """argmax α, argmax β, restricted to candidates within ``budget`` when one is given."""
+    la = F.log_softmax(supernet.alpha.logits.detach().double().cpu(), 0)
+    lb = F.log_softmax(supernet.beta.logits.detach().double().cpu(), 0)
+    free = (supernet.alpha.choice(), supernet.beta.choice())
+    score = la[:, None] + lb[None, :]  # (K, L) joint log-preference
+    if budget is not None:
+        score = score.masked_fill(supernet.flops.cpu() > budget, float("-inf"))
+    flat = int(score.argmax())
+    k, l = divmod(flat, supernet.full.layers)
+    note = None
+    if (k, l) != free:
+        note = (f"the budget moved the decision from width {supernet.widths[free[0]]} x {free[1] + 1} layers "
+                f"({supernet.flops_of(*free):.3g} FLOPs) to the best feasible candidate")
+    return {"width": k, "depth": l, "flops": supernet.flops_of(k, l), "note": note}
+
+
+@dataclass
+class SearchResult:
+    supernet: Supernet
+    decision: Dict
+    arch: ArchSpec
+    best_epoch: int
+    history: List[Dict] = field(default_factory=list)
+    config: Optional[SearchConfig] = None
+    seconds: float = 0.0
+
+    def slice(self) -> torch.nn.Module:
+        """The decided dense model with the supernet's leading weight slices."""
+        return self.supernet.slice(self.decision["width"], self.decision["depth"])
+
+    def card(self) -> Dict:
+        sn = self.supernet
+        return {"decision": {**self.decision, "arch": self.arch.to_dict()}, "best_epoch": self.best_epoch,
+                "seconds": self.seconds, "options": asdict(self.config) if self.config else None,
+                "widths": [w._asdict() for w in sn.widths], "candidates": sn.candidates(),
+                "full_flops": sn.flops_of(0, sn.full.layers - 1), "history": self.history}
+
+
+def _valid_batches(dataset: SequenceDataset, max_len: int, batch_size: int, gen: torch.Generator):
+    """Endless shuffled (history, validation target) batches for the architecture steps."""
+    histories, targets = dataset.eval_pairs("valid")
+    items, targets = pad_right(histories, max_len), torch.from_numpy(targets)
+    while True:
+        for idx in torch.randperm(len(items), generator=gen).split(batch_size):
+            yield items[idx], targets[idx]
+
+
+def search(supernet: Supernet, dataset: SequenceDataset, cfg: SearchConfig, device: torch.device,
+           reporter: Optional[Reporter] = None) -> SearchResult:
+    """Run the bilevel search; on return ``supernet`` holds the state of the best validation epoch."""
+    from compress.backbones.sasrec import last_position
+
+    reporter = reporter or NullReporter()
+    torch.manual_seed(cfg.seed)
+    budget = budget_flops(cfg.max_flops, supernet)
+    supernet.to(device)
+    inputs, targets = training_windows(dataset.train_sequences(), supernet.max_len)
+    if len(inputs) == 0:
+        raise ConfigError("no training pairs: every user has fewer than 4 interactions")
+    w_opt = torch.optim.Adam(supernet.weight_parameters(), lr=cfg.lr)
+    a_opt = torch.optim.Adam(supernet.architecture_parameters(), lr=cfg.arch_lr)
+    noise = torch.Generator().manual_seed(cfg.seed)
+    arch_data = _valid_batches(dataset, supernet.max_len, cfg.batch_size, torch.Generator().manual_seed(cfg.seed + 1))
+    schedule, n_layers = cfg.schedule(), supernet.full.layers
+    l_t = n_layers
+    key = f"ndcg@{cfg.k}"
+    step, best, best_epoch, best_state, history = 0, -1.0, 0, None, []
+    start = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        supernet.train()
+        reporter.epoch_start(epoch, cfg.epochs, math.ceil(len(inputs) / cfg.batch_size))
+        t0, ce_sum, pen_sum, seen = time.perf_counter(), 0.0, 0.0, 0
+        for items, tgt in batches(inputs, targets, cfg.batch_size, torch.Generator().manual_seed(cfg.seed + epoch)):
+            items, tgt = items.to(device), tgt.to(device)
+            tau = supernet.tau = schedule(step)
+            p = supernet.alpha.sample(tau, cfg.selection, noise).detach()
+            q = supernet.beta.sample(tau, cfg.selection, noise).detach()
+            ce = next_item_loss(supernet(items, p, q), tgt, supernet.score)
+            if not torch.isfinite(ce):
+                raise SearchError(f"loss became {ce.item()} at step {step} (epoch {epoch}); "
+                                  "lower --lr; the last good checkpoint is kept", )
+            w_opt.zero_grad(set_to_none=True)
+            ce.backward()
+            w_opt.step()
+            if step % cfg.arch_every == 0:
+                l_t = supernet.beta.choice() + 1
+                if cfg.arch_batches == "valid":
+                    a_items, a_tgt = (t.to(device) for t in next(arch_data))
+                    a_items, a_tgt = a_items, a_tgt
+                p = supernet.alpha.sample(tau, cfg.selection, noise)
+                q = supernet.beta.sample(tau, cfg.selection, noise)
+                if cfg.arch_batches == "valid":
+                    h = last_position(supernet(a_items, p, q), a_items)
+                    a_ce = F.cross_entropy(supernet.score(h), a_tgt)
+                else:
+                    a_ce = next_item_loss(supernet(items, p, q), tgt, supernet.score)
+                penalty = (l_t / n_layers) * supernet.expected_flops(p, q)
+                a_opt.zero_grad(set_to_none=True)
+                (a_ce + cfg.tradeoff * penalty).backward()
+                w_opt.zero_grad(set_to_none=True)  # α/β steps never move the weights
+                a_opt.step()
+                pen_sum += penalty.item()
+            ce_sum += ce.item() * len(items)
+            seen += len(items)
+            step += 1
+            reporter.step(ce.item(), len(items))
+        train_s = time.perf_counter() - t0
+        valid = evaluate(supernet, dataset, "valid", "full", cfg.k, seed=cfg.seed, device=device)
+        dec = decide(supernet, budget)
+        p_soft, q_soft = (t.detach().cpu() for t in supernet.selection())
+        arch_steps = max(1, math.ceil(seen / cfg.batch_size / cfg.arch_every))
+        row = {"epoch": epoch, "loss": ce_sum / seen, "penalty": pen_sum / arch_steps, "tau": tau,
+               "alpha": supernet.alpha.logits.detach().cpu().tolist(), "beta": supernet.beta.logits.detach().cpu().tolist(),
+               "p": p_soft.tolist(), "q": q_soft.tolist(), "exp_flops": float(supernet.expected_flops(p_soft, q_soft)),
+               "decision": [dec["width"], dec["depth"] + 1], "decision_flops": dec["flops"],
+               "seqs_per_s": seen / train_s, "train_seconds": train_s, **{f"valid_{m}": v for m, v in valid.items()}}
+        history.append(row)
+        improved = valid[key] > best
+        if improved:
+            best, best_epoch, best_dec = valid[key], epoch, dec
+            best_state = copy.deepcopy(supernet.state_dict())
+        reporter.epoch_end(row, improved)
+        if epoch - best_epoch >= cfg.patience:
+            break
+    supernet.load_state_dict(best_state)
+    arch = supernet.arch_for(best_dec["width"], best_dec["depth"])
+    return SearchResult(supernet, best_dec, arch, best_epoch, history, cfg, time.perf_counter() - start)

@@ -1,0 +1,107 @@
+"""The DNS-Rec supernet: one full-size backbone shared by every width candidate and exit depth.
+
+Candidate k keeps the leading ``widths[k]`` dimensions (zero-masks on the trailing ones, computed
+by slicing). Each layer's output mixes the candidates, 𝒯^(l) = Σ_k p_k T_k^(l), and the output is
+Y = Σ_l q_l 𝒯^(l) (Eq. 10). The embedding is mixed the same way (each candidate normalises its own
+kept dimensions), so with one-hot p and q the supernet computes exactly the sliced dense model.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from compress.adapters.base import Adapter
+from compress.arch import ArchSpec
+from compress.flops import analytic_flops
+from compress.nas.controllers import Controller, one_hot
+from compress.nas.space import SearchSpace
+from compress.nn.width import Width, zero_pad
+
+
+class Supernet(nn.Module):
+    def __init__(self, backbone: nn.Module, adapter: Adapter, space: SearchSpace) -> None:
+        super().__init__()
+        self.backbone, self.adapter, self.space = backbone, adapter, space
+        self.full: ArchSpec = adapter.arch(backbone)
+        self.widths: List[Width] = space.widths(self.full)
+        self.alpha = Controller(len(self.widths))  # transformer controller, shared by all layers
+        self.beta = Controller(self.full.layers)  # depth controller: exit after layer l
+        self.max_len, self.n_items = backbone.max_len, backbone.n_items
+        self.tau = 1.0
+        self.eval_selection = "soft"  # what predict() uses: "soft" (softmax(logits/τ)) or "hard" (argmax)
+        flops = [[analytic_flops(self.arch_for(k, l), self.max_len, self.n_items)["total"]
+                  for l in range(self.full.layers)] for k in range(len(self.widths))]
+        self.register_buffer("flops", torch.tensor(flops, dtype=torch.float64), persistent=False)  # (K, L)
+
+    def arch_for(self, k: int, l: int) -> ArchSpec:
+        """Dense architecture of width candidate ``k`` exiting after layer ``l`` (0-based)."""
+        return self.full.narrowed(self.widths[k].hidden, self.widths[k].inner, l + 1)
+
+    def architecture_parameters(self) -> List[nn.Parameter]:
+        return [self.alpha.logits, self.beta.logits]
+
+    def weight_parameters(self) -> List[nn.Parameter]:
+        return list(self.backbone.parameters())
+
+    def forward(self, items: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """items (B, N); p (K,) width weights; q (L,) exit weights -> Y (B, N, d)."""
+        d = self.full.hidden
+        valid = items > 0
+        active = [k for k in range(len(self.widths)) if p[k] != 0]  # one-hot p computes one candidate
+        last = max(l for l in range(len(q)) if q[l] != 0)  # layers after the last exit are not needed
+        emb = {k: self.adapter.embed(self.backbone, items, self.widths[k].hidden) for k in active}
+        x = sum(p[k] * zero_pad(emb[k], d) for k in active)  # (B, N, d)
+        y = None
+        for l in range(last + 1):
+            x = sum(p[k] * zero_pad(self.adapter.layer(self.backbone, l, x, valid, emb[k], self.widths[k]), d)
+                    for k in active)
+            if q[l] != 0:
+                y = q[l] * x if y is None else y + q[l] * x
+        return y
+
+    def score(self, h: torch.Tensor) -> torch.Tensor:
+        return self.adapter.score(self.backbone, h)
+
+    def selection(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The weights predict() uses: tempered softmax without noise, or the current hard decision."""
+        dev = self.alpha.logits.device
+        if self.eval_selection == "hard":
+            return one_hot(self.alpha.choice(), len(self.widths), dev), one_hot(self.beta.choice(), self.full.layers, dev)
+        return (torch.softmax(self.alpha.logits / self.tau, 0), torch.softmax(self.beta.logits / self.tau, 0))
+
+    def predict(self, items: torch.Tensor) -> torch.Tensor:
+        from compress.backbones.sasrec import last_position
+
+        p, q = self.selection()
+        return self.score(last_position(self(items, p, q), items))
+
+    def expected_flops(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """Σ_l q_l Σ_k p_k FLOPs(k, l) / FLOPs(full): differentiable in p and q, 1.0 for the full model."""
+        table = self.flops.to(p.dtype)
+        return p @ table @ q / table[0, -1]
+
+    def flops_of(self, k: int, l: int) -> float:
+        return float(self.flops[k, l])
+
+    def candidates(self) -> List[Dict]:
+        out = []
+        for k, w in enumerate(self.widths):
+            for l in range(self.full.layers):
+                out.append({"width": k, "hidden": w.hidden, "inner": w.inner, "layers": l + 1,
+                            "flops": self.flops_of(k, l), "params": self.params_of(k, l)})
+        return out
+
+    def params_of(self, k: int, l: int) -> int:
+        arch = self.arch_for(k, l)
+        return sum(p.numel() for p in self.adapter.build(self.backbone, arch).parameters())
+
+    def slice(self, k: int, l: int) -> nn.Module:
+        """The dense model of candidate (k, l) holding the leading slices of the shared weights."""
+        dense = self.adapter.build(self.backbone, self.arch_for(k, l))
+        self.adapter.slice_into(self.backbone, dense)
+        return dense.to(self.alpha.logits.device)
+
+    def config(self) -> Dict:
+        return {"backbone": self.backbone.config(), "adapter": self.adapter.name, "space": self.space.to_dict()}

@@ -1,0 +1,234 @@
+"""Artifacts: config.json + model.safetensors round trips, strict loading, atomic directories."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import compress
+from compress.arch import ArchSpec
+from compress.artifacts import CONFIG, WEIGHTS, atomic_dir, load, resolve_device, save_model, write_json
+from compress.errors import CheckpointError, ConfigError
+
+N_ITEMS, MAX_LEN = 50, 20
+
+
+def tiny_sasrec(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return compress.get_backbone("sasrec")(ArchSpec(hidden=16, inner=32, heads=2, layers=1), N_ITEMS, MAX_LEN, 0.2)
+
+
+def histories() -> torch.Tensor:
+    gen = torch.Generator().manual_seed(1)
+    items = torch.randint(1, N_ITEMS + 1, (6, MAX_LEN), generator=gen)
+    for row, length in enumerate([1, 3, 7, 12, 19, 20]):
+        items[row, length:] = 0  # right-padded
+    return items
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model = tiny_sasrec().eval()
+    out = tmp_path / "model"
+    with atomic_dir(str(out)) as tmp:
+        save_model(model, tmp, {"kind": "test"})
+    return model, out
+
+
+def test_round_trip_identical_predictions(saved):
+    model, out = saved
+    assert sorted(os.listdir(out)) == [CONFIG, WEIGHTS]
+    back = compress.load(str(out))
+    assert type(back) is type(model) and not back.training
+    assert back.config() == model.config()
+    with torch.no_grad():
+        assert torch.equal(back.predict(histories()), model.predict(histories()))
+    cfg = json.loads((out / CONFIG).read_text())
+    assert cfg["model"]["backbone"] == "sasrec" and cfg["kind"] == "test"
+    assert cfg["model"]["arch"]["hidden"] == 16 and cfg["model"]["n_items"] == N_ITEMS
+
+
+def test_load_in_a_fresh_process(saved, tmp_path, subprocess_env):
+    model, out = saved
+    with torch.no_grad():
+        expected = model.predict(histories())
+    save_file({"items": histories(), "expected": expected.contiguous()}, str(tmp_path / "io.safetensors"))
+    code = (
+        "import sys, torch, compress\n"
+        "from safetensors.torch import load_file\n"
+        "io = load_file(sys.argv[2])\n"
+        "m = compress.load(sys.argv[1])\n"
+        "with torch.no_grad():\n"
+        "    got = m.predict(io['items'])\n"
+        "assert torch.equal(got, io['expected']), (got - io['expected']).abs().max()\n"
+        "print('ok', type(m).__name__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(out), str(tmp_path / "io.safetensors")],
+                          capture_output=True, text=True, env=subprocess_env, cwd=str(tmp_path), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok SASRec"
+
+
+def test_weights_are_plain_tensors(saved):
+    _, out = saved
+    state = load_file(str(out / WEIGHTS))
+    assert all(isinstance(t, torch.Tensor) for t in state.values())
+    assert state["item_embedding.weight"].shape == (N_ITEMS + 1, 16)
+
+
+# ---------------------------------------------------------------- broken artifacts
+
+
+@pytest.mark.parametrize("damage", [
+    lambda b: os.urandom(200),  # garbage
+    lambda b: b"",  # empty
+    lambda b: b[: len(b) // 2],  # truncated
+])
+def test_corrupt_weights(saved, damage):
+    _, out = saved
+    blob = (out / WEIGHTS).read_bytes()
+    (out / WEIGHTS).write_bytes(damage(blob))
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        load(str(out))
+
+
+def test_tensor_shape_changed_vs_config(saved):
+    _, out = saved
+    state = load_file(str(out / WEIGHTS))
+    state["item_embedding.weight"] = torch.zeros(N_ITEMS + 5, 16)
+    save_file(state, str(out / WEIGHTS))
+    with pytest.raises(CheckpointError, match=r"item_embedding\.weight has shape \(55, 16\).*\(51, 16\)"):
+        load(str(out))
+
+
+def test_config_changed_vs_tensors(saved):
+    _, out = saved
+    cfg = json.loads((out / CONFIG).read_text())
+    cfg["model"]["arch"]["inner"] = 64
+    write_json(str(out / CONFIG), cfg)
+    with pytest.raises(CheckpointError, match="config.json implies"):
+        load(str(out))
+
+
+def test_renamed_or_extra_tensor(saved):
+    _, out = saved
+    state = load_file(str(out / WEIGHTS))
+    state["renamed.weight"] = state.pop("emb_norm.weight")
+    save_file(state, str(out / WEIGHTS))
+    with pytest.raises(CheckpointError, match=r"missing \['emb_norm\.weight'\], unexpected \['renamed\.weight'\]"):
+        load(str(out))
+
+
+@pytest.mark.parametrize("text,match", [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "not a JSON object"),
+    ('{"format_version": 1}', "model.backbone"),
+    ('{"model": {"backbone": "sasrec", "arch": {"hidden": 16}}}', "incomplete"),
+])
+def test_broken_config(saved, text, match):
+    _, out = saved
+    (out / CONFIG).write_text(text)
+    with pytest.raises(CheckpointError, match=match):
+        load(str(out))
+
+
+def test_unknown_backbone_in_config(saved):
+    _, out = saved
+    cfg = json.loads((out / CONFIG).read_text())
+    cfg["model"]["backbone"] = "bert4rec-xl"
+    write_json(str(out / CONFIG), cfg)
+    with pytest.raises(ConfigError, match="unknown backbone 'bert4rec-xl'; available: .*sasrec"):
+        load(str(out))
+
+
+def test_missing_files(saved, tmp_path):
+    _, out = saved
+    with pytest.raises(CheckpointError, match="not a directory"):
+        load(str(tmp_path / "nothing"))
+    os.remove(out / WEIGHTS)
+    with pytest.raises(CheckpointError, match="model.safetensors is missing"):
+        load(str(out))
+    os.remove(out / CONFIG)
+    with pytest.raises(CheckpointError, match="config.json is missing"):
+        load(str(out))
+
+
+def test_unknown_backbone_name():
+    with pytest.raises(ConfigError, match="unknown backbone 'gru4rec'"):
+        compress.get_backbone("gru4rec")
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            resolve_device("cuda")
+
+
+# ---------------------------------------------------------------- atomic directories
+
+
+def leftovers(parent) -> list:
+    return [n for n in os.listdir(parent) if n.startswith(".")]
+
+
+def test_atomic_dir_leaves_nothing_when_the_body_raises(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_dir(str(out)) as tmp:
+            Path(tmp, "half.txt").write_text("partial")
+            raise RuntimeError("boom")
+    assert not out.exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_atomic_dir_keeps_the_old_output_when_an_overwrite_fails(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_dir(str(out), overwrite=True) as tmp:
+            Path(tmp, "new.txt").write_text("new")
+            raise KeyboardInterrupt
+    assert os.listdir(out) == ["old.txt"]
+    assert leftovers(tmp_path) == []
+
+
+def test_atomic_dir_refuses_and_overwrites(tmp_path):
+    out = tmp_path / "run"
+    with atomic_dir(str(out)) as tmp:
+        Path(tmp, "a.txt").write_text("a")
+    assert os.listdir(out) == ["a.txt"]
+    with pytest.raises(ConfigError, match="already exists; pass --overwrite"):
+        with atomic_dir(str(out)):
+            pytest.fail("the body must not run")
+    with atomic_dir(str(out), overwrite=True) as tmp:
+        Path(tmp, "b.txt").write_text("b")
+    assert os.listdir(out) == ["b.txt"]
+    assert leftovers(tmp_path) == []
+
+
+def test_atomic_dir_output_has_ordinary_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        out = tmp_path / "shared-model"
+        with atomic_dir(str(out)):
+            pass
+        assert oct(out.stat().st_mode & 0o777) == oct(0o755)  # not mkdtemp's private 0o700
+    finally:
+        os.umask(umask)
+
+
+def test_atomic_dir_creates_missing_parents(tmp_path):
+    out = tmp_path / "a" / "b" / "model"
+    with atomic_dir(str(out)) as tmp:
+        Path(tmp, "x").write_text("x")
+    assert (out / "x").read_text() == "x"

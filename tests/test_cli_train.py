@@ -1,0 +1,288 @@
+"""The `compress train` / `compress evaluate` commands, in-process (CliRunner) and as subprocesses."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+from cli import app
+
+TINY = ["--epochs", "1", "--hidden", "16", "--inner", "32", "--layers", "1", "--heads", "1", "--seq-len", "20",
+        "--batch-size", "64", "--device", "cpu"]
+RUN_FILES = {"config.json", "model.safetensors", "metrics.json", "train.log"}
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """The CLI points the root logger at the runner's stderr; don't leave it pointing at a closed stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def error_line(result) -> str:
+    """The CLI's failure contract: exit code 2, no traceback, one `error: ...` line that ends stderr."""
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert [line for line in lines if line.startswith("error:")] == [lines[-1]], result.stderr
+    return lines[-1]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_data_file, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "run"
+    result = invoke("train", "--data", tiny_data_file, *TINY, "--out", out)
+    assert result.exit_code == 0, result.stderr + result.stdout
+    assert f"saved to {out}" in result.stdout.replace("\n", "")
+    return out
+
+
+def test_train_writes_a_run_dir(run_dir, tiny_data_file):
+    assert set(os.listdir(run_dir)) == RUN_FILES
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["kind"] == "train"
+    assert cfg["model"]["backbone"] == "sasrec" and cfg["model"]["max_len"] == 20
+    assert cfg["model"]["arch"]["hidden"] == 16 and cfg["model"]["arch"]["inner"] == 32
+    assert cfg["model"]["arch"]["layers"] == 1 and cfg["model"]["arch"]["heads"] == 1
+    assert cfg["data"]["data"] == str(tiny_data_file)
+    assert cfg["dataset"]["users"] == 40 and cfg["options"]["epochs"] == 1
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["best_epoch"] == 1 and len(metrics["history"]) == 1
+    assert set(metrics["metrics"]) == {"valid/full", "valid/pop100", "test/full", "test/pop100"}
+    for vals in metrics["metrics"].values():
+        assert 0.0 <= vals["ndcg@10"] <= vals["recall@10"] <= 1.0
+    log = (run_dir / "train.log").read_text().splitlines()
+    assert len(log) == 1 and log[0].startswith("epoch=1 loss=") and "valid_ndcg@10=" in log[0]
+    assert len(load_file(str(run_dir / "model.safetensors"))) > 0
+
+
+def test_evaluate_json(run_dir):
+    result = invoke("evaluate", run_dir, "--json")
+    assert result.exit_code == 0, result.stderr
+    obj = json.loads(result.stdout)
+    assert (obj["protocol"], obj["split"], obj["k"]) == ("full", "test", 10)
+    assert set(obj["metrics"]) >= {"recall@10", "mrr@10", "ndcg@10"}
+    assert obj["model"]["backbone"] == "sasrec" and obj["model"]["params"] > 0
+    # the same model and protocol as train's own test/full evaluation
+    train_metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]["test/full"]
+    assert obj["metrics"]["ndcg@10"] == pytest.approx(train_metrics["ndcg@10"])
+
+
+@pytest.mark.parametrize("protocol", ["pop100", "uni100"])
+def test_evaluate_sampled_protocols(run_dir, protocol):
+    result = invoke("evaluate", run_dir, "--protocol", protocol, "--split", "valid", "--k", "5", "--json")
+    assert result.exit_code == 0, result.stderr
+    obj = json.loads(result.stdout)
+    assert (obj["protocol"], obj["split"], obj["k"]) == (protocol, "valid", 5)
+    assert set(obj["metrics"]) >= {"recall@5", "mrr@5", "ndcg@5"}
+    again = json.loads(invoke("evaluate", run_dir, "--protocol", protocol, "--split", "valid", "--k", "5",
+                              "--json").stdout)
+    assert again["metrics"]["ndcg@5"] == obj["metrics"]["ndcg@5"]  # seeded negatives
+
+
+def test_evaluate_table(run_dir):
+    result = invoke("evaluate", run_dir)
+    assert result.exit_code == 0, result.stderr
+    assert "test/full" in result.stdout and "ndcg@10" in result.stdout
+
+
+def test_overwrite_refused_then_allowed(run_dir, tiny_data_file):
+    before = {f: (run_dir / f).stat().st_mtime_ns for f in RUN_FILES}
+    line = error_line(invoke("train", "--data", tiny_data_file, *TINY, "--out", run_dir))
+    assert line == f"error: output directory {run_dir} already exists; pass --overwrite or choose another --out"
+    assert {f: (run_dir / f).stat().st_mtime_ns for f in RUN_FILES} == before
+
+
+def test_overwrite(tiny_data_file, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    result = invoke("train", "--data", tiny_data_file, *TINY, "--out", out, "--overwrite", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert set(os.listdir(out)) == RUN_FILES
+    assert json.loads(result.stdout)["out"] == str(out)
+    assert [n for n in os.listdir(tmp_path) if n != "run"] == []
+
+
+def test_recipe_and_set(tiny_data_file, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("# compress train --recipe r.yaml\nhidden: 8\ninner: 16\nepochs: 3\nseq_len: 10\n")
+    out = tmp_path / "run"
+    result = invoke("train", "--data", tiny_data_file, "--recipe", recipe, "--hidden", "16", "--layers", "1",
+                    "--heads", "1", "--set", "epochs=1", "--set", "batch-size=64", "--out", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["arch"]["hidden"] == 16  # flag over recipe
+    assert cfg["model"]["arch"]["inner"] == 16 and cfg["model"]["max_len"] == 10  # recipe over defaults
+    assert cfg["options"]["epochs"] == 1 and cfg["options"]["batch_size"] == 64  # --set over recipe
+
+
+def test_evaluate_from_another_directory_with_relative_data(tiny_data_file, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "events.tsv").write_text(tiny_data_file.read_text())
+    monkeypatch.chdir(work)
+    result = invoke("train", "--data", "events.tsv", *TINY, "--out", "run")
+    assert result.exit_code == 0, result.stderr
+    monkeypatch.chdir(tmp_path)
+    result = invoke("evaluate", "work/run", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["dataset"] == str(work / "events.tsv")
+
+
+# ---------------------------------------------------------------- bad inputs: exit 2, one line, nothing written
+
+
+def bad_train(tmp_path, *args: str) -> str:
+    out = tmp_path / "out" / "run"
+    line = error_line(invoke("train", *args, *TINY, "--out", out))
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
+    return line
+
+
+def test_train_missing_data(tmp_path):
+    line = bad_train(tmp_path, "--data", tmp_path / "nope.csv")
+    assert "nope.csv" in line and "neither an existing path nor a known dataset" in line
+
+
+def test_train_empty_file(tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    assert "is empty" in bad_train(tmp_path, "--data", tmp_path / "empty.csv")
+
+
+def test_train_wrong_delimiter(tmp_path, tiny_data_file):
+    assert "found one column" in bad_train(tmp_path, "--data", tiny_data_file, "--sep", ";")
+
+
+def test_train_wrong_columns(tmp_path, tiny_data_file):
+    line = bad_train(tmp_path, "--data", tiny_data_file, "--user-col", "visitor")
+    assert "no user column named 'visitor'; columns are user_id, item_id, timestamp" in line
+
+
+def test_train_non_numeric_timestamps(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user_id,item_id,timestamp\n1,2,yesterday\n1,3,today\n1,4,today\n")
+    assert "non-numeric timestamp 'yesterday'" in bad_train(tmp_path, "--data", bad)
+
+
+def test_train_unknown_backbone(tmp_path, tiny_data_file):
+    assert "unknown backbone 'nope'; available: " in bad_train(tmp_path, "--data", tiny_data_file,
+                                                                 "--backbone", "nope")
+
+
+def test_train_unknown_recipe_key(tmp_path, tiny_data_file):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("hiden: 32\n")
+    assert "unknown key(s) hiden" in bad_train(tmp_path, "--data", tiny_data_file, "--recipe", recipe)
+    assert "unknown key(s) hiden in --set" in bad_train(tmp_path, "--data", tiny_data_file, "--set", "hiden=3")
+
+
+def test_train_wrong_type_recipe_value(tmp_path, tiny_data_file):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("dropout: lots\n")
+    assert "option 'dropout' expects float, got 'lots'" in bad_train(tmp_path, "--data", tiny_data_file,
+                                                                       "--recipe", recipe)
+
+
+def test_train_bad_architecture(tmp_path, tiny_data_file):
+    line = bad_train(tmp_path, "--data", tiny_data_file, "--set", "heads=3")
+    assert "not divisible into 3 heads" in line
+
+
+def test_train_interrupted_writes_nothing(tmp_path, tiny_data_file, monkeypatch):
+    import compress.runs
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compress.runs, "fit", interrupted)
+    out = tmp_path / "run"
+    result = invoke("train", "--data", tiny_data_file, *TINY, "--out", out)
+    assert result.exit_code == 130
+    assert "nothing was written" in result.stderr
+    assert not out.exists() and os.listdir(tmp_path) == []
+
+
+def test_error_message_is_printed_verbatim(tmp_path):
+    line = bad_train(tmp_path, "--data", tmp_path / "runs[bold]" / "x.csv")
+    assert "runs[bold]" in line
+
+
+@pytest.fixture
+def run_copy(run_dir, tmp_path) -> Path:
+    out = tmp_path / "copy"
+    out.mkdir()
+    for name in RUN_FILES:
+        (out / name).write_bytes((run_dir / name).read_bytes())
+    return out
+
+
+def test_evaluate_corrupt_checkpoint(run_copy):
+    (run_copy / "model.safetensors").write_bytes(b"\x00garbage" * 64)
+    line = error_line(invoke("evaluate", run_copy))
+    assert "model.safetensors is corrupt" in line
+
+
+def test_evaluate_mismatched_checkpoint(run_copy):
+    state = load_file(str(run_copy / "model.safetensors"))
+    state["position_embedding.weight"] = state["position_embedding.weight"][:10].contiguous()
+    save_file(state, str(run_copy / "model.safetensors"))
+    line = error_line(invoke("evaluate", run_copy))
+    assert "position_embedding.weight has shape (10, 16), config.json implies (20, 16)" in line
+
+
+def test_evaluate_other_data(run_copy, tmp_path):
+    other = tmp_path / "other.csv"
+    other.write_text("user_id,item_id\n" + "".join(f"1,{i}\n" for i in range(5)))
+    line = error_line(invoke("evaluate", run_copy, "--data", other))
+    assert "trained on" in line and "pass the --data it was trained on" in line
+
+
+def test_evaluate_bad_options(run_dir, tmp_path):
+    assert "unknown protocol 'pop50'" in error_line(invoke("evaluate", run_dir, "--protocol", "pop50"))
+    assert "unknown split 'train'" in error_line(invoke("evaluate", run_dir, "--split", "train"))
+    line = error_line(invoke("evaluate", tmp_path / "nothing"))
+    assert "nothing/config.json is missing; is this a compress run" in line
+
+
+# ---------------------------------------------------------------- as real processes
+
+
+def test_python_m_compress_and_console_script(tiny_data_file, tmp_path, subprocess_env):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "compress", "train", "--data", str(tiny_data_file), *TINY,
+                           "--out", str(out), "--json"],
+                          capture_output=True, text=True, env=subprocess_env, cwd=str(tmp_path), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["out"] == str(out)
+    assert set(os.listdir(out)) == RUN_FILES
+
+    script = Path(sys.executable).parent / "compress"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "compress"]
+    proc = subprocess.run([*cmd, "evaluate", str(out), "--protocol", "pop100", "--json"],
+                          capture_output=True, text=True, env=subprocess_env, cwd=str(tmp_path), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    obj = json.loads(proc.stdout)
+    assert (obj["protocol"], obj["split"], obj["k"]) == ("pop100", "test", 10)
+
+    proc = subprocess.run([*cmd, "train", "--data", str(tmp_path / "missing.tsv"), "--out", str(tmp_path / "x")],
+                          capture_output=True, text=True, env=subprocess_env, cwd=str(tmp_path), timeout=300)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: --data ")
+    assert not (tmp_path / "x").exists()

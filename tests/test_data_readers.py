@@ -1,0 +1,247 @@
+"""Readers: every supported format from small files, auto-detection, gzip, bad inputs, real slices."""
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compress.data.readers import ReadOptions, detect_format, read_interactions
+from compress.errors import DataError
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def rows(inter) -> list:
+    return list(zip(inter.users.tolist(), inter.items.tolist(), inter.order.tolist()))
+
+
+# ---------------------------------------------------------------- formats
+
+
+def test_atomic_inter_typed_header(tmp_path):
+    p = write(tmp_path / "x.inter", "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+                                    "1\t10\t5\t300\n2\t20\t3\t100\n1\t30\t4\t200\n")
+    assert detect_format(str(p)) == "atomic"
+    inter = read_interactions(str(p))
+    assert rows(inter) == [("1", "10", 300.0), ("2", "20", 100.0), ("1", "30", 200.0)]
+    assert inter.timed
+
+
+def test_atomic_needs_typed_header(tmp_path):
+    p = write(tmp_path / "x.inter", "user_id\titem_id\n1\t2\n")
+    with pytest.raises(DataError, match="typed header"):
+        read_interactions(str(p))
+
+
+def test_movielens_ratings_dat(tmp_path):
+    p = write(tmp_path / "ratings.dat", "1::1193::5::978300760\n1::661::3::978302109\n2::1357::5::978298709\n")
+    assert detect_format(str(p)) == "ml-dat"
+    inter = read_interactions(str(p))
+    assert rows(inter) == [("1", "1193", 978300760.0), ("1", "661", 978302109.0), ("2", "1357", 978298709.0)]
+    assert inter.timed
+
+
+def test_movielens_udata_tab_no_header(tmp_path):
+    p = write(tmp_path / "u.data", "196\t242\t3\t881250949\n186\t302\t3\t891717742\n")
+    assert detect_format(str(p)) == "udata"
+    inter = read_interactions(str(p))
+    assert rows(inter) == [("196", "242", 881250949.0), ("186", "302", 891717742.0)]
+
+
+def test_csv_named_columns_by_flag(tmp_path):
+    # names the readers do not know, textual ids: the header is found from the requested names
+    p = write(tmp_path / "events.csv", "when,visitor,product,price\n"
+                                       "30,A7,B00X,9.5\n10,A8,B00Y,1.0\n20,A7,B00Z,2.0\n")
+    opts = ReadOptions(user_col="visitor", item_col="product", time_col="when")
+    inter = read_interactions(str(p), opts)
+    assert rows(inter) == [("A7", "B00X", 30.0), ("A8", "B00Y", 10.0), ("A7", "B00Z", 20.0)]
+    assert inter.timed
+
+
+def test_csv_known_header_names_need_no_flags(tmp_path):
+    p = write(tmp_path / "r.csv", "userId,movieId,rating,timestamp\n1,31,2.5,1260759144\n1,1029,3.0,1260759179\n")
+    inter = read_interactions(str(p))
+    assert rows(inter) == [("1", "31", 1260759144.0), ("1", "1029", 1260759179.0)]
+
+
+def test_csv_without_time_column_keeps_file_order(tmp_path):
+    p = write(tmp_path / "r.csv", "user,item\n1,5\n1,3\n2,5\n")
+    inter = read_interactions(str(p))
+    assert not inter.timed
+    assert inter.order.tolist() == [0.0, 1.0, 2.0]
+
+
+def test_headerless_positional_columns(tmp_path):
+    # time, item, user: every column chosen by position
+    p = write(tmp_path / "raw.txt", "300,7,u1\n100,8,u2\n200,9,u1\n")
+    inter = read_interactions(str(p), ReadOptions(user_col="2", item_col="1", time_col="0"))
+    assert rows(inter) == [("u1", "7", 300.0), ("u2", "8", 100.0), ("u1", "9", 200.0)]
+
+
+def test_headerless_positional_never_guesses_time_from_the_user_or_item_column(tmp_path):
+    # 3 columns: the default time guess (column 2) is the item column here, which must not be used
+    p = write(tmp_path / "raw.txt", "5,1,20\n3,1,10\n")
+    inter = read_interactions(str(p), ReadOptions(user_col="1", item_col="2"))
+    assert rows(inter) == [("1", "20", 0.0), ("1", "10", 1.0)]
+    assert not inter.timed
+
+
+def test_headerless_default_columns(tmp_path):
+    p = write(tmp_path / "checkins.txt", "0\t11\t1287411463.0\n0\t12\t1287330123.0\n")
+    inter = read_interactions(str(p))
+    assert rows(inter) == [("0", "11", 1287411463.0), ("0", "12", 1287330123.0)]
+    inter = read_interactions(str(p), ReadOptions(time_col="none"))
+    assert not inter.timed and inter.order.tolist() == [0.0, 1.0]
+
+
+def test_sequence_file(tmp_path):
+    p = write(tmp_path / "seq.txt", "1 5 6 7 8 9\n2 3 4 5 6 7 8\n3 9 8 7 6 5 4 3\n")
+    assert detect_format(str(p)) == "sequence"
+    inter = read_interactions(str(p))
+    assert inter.users.tolist() == ["1"] * 5 + ["2"] * 6 + ["3"] * 7
+    assert inter.items.tolist()[:5] == ["5", "6", "7", "8", "9"]
+    assert not inter.timed
+    assert np.all(np.diff(inter.order) > 0)  # file order
+
+
+def test_sequence_file_user_on_two_lines_concatenates(tmp_path):
+    from compress.data.dataset import build_dataset
+
+    p = write(tmp_path / "seq.txt", "1 a b c\n2 x y z w\n1 d e\n")
+    ds = build_dataset(read_interactions(str(p), ReadOptions(format="sequence")))
+    assert [ds.item_tokens[i - 1] for i in ds.sequence(0)] == ["a", "b", "c", "d", "e"]
+
+
+def test_gzip_is_transparent(tmp_path):
+    text = "1::1193::5::978300760\n1::661::3::978302109\n"
+    plain = write(tmp_path / "ratings.dat", text)
+    gz = tmp_path / "ratings.dat.gz"
+    gz.write_bytes(gzip.compress(text.encode()))
+    assert detect_format(str(gz)) == "ml-dat"
+    assert rows(read_interactions(str(gz))) == rows(read_interactions(str(plain)))
+    # gzip is recognised by its magic bytes, not only by the name
+    disguised = tmp_path / "ratings_copy.dat"
+    disguised.write_bytes(gzip.compress(text.encode()))
+    assert rows(read_interactions(str(disguised))) == rows(read_interactions(str(plain)))
+
+
+@pytest.mark.parametrize("name,text,fmt", [
+    ("a.inter", "user_id:token\titem_id:token\n1\t2\n", "atomic"),
+    ("ratings.dat", "1::2::5::9\n", "ml-dat"),
+    ("u.data", "1\t2\t5\t9\n", "udata"),
+    ("seq.txt", "1 2 3 4 5 6\n2 3 4\n", "sequence"),
+    ("r.csv", "user_id,item_id\n1,2\n", "delimited"),
+    ("r.tsv", "1\t2\t5\t9\n", "delimited"),
+])
+def test_format_detection(tmp_path, name, text, fmt):
+    assert detect_format(str(write(tmp_path / name, text))) == fmt
+
+
+# ---------------------------------------------------------------- bad inputs
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        read_interactions(str(tmp_path / "nope.csv"))
+
+
+def test_directory_instead_of_file(tmp_path):
+    with pytest.raises(DataError, match="directory"):
+        read_interactions(str(tmp_path))
+
+
+@pytest.mark.parametrize("text", ["", "\n\n  \n"])
+def test_empty_file(tmp_path, text):
+    with pytest.raises(DataError, match="empty"):
+        read_interactions(str(write(tmp_path / "e.csv", text)))
+
+
+def test_header_without_rows(tmp_path):
+    with pytest.raises(DataError, match="no rows"):
+        read_interactions(str(write(tmp_path / "h.csv", "user_id,item_id,timestamp\n")))
+
+
+def test_wrong_delimiter(tmp_path):
+    p = write(tmp_path / "r.csv", "1,2,5,9\n3,4,5,9\n")
+    with pytest.raises(DataError, match="one column"):
+        read_interactions(str(p), ReadOptions(sep="\t"))
+    with pytest.raises(DataError, match=r"r\.csv:1: expected at least 4 fields.*--sep"):
+        read_interactions(str(p), ReadOptions(format="ml-dat"))
+
+
+def test_ragged_rows_name_the_line(tmp_path):
+    p = write(tmp_path / "r.csv", "user_id,item_id,timestamp\n1,2,3\n4,5\n")
+    with pytest.raises(DataError, match=r"r\.csv:3: expected at least 3 fields"):
+        read_interactions(str(p))
+
+
+@pytest.mark.parametrize("opts,match", [
+    (ReadOptions(user_col="visitor"), "no user column named 'visitor'; columns are user_id, item_id"),
+    (ReadOptions(item_col="7"), "item column 7 does not exist"),
+])
+def test_wrong_columns(tmp_path, opts, match):
+    p = write(tmp_path / "r.csv", "user_id,item_id\n1,2\n")
+    with pytest.raises(DataError, match=match):
+        read_interactions(str(p), opts)
+
+
+def test_column_name_for_headerless_file(tmp_path):
+    p = write(tmp_path / "r.csv", "1,2,3\n4,5,6\n")
+    with pytest.raises(DataError, match="no header"):
+        read_interactions(str(p), ReadOptions(user_col="visitor"))
+
+
+def test_unknown_header_names(tmp_path):
+    p = write(tmp_path / "r.csv", "who,what\n1,2\n")
+    with pytest.raises(DataError, match="--user-col/--item-col"):
+        read_interactions(str(p))
+
+
+def test_non_numeric_timestamp(tmp_path):
+    p = write(tmp_path / "r.csv", "user_id,item_id,timestamp\n1,2,100\n1,3,2020-01-02\n")
+    with pytest.raises(DataError, match="non-numeric timestamp '2020-01-02'"):
+        read_interactions(str(p))
+
+
+def test_unknown_format(tmp_path):
+    p = write(tmp_path / "r.csv", "user_id,item_id\n1,2\n")
+    with pytest.raises(DataError, match="unknown format 'parquet'"):
+        read_interactions(str(p), ReadOptions(format="parquet"))
+
+
+def test_truncated_gzip(tmp_path):
+    blob = gzip.compress(b"1\t2\t3\t4\n" * 50_000)
+    p = tmp_path / "u.data.gz"
+    p.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(DataError, match="corrupt or truncated"):
+        read_interactions(str(p))
+
+
+# ---------------------------------------------------------------- real data slices
+
+
+def test_real_ml100k_udata(shared_data):
+    path = shared_data / "ml-100k" / "u.data.gz"
+    if not path.exists():
+        pytest.skip("ml-100k not in shared data")
+    inter = read_interactions(str(path))
+    assert len(inter) == 100_000
+    assert len(np.unique(inter.users)) == 943
+    assert len(np.unique(inter.items)) == 1682
+    assert inter.timed and inter.order.min() > 8e8
+
+
+def test_real_lastfm_sequences(shared_data):
+    path = shared_data / "s3rec" / "LastFM.txt.gz"
+    if not path.exists():
+        pytest.skip("LastFM not in shared data")
+    assert detect_format(str(path)) == "sequence"
+    inter = read_interactions(str(path))
+    assert len(inter) == 52_551
+    assert len(np.unique(inter.users)) == 1090
+    assert len(np.unique(inter.items)) == 3646
