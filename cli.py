@@ -136,6 +136,69 @@ def evaluate(
                                     {f"{split}/{protocol}": result["metrics"]}))
 
 
+@app.command()
+@clean_errors
+def search(
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="Registered backbone (sasrec)."),
+    data: Optional[str] = DataOpt,
+    data_dir: Optional[str] = DataDirOpt,
+    format: Optional[str] = FormatOpt,
+    recipe: Optional[str] = RecipeOpt,
+    set_: List[str] = SetOpt,
+    tradeoff: Optional[float] = typer.Option(None, "--tradeoff", help="λ of the FLOPs penalty (paper 0.1)."),
+    max_flops: Optional[str] = typer.Option(None, "--max-flops", help="Hard budget: '50%' of the full "
+                                            "supernet or absolute FLOPs; the decision is guaranteed to fit."),
+    search_epochs: Optional[int] = typer.Option(None, "--search-epochs"),
+    arch_every: Optional[int] = typer.Option(None, "--arch-every", help="f: α/β step every f weight steps."),
+    selection: Optional[str] = typer.Option(None, "--selection", help="gumbel (paper) or softmax (code)."),
+    arch_batches: Optional[str] = typer.Option(None, "--arch-batches", help="valid (paper) or train (code)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Search batch size."),
+    lr: Optional[float] = typer.Option(None, "--lr"),
+    dropout: Optional[float] = typer.Option(None, "--dropout"),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len"),
+    hidden: Optional[int] = typer.Option(None, "--hidden"),
+    inner: Optional[int] = typer.Option(None, "--inner"),
+    layers: Optional[int] = typer.Option(None, "--layers"),
+    heads: Optional[int] = typer.Option(None, "--heads"),
+    attention: Optional[str] = typer.Option(None, "--attention", help="linear (DNS-Rec) or softmax."),
+    gate_layers: Optional[int] = typer.Option(None, "--gate-layers", help="L_d; 0 = no data-aware gates."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    device: Optional[str] = DeviceOpt,
+    out: Optional[str] = typer.Option(None, "--out", help="RUN_DIR (default runs/search-…)."),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+) -> None:
+    """DNS-Rec: search width and depth under a FLOPs penalty; write arch.json, search_card.json, supernet/."""
+    from compress.progress import SearchReporter
+    from compress.recipes import resolve_options
+    from compress.runs import search_run
+
+    flags = dict(backbone=backbone, data=data, data_dir=data_dir, format=format, tradeoff=tradeoff,
+                 max_flops=max_flops, search_epochs=search_epochs, arch_every=arch_every, selection=selection,
+                 arch_batches=arch_batches, search_batch_size=batch_size, lr=lr, dropout=dropout, seq_len=seq_len,
+                 hidden=hidden, inner=inner, layers=layers, heads=heads, attention=attention,
+                 gate_layers=gate_layers, seed=seed, device=device)
+    opts = resolve_options(recipe, flags, set_, command="search")
+    reporter = SearchReporter(err_console)
+    try:
+        result = search_run(opts, out, overwrite, reporter)
+    finally:
+        reporter.close()
+    if json_out:
+        print(json.dumps(result))
+        return
+    d = result["decision"]
+    arch = d["arch"]
+    out_console.print(f"decision: hidden {arch['hidden']}, inner {arch['inner']}, {arch['heads']} heads, "
+                      f"{arch['layers']} layers, {arch['attention']} attention, gates L_d={arch['gate_layers']}")
+    out_console.print(f"FLOPs {d['flops']:.4g} (measured {d['flops_measured']:.4g}), params {d['params']:,}; "
+                      f"valid NDCG@10 of the supernet {result['valid'].get('ndcg@10', float('nan')):.4f}; "
+                      f"supernet vs sliced max |diff| {result['slice_max_abs_diff']:.2e}")
+    if d.get("note"):
+        out_console.print(d["note"])
+    out_console.print(f"saved to {result['out']}")
+
+
 @app.command("backbones")
 def backbones_cmd() -> None:
     """List registered backbones."""

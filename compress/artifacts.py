@@ -82,9 +82,11 @@ def read_json(path: str) -> Dict[str, Any]:
     return obj
 
 
-def save_model(model: nn.Module, directory: str, extra: Optional[Dict[str, Any]] = None) -> None:
-    """Write ``config.json`` (model config + ``extra``) and ``model.safetensors`` into ``directory``."""
-    cfg = {"format_version": FORMAT_VERSION, "model": model.config(), **(extra or {})}
+def save_model(model: nn.Module, directory: str, extra: Optional[Dict[str, Any]] = None,
+               model_config: Optional[Dict[str, Any]] = None) -> None:
+    """Write ``config.json`` (``model_config`` or ``model.config()``, plus ``extra``) and
+    ``model.safetensors`` (``model.state_dict()``) into ``directory``."""
+    cfg = {"format_version": FORMAT_VERSION, "model": model_config or model.config(), **(extra or {})}
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, os.path.join(directory, WEIGHTS))
     write_json(os.path.join(directory, CONFIG), cfg)

@@ -19,4 +19,9 @@ class CheckpointError(CompressError):
 
 
 class SearchError(CompressError):
-    """The architecture search could not produce a decision (e.g. NaN loss, infeasible budget)."""
+    """The architecture search could not produce a decision (e.g. NaN loss). ``last_good`` holds the
+    state dict of the last good epoch (or the initial state) and ``history`` the epochs so far."""
+
+    def __init__(self, message: str, last_good=None, history=None) -> None:
+        super().__init__(message)
+        self.last_good, self.history = last_good, history or []

@@ -11,6 +11,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 class Reporter:
     """Hooks the training and search loops call; the base class does nothing."""
 
+    def begin(self, info: Dict) -> None: ...
+
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None: ...
 
     def step(self, loss: float, n_seqs: int, extra: Optional[Dict] = None) -> None: ...
@@ -57,3 +59,28 @@ class RichReporter(Reporter):
     def close(self) -> None:
         if self.task is not None:
             self.progress.stop()
+
+
+def bars(weights, labels, width: int = 20) -> str:
+    """One text bar per choice, e.g. ``64/256 ████████░░░░ 0.61``."""
+    return "\n".join(f"    {lab:>10} {'█' * round(w * width)}{'░' * (width - round(w * width))} {w:.2f}"
+                     for lab, w in zip(labels, weights))
+
+
+class SearchReporter(RichReporter):
+    """The training bar plus, per epoch, τ, the penalty, expected FLOPs, p (α) and q (β) as bars."""
+
+    width_labels: list = []
+
+    def begin(self, info: Dict) -> None:
+        self.width_labels = [f"{w['hidden']}/{w['inner']}" for w in info["widths"]]
+
+    def epoch_end(self, row: Dict, improved: bool) -> None:
+        c = self.progress.console
+        c.print(f"epoch {row['epoch']:>3}  CE {row['loss']:.4f}  L_RC {row['penalty']:.4f}  τ {row['tau']:.4f}  "
+                f"E[FLOPs] {100 * row['exp_flops']:.1f}% of full  decision {row['decision']} "
+                f"({row['decision_flops']:.3g} FLOPs)  {self.metric} {row[self.metric]:.4f}"
+                f"  {row['seqs_per_s']:.0f} seq/s{'  *' if improved else ''}", highlight=False)
+        c.print("  p (width, α)\n" + bars(row["p"], self.width_labels), highlight=False)
+        c.print("  q (exit depth, β)\n" + bars(row["q"], [f"{i + 1} layers" for i in range(len(row["q"]))]),
+                highlight=False)

@@ -23,14 +23,30 @@ DEFAULTS: Dict[str, Any] = {
     # training
     "epochs": 50, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.0, "patience": 10, "seed": 2024,
     "device": "auto", "k": 10,
+    # search (DNS-Rec)
+    "search_epochs": 10, "search_batch_size": 256, "tradeoff": 0.1, "max_flops": None, "arch_every": 1,
+    "arch_lr": 1e-2, "selection": "gumbel", "arch_batches": "valid", "hidden_ratios": [0.0, 0.25, 0.5],
+    "inner_ratios": [0.0, 0.25, 0.5], "coupled": True, "round_to": 8, "tau_start": 1.0, "tau_rate": 5e-5,
+    "tau_min": 0.01,
 }
-FLOATS = {"dropout", "lr", "weight_decay"}
+# What a command changes: the search injects linear attention and gates, with heads narrow enough
+# that every pruning ratio keeps whole heads.
+COMMAND_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "train": {},
+    "search": {"attention": "linear", "gate_layers": 2, "heads": 4},
+}
+FLOATS = {"dropout", "lr", "weight_decay", "arch_lr", "tradeoff", "tau_start", "tau_rate", "tau_min"}
 
 
 def _coerce(key: str, value: Any) -> Any:
     default = DEFAULTS[key]
     if value is None or default is None:
         return value if value is None else str(value)
+    if isinstance(default, list):
+        if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                    for v in value):
+            return [float(v) for v in value]
+        raise ConfigError(f"option {key!r} expects a list of numbers like [0.0, 0.5], got {value!r}")
     want = float if key in FLOATS else type(default)
     if want is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -80,9 +96,10 @@ def parse_sets(sets: Iterable[str]) -> Dict[str, Any]:
     return out
 
 
-def resolve_options(recipe: Optional[str], flags: Dict[str, Any], sets: Iterable[str] = ()) -> Dict[str, Any]:
-    """Merge defaults, the recipe, explicitly given flags (not None) and ``--set`` overrides."""
-    opts = dict(DEFAULTS)
+def resolve_options(recipe: Optional[str], flags: Dict[str, Any], sets: Iterable[str] = (),
+                    command: str = "train") -> Dict[str, Any]:
+    """Merge defaults, the command's defaults, the recipe, explicitly given flags (not None) and ``--set``."""
+    opts = {**DEFAULTS, **COMMAND_DEFAULTS[command]}
     opts.update(load_recipe(recipe))
     opts.update({k: _coerce(k, v) for k, v in flags.items() if v is not None})
     opts.update(parse_sets(sets))

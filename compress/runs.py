@@ -11,10 +11,17 @@ import torch
 from compress.arch import ArchSpec
 from compress.artifacts import CONFIG, atomic_dir, check_out_dir, load, load_config, resolve_device, save_model, write_json
 from compress.backbones import get_backbone
+from compress.backbones.sasrec import last_position
+from compress.batching import pad_right
 from compress.data import ReadOptions, SequenceDataset, load_dataset
 from compress.data.registry import DATASETS, DEFAULT
-from compress.errors import CheckpointError
+from compress.errors import CheckpointError, SearchError
 from compress.evaluation import evaluate
+from compress.flops import measured_flops, params_count
+from compress.nas.controllers import one_hot
+from compress.nas.search import SearchConfig, search
+from compress.nas.space import SearchSpace
+from compress.nas.wrap import save_supernet, wrap
 from compress.progress import Reporter
 from compress.training import TrainConfig, fit
 
@@ -104,3 +111,72 @@ def evaluate_path(path: str, opts: Dict[str, Any], split: str, protocol: str, k:
             "model": {"backbone": cfg["model"]["backbone"], "arch": cfg["model"]["arch"],
                       "params": sum(p.numel() for p in model.parameters())},
             "dataset": data_opts["data"] or "default"}
+
+
+def search_config(opts: Dict[str, Any]) -> SearchConfig:
+    return SearchConfig(opts["search_epochs"], opts["search_batch_size"], opts["lr"], opts["arch_lr"],
+                        opts["arch_every"], opts["tradeoff"], opts["selection"], opts["arch_batches"],
+                        opts["tau_start"], opts["tau_rate"], opts["tau_min"], opts["max_flops"], opts["patience"],
+                        opts["seed"], opts["k"])
+
+
+def search_space(opts: Dict[str, Any]) -> SearchSpace:
+    return SearchSpace(tuple(opts["hidden_ratios"]), tuple(opts["inner_ratios"]), opts["coupled"], opts["round_to"])
+
+
+def hard_slice_gap(supernet, dense, k: int, l: int, ds: SequenceDataset, device) -> float:
+    """Max |supernet(one-hot k, l) − sliced dense model| over the scores of up to 64 validation users."""
+    histories, _ = ds.eval_pairs("valid")
+    items = pad_right(histories[:64], supernet.max_len).to(device)
+    supernet.eval(), dense.eval()
+    with torch.no_grad():
+        h = supernet(items, one_hot(k, len(supernet.widths), device), one_hot(l, supernet.full.layers, device))
+        a = supernet.score(last_position(h, items))
+        b = dense.predict(items)
+    return float((a[:, 1:] - b[:, 1:]).abs().max())
+
+
+def search_run(opts: Dict[str, Any], out: Optional[str], overwrite: bool = False,
+               reporter: Optional[Reporter] = None) -> Dict[str, Any]:
+    """DNS-Rec search; RUN_DIR gets config.json, arch.json, search_card.json and supernet/."""
+    out = out or default_out("search", opts)
+    check_out_dir(out, overwrite)
+    device = resolve_device(opts["device"])
+    ds = dataset_from_options(opts)
+    arch = arch_from_options(opts)
+    space, cfg = search_space(opts), search_config(opts)
+    torch.manual_seed(opts["seed"])
+    backbone = get_backbone(opts["backbone"])(arch, ds.n_items, opts["seq_len"], opts["dropout"])
+    supernet = wrap(backbone, space=space, attention=arch.attention, gate_layers=arch.gate_layers,
+                    gate_placement=arch.gate_placement)
+    run_config = {"kind": "search", "data": {k_: opts[k_] for k_ in DATA_KEYS}, "dataset": ds.stats(),
+                  "options": opts, "versions": versions()}
+    try:
+        result = search(supernet, ds, cfg, device, reporter)
+    except SearchError as exc:
+        supernet.load_state_dict(exc.last_good)
+        with atomic_dir(out, overwrite) as tmp:
+            write_json(os.path.join(tmp, CONFIG), {**run_config, "failed": str(exc)})
+            write_json(os.path.join(tmp, "search_card.json"), {"failed": str(exc), "history": exc.history})
+            save_supernet(supernet, os.path.join(tmp, "supernet"))
+        raise
+    dense = result.slice()
+    card = result.card()
+    card["slice_max_abs_diff"] = hard_slice_gap(supernet, dense, result.decision["width"],
+                                                result.decision["depth"], ds, device)
+    card["decision"]["flops_measured"] = measured_flops(dense, dense.max_len)
+    card["decision"]["params"] = params_count(dense)
+    card.update({"seed": opts["seed"], "versions": versions(), "dataset": ds.stats(),
+                 "choices": {"selection": cfg.selection, "arch_batches": cfg.arch_batches, "tradeoff": cfg.tradeoff,
+                             "tau": {"start": cfg.tau_start, "rate": cfg.tau_rate, "min": cfg.tau_min},
+                             "penalty": "L_RC = (L_t/L) * sum_l q_l sum_k p_k FLOPs(k, l) / FLOPs(full); "
+                                        "FLOPs(k, l) = inference FLOPs of width k exiting after layer l"}})
+    with atomic_dir(out, overwrite) as tmp:
+        write_json(os.path.join(tmp, CONFIG), run_config)
+        write_json(os.path.join(tmp, "arch.json"), result.arch.to_dict())
+        write_json(os.path.join(tmp, "search_card.json"), card)
+        save_supernet(supernet, os.path.join(tmp, "supernet"))
+    best = card["history"][result.best_epoch - 1]
+    return {"out": out, "decision": card["decision"], "best_epoch": result.best_epoch, "seconds": result.seconds,
+            "slice_max_abs_diff": card["slice_max_abs_diff"],
+            "valid": {m[len("valid_"):]: v for m, v in best.items() if m.startswith("valid_")}}

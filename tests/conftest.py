@@ -20,6 +20,12 @@ def pytest_configure(config: pytest.Config) -> None:
         sys.path.insert(0, REPO.as_posix())  # `from cli import app` without an installed package
     config._compress_cache = tempfile.TemporaryDirectory(prefix="compress-test-cache-")
     os.environ["COMPRESS_CACHE_DIR"] = config._compress_cache.name
+    # Test models are tiny: one thread is faster than two for them, and never oversubscribes a shared
+    # machine (OpenMP threads spinning against another busy process slow small ops down tenfold).
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from compress.arch import ArchSpec
+from compress.artifacts import resolve_device
 from compress.batching import pad_right, training_windows
 from compress.data.dataset import SequenceDataset
 from compress.errors import ConfigError, SearchError
@@ -40,7 +41,8 @@ class SearchConfig:
     batch_size: int = 256
     lr: float = 1e-3  # weights (paper Table 2)
     arch_lr: float = 1e-2  # α/β: Adam moves logits ≈ lr per step, so 1e-3 barely moves them in 10 epochs
-    arch_every: int = 10  # f
+    arch_every: int = 1  # f; one all-position batch holds ~B·N next-item pairs, about as many as 10 of the
+    # paper's per-prefix batches, so f=1 here matches the paper's f=10 in α/β steps per training pair
     tradeoff: float = 0.1  # λ (paper); the official code uses 0.01
     selection: str = "gumbel"  # paper; "softmax" = the official code's tempered softmax without noise
     arch_batches: str = "valid"  # paper; "train" = the official code's current training batch
@@ -132,14 +134,17 @@ def _valid_batches(dataset: SequenceDataset, max_len: int, batch_size: int, gen:
             yield items[idx], targets[idx]
 
 
-def search(supernet: Supernet, dataset: SequenceDataset, cfg: SearchConfig, device: torch.device,
-           reporter: Optional[Reporter] = None) -> SearchResult:
+def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchConfig] = None,
+           device: Union[None, str, torch.device] = None, reporter: Optional[Reporter] = None) -> SearchResult:
     """Run the bilevel search; on return ``supernet`` holds the state of the best validation epoch."""
+    cfg = cfg or SearchConfig()
+    device = resolve_device(device or "auto") if not isinstance(device, torch.device) else device
     from compress.backbones.sasrec import last_position
 
     reporter = reporter or NullReporter()
     torch.manual_seed(cfg.seed)
     budget = budget_flops(cfg.max_flops, supernet)
+    reporter.begin({"widths": [w._asdict() for w in supernet.widths], "layers": supernet.full.layers})
     supernet.to(device)
     inputs, targets = training_windows(dataset.train_sequences(), supernet.max_len)
     if len(inputs) == 0:
@@ -151,7 +156,8 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: SearchConfig, devi
     schedule, n_layers = cfg.schedule(), supernet.full.layers
     l_t = n_layers
     key = f"ndcg@{cfg.k}"
-    step, best, best_epoch, best_state, history = 0, -1.0, 0, None, []
+    step, best, best_epoch, history = 0, -1.0, 0, []
+    best_state = copy.deepcopy(supernet.state_dict())
     start = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         supernet.train()
@@ -164,19 +170,17 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: SearchConfig, devi
             q = supernet.beta.sample(tau, cfg.selection, noise).detach()
             ce = next_item_loss(supernet(items, p, q), tgt, supernet.score)
             if not torch.isfinite(ce):
-                raise SearchError(f"loss became {ce.item()} at step {step} (epoch {epoch}); "
-                                  "lower --lr; the last good checkpoint is kept", )
+                raise SearchError(f"loss became {ce.item()} at step {step} (epoch {epoch}); lower --lr "
+                                  f"(the checkpoint of epoch {best_epoch} is kept)", best_state, history)
             w_opt.zero_grad(set_to_none=True)
             ce.backward()
             w_opt.step()
             if step % cfg.arch_every == 0:
                 l_t = supernet.beta.choice() + 1
-                if cfg.arch_batches == "valid":
-                    a_items, a_tgt = (t.to(device) for t in next(arch_data))
-                    a_items, a_tgt = a_items, a_tgt
                 p = supernet.alpha.sample(tau, cfg.selection, noise)
                 q = supernet.beta.sample(tau, cfg.selection, noise)
                 if cfg.arch_batches == "valid":
+                    a_items, a_tgt = (t.to(device) for t in next(arch_data))
                     h = last_position(supernet(a_items, p, q), a_items)
                     a_ce = F.cross_entropy(supernet.score(h), a_tgt)
                 else:

@@ -102,6 +102,3 @@ class Supernet(nn.Module):
         dense = self.adapter.build(self.backbone, self.arch_for(k, l))
         self.adapter.slice_into(self.backbone, dense)
         return dense.to(self.alpha.logits.device)
-
-    def config(self) -> Dict:
-        return {"backbone": self.backbone.config(), "adapter": self.adapter.name, "space": self.space.to_dict()}

@@ -1,0 +1,55 @@
+"""``compress.wrap``: turn a backbone (trained or fresh) into a DNS-Rec supernet.
+
+The supernet's shared block is the backbone at full size with the searched design injected
+(linear attention and data-aware gates by default). Every weight the given model already has is
+carried over (warm start); new parts (gates) keep their fresh initialisation.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from typing import Optional, Union
+
+import torch
+from torch import nn
+
+from compress.adapters import Adapter, get_adapter
+from compress.artifacts import CONFIG, WEIGHTS, build_model, load_state, read_json, save_model
+from compress.errors import CheckpointError
+from compress.nas.space import SearchSpace
+from compress.nas.supernet import Supernet
+
+
+def wrap(model: nn.Module, adapter: Union[None, str, Adapter] = None, space: Optional[SearchSpace] = None,
+         attention: str = "linear", gate_layers: int = 2, gate_placement: str = "code") -> Supernet:
+    """A supernet around ``model``: zero-mask width candidates from ``space``, ``attention`` and gates injected."""
+    adapter = get_adapter(model, adapter)
+    arch = replace(adapter.arch(model), attention=attention, gate_layers=gate_layers, gate_placement=gate_placement)
+    shared = adapter.build(model, arch)
+    source = model.state_dict()
+    own = shared.state_dict()
+    with torch.no_grad():
+        for name, t in source.items():
+            if name not in own or own[name].shape != t.shape:
+                raise CheckpointError(f"cannot carry weight {name} {tuple(t.shape)} into the supernet")
+            own[name].copy_(t)
+    return Supernet(shared, adapter, space or SearchSpace())
+
+
+def save_supernet(supernet: Supernet, directory: str) -> None:
+    """``config.json`` (backbone + adapter + space) and ``model.safetensors`` (weights, α, β)."""
+    os.makedirs(directory, exist_ok=True)
+    save_model(supernet, directory, {"kind": "supernet", "supernet": {
+        "adapter": supernet.adapter.name, "space": supernet.space.to_dict()}}, supernet.backbone.config())
+
+
+def load_supernet(directory: str, device: str = "cpu") -> Supernet:
+    cfg = read_json(os.path.join(directory, CONFIG))
+    if cfg.get("kind") != "supernet":
+        raise CheckpointError(f"{directory} holds a {cfg.get('kind', 'unknown')!r} checkpoint, not a supernet")
+    backbone = build_model(cfg["model"])
+    supernet = Supernet(backbone, get_adapter(backbone, cfg["supernet"]["adapter"]),
+                        SearchSpace.from_dict(cfg["supernet"]["space"]))
+    load_state(supernet, os.path.join(directory, WEIGHTS))
+    return supernet.to(device)
+
