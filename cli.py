@@ -164,14 +164,29 @@ def search(
     gate_layers: Optional[int] = typer.Option(None, "--gate-layers", help="L_d; 0 = no data-aware gates."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     device: Optional[str] = DeviceOpt,
+    stage: str = typer.Option("all", "--stage", help="search, retrain (an existing --out) or all."),
+    retrain_epochs: Optional[int] = typer.Option(None, "--retrain-epochs", help="Epochs of the retraining stage."),
+    retrain_batch_size: Optional[int] = typer.Option(None, "--retrain-batch-size"),
+    from_scratch: bool = typer.Option(False, "--from-scratch", help="Retrain from fresh weights (official code) "
+                                      "instead of transferring the supernet's (paper)."),
     out: Optional[str] = typer.Option(None, "--out", help="RUN_DIR (default runs/search-…)."),
     overwrite: bool = typer.Option(False, "--overwrite"),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
-    """DNS-Rec: search width and depth under a FLOPs penalty; write arch.json, search_card.json, supernet/."""
+    """DNS-Rec: search width and depth under a FLOPs penalty, then retrain the sliced model.
+
+    RUN_DIR gets arch.json, search_card.json, supernet/ and (stage retrain/all) retrained/."""
+    from compress.errors import ConfigError
     from compress.progress import SearchReporter
     from compress.recipes import resolve_options
     from compress.runs import search_run
+
+    if stage not in ("search", "retrain", "all"):
+        raise ConfigError(f"unknown --stage {stage!r}; choose search, retrain or all")
+    if stage == "retrain":
+        if out is None:
+            raise ConfigError("--stage retrain needs --out pointing at a finished search RUN_DIR")
+        return _retrain(out, retrain_epochs, retrain_batch_size, from_scratch, overwrite, json_out)
 
     flags = dict(backbone=backbone, data=data, data_dir=data_dir, format=format, tradeoff=tradeoff,
                  max_flops=max_flops, search_epochs=search_epochs, arch_every=arch_every, selection=selection,
@@ -197,6 +212,121 @@ def search(
     if d.get("note"):
         out_console.print(d["note"])
     out_console.print(f"saved to {result['out']}")
+    if stage == "all":
+        _retrain(result["out"], retrain_epochs, retrain_batch_size, from_scratch, False, False)
+
+
+def _retrain(run_dir: str, epochs: Optional[int], batch_size: Optional[int], from_scratch: bool, overwrite: bool,
+             json_out: bool) -> None:
+    from compress.progress import RichReporter
+    from compress.runs import retrain_run
+
+    reporter = RichReporter(err_console)
+    try:
+        result = retrain_run(run_dir, {"epochs": epochs, "batch_size": batch_size}, from_scratch, overwrite, reporter)
+    finally:
+        reporter.close()
+    if json_out:
+        print(json.dumps(result))
+        return
+    out_console.print(metrics_table(f"retrained {'from scratch' if from_scratch else 'with transferred weights'} "
+                                    f"(best epoch {result['best_epoch']})", result["metrics"]))
+    out_console.print(f"saved to {result['out']}")
+
+
+@app.command()
+@clean_errors
+def retrain(
+    run_dir: str = typer.Argument(..., help="A finished search RUN_DIR."),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    from_scratch: bool = typer.Option(False, "--from-scratch"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing RUN_DIR/retrained."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Retrain the decided architecture of a search run (weights transferred unless --from-scratch)."""
+    _retrain(run_dir, epochs, batch_size, from_scratch, overwrite, json_out)
+
+
+@app.command()
+@clean_errors
+def export(
+    run_dir: str = typer.Argument(..., help="A train RUN_DIR or a retrained search RUN_DIR."),
+    out: str = typer.Option(..., "--out", help="MODEL_DIR to write."),
+    format: str = typer.Option("safetensors", "--format", help="safetensors, torchscript or onnx."),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Write a dense, physically smaller MODEL_DIR: config.json, model.safetensors, items.json, card.json."""
+    from compress.export import export as export_model
+
+    result = export_model(run_dir, out, format, overwrite)
+    if json_out:
+        print(json.dumps(result))
+        return
+    card = result["card"]
+    out_console.print(f"exported {card['arch']['hidden']}/{card['arch']['inner']} x {card['arch']['layers']} "
+                      f"layers, {card['params']:,} params, {card['flops']['measured']:.4g} FLOPs to {result['out']}")
+
+
+@app.command()
+@clean_errors
+def recommend(
+    model_dir: str = typer.Argument(..., help="MODEL_DIR from `compress export`."),
+    history: str = typer.Option(..., "--history", help="Comma-separated raw item ids, oldest first."),
+    k: int = typer.Option(10, "--k"),
+    keep_seen: bool = typer.Option(False, "--keep-seen", help="Allow items already in the history."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Top-k next items for one history of raw item ids."""
+    import warnings
+
+    import compress
+
+    model = compress.load(model_dir)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        recs = model.recommend([[t.strip() for t in history.split(",") if t.strip()]], k, not keep_seen)[0]
+    for w in caught:
+        err_console.print(f"warning: {w.message}")
+    if json_out:
+        print(json.dumps([{"item": i, "score": s} for i, s in recs]))
+        return
+    table = Table(title=f"top-{k} for history {history}")
+    table.add_column("rank", justify="right")
+    table.add_column("item")
+    table.add_column("score", justify="right")
+    for r, (item, score) in enumerate(recs, 1):
+        table.add_row(str(r), item, f"{score:.4f}")
+    out_console.print(table)
+
+
+@app.command()
+@clean_errors
+def flops(
+    path: str = typer.Argument(..., help="MODEL_DIR or RUN_DIR."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Analytic and FlopCounterMode FLOPs (2 x multiply-adds) of one length-N history, and parameters."""
+    import compress
+    from compress.flops import analytic_flops, measured_flops, params_count
+
+    model = compress.load(path)
+    analytic = analytic_flops(model.arch, model.max_len, model.n_items)
+    measured = measured_flops(model, model.max_len)
+    result = {"arch": model.arch.to_dict(), "analytic": analytic, "measured": measured,
+              "matmul_agreement": measured / analytic["matmul"], "params": params_count(model)}
+    if json_out:
+        print(json.dumps(result))
+        return
+    table = Table(title=f"{path}: FLOPs of one history of length {model.max_len}")
+    table.add_column("term")
+    table.add_column("FLOPs", justify="right")
+    for key, val in analytic.items():
+        table.add_row(f"analytic {key}", f"{val:,}")
+    table.add_row("measured (FlopCounterMode)", f"{measured:,}")
+    table.add_row("parameters", f"{result['params']:,}")
+    out_console.print(table)
 
 
 @app.command("backbones")

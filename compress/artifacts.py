@@ -122,13 +122,41 @@ def load_state(model: nn.Module, path: str) -> None:
     model.load_state_dict(state, strict=True)
 
 
-def load(path: str, device: str = "cpu") -> nn.Module:
-    """Rebuild a model from ``path/config.json`` and load ``path/model.safetensors`` strictly."""
+ITEMS = "items.json"
+RETRAINED = "retrained"
+
+
+def model_dir(path: str) -> str:
+    """The directory holding the dense model of a train RUN_DIR, a search RUN_DIR (its retrained/
+    model) or a MODEL_DIR."""
     if not os.path.isdir(path):
         raise CheckpointError(f"{path} is not a directory with {CONFIG} and {WEIGHTS}")
+    kind = read_json(os.path.join(path, CONFIG)).get("kind")
+    if kind == "search":
+        retrained = os.path.join(path, RETRAINED)
+        if not os.path.isdir(retrained):
+            raise CheckpointError(f"{path} has a search decision but no retrained model yet; "
+                                  f"run `compress retrain {path}`")
+        return retrained
+    if kind == "supernet":
+        raise CheckpointError(f"{path} is a supernet checkpoint; load it with compress.load_supernet")
+    return path
+
+
+def load(path: str, device: str = "cpu") -> nn.Module:
+    """Rebuild a model from ``config.json`` alone and load ``model.safetensors`` strictly. A MODEL_DIR's
+    id mapping (``items.json``) is attached so ``model.recommend`` speaks raw item ids."""
+    path = model_dir(path)
     cfg = read_json(os.path.join(path, CONFIG))
     model = build_model(cfg.get("model"))
     load_state(model, os.path.join(path, WEIGHTS))
+    items_file = os.path.join(path, ITEMS)
+    if os.path.exists(items_file):
+        items = read_json(items_file)
+        if len(items.get("item_ids", [])) != model.n_items:
+            raise CheckpointError(f"{items_file} maps {len(items.get('item_ids', []))} items but config.json "
+                                  f"says {model.n_items}; the model directory is inconsistent")
+        model.item_ids, model.popularity = items["item_ids"], items.get("popularity")
     return model.to(device).eval()
 
 

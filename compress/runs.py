@@ -9,7 +9,8 @@ from typing import Any, Dict, Optional
 import torch
 
 from compress.arch import ArchSpec
-from compress.artifacts import CONFIG, atomic_dir, check_out_dir, load, load_config, resolve_device, save_model, write_json
+from compress.artifacts import (CONFIG, RETRAINED, atomic_dir, check_out_dir, load, load_config, read_json, resolve_device,
+                                save_model, write_json)
 from compress.backbones import get_backbone
 from compress.backbones.sasrec import last_position
 from compress.batching import pad_right
@@ -21,9 +22,9 @@ from compress.flops import measured_flops, params_count
 from compress.nas.controllers import one_hot
 from compress.nas.search import SearchConfig, search
 from compress.nas.space import SearchSpace
-from compress.nas.wrap import save_supernet, wrap
+from compress.nas.wrap import load_supernet, save_supernet, wrap
 from compress.progress import Reporter
-from compress.training import TrainConfig, fit
+from compress.training import TrainConfig, TrainResult, fit
 
 DATA_KEYS = ("data", "data_dir", "format", "user_col", "item_col", "time_col", "sep", "kcore")
 
@@ -86,15 +87,21 @@ def train_run(opts: Dict[str, Any], out: Optional[str], overwrite: bool = False,
     result = fit(model, ds, cfg, device, reporter)
     metrics = test_metrics(model, ds, cfg.k, cfg.seed, device)
     with atomic_dir(out, overwrite) as tmp:
-        save_model(model, tmp, {"kind": "train", "data": recorded_data(opts),
-                                "dataset": ds.stats(), "options": opts, "versions": versions()})
-        write_json(os.path.join(tmp, "metrics.json"), {"best_epoch": result.best_epoch, "metrics": metrics,
-                                                        "seconds": result.seconds, "history": result.history})
-        with open(os.path.join(tmp, "train.log"), "w") as fh:
-            for row in result.history:
-                fh.write(" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()) + "\n")
+        write_trained(tmp, model, result, metrics, {"kind": "train", "data": recorded_data(opts),
+                                                    "dataset": ds.stats(), "options": opts, "versions": versions()})
     return {"out": out, "best_epoch": result.best_epoch, "metrics": metrics, "seconds": result.seconds,
             "dataset": ds.stats()}
+
+
+def write_trained(directory: str, model: torch.nn.Module, result: TrainResult, metrics: Dict,
+                  meta: Dict[str, Any]) -> None:
+    """config.json + model.safetensors, metrics.json (best epoch, metrics, history) and train.log."""
+    save_model(model, directory, meta)
+    write_json(os.path.join(directory, "metrics.json"), {"best_epoch": result.best_epoch, "metrics": metrics,
+                                                          "seconds": result.seconds, "history": result.history})
+    with open(os.path.join(directory, "train.log"), "w") as fh:
+        for row in result.history:
+            fh.write(" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()) + "\n")
 
 
 def evaluate_path(path: str, opts: Dict[str, Any], split: str, protocol: str, k: int) -> Dict[str, Any]:
@@ -108,7 +115,7 @@ def evaluate_path(path: str, opts: Dict[str, Any], split: str, protocol: str, k:
                               f"{ds.n_items}; pass the --data it was trained on")
     metrics = evaluate(model, ds, split, protocol, k, seed=opts["seed"])
     return {"metrics": metrics, "protocol": protocol, "split": split, "k": k, "path": path,
-            "model": {"backbone": cfg["model"]["backbone"], "arch": cfg["model"]["arch"],
+            "model": {"backbone": model.backbone_name, "arch": model.arch.to_dict(),
                       "params": sum(p.numel() for p in model.parameters())},
             "dataset": data_opts["data"] or "default"}
 
@@ -149,7 +156,7 @@ def search_run(opts: Dict[str, Any], out: Optional[str], overwrite: bool = False
     backbone = get_backbone(opts["backbone"])(arch, ds.n_items, opts["seq_len"], opts["dropout"])
     supernet = wrap(backbone, space=space, attention=arch.attention, gate_layers=arch.gate_layers,
                     gate_placement=arch.gate_placement)
-    run_config = {"kind": "search", "data": {k_: opts[k_] for k_ in DATA_KEYS}, "dataset": ds.stats(),
+    run_config = {"kind": "search", "data": recorded_data(opts), "dataset": ds.stats(),
                   "options": opts, "versions": versions()}
     try:
         result = search(supernet, ds, cfg, device, reporter)
@@ -180,3 +187,35 @@ def search_run(opts: Dict[str, Any], out: Optional[str], overwrite: bool = False
     return {"out": out, "decision": card["decision"], "best_epoch": result.best_epoch, "seconds": result.seconds,
             "slice_max_abs_diff": card["slice_max_abs_diff"],
             "valid": {m[len("valid_"):]: v for m, v in best.items() if m.startswith("valid_")}}
+
+
+
+def retrain_run(run_dir: str, overrides: Dict[str, Any], from_scratch: bool = False, overwrite: bool = False,
+                reporter: Optional[Reporter] = None) -> Dict[str, Any]:
+    """Paper §2.7: slice the decision out of the search checkpoint, transfer its weights (or start from
+    scratch, as the official code does), retrain with early stopping; writes RUN_DIR/retrained/."""
+    cfg = load_config(run_dir)
+    if cfg.get("kind") != "search" or cfg.get("failed"):
+        raise CheckpointError(f"{run_dir} holds no finished search; run `compress search` first")
+    card = read_json(os.path.join(run_dir, "search_card.json"))
+    out = os.path.join(run_dir, RETRAINED)
+    check_out_dir(out, overwrite)
+    opts = {**cfg["options"], **{k: v for k, v in overrides.items() if v is not None}}
+    device = resolve_device(opts["device"])
+    ds = dataset_from_options(opts)
+    supernet = load_supernet(os.path.join(run_dir, "supernet"))
+    decision = card["decision"]
+    torch.manual_seed(opts["seed"])
+    model = supernet.slice(decision["width"], decision["depth"])
+    if from_scratch:
+        model = supernet.adapter.build(supernet.backbone, model.arch)
+    if model.arch.to_dict() != decision["arch"]:
+        raise CheckpointError(f"{run_dir}: supernet/ and search_card.json disagree on the decided architecture")
+    result = fit(model, ds, train_config(opts), device, reporter)
+    metrics = test_metrics(model, ds, opts["k"], opts["seed"], device)
+    with atomic_dir(out, overwrite) as tmp:
+        write_trained(tmp, model, result, metrics, {"kind": "retrain", "data": cfg["data"], "dataset": ds.stats(),
+                                                    "options": opts, "from_scratch": from_scratch,
+                                                    "versions": versions()})
+    return {"out": out, "best_epoch": result.best_epoch, "metrics": metrics, "seconds": result.seconds,
+            "arch": model.arch.to_dict(), "from_scratch": from_scratch}

@@ -17,10 +17,11 @@ from compress.arch import ArchSpec
 from compress.backbones.registry import register_backbone
 from compress.nn.block import TransformerLayer
 from compress.nn.width import Width, layer_norm
+from compress.serving import Recommender
 
 
 @register_backbone("sasrec")
-class SASRec(nn.Module):
+class SASRec(Recommender, nn.Module):
     causal = True
 
     def __init__(self, arch: ArchSpec, n_items: int, max_len: int, dropout: float = 0.2,

@@ -1,0 +1,126 @@
+"""Export a trained or retrained dense model as a self-contained MODEL_DIR.
+
+MODEL_DIR = ``config.json`` (ArchSpec, backbone, N, item count) + ``model.safetensors`` (the
+physically smaller tensors) + ``items.json`` (raw item id of every index, and item popularity for
+cold histories) + ``card.json`` (decision, metrics, FLOPs predicted and measured, params, latency).
+Optional TorchScript (``model.pt``) and ONNX (``model.onnx``) files are checked to give the same
+scores as the PyTorch model before the directory appears.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+from typing import Any, Dict
+
+import torch
+
+from compress.artifacts import ITEMS, atomic_dir, load, load_config, model_dir, read_json, save_model, write_json
+from compress.errors import CheckpointError, ConfigError
+from compress.flops import analytic_flops, measured_flops, params_count
+from compress.latency import latency_ms
+
+EXPORT_FORMATS = ("safetensors", "torchscript", "onnx")
+PARITY_TOL = 1e-5
+
+
+class _Scorer(torch.nn.Module):
+    """items (B, N) -> scores (B, n_items + 1): the one function exported graphs carry."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        return self.model.predict(items)
+
+
+def _sample_items(model: torch.nn.Module, batch: int = 4) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(0)
+    items = torch.randint(1, model.n_items + 1, (batch, model.max_len), generator=gen)
+    items[1, model.max_len // 2:] = 0  # one right-padded history
+    return items
+
+
+def _export_torchscript(model: torch.nn.Module, path: str) -> float:
+    """Traced at the fixed length N (histories are always padded to N); any batch size works."""
+    items = _sample_items(model)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript's deprecation notice and constant-shape tracer notes
+        traced = torch.jit.trace(_Scorer(model), items, check_trace=False)
+        traced.save(path)
+        reloaded = torch.jit.load(path)
+        return _max_diff(model.predict(items), reloaded(items))
+
+
+def _export_onnx(model: torch.nn.Module, path: str) -> Any:
+    if importlib.util.find_spec("onnx") is None:
+        raise ConfigError("--format onnx needs the onnx package: pip install onnx onnxruntime")
+    items = _sample_items(model)
+    with torch.no_grad():
+        torch.onnx.export(_Scorer(model), (items,), path, input_names=["items"], output_names=["scores"],
+                          dynamic_axes={"items": {0: "batch"}, "scores": {0: "batch"}}, dynamo=False)
+    if importlib.util.find_spec("onnxruntime") is None:
+        return None  # parity is checked where onnxruntime is installed
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(session.run(None, {"items": items.numpy()})[0])
+    with torch.no_grad():
+        return _max_diff(model.predict(items), got)
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    finite = torch.isfinite(a)
+    if not torch.equal(finite, torch.isfinite(b)):
+        return float("inf")
+    return float((a[finite] - b[finite]).abs().max())
+
+
+def export(run_dir: str, out: str, fmt: str = "safetensors", overwrite: bool = False) -> Dict[str, Any]:
+    """Write MODEL_DIR ``out`` from a train RUN_DIR or a retrained search RUN_DIR."""
+    from compress.runs import dataset_from_options, versions
+
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    src = model_dir(run_dir)
+    model = load(src)
+    cfg = load_config(src)
+    opts = {**cfg["options"], **cfg.get("data", {})}
+    ds = dataset_from_options(opts)
+    if ds.n_items != model.n_items:
+        raise CheckpointError(f"{src} was trained on {model.n_items} items but its data now has {ds.n_items}")
+    metrics_file = os.path.join(src, "metrics.json")
+    metrics = read_json(metrics_file)["metrics"] if os.path.exists(metrics_file) else {}
+    run_cfg = load_config(run_dir)
+    search_card = os.path.join(run_dir, "search_card.json")
+    analytic = analytic_flops(model.arch, model.max_len, model.n_items)
+    card: Dict[str, Any] = {
+        "source": os.path.abspath(run_dir), "kind": run_cfg.get("kind"), "arch": model.arch.to_dict(),
+        "metrics": metrics, "flops": {"analytic": analytic, "measured": measured_flops(model, model.max_len),
+                                      "unit": "FLOPs = 2 x multiply-adds, one sequence of length N"},
+        "params": params_count(model), "latency_ms": {"cpu_batch_1": latency_ms(model, 1, repeats=20)},
+        "versions": versions()}
+    if os.path.exists(search_card):
+        s = read_json(search_card)
+        card["search"] = {"decision": s["decision"], "best_epoch": s["best_epoch"], "full_flops": s["full_flops"],
+                          "seconds": s["seconds"], "choices": s.get("choices")}
+    with atomic_dir(out, overwrite) as tmp:
+        save_model(model, tmp, {"kind": "model", "data": cfg.get("data"), "dataset": ds.stats(), "items": ITEMS,
+                                "versions": versions()})
+        write_json(os.path.join(tmp, ITEMS), {"item_ids": ds.item_tokens,
+                                              "popularity": ds.item_popularity().tolist()})
+        if fmt == "torchscript":
+            card["torchscript_max_abs_diff"] = _check(_export_torchscript(model, os.path.join(tmp, "model.pt")), fmt)
+        elif fmt == "onnx":
+            card["onnx_max_abs_diff"] = _check(_export_onnx(model, os.path.join(tmp, "model.onnx")), fmt)
+        write_json(os.path.join(tmp, "card.json"), card)
+    return {"out": out, "card": card}
+
+
+def _check(diff, fmt: str):
+    if diff is not None and not diff <= PARITY_TOL:
+        raise CheckpointError(f"the {fmt} export disagrees with the PyTorch model (max |diff| {diff:.3g}); "
+                              "nothing was written")
+    return diff
+

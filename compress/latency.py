@@ -1,0 +1,93 @@
+"""Inference cost measured on the real model: latency (median of repeats after warm-up) and peak
+memory (parameters plus the largest set of tensors alive at once during ``predict``)."""
+from __future__ import annotations
+
+import statistics
+import time
+import weakref
+from typing import Dict
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+
+def _batch(model: torch.nn.Module, batch: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(batch)
+    items = torch.randint(1, model.n_items + 1, (batch, model.max_len), generator=gen)
+    return items.to(next(model.parameters()).device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def latency_ms(model: torch.nn.Module, batch: int, repeats: int = 30, warmup: int = 5) -> float:
+    """Median wall time of one ``predict`` on ``batch`` full-length histories, in milliseconds."""
+    model.eval()
+    items = _batch(model, batch)
+    device = items.device
+    for _ in range(warmup):
+        model.predict(items)
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model.predict(items)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return 1000.0 * statistics.median(times)
+
+
+class _LiveBytes(TorchDispatchMode):
+    """Tracks bytes of tensor storages created during the forward pass and frees them on release."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = self.peak = 0
+        self.seen = set()
+
+    def _release(self, key: int, nbytes: int) -> None:
+        self.live -= nbytes
+        self.seen.discard(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                key = storage.data_ptr()
+                if key and key not in self.seen:
+                    self.seen.add(key)
+                    self.live += storage.nbytes()
+                    weakref.finalize(storage, self._release, key, storage.nbytes())
+        self.peak = max(self.peak, self.live)
+        return out
+
+
+@torch.no_grad()
+def peak_memory_bytes(model: torch.nn.Module, batch: int) -> Dict[str, int]:
+    """Parameters + peak activations of one ``predict`` on ``batch`` full-length histories. On CUDA the
+    allocator's own peak is used; on CPU the storages created during the pass are tracked."""
+    model.eval()
+    items = _batch(model, batch)
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    if items.device.type == "cuda":
+        torch.cuda.synchronize(items.device)
+        torch.cuda.reset_peak_memory_stats(items.device)
+        base = torch.cuda.memory_allocated(items.device)
+        model.predict(items)
+        torch.cuda.synchronize(items.device)
+        activations = torch.cuda.max_memory_allocated(items.device) - base
+    else:
+        tracker = _LiveBytes()
+        with tracker:
+            model.predict(items)
+        activations = tracker.peak
+    return {"params": params, "activations": int(activations), "total": int(params + activations)}
+
+
+def measure(model: torch.nn.Module, batches=(1, 256), repeats: int = 30) -> Dict[str, Dict]:
+    return {str(b): {"latency_ms": latency_ms(model, b, repeats), **peak_memory_bytes(model, b)} for b in batches}
