@@ -329,6 +329,94 @@ def flops(
     out_console.print(table)
 
 
+@app.command()
+@clean_errors
+def bench(
+    model_dir: str = typer.Argument(..., help="MODEL_DIR or RUN_DIR to measure."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="RUN_DIR/MODEL_DIR of the uncompressed backbone."),
+    batch: str = typer.Option("1,256", "--batch", help="Comma-separated batch sizes."),
+    repeats: int = typer.Option(30, "--repeats", help="Timed repeats (median reported) after 5 warm-ups."),
+    device: Optional[str] = DeviceOpt,
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """FLOPs (analytic and measured), parameters, peak inference memory and latency, side by side with a baseline."""
+    from compress.benchmark import compare
+
+    try:
+        batches = [int(b) for b in batch.split(",") if b.strip()]
+    except ValueError:
+        from compress.errors import ConfigError
+
+        raise ConfigError(f"--batch expects comma-separated integers like 1,256, got {batch!r}") from None
+    result = compare(model_dir, baseline, batches, repeats, device or "auto")
+    if json_out:
+        print(json.dumps(result))
+        return
+    table = Table(title=f"inference cost on {result['device']} ({result['threads']} threads)")
+    table.add_column("metric")
+    names = list(result["models"])
+    for name in names:
+        table.add_column(name, justify="right")
+    if len(names) == 2:
+        table.add_column("ratio (baseline / model)", justify="right")
+    for metric in result["rows"]:
+        vals = [result["models"][n][metric] for n in names]
+        cells = [f"{v:,.3f}" if isinstance(v, float) else f"{v:,}" for v in vals]
+        if len(names) == 2:
+            cells.append(f"{vals[1] / vals[0]:.2f}x" if vals[0] else "-")
+        table.add_row(metric, *cells)
+    out_console.print(table)
+
+
+@app.command()
+@clean_errors
+def inspect(
+    path: str = typer.Argument(..., help="RUN_DIR or MODEL_DIR."),
+    plot: bool = typer.Option(False, "--plot", help="Write PNGs (α/β over epochs, candidates' FLOPs) into PATH."),
+) -> None:
+    """A summary of a run or model: architecture, decision, α/β history, metrics, FLOPs, files."""
+    import os
+
+    from compress.artifacts import load_config, read_json
+
+    cfg = load_config(path)
+    out_console.print(f"[bold]{path}[/bold]  kind: {cfg.get('kind')}")
+    card_path = os.path.join(path, "search_card.json")
+    if os.path.exists(card_path):
+        card = read_json(card_path)
+        d = card["decision"]
+        out_console.print(f"decision: {d['arch']}  FLOPs {d['flops']:.4g} "
+                          f"({100 * d['flops'] / card['full_flops']:.1f}% of the full supernet), best epoch {card['best_epoch']}")
+        hist = Table(title="search history")
+        for col in ("epoch", "tau", "p (width)", "q (depth)", "decision", "valid ndcg@10"):
+            hist.add_column(col)
+        for row in card["history"]:
+            hist.add_row(str(row["epoch"]), f"{row['tau']:.4f}", " ".join(f"{v:.2f}" for v in row["p"]),
+                         " ".join(f"{v:.2f}" for v in row["q"]), str(row["decision"]), f"{row['valid_ndcg@10']:.4f}")
+        out_console.print(hist)
+        if plot:
+            from compress.plots import plot_run
+
+            for png in plot_run(path, card):
+                out_console.print(f"wrote {png}")
+    elif plot:
+        from compress.errors import ConfigError
+
+        raise ConfigError(f"{path} has no search_card.json to plot; --plot works on search RUN_DIRs")
+    for sub in ("", "retrained"):
+        metrics = os.path.join(path, sub, "metrics.json")
+        if os.path.exists(metrics):
+            out_console.print(metrics_table(f"metrics ({sub or 'model'})", read_json(metrics)["metrics"]))
+    card_json = os.path.join(path, "card.json")
+    if os.path.exists(card_json):
+        card = read_json(card_json)
+        out_console.print(f"arch {card['arch']}, params {card['params']:,}, FLOPs {card['flops']['measured']:,}")
+    for root, _, files in os.walk(path):
+        for f in sorted(files):
+            full = os.path.join(root, f)
+            out_console.print(f"  {os.path.relpath(full, path):<40} {os.path.getsize(full):>12,} bytes")
+
+
 @app.command("backbones")
 def backbones_cmd() -> None:
     """List registered backbones."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 import weakref
-from typing import Dict
+from typing import Dict, List
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -24,21 +24,29 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def latency_ms(model: torch.nn.Module, batch: int, repeats: int = 30, warmup: int = 5) -> float:
-    """Median wall time of one ``predict`` on ``batch`` full-length histories, in milliseconds."""
-    model.eval()
-    items = _batch(model, batch)
-    device = items.device
-    for _ in range(warmup):
-        model.predict(items)
-    _sync(device)
-    times = []
+def latencies_ms(models: List[torch.nn.Module], batch: int, repeats: int = 30, warmup: int = 5) -> List[float]:
+    """Median wall time of one ``predict`` on ``batch`` full-length histories, in milliseconds, for each
+    model. Repeats alternate between the models, so load from elsewhere on a shared machine hits all
+    of them alike and their ratio stays meaningful."""
+    inputs = []
+    for model in models:
+        model.eval()
+        inputs.append(_batch(model, batch))
+        for _ in range(warmup):
+            model.predict(inputs[-1])
+        _sync(inputs[-1].device)
+    times: List[List[float]] = [[] for _ in models]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        model.predict(items)
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return 1000.0 * statistics.median(times)
+        for model, items, bucket in zip(models, inputs, times):
+            t0 = time.perf_counter()
+            model.predict(items)
+            _sync(items.device)
+            bucket.append(time.perf_counter() - t0)
+    return [1000.0 * statistics.median(t) for t in times]
+
+
+def latency_ms(model: torch.nn.Module, batch: int, repeats: int = 30, warmup: int = 5) -> float:
+    return latencies_ms([model], batch, repeats, warmup)[0]
 
 
 class _LiveBytes(TorchDispatchMode):
@@ -88,6 +96,3 @@ def peak_memory_bytes(model: torch.nn.Module, batch: int) -> Dict[str, int]:
         activations = tracker.peak
     return {"params": params, "activations": int(activations), "total": int(params + activations)}
 
-
-def measure(model: torch.nn.Module, batches=(1, 256), repeats: int = 30) -> Dict[str, Dict]:
-    return {str(b): {"latency_ms": latency_ms(model, b, repeats), **peak_memory_bytes(model, b)} for b in batches}
