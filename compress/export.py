@@ -11,11 +11,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 
 from compress.artifacts import ITEMS, atomic_dir, load, load_config, model_dir, read_json, save_model, write_json
+from compress.data.dataset import SequenceDataset
 from compress.errors import CheckpointError, ConfigError
 from compress.flops import analytic_flops, measured_flops, params_count
 from compress.latency import latency_ms
@@ -77,45 +78,53 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a[finite] - b[finite]).abs().max())
 
 
-def export(run_dir: str, out: str, fmt: str = "safetensors", overwrite: bool = False) -> Dict[str, Any]:
-    """Write MODEL_DIR ``out`` from a train RUN_DIR or a retrained search RUN_DIR."""
-    from compress.runs import dataset_from_options, versions
+def save_model_dir(model: torch.nn.Module, dataset: SequenceDataset, out: str, fmt: str = "safetensors",
+                   overwrite: bool = False, card: Optional[Dict[str, Any]] = None,
+                   data: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Write MODEL_DIR ``out`` for a dense ``model`` trained on ``dataset``; returns its card."""
+    from compress.runs import versions
 
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
-    src = model_dir(run_dir)
-    model = load(src)
-    cfg = load_config(src)
-    opts = {**cfg["options"], **cfg.get("data", {})}
-    ds = dataset_from_options(opts)
-    if ds.n_items != model.n_items:
-        raise CheckpointError(f"{src} was trained on {model.n_items} items but its data now has {ds.n_items}")
-    metrics_file = os.path.join(src, "metrics.json")
-    metrics = read_json(metrics_file)["metrics"] if os.path.exists(metrics_file) else {}
-    run_cfg = load_config(run_dir)
-    search_card = os.path.join(run_dir, "search_card.json")
-    analytic = analytic_flops(model.arch, model.max_len, model.n_items)
-    card: Dict[str, Any] = {
-        "source": os.path.abspath(run_dir), "kind": run_cfg.get("kind"), "arch": model.arch.to_dict(),
-        "metrics": metrics, "flops": {"analytic": analytic, "measured": measured_flops(model, model.max_len),
-                                      "unit": "FLOPs = 2 x multiply-adds, one sequence of length N"},
-        "params": params_count(model), "latency_ms": {"cpu_batch_1": latency_ms(model, 1, repeats=20)},
-        "versions": versions()}
-    if os.path.exists(search_card):
-        s = read_json(search_card)
-        card["search"] = {"decision": s["decision"], "best_epoch": s["best_epoch"], "full_flops": s["full_flops"],
-                          "seconds": s["seconds"], "choices": s.get("choices")}
+    if dataset.n_items != model.n_items:
+        raise CheckpointError(f"the model scores {model.n_items} items but the dataset has {dataset.n_items}")
+    model = model.cpu().eval()
+    card = {**(card or {}), "arch": model.arch.to_dict(),
+            "flops": {"analytic": analytic_flops(model.arch, model.max_len, model.n_items),
+                      "measured": measured_flops(model, model.max_len),
+                      "unit": "FLOPs = 2 x multiply-adds, one sequence of length N"},
+            "params": params_count(model), "latency_ms": {"cpu_batch_1": latency_ms(model, 1, repeats=20)},
+            "versions": versions()}
     with atomic_dir(out, overwrite) as tmp:
-        save_model(model, tmp, {"kind": "model", "data": cfg.get("data"), "dataset": ds.stats(), "items": ITEMS,
+        save_model(model, tmp, {"kind": "model", "data": data, "dataset": dataset.stats(), "items": ITEMS,
                                 "versions": versions()})
-        write_json(os.path.join(tmp, ITEMS), {"item_ids": ds.item_tokens,
-                                              "popularity": ds.item_popularity().tolist()})
+        write_json(os.path.join(tmp, ITEMS), {"item_ids": dataset.item_tokens,
+                                              "popularity": dataset.item_popularity().tolist()})
         if fmt == "torchscript":
             card["torchscript_max_abs_diff"] = _check(_export_torchscript(model, os.path.join(tmp, "model.pt")), fmt)
         elif fmt == "onnx":
             card["onnx_max_abs_diff"] = _check(_export_onnx(model, os.path.join(tmp, "model.onnx")), fmt)
         write_json(os.path.join(tmp, "card.json"), card)
-    return {"out": out, "card": card}
+    return card
+
+
+def export(run_dir: str, out: str, fmt: str = "safetensors", overwrite: bool = False) -> Dict[str, Any]:
+    """Write MODEL_DIR ``out`` from a train RUN_DIR or a retrained search RUN_DIR."""
+    from compress.runs import dataset_from_options
+
+    src = model_dir(run_dir)
+    model = load(src)
+    cfg = load_config(src)
+    ds = dataset_from_options({**cfg["options"], **cfg.get("data", {})})
+    metrics_file = os.path.join(src, "metrics.json")
+    card: Dict[str, Any] = {"source": os.path.abspath(run_dir), "kind": load_config(run_dir).get("kind"),
+                            "metrics": read_json(metrics_file)["metrics"] if os.path.exists(metrics_file) else {}}
+    search_card = os.path.join(run_dir, "search_card.json")
+    if os.path.exists(search_card):
+        s = read_json(search_card)
+        card["search"] = {"decision": s["decision"], "best_epoch": s["best_epoch"], "full_flops": s["full_flops"],
+                          "seconds": s["seconds"], "choices": s.get("choices")}
+    return {"out": out, "card": save_model_dir(model, ds, out, fmt, overwrite, card, cfg.get("data"))}
 
 
 def _check(diff, fmt: str):

@@ -22,12 +22,12 @@ DEFAULTS: Dict[str, Any] = {
     "dropout": 0.2, "attention": "softmax", "gate_layers": 0, "gate_placement": "code",
     # training
     "epochs": 50, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.0, "patience": 10, "seed": 2024,
-    "device": "auto", "k": 10,
+    "device": "auto", "k": 10, "max_minutes": None,
     # search (DNS-Rec)
     "search_epochs": 10, "search_batch_size": 256, "tradeoff": 0.1, "max_flops": None, "arch_every": 1,
     "arch_lr": 1e-2, "selection": "gumbel", "arch_batches": "valid", "hidden_ratios": [0.0, 0.25, 0.5],
     "inner_ratios": [0.0, 0.25, 0.5], "coupled": True, "round_to": 8, "tau_start": 1.0, "tau_rate": 5e-5,
-    "tau_min": 0.01,
+    "tau_min": 0.01, "search_max_minutes": None,
 }
 # What a command changes: the search injects linear attention and gates, with heads narrow enough
 # that every pruning ratio keeps whole heads.
@@ -35,13 +35,16 @@ COMMAND_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "train": {},
     "search": {"attention": "linear", "gate_layers": 2, "heads": 4},
 }
-FLOATS = {"dropout", "lr", "weight_decay", "arch_lr", "tradeoff", "tau_start", "tau_rate", "tau_min"}
+FLOATS = {"dropout", "lr", "weight_decay", "arch_lr", "tradeoff", "tau_start", "tau_rate", "tau_min", "max_minutes",
+          "search_max_minutes"}
 
 
 def _coerce(key: str, value: Any) -> Any:
     default = DEFAULTS[key]
-    if value is None or default is None:
-        return value if value is None else str(value)
+    if value is None:
+        return None
+    if default is None and key not in FLOATS:
+        return str(value)
     if isinstance(default, list):
         if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                     for v in value):

@@ -28,6 +28,7 @@ class TrainConfig:
     seed: int = 2024
     k: int = 10
     eval_batch_size: int = 512
+    max_minutes: Optional[float] = None  # wall-clock budget: stop after the epoch that exceeds it
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience", "k", "eval_batch_size"):
@@ -46,6 +47,10 @@ class TrainResult:
 
     def to_dict(self) -> Dict:
         return asdict(self)
+
+
+def over_budget(start: float, max_minutes: Optional[float]) -> bool:
+    return max_minutes is not None and time.perf_counter() - start > 60.0 * max_minutes
 
 
 def next_item_loss(h: torch.Tensor, targets: torch.Tensor, score: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -102,7 +107,7 @@ def fit(model: nn.Module, dataset: SequenceDataset, cfg: TrainConfig, device: to
             best, best_epoch = valid[key], epoch
             best_state = copy.deepcopy(model.state_dict())
         reporter.epoch_end(row, improved)
-        if epoch - best_epoch >= cfg.patience:
+        if epoch - best_epoch >= cfg.patience or over_budget(start, cfg.max_minutes):
             break
     model.load_state_dict(best_state)
     best_row = history[best_epoch - 1]

@@ -30,7 +30,7 @@ from compress.evaluation import evaluate
 from compress.nas.controllers import SELECTIONS, TemperatureSchedule
 from compress.nas.supernet import Supernet
 from compress.progress import NullReporter, Reporter
-from compress.training import batches, next_item_loss
+from compress.training import batches, next_item_loss, over_budget
 
 ARCH_BATCHES = ("valid", "train")
 
@@ -53,6 +53,7 @@ class SearchConfig:
     patience: int = 10
     seed: int = 2024
     k: int = 10
+    max_minutes: Optional[float] = None  # wall-clock budget: stop after the epoch that exceeds it
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTIONS:
@@ -117,6 +118,17 @@ class SearchResult:
         """The decided dense model with the supernet's leading weight slices."""
         return self.supernet.slice(self.decision["width"], self.decision["depth"])
 
+    def export(self, path: str, dataset: SequenceDataset, model: Optional[torch.nn.Module] = None,
+               overwrite: bool = False) -> torch.nn.Module:
+        """Write a MODEL_DIR for ``model`` (default: the sliced decision, e.g. after retraining it
+        pass the retrained one) and return the dense model."""
+        from compress.export import save_model_dir
+
+        model = model if model is not None else self.slice()
+        save_model_dir(model, dataset, path, overwrite=overwrite, card={"kind": "api", "search": {
+            "decision": self.decision, "best_epoch": self.best_epoch}})
+        return model
+
     def card(self) -> Dict:
         sn = self.supernet
         return {"decision": {**self.decision, "arch": self.arch.to_dict()}, "best_epoch": self.best_epoch,
@@ -162,7 +174,7 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
     for epoch in range(1, cfg.epochs + 1):
         supernet.train()
         reporter.epoch_start(epoch, cfg.epochs, math.ceil(len(inputs) / cfg.batch_size))
-        t0, ce_sum, pen_sum, seen = time.perf_counter(), 0.0, 0.0, 0
+        t0, ce_sum, pen_sum, seen, arch_steps = time.perf_counter(), 0.0, 0.0, 0, 0
         for items, tgt in batches(inputs, targets, cfg.batch_size, torch.Generator().manual_seed(cfg.seed + epoch)):
             items, tgt = items.to(device), tgt.to(device)
             tau = supernet.tau = schedule(step)
@@ -191,6 +203,7 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
                 w_opt.zero_grad(set_to_none=True)  # α/β steps never move the weights
                 a_opt.step()
                 pen_sum += penalty.item()
+                arch_steps += 1  # counted, not derived: the global step makes an epoch's share of α/β steps vary
             ce_sum += ce.item() * len(items)
             seen += len(items)
             step += 1
@@ -199,8 +212,7 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
         valid = evaluate(supernet, dataset, "valid", "full", cfg.k, seed=cfg.seed, device=device)
         dec = decide(supernet, budget)
         p_soft, q_soft = (t.detach().cpu() for t in supernet.selection())
-        arch_steps = max(1, math.ceil(seen / cfg.batch_size / cfg.arch_every))
-        row = {"epoch": epoch, "loss": ce_sum / seen, "penalty": pen_sum / arch_steps, "tau": tau,
+        row = {"epoch": epoch, "loss": ce_sum / seen, "penalty": pen_sum / max(1, arch_steps), "tau": tau,
                "alpha": supernet.alpha.logits.detach().cpu().tolist(), "beta": supernet.beta.logits.detach().cpu().tolist(),
                "p": p_soft.tolist(), "q": q_soft.tolist(), "exp_flops": float(supernet.expected_flops(p_soft, q_soft)),
                "decision": [dec["width"], dec["depth"] + 1], "decision_flops": dec["flops"],
@@ -211,7 +223,7 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
             best, best_epoch, best_dec = valid[key], epoch, dec
             best_state = copy.deepcopy(supernet.state_dict())
         reporter.epoch_end(row, improved)
-        if epoch - best_epoch >= cfg.patience:
+        if epoch - best_epoch >= cfg.patience or over_budget(start, cfg.max_minutes):
             break
     supernet.load_state_dict(best_state)
     arch = supernet.arch_for(best_dec["width"], best_dec["depth"])

@@ -37,10 +37,13 @@ def wrap(model: nn.Module, adapter: Union[None, str, Adapter] = None, space: Opt
 
 
 def save_supernet(supernet: Supernet, directory: str) -> None:
-    """``config.json`` (backbone + adapter + space) and ``model.safetensors`` (weights, α, β)."""
+    """``config.json`` (backbone + adapter + space + what ``predict`` uses) and ``model.safetensors``
+    (weights, α, β). τ and the selection are saved because ``predict`` mixes with softmax(α/τ): without
+    them a reloaded supernet would score differently from the one whose metrics the search card holds."""
     os.makedirs(directory, exist_ok=True)
     save_model(supernet, directory, {"kind": "supernet", "supernet": {
-        "adapter": supernet.adapter.name, "space": supernet.space.to_dict()}}, supernet.backbone.config())
+        "adapter": supernet.adapter.name, "space": supernet.space.to_dict(), "tau": supernet.tau,
+        "eval_selection": supernet.eval_selection}}, supernet.backbone.config())
 
 
 def load_supernet(directory: str, device: str = "cpu") -> Supernet:
@@ -51,5 +54,7 @@ def load_supernet(directory: str, device: str = "cpu") -> Supernet:
     supernet = Supernet(backbone, get_adapter(backbone, cfg["supernet"]["adapter"]),
                         SearchSpace.from_dict(cfg["supernet"]["space"]))
     load_state(supernet, os.path.join(directory, WEIGHTS))
+    supernet.tau = float(cfg["supernet"].get("tau", supernet.tau))
+    supernet.eval_selection = cfg["supernet"].get("eval_selection", supernet.eval_selection)
     return supernet.to(device)
 

@@ -1,0 +1,239 @@
+"""The bilevel search on a small real run: λ moves the decision, hard FLOPs budgets, NaN handling, the card."""
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import compress.nas.search as search_module
+from compress.arch import ArchSpec
+from compress.backbones.sasrec import SASRec, last_position
+from compress.batching import pad_right, training_windows
+from compress.data import Interactions, build_dataset
+from compress.errors import ConfigError, SearchError
+from compress.nas.controllers import one_hot
+from compress.nas.search import SearchConfig, budget_flops, search
+from compress.nas.space import SearchSpace
+from compress.nas.wrap import wrap
+from compress.progress import Reporter
+
+SEQ_LEN, BATCH = 20, 32
+LAMBDAS = (0.0, 0.1, 0.3, 1e3)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    """200 users walking upward through 40 items (8-25 interactions each): real sequential signal."""
+    rng = np.random.default_rng(0)
+    users, items, order = [], [], []
+    for u in range(200):
+        start = int(rng.integers(0, 40))
+        for j in range(int(rng.integers(8, 26))):
+            users.append(f"u{u}")
+            items.append(f"i{(start + j + int(rng.integers(0, 2))) % 40}")
+            order.append(float(j))
+    return build_dataset(Interactions(np.array(users), np.array(items), np.array(order), True, "synthetic"))
+
+
+def make_supernet(dataset, seed: int = 0):
+    """d=24, D=48 in 8-wide heads, widths (24, 48), (16, 32), (8, 16); 2 layers; linear attention + gates."""
+    torch.manual_seed(seed)
+    backbone = SASRec(ArchSpec(hidden=24, inner=48, heads=3, layers=2), dataset.n_items, SEQ_LEN)
+    return wrap(backbone, space=SearchSpace((0.0, 1 / 3, 2 / 3), (0.0, 1 / 3, 2 / 3)))
+
+
+def config(**kw) -> SearchConfig:
+    return SearchConfig(**{"epochs": 2, "batch_size": BATCH, "arch_every": 1, "seed": 0, **kw})
+
+
+def run(dataset, **kw):
+    return search(make_supernet(dataset), dataset, config(**kw), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def by_lambda(dataset):
+    return {lam: run(dataset, tradeoff=lam) for lam in LAMBDAS}
+
+
+def test_the_test_space(dataset):
+    sn = make_supernet(dataset)
+    assert [tuple(w) for w in sn.widths] == [(24, 48), (16, 32), (8, 16)]
+    assert sn.full.attention == "linear" and sn.full.gate_layers == 2
+
+
+def test_a_huge_tradeoff_picks_the_smallest_width_and_one_layer(by_lambda):
+    result = by_lambda[1e3]
+    sn = result.supernet
+    assert (result.decision["width"], result.decision["depth"]) == (len(sn.widths) - 1, 0)
+    assert result.arch == sn.full.narrowed(8, 16, 1)
+    assert result.decision["flops"] == float(sn.flops.min())
+
+
+def test_decision_flops_never_grow_as_the_tradeoff_grows(by_lambda):
+    flops = [by_lambda[lam].decision["flops"] for lam in LAMBDAS]
+    assert all(a >= b for a, b in zip(flops, flops[1:])), dict(zip(LAMBDAS, flops))
+    assert flops[0] > flops[-1]  # λ does something: without a penalty the search keeps a wider model
+
+
+def test_result_holds_the_best_epoch_and_slices_exactly(by_lambda, dataset):
+    result = by_lambda[0.1]
+    row = result.history[result.best_epoch - 1]
+    assert row["valid_ndcg@10"] == max(r["valid_ndcg@10"] for r in result.history)
+    assert row["decision"] == [result.decision["width"], result.decision["depth"] + 1]
+    dense = result.slice().eval()
+    assert dense.arch == result.arch
+    sn = result.supernet.eval()
+    histories, _ = dataset.eval_pairs("valid")
+    items = pad_right(histories[:50], SEQ_LEN)
+    k, l = result.decision["width"], result.decision["depth"]
+    with torch.no_grad():
+        h = sn(items, one_hot(k, len(sn.widths)), one_hot(l, sn.full.layers))
+        gap = (sn.score(last_position(h, items))[:, 1:] - dense.predict(items)[:, 1:]).abs().max()
+    assert gap <= 1e-5
+
+
+def test_search_card_has_alpha_beta_tau_and_penalty_per_epoch(by_lambda, dataset):
+    result = by_lambda[0.1]
+    card = result.card()
+    sn = result.supernet
+    steps = math.ceil(len(training_windows(dataset.train_sequences(), SEQ_LEN)[0]) / BATCH)
+    schedule = result.config.schedule()
+    assert len(card["history"]) == 2
+    for epoch, row in enumerate(card["history"], 1):
+        assert row["epoch"] == epoch
+        assert len(row["alpha"]) == len(sn.widths) and len(row["beta"]) == sn.full.layers
+        assert any(a != 0 for a in row["alpha"]) and any(b != 0 for b in row["beta"])  # α/β were trained
+        assert row["tau"] == pytest.approx(schedule(epoch * steps - 1))
+        assert 0 < row["penalty"] <= 1.0  # L_RC is normalised by the full model and (L_t / L) <= 1
+        assert sum(row["p"]) == pytest.approx(1.0) and sum(row["q"]) == pytest.approx(1.0)
+        assert 0 < row["exp_flops"] <= 1.0
+    assert card["history"][0]["alpha"] != card["history"][1]["alpha"]
+    assert card["decision"]["arch"] == result.arch.to_dict()
+    assert card["options"]["tradeoff"] == 0.1 and card["options"]["selection"] == "gumbel"
+    assert len(card["candidates"]) == len(sn.widths) * sn.full.layers
+    assert card["full_flops"] == sn.flops_of(0, sn.full.layers - 1)
+
+
+def test_card_penalty_is_the_mean_over_the_epochs_arch_steps(dataset):
+    """With f = 3 and 8 steps per epoch, epochs hold 3, 3 and 2 α/β steps: each row averages its own."""
+    steps = math.ceil(len(training_windows(dataset.train_sequences(), SEQ_LEN)[0]) / BATCH)
+    arch_every = 3
+    counts = [sum(1 for s in range(e * steps, (e + 1) * steps) if s % arch_every == 0) for e in range(3)]
+    assert len(set(counts)) > 1, counts  # the setting must make epochs differ, or the test proves nothing
+    torch.manual_seed(0)
+    one_layer = SASRec(ArchSpec(hidden=24, inner=48, heads=3, layers=1), dataset.n_items, SEQ_LEN)
+    sn = wrap(one_layer, space=SearchSpace((0.0, 1 / 3, 2 / 3), (0.0, 1 / 3, 2 / 3)))  # L_t / L = 1 always
+    penalties = []
+
+    class EpochMarks(Reporter):
+        def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+            penalties.append([])
+
+    expected_flops = sn.expected_flops
+
+    def recorded(p, q):
+        value = expected_flops(p, q)
+        if p.requires_grad:  # an α/β step (the per-epoch summary calls it on detached weights)
+            penalties[-1].append(float(value.detach()))
+        return value
+
+    sn.expected_flops = recorded
+    result = search(sn, dataset, config(epochs=3, arch_every=arch_every), device="cpu", reporter=EpochMarks())
+    assert [len(p) for p in penalties] == counts
+    for row, values in zip(result.history, penalties):
+        assert row["penalty"] == pytest.approx(sum(values) / len(values), rel=1e-6)
+
+
+@pytest.mark.parametrize("max_flops", ["40%", 150_000])
+def test_max_flops_is_always_honoured(dataset, by_lambda, max_flops):
+    sn = make_supernet(dataset)
+    full = sn.flops_of(0, sn.full.layers - 1)
+    budget = 0.4 * full if max_flops == "40%" else max_flops
+    unconstrained = by_lambda[0.0].decision
+    assert unconstrained["flops"] > budget  # the budget has to move this decision
+    result = run(dataset, tradeoff=0.0, max_flops=max_flops)
+    assert result.decision["flops"] <= budget
+    assert result.supernet.flops_of(result.decision["width"], result.decision["depth"]) <= budget
+    assert "budget moved the decision" in result.decision["note"]
+    assert all(row["decision_flops"] <= budget for row in result.history)
+    assert budget_flops(max_flops, sn) == pytest.approx(budget)
+
+
+@pytest.mark.parametrize("max_flops", ["1%", 57_000, "0"])
+def test_a_budget_below_the_smallest_candidate_names_the_smallest_feasible_flops(dataset, max_flops):
+    sn = make_supernet(dataset)
+    smallest = float(sn.flops.min())
+    assert smallest > 57_000
+    with pytest.raises(ConfigError) as info:
+        search(sn, dataset, config(max_flops=max_flops), device="cpu")
+    message = str(info.value)
+    assert "smallest candidate" in message and f"{smallest:.3g} FLOPs" in message
+    assert "\n" not in message
+
+
+def test_a_budget_that_is_not_a_number_is_a_config_error(dataset):
+    with pytest.raises(ConfigError, match="neither a percentage"):
+        budget_flops("half", make_supernet(dataset))
+
+
+def test_nan_loss_raises_search_error_with_the_step_and_the_initial_state(dataset):
+    sn = make_supernet(dataset)
+    initial = {k: v.clone() for k, v in sn.state_dict().items()}
+    with pytest.raises(SearchError) as info:
+        search(sn, dataset, config(lr=1e30), device="cpu")
+    err = info.value
+    assert re.search(r"loss became nan at step \d+ \(epoch 1\)", str(err)), str(err)
+    assert "--lr" in str(err)
+    assert set(err.last_good) == set(initial)
+    assert all(torch.equal(err.last_good[k], initial[k]) for k in initial)  # nothing of epoch 1 was good
+    assert err.history == []
+
+
+def test_nan_in_a_later_epoch_keeps_the_last_good_epoch(dataset, monkeypatch):
+    steps = math.ceil(len(training_windows(dataset.train_sequences(), SEQ_LEN)[0]) / BATCH)
+    good = search(make_supernet(dataset), dataset, config(epochs=1), device="cpu")
+    calls = {"n": 0}
+    real_loss = search_module.next_item_loss
+
+    def poisoned(*args):
+        loss = real_loss(*args)
+        calls["n"] += 1
+        return loss * float("nan") if calls["n"] == steps + 3 else loss  # the 4th step of epoch 2
+
+    monkeypatch.setattr(search_module, "next_item_loss", poisoned)
+    with pytest.raises(SearchError) as info:
+        search(make_supernet(dataset), dataset, config(epochs=2), device="cpu")
+    err = info.value
+    assert f"at step {steps + 2} (epoch 2)" in str(err) and "epoch 1 is kept" in str(err)
+    assert len(err.history) == 1 and err.history[0]["epoch"] == 1
+    expected = good.supernet.state_dict()
+    assert set(err.last_good) == set(expected)
+    assert all(torch.equal(err.last_good[k], expected[k]) for k in expected)  # a copy, untouched by epoch 2
+
+
+@pytest.mark.parametrize("options", [dict(selection="softmax"), dict(arch_batches="train"),
+                                     dict(selection="softmax", arch_batches="train", arch_every=3)])
+def test_the_official_code_variants_run(dataset, options):
+    result = run(dataset, epochs=1, tradeoff=0.1, **options)
+    assert len(result.history) == 1
+    row = result.history[0]
+    assert any(a != 0 for a in row["alpha"]) and any(b != 0 for b in row["beta"])
+    assert math.isfinite(row["loss"]) and row["penalty"] > 0
+    assert result.card()["options"]["selection"] == options.get("selection", "gumbel")
+    assert result.card()["options"]["arch_batches"] == options.get("arch_batches", "valid")
+    assert 0 <= result.decision["width"] < 3 and 0 <= result.decision["depth"] < 2
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(selection="argmax"), "unknown selection"),
+    (dict(arch_batches="test"), "unknown arch_batches"),
+    (dict(epochs=0), "epochs must be >= 1"),
+    (dict(arch_every=0), "arch-every must be >= 1"),
+    (dict(tradeoff=-0.1), "tradeoff"),
+])
+def test_bad_search_configs_raise_config_error(kwargs, words):
+    with pytest.raises(ConfigError, match=words):
+        SearchConfig(**kwargs)
