@@ -103,7 +103,6 @@ def test_gates_act_where_their_placement_says(placement):
 
 
 def test_the_two_placements_compute_different_functions():
-    torch.manual_seed(3)
     layers = {}
     for placement in ("code", "paper"):
         arch = ArchSpec(hidden=D, inner=DI, heads=2, layers=1, gate_layers=2, gate_placement=placement)

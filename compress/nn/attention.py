@@ -50,7 +50,9 @@ def causal_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     scores = (q @ k.transpose(-1, -2)).tril()  # (B, H, M, C, C), causal inside the chunk
     intra = scores @ v
     kv = k.transpose(-1, -2) @ v  # (B, H, M, dh, dh), one state per chunk
-    state = kv.cumsum(dim=2) - kv  # exclusive prefix: chunks strictly before
+    # exclusive prefix (chunks strictly before) by shifting, not cumsum − kv: the subtraction's rounding
+    # would let a chunk's own (future) keys leak into its state and cancel badly when they are large
+    state = F.pad(kv.cumsum(dim=2)[:, :, :-1], (0, 0, 0, 0, 1, 0))
     out = (intra + q @ state) / math.sqrt(dh)
     return out.reshape(b, h, m * c, dh)[:, :, :n]
 

@@ -1,0 +1,152 @@
+"""`compress search`: the RUN_DIR it writes, its budget and option errors, in-process and as a subprocess."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from cli import app
+from compress.arch import ArchSpec
+from compress.flops import analytic_flops
+from compress.nas.wrap import load_supernet
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_RECIPE = str(REPO / "recipes" / "tiny.yaml")
+SEARCH_FILES = {"arch.json", "search_card.json", "config.json", "supernet"}
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """The CLI points the root logger at the runner's stderr; don't leave it pointing at a closed stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def error_line(result) -> str:
+    """The CLI's failure contract: exit code 2, no traceback, one `error: ...` line that ends stderr."""
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert [line for line in lines if line.startswith("error:")] == [lines[-1]], result.stderr
+    return lines[-1]
+
+
+def leftovers(parent: Path, name: str) -> list:
+    """Anything the atomic writer would leave beside RUN_DIR: RUN_DIR itself or its hidden temp dirs."""
+    return [p for p in os.listdir(parent) if p == name or p.startswith(f".{name}.")]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """The recipe as its header says to run it, on the embedded default dataset (960 users)."""
+    out = tmp_path_factory.mktemp("cli-search") / "run"
+    result = invoke("search", "--recipe", TINY_RECIPE, "--device", "cpu", "--out", out)
+    assert result.exit_code == 0, result.stderr + result.stdout
+    squeezed = "".join(result.stdout.split())  # rich wraps long paths; compare without whitespace
+    assert "decision:hidden" in squeezed and f"savedto{out}" in squeezed
+    return out
+
+
+def test_search_writes_a_run_dir(run_dir):
+    assert set(os.listdir(run_dir)) - {"retrained"} == SEARCH_FILES  # retrained/: the stage after the search
+    assert set(os.listdir(run_dir / "supernet")) == {"config.json", "model.safetensors"}
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["kind"] == "search"
+    assert cfg["options"]["seq_len"] == 20 and cfg["options"]["hidden"] == 16 and cfg["options"]["inner"] == 32
+    assert cfg["options"]["attention"] == "linear" and cfg["options"]["gate_layers"] == 2
+    assert cfg["options"]["search_epochs"] == 2 and cfg["options"]["hidden_ratios"] == [0.0, 0.5]
+    assert cfg["dataset"]["users"] == 960
+    sn_cfg = json.loads((run_dir / "supernet" / "config.json").read_text())
+    assert sn_cfg["kind"] == "supernet" and sn_cfg["model"]["arch"]["hidden"] == 16
+    assert len(load_file(str(run_dir / "supernet" / "model.safetensors"))) > 0
+
+
+def test_search_card(run_dir):
+    card = json.loads((run_dir / "search_card.json").read_text())
+    assert card["slice_max_abs_diff"] <= 1e-5
+    assert len(card["history"]) == 2 and 1 <= card["best_epoch"] <= 2
+    for row in card["history"]:
+        assert len(row["alpha"]) == 2 and len(row["beta"]) == 2
+        assert 0 < row["tau"] <= 1 and row["penalty"] > 0
+    assert card["choices"]["selection"] == "gumbel" and card["choices"]["arch_batches"] == "valid"
+    assert card["choices"]["tradeoff"] == 0.1 and "L_RC" in card["choices"]["penalty"]
+    assert card["seed"] == 2024 and card["versions"]["torch"] == torch.__version__
+    decision = card["decision"]
+    arch = ArchSpec.from_dict(decision["arch"])
+    assert decision["flops_measured"] == analytic_flops(arch, 20, card["dataset"]["items"])["matmul"]
+    assert decision["flops"] == analytic_flops(arch, 20, card["dataset"]["items"])["total"]
+    assert decision["params"] > 0
+
+
+def test_arch_json_round_trips(run_dir):
+    raw = json.loads((run_dir / "arch.json").read_text())
+    arch = ArchSpec.from_dict(raw)
+    assert arch.to_dict() == raw
+    card = json.loads((run_dir / "search_card.json").read_text())
+    assert raw == card["decision"]["arch"]
+    assert arch.head_dim == 8 and arch.hidden in (16, 8) and 1 <= arch.layers <= 2
+
+
+def test_saved_supernet_is_the_best_epoch(run_dir):
+    card = json.loads((run_dir / "search_card.json").read_text())
+    best = card["history"][card["best_epoch"] - 1]
+    sn = load_supernet(str(run_dir / "supernet"))
+    assert sn.alpha.logits.tolist() == pytest.approx(best["alpha"])
+    assert sn.beta.logits.tolist() == pytest.approx(best["beta"])
+    k, depth = card["decision"]["width"], card["decision"]["depth"]
+    assert sn.slice(k, depth).arch.to_dict() == card["decision"]["arch"]
+
+
+def test_max_flops_below_the_smallest_candidate_exits_2_and_writes_nothing(tmp_path, tiny_data_file):
+    out = tmp_path / "nope"
+    result = invoke("search", "--recipe", TINY_RECIPE, "--data", tiny_data_file, "--device", "cpu",
+                    "--max-flops", "1", "--out", out)
+    line = error_line(result)
+    assert "--max-flops 1" in line and "smallest candidate" in line
+    assert not out.exists() and leftovers(tmp_path, "nope") == []
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--set", "no_such_key=1"], "unknown key(s) no_such_key"),
+    (["--set", "tradeoff=lots"], "tradeoff"),
+    (["--selection", "argmax"], "unknown selection"),
+    (["--max-flops", "half"], "neither a percentage"),
+])
+def test_bad_options_exit_2_with_one_line(tmp_path, tiny_data_file, args, words):
+    out = tmp_path / "bad"
+    result = invoke("search", "--recipe", TINY_RECIPE, "--data", tiny_data_file, "--device", "cpu", *args,
+                    "--out", out)
+    assert words in error_line(result)
+    assert leftovers(tmp_path, "bad") == []
+
+
+def test_search_as_a_subprocess(tmp_path, tiny_data_file, subprocess_env):
+    out = tmp_path / "sub"
+    cmd = [sys.executable, "-m", "compress", "search", "--recipe", TINY_RECIPE, "--data", str(tiny_data_file),
+           "--search-epochs", "1", "--max-flops", "60%", "--stage", "search", "--device", "cpu", "--json",
+           "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["out"] == str(out) and result["slice_max_abs_diff"] <= 1e-5
+    assert set(os.listdir(out)) == SEARCH_FILES
+    card = json.loads((out / "search_card.json").read_text())
+    assert card["decision"]["flops"] <= 0.6 * card["full_flops"]
+    assert card["options"]["max_flops"] == "60%" and card["options"]["epochs"] == 1
+    assert ArchSpec.from_dict(json.loads((out / "arch.json").read_text())).to_dict() == result["decision"]["arch"]
