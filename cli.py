@@ -24,7 +24,10 @@ def clean_errors(fn: Callable) -> Callable:
     """Turn the library's typed errors into a one-line message and exit code 2."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from compress.perf import tune_allocator
+
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
+        tune_allocator()
         try:
             return fn(*args, **kwargs)
         except CompressError as exc:
@@ -200,6 +203,8 @@ def search(
     finally:
         reporter.close()
     if json_out:
+        if stage == "all":  # both stages in the one JSON object
+            result["retrain"] = _retrain_result(result["out"], retrain_epochs, retrain_batch_size, from_scratch, False)
         print(json.dumps(result))
         return
     d = result["decision"]
@@ -216,16 +221,21 @@ def search(
         _retrain(result["out"], retrain_epochs, retrain_batch_size, from_scratch, False, False)
 
 
-def _retrain(run_dir: str, epochs: Optional[int], batch_size: Optional[int], from_scratch: bool, overwrite: bool,
-             json_out: bool) -> None:
+def _retrain_result(run_dir: str, epochs: Optional[int], batch_size: Optional[int], from_scratch: bool,
+                    overwrite: bool) -> dict:
     from compress.progress import RichReporter
     from compress.runs import retrain_run
 
     reporter = RichReporter(err_console)
     try:
-        result = retrain_run(run_dir, {"epochs": epochs, "batch_size": batch_size}, from_scratch, overwrite, reporter)
+        return retrain_run(run_dir, {"epochs": epochs, "batch_size": batch_size}, from_scratch, overwrite, reporter)
     finally:
         reporter.close()
+
+
+def _retrain(run_dir: str, epochs: Optional[int], batch_size: Optional[int], from_scratch: bool, overwrite: bool,
+             json_out: bool) -> None:
+    result = _retrain_result(run_dir, epochs, batch_size, from_scratch, overwrite)
     if json_out:
         print(json.dumps(result))
         return

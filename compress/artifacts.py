@@ -97,10 +97,13 @@ def build_model(model_cfg: Dict[str, Any]) -> nn.Module:
 
     if not isinstance(model_cfg, dict) or "backbone" not in model_cfg:
         raise CheckpointError("config.json has no 'model.backbone'; the artifact is corrupt")
+    backbone = get_backbone(model_cfg["backbone"])  # unknown: a ConfigError (register or install it)
     try:
-        return get_backbone(model_cfg["backbone"]).from_config(model_cfg)
+        return backbone.from_config(model_cfg)
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"config.json model section is incomplete ({exc})") from None
+    except ConfigError as exc:  # e.g. an ArchSpec edited by hand: a broken artifact, not a bad option
+        raise CheckpointError(f"config.json model section is inconsistent ({exc})") from None
 
 
 def load_state(model: nn.Module, path: str) -> None:

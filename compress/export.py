@@ -31,6 +31,9 @@ class _Scorer(torch.nn.Module):
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
+        # a new module is in training mode, and torch.onnx.export restores the exported module's mode
+        # recursively afterwards: without this the model would come back with dropout on
+        self.train(model.training)
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         return self.model.predict(items)

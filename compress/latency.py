@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 import weakref
-from typing import Dict, List
+from typing import Dict, Iterable, List
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -50,12 +50,15 @@ def latency_ms(model: torch.nn.Module, batch: int, repeats: int = 30, warmup: in
 
 
 class _LiveBytes(TorchDispatchMode):
-    """Tracks bytes of tensor storages created during the forward pass and frees them on release."""
+    """Tracks bytes of tensor storages created during the forward pass and frees them on release.
+    Storages of ``existing`` tensors (weights, the input) are skipped: an op that returns a view of
+    them (a slice, a transpose) shares their memory and allocates nothing."""
 
-    def __init__(self) -> None:
+    def __init__(self, existing: Iterable[torch.Tensor] = ()) -> None:
         super().__init__()
         self.live = self.peak = 0
         self.seen = set()
+        self.existing = {t.untyped_storage().data_ptr() for t in existing}
 
     def _release(self, key: int, nbytes: int) -> None:
         self.live -= nbytes
@@ -67,7 +70,7 @@ class _LiveBytes(TorchDispatchMode):
             if isinstance(t, torch.Tensor):
                 storage = t.untyped_storage()
                 key = storage.data_ptr()
-                if key and key not in self.seen:
+                if key and key not in self.seen and key not in self.existing:
                     self.seen.add(key)
                     self.live += storage.nbytes()
                     weakref.finalize(storage, self._release, key, storage.nbytes())
@@ -90,7 +93,7 @@ def peak_memory_bytes(model: torch.nn.Module, batch: int) -> Dict[str, int]:
         torch.cuda.synchronize(items.device)
         activations = torch.cuda.max_memory_allocated(items.device) - base
     else:
-        tracker = _LiveBytes()
+        tracker = _LiveBytes([*model.parameters(), *model.buffers(), items])
         with tracker:
             model.predict(items)
         activations = tracker.peak

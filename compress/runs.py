@@ -16,7 +16,7 @@ from compress.backbones.sasrec import last_position
 from compress.batching import pad_right
 from compress.data import ReadOptions, SequenceDataset, load_dataset
 from compress.data.registry import DATASETS, DEFAULT
-from compress.errors import CheckpointError, SearchError
+from compress.errors import CheckpointError, ConfigError, SearchError
 from compress.evaluation import evaluate
 from compress.flops import measured_flops, params_count
 from compress.nas.controllers import one_hot
@@ -199,7 +199,8 @@ def retrain_run(run_dir: str, overrides: Dict[str, Any], from_scratch: bool = Fa
         raise CheckpointError(f"{run_dir} holds no finished search; run `compress search` first")
     card = read_json(os.path.join(run_dir, "search_card.json"))
     out = os.path.join(run_dir, RETRAINED)
-    check_out_dir(out, overwrite)
+    if os.path.exists(out) and not overwrite:  # not check_out_dir: its advice names --out, which retrain lacks
+        raise ConfigError(f"{out} already exists; pass --overwrite to retrain again")
     opts = {**cfg["options"], **{k: v for k, v in overrides.items() if v is not None}}
     device = resolve_device(opts["device"])
     ds = dataset_from_options(opts)

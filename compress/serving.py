@@ -2,8 +2,8 @@
 
 Histories speak the dataset's raw item ids (through the MODEL_DIR's ``items.json``). Unknown ids are
 skipped with one warning that counts them; a history longer than N keeps its last N items (what the
-model was trained to see); an empty history gets the most popular items (popularity over the
-training data), with their interaction counts as scores.
+model was trained to see); an empty history gets the most popular items (interaction counts over
+the whole dataset), with their interaction counts as scores.
 """
 from __future__ import annotations
 

@@ -24,6 +24,8 @@ def linear(layer: nn.Linear, x: torch.Tensor, out: Optional[int] = None) -> torc
 def layer_norm(ln: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
     """LayerNorm whose statistics cover only the kept (leading ``x.shape[-1]``) dimensions."""
     d = x.shape[-1]
+    if d == ln.normalized_shape[0]:  # full width: the plain op (which ONNX export traces cleanly)
+        return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
     return F.layer_norm(x, (d,), ln.weight[:d], ln.bias[:d], ln.eps)
 
 
