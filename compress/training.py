@@ -28,7 +28,7 @@ class TrainConfig:
     seed: int = 2024
     k: int = 10
     eval_batch_size: int = 512
-    max_minutes: Optional[float] = None  # wall-clock budget: stop after the epoch that exceeds it
+    max_minutes: Optional[float] = None  # wall-clock budget: stop at the step that exceeds it, after validating
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience", "k", "eval_batch_size"):
@@ -97,6 +97,8 @@ def fit(model: nn.Module, dataset: SequenceDataset, cfg: TrainConfig, device: to
             total += loss.item() * len(items)
             seen += len(items)
             reporter.step(loss.item(), len(items))
+            if over_budget(start, cfg.max_minutes):
+                break  # the budget is spent: validate this partial epoch and stop
         train_s = time.perf_counter() - t0
         valid = evaluate(model, dataset, "valid", "full", cfg.k, cfg.eval_batch_size, cfg.seed, device)
         row = {"epoch": epoch, "loss": total / seen, "seqs_per_s": seen / train_s, "train_seconds": train_s,

@@ -53,7 +53,7 @@ class SearchConfig:
     patience: int = 10
     seed: int = 2024
     k: int = 10
-    max_minutes: Optional[float] = None  # wall-clock budget: stop after the epoch that exceeds it
+    max_minutes: Optional[float] = None  # wall-clock budget: stop at the step that exceeds it, after validating
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTIONS:
@@ -208,6 +208,8 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
             seen += len(items)
             step += 1
             reporter.step(ce.item(), len(items))
+            if over_budget(start, cfg.max_minutes):
+                break  # the budget is spent: validate this partial epoch and stop
         train_s = time.perf_counter() - t0
         valid = evaluate(supernet, dataset, "valid", "full", cfg.k, seed=cfg.seed, device=device)
         dec = decide(supernet, budget)
