@@ -26,7 +26,6 @@ from compress.artifacts import read_json, write_json  # noqa: E402
 from compress.backbones import get_backbone  # noqa: E402
 from compress.batching import training_windows  # noqa: E402
 from compress.benchmark import profile  # noqa: E402
-from compress.nas.search import SearchConfig  # noqa: E402
 from compress.recipes import resolve_options  # noqa: E402
 from compress.runs import dataset_from_options, retrain_run, search_run, versions  # noqa: E402
 from compress.training import next_item_loss  # noqa: E402

@@ -9,7 +9,6 @@ import argparse
 import torch
 
 import compress
-from compress.export import export
 from compress.runs import test_metrics
 
 

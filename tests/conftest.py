@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clihelp import root_logging_kept, tiny_artifacts
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -84,3 +86,16 @@ def subprocess_env() -> dict:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO.as_posix(), env.get("PYTHONPATH")) if p)
     env.setdefault("COLUMNS", "200")
     return env
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """The CLI points the root logger at the runner's stderr; don't leave it pointing at a closed stream."""
+    with root_logging_kept():
+        yield
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory):
+    """The tiny search RUN_DIR (with retrained/), its exported MODEL_DIR and a dense baseline RUN_DIR."""
+    return tiny_artifacts(tmp_path_factory)

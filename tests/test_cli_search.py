@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -11,9 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
-from cli import app
+from clihelp import error_line, invoke
 from compress.arch import ArchSpec
 from compress.flops import analytic_flops
 from compress.nas.wrap import load_supernet
@@ -21,30 +19,6 @@ from compress.nas.wrap import load_supernet
 REPO = Path(__file__).resolve().parents[1]
 TINY_RECIPE = str(REPO / "recipes" / "tiny.yaml")
 SEARCH_FILES = {"arch.json", "search_card.json", "config.json", "supernet"}
-
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """The CLI points the root logger at the runner's stderr; don't leave it pointing at a closed stream."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def error_line(result) -> str:
-    """The CLI's failure contract: exit code 2, no traceback, one `error: ...` line that ends stderr."""
-    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert [line for line in lines if line.startswith("error:")] == [lines[-1]], result.stderr
-    return lines[-1]
 
 
 def leftovers(parent: Path, name: str) -> list:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -10,37 +9,12 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file, save_file
-from typer.testing import CliRunner
 
-from cli import app
+from clihelp import error_line, invoke
 
 TINY = ["--epochs", "1", "--hidden", "16", "--inner", "32", "--layers", "1", "--heads", "1", "--seq-len", "20",
         "--batch-size", "64", "--device", "cpu"]
 RUN_FILES = {"config.json", "model.safetensors", "metrics.json", "train.log"}
-
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """The CLI points the root logger at the runner's stderr; don't leave it pointing at a closed stream."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def error_line(result) -> str:
-    """The CLI's failure contract: exit code 2, no traceback, one `error: ...` line that ends stderr."""
-    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert [line for line in lines if line.startswith("error:")] == [lines[-1]], result.stderr
-    return lines[-1]
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
-from typing import Dict
 
 import pytest
 import torch
@@ -12,14 +10,9 @@ from torch import nn
 
 import compress
 from compress.latency import latencies_ms, latency_ms, peak_memory_bytes
-from test_retrain_export import error_line, invoke, read, restore_logging, tiny_artifacts  # noqa: F401 (fixture)
+from clihelp import error_line, invoke, read
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory) -> Dict[str, Path]:
-    return tiny_artifacts(tmp_path_factory)
 
 
 def test_flops_json(artifacts):

@@ -5,97 +5,26 @@ used by test_serving.py and test_latency_bench.py) and never modified; tests tha
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Iterator
+from typing import Dict
 
 import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from typer.testing import CliRunner
 
 import compress
-from cli import app
+from clihelp import DECIDED, error_line, invoke, read
 from compress.flops import params_count
 
-REPO = Path(__file__).resolve().parents[1]
-# One search epoch and one retrain epoch. The 30% FLOPs budget leaves a single feasible candidate
-# (hidden 8 of 16, inner 16 of 32, 1 of 2 layers), so the decision is narrower *and* shallower than the
-# supernet whatever α and β learn, and the sliced shapes below are known.
-SEARCH = ["--recipe", REPO / "recipes" / "tiny.yaml", "--set", "search_epochs=1", "--max-flops", "30%",
-          "--device", "cpu"]
-DECIDED = {"hidden": 8, "inner": 16, "heads": 1, "layers": 1}
-# The dense baseline: the supernet's full size (16/32, 2 layers) with SASRec's softmax attention.
-BASELINE = ["--hidden", "16", "--inner", "32", "--layers", "2", "--heads", "2", "--seq-len", "20", "--epochs", "1",
-            "--batch-size", "128", "--device", "cpu"]
 RUN_FILES = {"config.json", "model.safetensors", "metrics.json", "train.log"}
 MODEL_FILES = {"config.json", "model.safetensors", "items.json", "card.json"}
 SEARCH_FILES = ("config.json", "arch.json", "search_card.json", "supernet")
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def error_line(result) -> str:
-    """The CLI's failure contract: exit code 2, no traceback, one `error: ...` line that ends stderr."""
-    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert [line for line in lines if line.startswith("error:")] == [lines[-1]], result.stderr
-    return lines[-1]
-
-
-@contextlib.contextmanager
-def root_logging_kept() -> Iterator[None]:
-    """The CLI points the root logger at the runner's stderr; don't leave it pointing at a closed stream."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    with root_logging_kept():
-        yield
-
-
-def tiny_artifacts(factory: pytest.TempPathFactory) -> Dict[str, Path]:
-    """``search``: `compress search --stage search` then `compress retrain` (RUN_DIR with retrained/);
-    ``model``: its `compress export` MODEL_DIR; ``baseline``: a bigger dense `compress train` RUN_DIR.
-    Built on the first call of the session (under its base temp dir), reused by every later one."""
-    base = factory.getbasetemp() / "tiny-artifacts"
-    paths = {"search": base / "search", "model": base / "model", "baseline": base / "baseline"}
-    if (base / "done").exists():
-        return paths
-    shutil.rmtree(base, ignore_errors=True)
-    base.mkdir()
-    with root_logging_kept():
-        for args in (["search", *SEARCH, "--stage", "search", "--out", paths["search"]],
-                     ["retrain", paths["search"], "--epochs", "1"],
-                     ["export", paths["search"], "--out", paths["model"]],
-                     ["train", *BASELINE, "--out", paths["baseline"]]):
-            result = invoke(*args)
-            assert result.exit_code == 0, (args, result.stderr, result.stdout, result.exception)
-    (base / "done").touch()
-    return paths
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory) -> Dict[str, Path]:
-    return tiny_artifacts(tmp_path_factory)
 
 
 @pytest.fixture
@@ -107,10 +36,6 @@ def search_only(artifacts, tmp_path) -> Path:
         src = artifacts["search"] / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, out / name)
     return out
-
-
-def read(path: Path) -> dict:
-    return json.loads(path.read_text())
 
 
 def histories(n: int = 16) -> torch.Tensor:

@@ -11,14 +11,14 @@ import torch
 
 import compress
 from compress.batching import pad_right
-from test_retrain_export import invoke, read, restore_logging, tiny_artifacts  # noqa: F401 (fixture)
+from clihelp import invoke, read
 
 N = 20  # the tiny recipe's seq_len
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return tiny_artifacts(tmp_path_factory)["model"]
+def model_dir(artifacts) -> Path:
+    return artifacts["model"]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ kept dimensions), so with one-hot p and q the supernet computes exactly the slic
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 from torch import nn
