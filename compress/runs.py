@@ -73,17 +73,22 @@ def test_metrics(model: torch.nn.Module, ds: SequenceDataset, k: int, seed: int,
             for split in ("valid", "test") for proto in ("full", "pop100")}
 
 
-def train_run(opts: Dict[str, Any], out: Optional[str], overwrite: bool = False,
-              reporter: Optional[Reporter] = None) -> Dict[str, Any]:
-    """Train a dense backbone and write RUN_DIR: config.json, model.safetensors, metrics.json, train.log."""
-    out = out or default_out("train", opts)
+def prepare_run(kind: str, opts: Dict[str, Any], out: Optional[str], overwrite: bool):
+    """(out dir, device, dataset, freshly initialised backbone), refusing an existing out dir up front."""
+    out = out or default_out(kind, opts)
     check_out_dir(out, overwrite)
     device = resolve_device(opts["device"])
     ds = dataset_from_options(opts)
-    arch = arch_from_options(opts)
+    torch.manual_seed(opts["seed"])
+    model = get_backbone(opts["backbone"])(arch_from_options(opts), ds.n_items, opts["seq_len"], opts["dropout"])
+    return out, device, ds, model
+
+
+def train_run(opts: Dict[str, Any], out: Optional[str], overwrite: bool = False,
+              reporter: Optional[Reporter] = None) -> Dict[str, Any]:
+    """Train a dense backbone and write RUN_DIR: config.json, model.safetensors, metrics.json, train.log."""
+    out, device, ds, model = prepare_run("train", opts, out, overwrite)
     cfg = train_config(opts)
-    torch.manual_seed(cfg.seed)
-    model = get_backbone(opts["backbone"])(arch, ds.n_items, opts["seq_len"], opts["dropout"])
     result = fit(model, ds, cfg, device, reporter)
     metrics = test_metrics(model, ds, cfg.k, cfg.seed, device)
     with atomic_dir(out, overwrite) as tmp:
@@ -146,14 +151,9 @@ def hard_slice_gap(supernet, dense, k: int, l: int, ds: SequenceDataset, device)
 def search_run(opts: Dict[str, Any], out: Optional[str], overwrite: bool = False,
                reporter: Optional[Reporter] = None) -> Dict[str, Any]:
     """DNS-Rec search; RUN_DIR gets config.json, arch.json, search_card.json and supernet/."""
-    out = out or default_out("search", opts)
-    check_out_dir(out, overwrite)
-    device = resolve_device(opts["device"])
-    ds = dataset_from_options(opts)
-    arch = arch_from_options(opts)
+    out, device, ds, backbone = prepare_run("search", opts, out, overwrite)
     space, cfg = search_space(opts), search_config(opts)
-    torch.manual_seed(opts["seed"])
-    backbone = get_backbone(opts["backbone"])(arch, ds.n_items, opts["seq_len"], opts["dropout"])
+    arch = backbone.arch
     supernet = wrap(backbone, space=space, attention=arch.attention, gate_layers=arch.gate_layers,
                     gate_placement=arch.gate_placement)
     run_config = {"kind": "search", "data": recorded_data(opts), "dataset": ds.stats(),
