@@ -2,6 +2,7 @@
 dense 2-layer d=128 SASRec baseline, measured side by side in one process.
 
     COMPRESS_DATA_DIR=../shared/data python benchmarks/dnsrec_ml1m.py --search-minutes 30 --retrain-minutes 30
+    COMPRESS_DATA_DIR=../shared/data python benchmarks/dnsrec_ml1m.py --timing-only   # seconds per step only
 
 Writes benchmarks/results/dnsrec_ml1m.json (and the run directory benchmarks/results/dnsrec_ml1m_run,
 not committed) and prints every figure. CPU preset: the paper's Table 2 model settings
@@ -21,6 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import compress  # noqa: E402
+from compress.perf import tune_allocator  # noqa: E402
 from compress.arch import ArchSpec  # noqa: E402
 from compress.artifacts import read_json, write_json  # noqa: E402
 from compress.backbones import get_backbone  # noqa: E402
@@ -35,12 +37,16 @@ RESULTS = os.path.join(HERE, "results")
 RECIPE = os.path.join(os.path.dirname(HERE), "recipes", "ml-1m.yaml")
 
 
-def step_seconds(step, steps: int) -> float:
-    step()  # warm-up
-    t0 = time.perf_counter()
+def interleaved_seconds(first, second, steps: int):
+    """Mean seconds per call of two step functions, alternated so machine load hits both alike."""
+    first(), second()  # warm-up
+    t = [0.0, 0.0]
     for _ in range(steps):
-        step()
-    return (time.perf_counter() - t0) / steps
+        for i, fn in enumerate((first, second)):
+            t0 = time.perf_counter()
+            fn()
+            t[i] += time.perf_counter() - t0
+    return t[0] / steps, t[1] / steps
 
 
 def time_steps(ds, opts, batch: int, steps: int) -> dict:
@@ -76,7 +82,7 @@ def time_steps(ds, opts, batch: int, steps: int) -> dict:
         a_loss.backward()
         a_opt.step()
 
-    d, s = step_seconds(dense_step, steps), step_seconds(search_step, steps)
+    d, s = interleaved_seconds(dense_step, search_step, steps)
     windows = len(inputs)
     return {"batch": batch, "steps": steps, "dense_step_s": d, "search_step_s": s, "ratio": s / d,
             "dense_epoch_s_est": d * windows / batch, "search_epoch_s_est": s * windows / batch}
@@ -88,8 +94,9 @@ def main() -> None:
     ap.add_argument("--retrain-minutes", type=float, default=30)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--timing-steps", type=int, default=3)
-    ap.add_argument("--skip-search", action="store_true", help="reuse an existing run directory")
+    ap.add_argument("--timing-only", action="store_true", help="measure seconds per step and stop")
     args = ap.parse_args()
+    tune_allocator()
     run_dir = os.path.join(RESULTS, "dnsrec_ml1m_run")
     opts = resolve_options(RECIPE, {"search_batch_size": args.batch_size, "batch_size": args.batch_size,
                                     "search_max_minutes": args.search_minutes, "max_minutes": args.retrain_minutes,
@@ -99,11 +106,13 @@ def main() -> None:
            "threads": torch.get_num_threads(), "options": opts}
     out["step_timing"] = time_steps(ds, opts, args.batch_size, args.timing_steps)
     print("step timing", json.dumps(out["step_timing"]), flush=True)
-    if not args.skip_search:
-        out["search"] = search_run(opts, run_dir, overwrite=True)
-        print("search", json.dumps(out["search"]), flush=True)
-        out["retrain"] = retrain_run(run_dir, {}, overwrite=True)
-        print("retrain", json.dumps(out["retrain"]), flush=True)
+    if args.timing_only:
+        write_json(os.path.join(RESULTS, "dnsrec_ml1m_timing.json"), out)
+        return
+    out["search"] = search_run(opts, run_dir, overwrite=True)
+    print("search", json.dumps(out["search"]), flush=True)
+    out["retrain"] = retrain_run(run_dir, {}, overwrite=True)
+    print("retrain", json.dumps(out["retrain"]), flush=True)
     card = read_json(os.path.join(run_dir, "search_card.json"))
     out["search_history"] = [{k: row[k] for k in ("epoch", "tau", "p", "q", "decision", "valid_ndcg@10",
                                                   "train_seconds")} for row in card["history"]]
