@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import ctypes
 import os
 import platform
 import sys
@@ -41,29 +40,13 @@ from compress.artifacts import resolve_device, save_model, write_json  # noqa: E
 from compress.backbones import get_backbone  # noqa: E402
 from compress.batching import training_windows  # noqa: E402
 from compress.data import load_dataset  # noqa: E402
+from compress.perf import tune_allocator  # noqa: E402
 from compress.progress import Reporter  # noqa: E402
 from compress.runs import test_metrics  # noqa: E402
 from compress.training import TrainConfig, fit  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
-
-
-def tune_malloc() -> bool:
-    """Keep glibc from handing every large tensor back to the kernel and faulting it in again.
-
-    By default glibc serves each allocation above its mmap threshold (at most 32 MiB) with a fresh
-    mmap; every training step allocates attention maps and logits of hundreds of MB, so the kernel
-    zero-fills them page by page on each step (half the CPU time went to the kernel in the smoke run).
-    Raising the mmap and trim thresholds makes freed blocks reusable: about 2x faster per step here,
-    at a higher resident peak. Same effect as MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc: leave the allocator alone
-        return False
-    m_trim_threshold, m_mmap_threshold, big = -1, -3, 2 ** 31 - 1
-    return bool(libc.mallopt(m_mmap_threshold, big)) and bool(libc.mallopt(m_trim_threshold, big))
 
 
 class BudgetExceeded(Exception):
@@ -132,7 +115,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> Dict:
     args = parse_args(argv)
-    malloc_tuned = False if args.no_malloc_tuning else tune_malloc()
+    malloc_tuned = False if args.no_malloc_tuning else tune_allocator()
     out = args.out or os.path.join(RESULTS, "sasrec_ml1m_linear.json" if args.linear else "sasrec_ml1m.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     device = resolve_device(args.device)
