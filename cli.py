@@ -59,6 +59,15 @@ def metrics_table(title: str, rows: dict) -> Table:
     return table
 
 
+def print_trained(title: str, result: dict, json_out: bool) -> None:
+    """The result of a training run: one JSON object, or the metrics table and where it was saved."""
+    if json_out:
+        print(json.dumps(result))
+        return
+    out_console.print(metrics_table(f"{title} (best epoch {result['best_epoch']})", result["metrics"]))
+    out_console.print(f"saved to {result['out']}")
+
+
 @app.command()
 @clean_errors
 def train(
@@ -104,12 +113,7 @@ def train(
         result = train_run(opts, out, overwrite, reporter)
     finally:
         reporter.close()
-    if json_out:
-        print(json.dumps(result))
-        return
-    out_console.print(metrics_table(f"{opts['backbone']} on {result['dataset'].get('users')} users "
-                                    f"(best epoch {result['best_epoch']})", result["metrics"]))
-    out_console.print(f"saved to {result['out']}")
+    print_trained(f"{opts['backbone']} on {result['dataset'].get('users')} users", result, json_out)
 
 
 @app.command()
@@ -236,12 +240,7 @@ def _retrain_result(run_dir: str, epochs: Optional[int], batch_size: Optional[in
 def _retrain(run_dir: str, epochs: Optional[int], batch_size: Optional[int], from_scratch: bool, overwrite: bool,
              json_out: bool) -> None:
     result = _retrain_result(run_dir, epochs, batch_size, from_scratch, overwrite)
-    if json_out:
-        print(json.dumps(result))
-        return
-    out_console.print(metrics_table(f"retrained {'from scratch' if from_scratch else 'with transferred weights'} "
-                                    f"(best epoch {result['best_epoch']})", result["metrics"]))
-    out_console.print(f"saved to {result['out']}")
+    print_trained(f"retrained {'from scratch' if from_scratch else 'with transferred weights'}", result, json_out)
 
 
 @app.command()
