@@ -12,7 +12,6 @@ from compress.arch import ArchSpec
 from compress.artifacts import (CONFIG, RETRAINED, atomic_dir, check_out_dir, load, load_config, read_json, resolve_device,
                                 save_model, write_json)
 from compress.backbones import get_backbone
-from compress.backbones.sasrec import last_position
 from compress.batching import pad_right
 from compress.data import ReadOptions, SequenceDataset, load_dataset
 from compress.data.registry import DATASETS, DEFAULT
@@ -142,8 +141,7 @@ def hard_slice_gap(supernet, dense, k: int, l: int, ds: SequenceDataset, device)
     items = pad_right(histories[:64], supernet.max_len).to(device)
     supernet.eval(), dense.eval()
     with torch.no_grad():
-        h = supernet(items, one_hot(k, len(supernet.widths), device), one_hot(l, supernet.full.layers, device))
-        a = supernet.score(last_position(h, items))
+        a = supernet.predict(items, one_hot(k, len(supernet.widths), device), one_hot(l, supernet.full.layers, device))
         b = dense.predict(items)
     return float((a[:, 1:] - b[:, 1:]).abs().max())
 

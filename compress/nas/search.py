@@ -151,8 +151,6 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
     """Run the bilevel search; on return ``supernet`` holds the state of the best validation epoch."""
     cfg = cfg or SearchConfig()
     device = resolve_device(device or "auto") if not isinstance(device, torch.device) else device
-    from compress.backbones.sasrec import last_position
-
     reporter = reporter or NullReporter()
     torch.manual_seed(cfg.seed)
     budget = budget_flops(cfg.max_flops, supernet)
@@ -193,8 +191,7 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
                 q = supernet.beta.sample(tau, cfg.selection, noise)
                 if cfg.arch_batches == "valid":
                     a_items, a_tgt = (t.to(device) for t in next(arch_data))
-                    h = last_position(supernet(a_items, p, q), a_items)
-                    a_ce = F.cross_entropy(supernet.score(h), a_tgt)
+                    a_ce = F.cross_entropy(supernet.predict(a_items, p, q), a_tgt)
                 else:
                     a_ce = next_item_loss(supernet(items, p, q), tgt, supernet.score)
                 penalty = (l_t / n_layers) * supernet.expected_flops(p, q)

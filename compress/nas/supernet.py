@@ -7,7 +7,7 @@ kept dimensions), so with one-hot p and q the supernet computes exactly the slic
 """
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -71,10 +71,13 @@ class Supernet(nn.Module):
             return one_hot(self.alpha.choice(), len(self.widths), dev), one_hot(self.beta.choice(), self.full.layers, dev)
         return (torch.softmax(self.alpha.logits / self.tau, 0), torch.softmax(self.beta.logits / self.tau, 0))
 
-    def predict(self, items: torch.Tensor) -> torch.Tensor:
+    def predict(self, items: torch.Tensor, p: Optional[torch.Tensor] = None,
+                q: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Next-item logits (B, n_items + 1) under weights p, q (default: ``selection()``)."""
         from compress.backbones.sasrec import last_position
 
-        p, q = self.selection()
+        if p is None or q is None:
+            p, q = self.selection()
         return self.score(last_position(self(items, p, q), items))
 
     def expected_flops(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
