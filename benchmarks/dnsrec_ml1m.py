@@ -2,6 +2,7 @@
 dense 2-layer d=128 SASRec baseline, measured side by side in one process.
 
     COMPRESS_DATA_DIR=../shared/data python benchmarks/dnsrec_ml1m.py --search-minutes 30 --retrain-minutes 30
+    COMPRESS_DATA_DIR=../shared/data python benchmarks/dnsrec_ml1m.py --search-epochs 3 --retrain-epochs 20
     COMPRESS_DATA_DIR=../shared/data python benchmarks/dnsrec_ml1m.py --timing-only   # seconds per step only
 
 Writes benchmarks/results/dnsrec_ml1m.json (and the run directory benchmarks/results/dnsrec_ml1m_run,
@@ -92,6 +93,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--search-minutes", type=float, default=30)
     ap.add_argument("--retrain-minutes", type=float, default=30)
+    ap.add_argument("--search-epochs", type=int, default=None, help="search epochs (default: the recipe's 10)")
+    ap.add_argument("--retrain-epochs", type=int, default=None, help="retrain epochs (default: the recipe's)")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--timing-steps", type=int, default=3)
     ap.add_argument("--timing-only", action="store_true", help="measure seconds per step and stop")
@@ -100,7 +103,8 @@ def main() -> None:
     run_dir = os.path.join(RESULTS, "dnsrec_ml1m_run")
     opts = resolve_options(RECIPE, {"search_batch_size": args.batch_size, "batch_size": args.batch_size,
                                     "search_max_minutes": args.search_minutes, "max_minutes": args.retrain_minutes,
-                                    "device": "cpu"}, command="search")
+                                    "device": "cpu", "search_epochs": args.search_epochs,
+                                    "epochs": args.retrain_epochs}, command="search")
     ds = dataset_from_options(opts)
     out = {"command": " ".join(["python", "benchmarks/dnsrec_ml1m.py", *sys.argv[1:]]), "versions": versions(),
            "threads": torch.get_num_threads(), "options": opts}

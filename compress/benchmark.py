@@ -6,7 +6,7 @@ from typing import Dict, List, Optional
 import torch
 
 from compress.artifacts import load, resolve_device
-from compress.flops import analytic_flops, measured_flops, params_count
+from compress.flops import measured_flops, model_flops, params_count
 from compress.latency import latencies_ms, peak_memory_bytes
 
 
@@ -15,7 +15,7 @@ def profile(models: Dict[str, torch.nn.Module], batches: List[int], repeats: int
     rows = {}
     for name, model in models.items():
         rows[name] = {"params": params_count(model),
-                      "flops_analytic": analytic_flops(model.arch, model.max_len, model.n_items)["total"],
+                      "flops_analytic": model_flops(model)["total"],
                       "flops_measured": measured_flops(model, model.max_len)}
     for b in batches:
         for name, ms in zip(models, latencies_ms(list(models.values()), b, repeats)):

@@ -18,7 +18,7 @@ import torch
 from compress.artifacts import ITEMS, atomic_dir, load, load_config, model_dir, read_json, save_model, write_json
 from compress.data.dataset import SequenceDataset
 from compress.errors import CheckpointError, ConfigError
-from compress.flops import analytic_flops, measured_flops, params_count
+from compress.flops import measured_flops, model_flops, params_count
 from compress.latency import latency_ms
 
 EXPORT_FORMATS = ("safetensors", "torchscript", "onnx")
@@ -93,7 +93,7 @@ def save_model_dir(model: torch.nn.Module, dataset: SequenceDataset, out: str, f
         raise CheckpointError(f"the model scores {model.n_items} items but the dataset has {dataset.n_items}")
     model = model.cpu().eval()
     card = {**(card or {}), "arch": model.arch.to_dict(),
-            "flops": {"analytic": analytic_flops(model.arch, model.max_len, model.n_items),
+            "flops": {"analytic": model_flops(model),
                       "measured": measured_flops(model, model.max_len),
                       "unit": "FLOPs = 2 x multiply-adds, one sequence of length N"},
             "params": params_count(model), "latency_ms": {"cpu_batch_1": latency_ms(model, 1, repeats=20)},

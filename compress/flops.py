@@ -18,11 +18,13 @@ from compress.arch import ArchSpec
 from compress.nn.attention import chunk_size
 
 
-def attention_matmul_flops(arch: ArchSpec, n: int) -> int:
-    """Both attention products for all heads: QKᵀ and AV (softmax), or the chunked causal linear form."""
+def attention_matmul_flops(arch: ArchSpec, n: int, causal: bool = True) -> int:
+    """Both attention products for all heads: QKᵀ and AV (softmax), or the linear form (chunked when causal)."""
     h, dh = arch.heads, arch.head_dim
     if arch.attention == "softmax":
         return 4 * h * n * n * dh
+    if not causal:
+        return h * 4 * n * dh * dh  # KᵀV and Q·state
     c = chunk_size(n)
     padded = math.ceil(n / c) * c
     return h * padded * (4 * c * dh + 4 * dh * dh)  # intra-chunk QKᵀ and AV; per-chunk KᵀV and Q·state
@@ -36,9 +38,9 @@ def gate_flops(arch: ArchSpec, n: int) -> int:
     return hidden_layers + 2 * n * d * (D + d)  # scoring layers: one of size D, one of size d
 
 
-def layer_flops(arch: ArchSpec, n: int) -> Dict[str, int]:
+def layer_flops(arch: ArchSpec, n: int, causal: bool = True) -> Dict[str, int]:
     d, D = arch.hidden, arch.inner
-    return {"qkvo": 4 * 2 * n * d * d, "attention": attention_matmul_flops(arch, n), "ffn": 2 * 2 * n * d * D,
+    return {"qkvo": 4 * 2 * n * d * d, "attention": attention_matmul_flops(arch, n, causal), "ffn": 2 * 2 * n * d * D,
             "gates": gate_flops(arch, n)}
 
 
@@ -51,9 +53,9 @@ def elementwise_flops(arch: ArchSpec, n: int) -> int:
     return 5 * n * d + L * per_layer
 
 
-def analytic_flops(arch: ArchSpec, n: int, n_items: int) -> Dict[str, int]:
+def analytic_flops(arch: ArchSpec, n: int, n_items: int, causal: bool = True) -> Dict[str, int]:
     """Breakdown and totals for one sequence of length ``n`` scored against ``n_items`` items."""
-    per_layer = layer_flops(arch, n)
+    per_layer = layer_flops(arch, n, causal)
     out = {k: v * arch.layers for k, v in per_layer.items()}
     out["head"] = 2 * arch.hidden * (n_items + 1)  # last position against every item row (incl. padding)
     out["matmul"] = sum(out.values())
@@ -72,6 +74,11 @@ CUSTOM_FORMULAS = {}
 if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
     _cpu_sdpa_flops._get_raw = True
     CUSTOM_FORMULAS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_sdpa_flops
+
+
+def model_flops(model: torch.nn.Module) -> Dict[str, int]:
+    """``analytic_flops`` of a dense backbone at its own N, item count and attention direction."""
+    return analytic_flops(model.arch, model.max_len, model.n_items, model.causal)
 
 
 def measured_flops(model: torch.nn.Module, n: int) -> int:

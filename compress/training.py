@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress.batching import training_windows
 from compress.data.dataset import SequenceDataset
 from compress.errors import ConfigError, SearchError
 from compress.evaluation import evaluate
+from compress.objectives import training_batch, training_data
 from compress.progress import NullReporter, Reporter
 
 
@@ -73,7 +73,7 @@ def fit(model: nn.Module, dataset: SequenceDataset, cfg: TrainConfig, device: to
     reporter = reporter or NullReporter()
     torch.manual_seed(cfg.seed)
     model.to(device)
-    inputs, targets = training_windows(dataset.train_sequences(), model.max_len)
+    inputs, targets = training_data(model, dataset.train_sequences())
     if len(inputs) == 0:
         raise ConfigError("no training pairs: every user has fewer than 4 interactions")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -87,7 +87,7 @@ def fit(model: nn.Module, dataset: SequenceDataset, cfg: TrainConfig, device: to
         reporter.epoch_start(epoch, cfg.epochs, steps_per_epoch)
         t0, total, seen = time.perf_counter(), 0.0, 0
         for items, tgt in batches(inputs, targets, cfg.batch_size, gen):
-            items, tgt = items.to(device), tgt.to(device)
+            items, tgt = (t.to(device) for t in training_batch(model, items, tgt, gen))
             loss = next_item_loss(model(items), tgt, model.score)
             if not torch.isfinite(loss):
                 raise SearchError(f"loss became {loss.item()} at epoch {epoch}; lower --lr")

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from compress.arch import ArchSpec
 from compress.backbones.sasrec import SASRec
-from compress.nn.attention import (MAX_CHUNK, NORM_EPS, MultiHeadAttention, causal_linear_attention, chunk_size,
-                                   linear_feature, softmax_attention)
+from compress.nn.attention import (MAX_CHUNK, NORM_EPS, bidirectional_linear_attention, causal_linear_attention,
+                                   chunk_size, linear_feature, softmax_attention)
 
 
 def naive_linear_attention(q, k, v, valid=None):
@@ -139,10 +139,18 @@ def test_softmax_attention_matches_a_masked_reference_and_padding_rows_stay_fini
                           naive_softmax_attention(q, k, v), atol=1e-5)
 
 
-def test_non_causal_linear_attention_is_refused():
-    attn = MultiHeadAttention(16, 2, "linear", 0.0, causal=False)
-    with pytest.raises(ValueError, match="causal"):
-        attn(torch.randn(1, 5, 16), None)
+def test_bidirectional_linear_attention_matches_the_dense_form_over_real_keys():
+    q, k, v = qkv(3, 2, 30, 8, seed=6)
+    valid = random_valid(3, 30, seed=6)
+    got = bidirectional_linear_attention(q, k, v, valid)
+    qf, kf = linear_feature(q), linear_feature(k)
+    scores = (qf @ kf.transpose(-1, -2)).masked_fill(~valid[:, None, None, :], 0.0)  # (B, H, N, N)
+    assert torch.allclose(got, scores @ v / 8 ** 0.5, atol=1e-5)
+    future_changed = v.clone()
+    future_changed[:, :, -1] += 1.0
+    last_real = valid[:, -1]  # changing a real last key moves earlier outputs: it is bidirectional
+    moved = (bidirectional_linear_attention(q, k, future_changed, valid) - got)[:, :, 0].abs().amax((1, 2))
+    assert (moved[last_real] > 0).all() and (moved[~last_real] == 0).all()
 
 
 def sasrec(max_len: int, attention: str = "linear", seed: int = 0) -> SASRec:

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from compress.arch import ArchSpec
-from compress.backbones.sasrec import SASRec, last_position
+from compress.backbones.sasrec import SASRec
+from compress.objectives import at, last_index
 from compress.errors import ConfigError
 from compress.nas.controllers import Controller, TemperatureSchedule, one_hot
 from compress.nas.search import SearchConfig
@@ -138,7 +139,7 @@ def test_gradients_reach_alpha_and_beta_through_one_search_loss(supernet, select
     assert gb[-1] > 0 > gb[0]
 
 
-def test_last_position_reads_each_rows_last_real_item():
+def test_at_last_index_reads_each_rows_last_real_item():
     h = torch.arange(2 * 4, dtype=torch.float32).view(2, 4, 1)
     items = torch.tensor([[5, 6, 0, 0], [0, 0, 0, 0]])
-    assert last_position(h, items)[:, 0].tolist() == [1.0, 4.0]
+    assert at(h, last_index(items))[:, 0].tolist() == [1.0, 4.0]

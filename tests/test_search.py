@@ -10,7 +10,8 @@ import torch
 
 import compress.nas.search as search_module
 from compress.arch import ArchSpec
-from compress.backbones.sasrec import SASRec, last_position
+from compress.backbones.sasrec import SASRec
+from compress.objectives import at, last_index
 from compress.batching import pad_right, training_windows
 from compress.data import Interactions, build_dataset
 from compress.errors import ConfigError, SearchError
@@ -91,7 +92,7 @@ def test_result_holds_the_best_epoch_and_slices_exactly(by_lambda, dataset):
     k, l = result.decision["width"], result.decision["depth"]
     with torch.no_grad():
         h = sn(items, one_hot(k, len(sn.widths)), one_hot(l, sn.full.layers))
-        gap = (sn.score(last_position(h, items))[:, 1:] - dense.predict(items)[:, 1:]).abs().max()
+        gap = (sn.score(at(h, last_index(items)))[:, 1:] - dense.predict(items)[:, 1:]).abs().max()
     assert gap <= 1e-5
 
 

@@ -10,7 +10,8 @@ import torch
 
 from compress.arch import ArchSpec
 from compress.artifacts import CONFIG, WEIGHTS, atomic_dir, save_model
-from compress.backbones.sasrec import SASRec, last_position
+from compress.backbones.sasrec import SASRec
+from compress.objectives import at, last_index
 from compress.errors import CheckpointError, ConfigError
 from compress.nas.controllers import one_hot
 from compress.nas.space import SearchSpace
@@ -71,7 +72,7 @@ def test_one_hot_supernet_equals_the_sliced_dense_model(k, depth, attention, gat
         assert y.shape == (6, MAX_LEN, 32) and h.shape == (6, MAX_LEN, hidden)
         assert (y[..., :hidden] - h).abs().max() <= 1e-5
         assert torch.equal(y[..., hidden:], torch.zeros_like(y[..., hidden:]))  # exactly zero, not small
-        a = sn.score(last_position(y, items))
+        a = sn.score(at(y, last_index(items)))
         b = dense.predict(items)
         assert a.shape == b.shape == (6, N_ITEMS + 1)
         assert (a[:, 1:] - b[:, 1:]).abs().max() <= 1e-5
@@ -149,7 +150,7 @@ def test_save_and_load_supernet_round_trip(tmp_path):
     save_supernet(sn, str(tmp_path / "sn"))
     assert set(os.listdir(tmp_path / "sn")) == {CONFIG, WEIGHTS}
     cfg = json.loads((tmp_path / "sn" / CONFIG).read_text())
-    assert cfg["kind"] == "supernet" and cfg["supernet"]["adapter"] == "sasrec"
+    assert cfg["kind"] == "supernet" and cfg["supernet"]["adapter"] == "builtin"
     loaded = load_supernet(str(tmp_path / "sn"))
     assert type(loaded) is type(sn) and loaded.widths == sn.widths and loaded.space == sn.space
     assert loaded.full == sn.full and torch.equal(loaded.flops, sn.flops)
@@ -217,7 +218,7 @@ def test_wrap_warm_start_equals_the_original_model(trained):
     with torch.no_grad():
         y = sn(items, one_hot(0, 3), one_hot(FULL.layers - 1, FULL.layers))
         assert torch.equal(y, trained(items))
-        assert torch.equal(sn.score(last_position(y, items)), trained.predict(items))
+        assert torch.equal(sn.score(at(y, last_index(items))), trained.predict(items))
         assert torch.equal(sn.slice(0, FULL.layers - 1).eval().predict(items), trained.predict(items))
 
 
@@ -237,4 +238,4 @@ def test_wrap_refuses_a_model_no_adapter_knows():
     with pytest.raises(ConfigError, match="no adapter fits Linear"):
         wrap(torch.nn.Linear(3, 3))
     with pytest.raises(ConfigError, match="unknown adapter"):
-        wrap(SASRec(FULL, N_ITEMS, MAX_LEN), adapter="bert4rec")
+        wrap(SASRec(FULL, N_ITEMS, MAX_LEN), adapter="no-such-adapter")

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from compress.arch import ArchSpec
-from compress.backbones.sasrec import SASRec, last_position
+from compress.backbones.sasrec import SASRec
+from compress.objectives import at, last_index
 from compress.errors import ConfigError
 from compress.nas.controllers import one_hot
 from compress.nas.space import SearchSpace
@@ -165,7 +166,7 @@ def test_slicing_is_the_papers_zero_mask(attention, gate_layers, placement):
                 assert (ref[..., :width.hidden] - got).abs().max() <= 1e-5, (k, l)
                 sup = sn(items, one_hot(k, len(sn.widths)), one_hot(l, sn.full.layers))
                 assert (ref - sup).abs().max() <= 1e-5, (k, l)
-                ref_scores = last_position(ref, items) @ sn.backbone.item_embedding.weight.T
+                ref_scores = at(ref, last_index(items)) @ sn.backbone.item_embedding.weight.T
                 assert (ref_scores[:, 1:] - dense.predict(items)[:, 1:]).abs().max() <= 1e-4, (k, l)
 
 
@@ -215,7 +216,7 @@ def test_no_nan_anywhere_even_with_all_padding_rows(attention):
     q = sn.beta.sample(1.0, "gumbel", torch.Generator().manual_seed(1))
     h = sn(items, p, q)
     assert torch.isfinite(h).all()
-    scores = sn.score(last_position(h, items))
+    scores = sn.score(at(h, last_index(items)))
     loss = scores[:, 1:].logsumexp(-1).mean() + sn.expected_flops(p, q)
     loss.backward()
     for name, param in sn.named_parameters():

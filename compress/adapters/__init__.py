@@ -1,5 +1,5 @@
 """Backbone adapters; ``get_adapter(model)`` finds the one that fits."""
-from compress.adapters.base import Adapter, get_adapter, list_adapters, register_adapter
-from compress.adapters import sasrec  # noqa: F401  (registers "sasrec")
+from compress.adapters.base import Adapter, adapter_class, get_adapter, list_adapters, register_adapter
+from compress.adapters import builtin  # noqa: F401  (registers "builtin")
 
-__all__ = ["Adapter", "get_adapter", "list_adapters", "register_adapter"]
+__all__ = ["Adapter", "adapter_class", "get_adapter", "list_adapters", "register_adapter"]

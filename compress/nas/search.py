@@ -23,10 +23,11 @@ import torch.nn.functional as F
 
 from compress.arch import ArchSpec
 from compress.artifacts import resolve_device
-from compress.batching import pad_right, training_windows
+from compress.batching import pad_right
 from compress.data.dataset import SequenceDataset
 from compress.errors import ConfigError, SearchError
 from compress.evaluation import evaluate
+from compress.objectives import training_batch, training_data
 from compress.nas.controllers import SELECTIONS, TemperatureSchedule
 from compress.nas.supernet import Supernet
 from compress.progress import NullReporter, Reporter
@@ -156,7 +157,7 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
     budget = budget_flops(cfg.max_flops, supernet)
     reporter.begin({"widths": [w._asdict() for w in supernet.widths], "layers": supernet.full.layers})
     supernet.to(device)
-    inputs, targets = training_windows(dataset.train_sequences(), supernet.max_len)
+    inputs, targets = training_data(supernet, dataset.train_sequences())
     if len(inputs) == 0:
         raise ConfigError("no training pairs: every user has fewer than 4 interactions")
     w_opt = torch.optim.Adam(supernet.weight_parameters(), lr=cfg.lr)
@@ -173,8 +174,9 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
         supernet.train()
         reporter.epoch_start(epoch, cfg.epochs, math.ceil(len(inputs) / cfg.batch_size))
         t0, ce_sum, pen_sum, seen, arch_steps = time.perf_counter(), 0.0, 0.0, 0, 0
-        for items, tgt in batches(inputs, targets, cfg.batch_size, torch.Generator().manual_seed(cfg.seed + epoch)):
-            items, tgt = items.to(device), tgt.to(device)
+        gen = torch.Generator().manual_seed(cfg.seed + epoch)
+        for items, tgt in batches(inputs, targets, cfg.batch_size, gen):
+            items, tgt = (t.to(device) for t in training_batch(supernet, items, tgt, gen))
             tau = supernet.tau = schedule(step)
             p = supernet.alpha.sample(tau, cfg.selection, noise).detach()
             q = supernet.beta.sample(tau, cfg.selection, noise).detach()

@@ -18,6 +18,7 @@ from compress.flops import analytic_flops
 from compress.nas.controllers import Controller, one_hot
 from compress.nas.space import SearchSpace
 from compress.nn.width import Width, zero_pad
+from compress.objectives import at, query
 
 
 class Supernet(nn.Module):
@@ -28,10 +29,10 @@ class Supernet(nn.Module):
         self.widths: List[Width] = space.widths(self.full)
         self.alpha = Controller(len(self.widths))  # transformer controller, shared by all layers
         self.beta = Controller(self.full.layers)  # depth controller: exit after layer l
-        self.max_len, self.n_items = backbone.max_len, backbone.n_items
+        self.max_len, self.n_items, self.style = backbone.max_len, backbone.n_items, backbone.style
         self.tau = 1.0
         self.eval_selection = "soft"  # what predict() uses: "soft" (softmax(logits/τ)) or "hard" (argmax)
-        flops = [[analytic_flops(self.arch_for(k, l), self.max_len, self.n_items)["total"]
+        flops = [[analytic_flops(self.arch_for(k, l), self.max_len, self.n_items, backbone.causal)["total"]
                   for l in range(self.full.layers)] for k in range(len(self.widths))]
         self.register_buffer("flops", torch.tensor(flops, dtype=torch.float64), persistent=False)  # (K, L)
 
@@ -55,10 +56,13 @@ class Supernet(nn.Module):
         x = sum(p[k] * zero_pad(emb[k], d) for k in active)  # (B, N, d)
         y = None
         for l in range(last + 1):
-            x = sum(p[k] * zero_pad(self.adapter.layer(self.backbone, l, x, valid, emb[k], self.widths[k]), d)
-                    for k in active)
+            outs = {k: self.adapter.layer(self.backbone, l, x, valid, emb[k], self.widths[k]) for k in active}
+            x = sum(p[k] * zero_pad(outs[k], d) for k in active)  # (B, N, d)
             if q[l] != 0:
-                y = q[l] * x if y is None else y + q[l] * x
+                # each candidate's exit gets its own final LN (pre-LN models), as its dense model would
+                out = x if not self.style.final_norm else \
+                    sum(p[k] * zero_pad(self.adapter.finish(self.backbone, outs[k]), d) for k in active)
+                y = q[l] * out if y is None else y + q[l] * out
         return y
 
     def score(self, h: torch.Tensor) -> torch.Tensor:
@@ -74,11 +78,11 @@ class Supernet(nn.Module):
     def predict(self, items: torch.Tensor, p: Optional[torch.Tensor] = None,
                 q: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Next-item logits (B, n_items + 1) under weights p, q (default: ``selection()``)."""
-        from compress.backbones.sasrec import last_position
-
         if p is None or q is None:
             p, q = self.selection()
-        return self.score(last_position(self(items, p, q), items))
+        inputs, index = query(self, items)
+        h = self(inputs, p, q)  # (B, N, d)
+        return self.score(at(h, index))
 
     def expected_flops(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         """Σ_l q_l Σ_k p_k FLOPs(k, l) / FLOPs(full): differentiable in p and q, 1.0 for the full model."""

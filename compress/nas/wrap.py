@@ -13,7 +13,7 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from compress.adapters import Adapter, get_adapter
+from compress.adapters import Adapter, adapter_class, get_adapter
 from compress.artifacts import CONFIG, WEIGHTS, build_model, load_state, read_json, save_model
 from compress.errors import CheckpointError
 from compress.nas.space import SearchSpace
@@ -24,6 +24,7 @@ def wrap(model: nn.Module, adapter: Union[None, str, Adapter] = None, space: Opt
          attention: str = "linear", gate_layers: int = 2, gate_placement: str = "code") -> Supernet:
     """A supernet around ``model``: zero-mask width candidates from ``space``, ``attention`` and gates injected."""
     adapter = get_adapter(model, adapter)
+    model = adapter.convert(model)
     arch = replace(adapter.arch(model), attention=attention, gate_layers=gate_layers, gate_placement=gate_placement)
     shared = adapter.build(model, arch)
     source = model.state_dict()
@@ -42,7 +43,7 @@ def save_supernet(supernet: Supernet, directory: str) -> None:
     them a reloaded supernet would score differently from the one whose metrics the search card holds."""
     os.makedirs(directory, exist_ok=True)
     save_model(supernet, directory, {"kind": "supernet", "supernet": {
-        "adapter": supernet.adapter.name, "space": supernet.space.to_dict(), "tau": supernet.tau,
+        "adapter": supernet.adapter.name, "adapter_config": supernet.adapter.to_dict(), "space": supernet.space.to_dict(), "tau": supernet.tau,
         "eval_selection": supernet.eval_selection}}, supernet.backbone.config())
 
 
@@ -51,7 +52,8 @@ def load_supernet(directory: str, device: str = "cpu") -> Supernet:
     if cfg.get("kind") != "supernet":
         raise CheckpointError(f"{directory} holds a {cfg.get('kind', 'unknown')!r} checkpoint, not a supernet")
     backbone = build_model(cfg["model"])
-    supernet = Supernet(backbone, get_adapter(backbone, cfg["supernet"]["adapter"]),
+    adapter = adapter_class(cfg["supernet"]["adapter"]).from_dict(cfg["supernet"].get("adapter_config", {}))
+    supernet = Supernet(backbone, adapter,
                         SearchSpace.from_dict(cfg["supernet"]["space"]))
     load_state(supernet, os.path.join(directory, WEIGHTS))
     supernet.tau = float(cfg["supernet"].get("tau", supernet.tau))

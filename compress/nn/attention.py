@@ -1,10 +1,11 @@
-"""Multi-head attention: softmax (SASRec) or causal linear attention (LinRec, as DNS-Rec uses it).
+"""Multi-head attention: softmax (SASRec) or linear attention (LinRec, as DNS-Rec uses it).
 
 Linear attention follows LinRec's released computation, q̂ = elu(Q)/‖elu(Q)‖₂ and
 k̂ = elu(K)/‖elu(K)‖₂ per token over the head dimension, out = q̂ (k̂ᵀV)/√d_head, but made causal
 (position t sees k̂_j v_jᵀ for j ≤ t only) and blind to padding, which the released code is not.
 The causal sum is computed in chunks: quadratic inside a chunk, a running d_head × d_head state
-across chunks, so the cost is O(N·(C + d_head)·d_head) instead of O(N²·d_head).
+across chunks, so the cost is O(N·(C + d_head)·d_head) instead of O(N²·d_head). Bidirectional
+models (BERT4Rec) use the plain form over the real positions, O(N·d_head²).
 """
 from __future__ import annotations
 
@@ -57,6 +58,17 @@ def causal_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return out.reshape(b, h, m * c, dh)[:, :, :n]
 
 
+def bidirectional_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                   valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Every position sees every real position: q̂ (k̂ᵀV)/√d_head. q, k, v: (B, H, N, dh)."""
+    q, k = linear_feature(q), linear_feature(k)
+    if valid is not None:
+        keep = valid[:, None, :, None].to(k.dtype)
+        k, v = k * keep, v * keep
+    state = k.transpose(-1, -2) @ v  # (B, H, dh, dh)
+    return (q @ state) / math.sqrt(q.shape[-1])
+
+
 def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: Optional[torch.Tensor],
                       causal: bool, dropout: float) -> torch.Tensor:
     """Scaled dot-product attention; each query also sees itself so no row is fully masked."""
@@ -94,9 +106,7 @@ class MultiHeadAttention(nn.Module):
 
         q, k, v = (split(linear(p, x, d)) for p in (self.query, self.key, self.value))
         if self.kind == "linear":
-            if not self.causal:
-                raise ValueError("linear attention is implemented for causal models only")
-            y = causal_linear_attention(q, k, v, valid)
+            y = (causal_linear_attention if self.causal else bidirectional_linear_attention)(q, k, v, valid)
         else:
             y = softmax_attention(q, k, v, valid, self.causal, self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(b, n, d)  # (B, N, d_k)

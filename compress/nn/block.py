@@ -1,7 +1,9 @@
-"""The post-LN transformer layer of SASRec / BERT4Rec (RecBole semantics), sliceable by width.
+"""The transformer layer of SASRec / BERT4Rec (post-LN, RecBole semantics) and GPT-2 (pre-LN),
+sliceable by width.
 
-attention:  h = LN(x + Dropout(Attn(x)))
-FFN:        y = LN(h + Dropout(W2·GELU(W1·h)))      (gates scale W1/W2 inputs or outputs)
+post-LN:  h = LN(x + Dropout(Attn(x)));   y = LN(h + Dropout(FFN(h)))
+pre-LN:   h = x + Dropout(Attn(LN(x)));   y = h + Dropout(FFN(LN(h)))
+FFN(h) = W2·act(W1·h), the gates scaling W1/W2 inputs or outputs.
 """
 from __future__ import annotations
 
@@ -16,10 +18,15 @@ from compress.nn.attention import MultiHeadAttention
 from compress.nn.gates import GatePair
 from compress.nn.width import Width, layer_norm, linear
 
+NORMS = ("post", "pre")
+ACTIVATIONS = {"gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "relu": F.relu}
+
 
 class TransformerLayer(nn.Module):
-    def __init__(self, arch: ArchSpec, dropout: float, eps: float, causal: bool = True) -> None:
+    def __init__(self, arch: ArchSpec, dropout: float, eps: float, causal: bool = True, norm: str = "post",
+                 activation: str = "gelu") -> None:
         super().__init__()
+        self.norm, self.act = norm, ACTIVATIONS[activation]
         self.attention = MultiHeadAttention(arch.hidden, arch.heads, arch.attention, dropout, causal)
         self.attn_norm = nn.LayerNorm(arch.hidden, eps=eps)
         self.ffn_in = nn.Linear(arch.hidden, arch.inner)
@@ -35,16 +42,19 @@ class TransformerLayer(nn.Module):
         """x: (B, N, d_k) kept dims of the layer input; e: (B, N, d_k) embedding output for the gates."""
         width = width or self.full
         x = x[..., :width.hidden]
-        h = layer_norm(self.attn_norm, x + self.drop(self.attention(x, valid)))  # (B, N, d_k)
+        pre = self.norm == "pre"
+        a = self.attention(layer_norm(self.attn_norm, x) if pre else x, valid)
+        h = x + self.drop(a) if pre else layer_norm(self.attn_norm, x + self.drop(a))  # (B, N, d_k)
+        u = layer_norm(self.ffn_norm, h) if pre else h
         d1 = d2 = None
         if self.gates is not None:
             d1, d2 = self.gates(e[..., :width.hidden], width)
         code = self.gates is None or self.gates.placement == "code"
-        f = linear(self.ffn_in, h if code or d1 is None else d1 * h, width.inner)  # (B, N, D_k)
+        f = linear(self.ffn_in, u if code or d1 is None else d1 * u, width.inner)  # (B, N, D_k)
         if code and d1 is not None:
             f = d1 * f
-        f = F.gelu(f)
+        f = self.act(f)
         y = linear(self.ffn_out, f if code or d2 is None else d2 * f, width.hidden)  # (B, N, d_k)
         if code and d2 is not None:
             y = d2 * y
-        return layer_norm(self.ffn_norm, h + self.drop(y))
+        return h + self.drop(y) if pre else layer_norm(self.ffn_norm, h + self.drop(y))

@@ -1,0 +1,147 @@
+"""The sliceable sequential transformer every backbone and adapter maps onto.
+
+One class covers SASRec (causal, post-LN, next-item), BERT4Rec (bidirectional, post-LN, cloze) and
+GPT-2-style models (causal, pre-LN with a final LayerNorm): a ``Style`` says which. Item
+embeddings are tied to the scoring head; 0 is padding and, for cloze models, ``n_items + 1`` is the
+mask token. Sequences are right-padded (RecBole's layout). Every part reads the leading slices of
+its full-size weights, which is what makes width search and exact slicing possible.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Dict, Optional
+
+import torch
+from torch import nn
+
+from compress.arch import ArchSpec
+from compress.backbones.registry import register_backbone
+from compress.errors import ConfigError
+from compress.nn.block import ACTIVATIONS, NORMS, TransformerLayer
+from compress.nn.width import Width, layer_norm
+from compress.objectives import OBJECTIVES, at, query
+from compress.serving import Recommender
+
+
+@dataclass(frozen=True)
+class Style:
+    causal: bool = True
+    norm: str = "post"  # post: LN after each residual add (SASRec, BERT); pre: LN before each sublayer (GPT-2)
+    activation: str = "gelu"  # gelu (erf), gelu_tanh (GPT-2's gelu_new), relu
+    embedding_norm: bool = True  # LN on item + position embeddings
+    final_norm: bool = False  # LN after the last layer (pre-LN models)
+    objective: str = "next"  # next or cloze
+    mask_prob: float = 0.2  # cloze: share of items masked per training sequence
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ConfigError(f"unknown norm placement {self.norm!r}; choose one of {', '.join(NORMS)}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        if self.objective == "next" and not self.causal:
+            raise ConfigError("a next-item objective needs a causal model; bidirectional models train with 'cloze'")
+        if not 0 < self.mask_prob < 1:
+            raise ConfigError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Style":
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown style keys: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+@register_backbone("transformer")
+class SequenceTransformer(Recommender, nn.Module):
+    default_style = Style()
+
+    def __init__(self, arch: ArchSpec, n_items: int, max_len: int, dropout: float = 0.2,
+                 layer_norm_eps: float = 1e-12, init_std: float = 0.02, style: Optional[Style] = None) -> None:
+        super().__init__()
+        self.style = style or self.default_style
+        self.arch, self.n_items, self.max_len = arch, n_items, max_len
+        self.dropout, self.layer_norm_eps, self.init_std = dropout, layer_norm_eps, init_std
+        vocab = n_items + (2 if self.style.objective == "cloze" else 1)  # + padding (+ mask token)
+        self.item_embedding = nn.Embedding(vocab, arch.hidden, padding_idx=0)
+        self.position_embedding = nn.Embedding(max_len, arch.hidden)
+        if self.style.embedding_norm:
+            self.emb_norm = nn.LayerNorm(arch.hidden, eps=layer_norm_eps)
+        self.emb_drop = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(
+            TransformerLayer(arch, dropout, layer_norm_eps, self.style.causal, self.style.norm, self.style.activation)
+            for _ in range(arch.layers))
+        if self.style.final_norm:
+            self.final_norm = nn.LayerNorm(arch.hidden, eps=layer_norm_eps)
+        self.apply(self._init)
+
+    @property
+    def causal(self) -> bool:
+        return self.style.causal
+
+    def _init(self, m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            m.weight.data.normal_(0.0, self.init_std)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            m.bias.data.zero_()
+        if isinstance(m, nn.LayerNorm):
+            m.weight.data.fill_(1.0)
+            m.bias.data.zero_()
+
+    def config(self) -> Dict[str, Any]:
+        """Everything needed to rebuild this model (``config.json``)."""
+        return {"backbone": self.backbone_name, "arch": self.arch.to_dict(), "n_items": self.n_items,
+                "max_len": self.max_len, "dropout": self.dropout, "layer_norm_eps": self.layer_norm_eps,
+                "init_std": self.init_std, "style": self.style.to_dict()}
+
+    @classmethod
+    def from_config(cls, cfg: Dict[str, Any]) -> "SequenceTransformer":
+        style = Style.from_dict(cfg["style"]) if "style" in cfg else None
+        return cls(ArchSpec.from_dict(cfg["arch"]), cfg["n_items"], cfg["max_len"], cfg.get("dropout", 0.2),
+                   cfg.get("layer_norm_eps", 1e-12), cfg.get("init_std", 0.02), style)
+
+    def rebuilt(self, arch: ArchSpec) -> "SequenceTransformer":
+        """A fresh model of the same class, style and data shape at ``arch``."""
+        return type(self)(arch, self.n_items, self.max_len, self.dropout, self.layer_norm_eps, self.init_std,
+                          self.style)
+
+    def embed(self, items: torch.Tensor, hidden: Optional[int] = None) -> torch.Tensor:
+        """items: (B, N) right-padded ids -> E: (B, N, d_k), the kept leading ``hidden`` dims."""
+        hidden = hidden or self.arch.hidden
+        pos = torch.arange(items.shape[1], device=items.device)
+        e = self.item_embedding.weight[items, :hidden] + self.position_embedding.weight[pos, :hidden]
+        if self.style.embedding_norm:
+            e = layer_norm(self.emb_norm, e)
+        return self.emb_drop(e)
+
+    def finish(self, x: torch.Tensor) -> torch.Tensor:
+        """The last layer's output (B, N, d_k) -> the model's output (the final LN of pre-LN models)."""
+        return layer_norm(self.final_norm, x) if self.style.final_norm else x
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        """items: (B, N) -> hidden states at every position (B, N, d)."""
+        valid = items > 0
+        e = self.embed(items)
+        x = e
+        for layer in self.layers:
+            x = layer(x, valid, e)
+        return self.finish(x)
+
+    def score(self, h: torch.Tensor) -> torch.Tensor:
+        """h: (..., d_k) -> logits over all items (..., n_items + 1); column 0 (padding) is -inf."""
+        logits = h @ self.item_embedding.weight[:self.n_items + 1, :h.shape[-1]].T  # the mask token never scores
+        logits[..., 0] = float("-inf")
+        return logits
+
+    def predict(self, items: torch.Tensor) -> torch.Tensor:
+        """Next-item logits after each right-padded history: (B, N) -> (B, n_items + 1)."""
+        inputs, index = query(self, items)
+        h = self(inputs)  # (B, N, d)
+        return self.score(at(h, index))
+
+    def width(self) -> Width:
+        return Width(self.arch.hidden, self.arch.inner)
