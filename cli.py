@@ -171,6 +171,10 @@ def search(
     gate_layers: Optional[int] = typer.Option(None, "--gate-layers", help="L_d; 0 = no data-aware gates."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     device: Optional[str] = DeviceOpt,
+    init: Optional[str] = typer.Option(None, "--init", help="Warm start from a trained RUN_DIR or MODEL_DIR "
+                                       "(its shape and weights; the searched design is injected)."),
+    reorder: Optional[str] = typer.Option(None, "--reorder", help="Order channels by importance before the "
+                                          "search: magnitude or taylor (scores unchanged)."),
     stage: str = typer.Option("all", "--stage", help="search, retrain (an existing --out) or all."),
     retrain_epochs: Optional[int] = typer.Option(None, "--retrain-epochs", help="Epochs of the retraining stage."),
     retrain_batch_size: Optional[int] = typer.Option(None, "--retrain-batch-size"),
@@ -199,7 +203,7 @@ def search(
                  max_flops=max_flops, search_epochs=search_epochs, arch_every=arch_every, selection=selection,
                  arch_batches=arch_batches, search_batch_size=batch_size, lr=lr, dropout=dropout, seq_len=seq_len,
                  hidden=hidden, inner=inner, layers=layers, heads=heads, attention=attention,
-                 gate_layers=gate_layers, seed=seed, device=device)
+                 gate_layers=gate_layers, seed=seed, device=device, init=init, reorder=reorder)
     opts = resolve_options(recipe, flags, set_, command="search")
     reporter = SearchReporter(err_console)
     try:
@@ -318,10 +322,10 @@ def flops(
 ) -> None:
     """Analytic and FlopCounterMode FLOPs (2 x multiply-adds) of one length-N history, and parameters."""
     import compress
-    from compress.flops import analytic_flops, measured_flops, params_count
+    from compress.flops import measured_flops, model_flops, params_count
 
     model = compress.load(path)
-    analytic = analytic_flops(model.arch, model.max_len, model.n_items)
+    analytic = model_flops(model)
     measured = measured_flops(model, model.max_len)
     result = {"arch": model.arch.to_dict(), "analytic": analytic, "measured": measured,
               "matmul_agreement": measured / analytic["matmul"], "params": params_count(model)}

@@ -4,7 +4,8 @@ MODEL_DIR = ``config.json`` (ArchSpec, backbone, N, item count) + ``model.safete
 physically smaller tensors) + ``items.json`` (raw item id of every index, and item popularity for
 cold histories) + ``card.json`` (decision, metrics, FLOPs predicted and measured, params, latency).
 Optional TorchScript (``model.pt``) and ONNX (``model.onnx``) files are checked to give the same
-scores as the PyTorch model before the directory appears.
+scores as the PyTorch model before the directory appears. A wrapped Hugging Face model also gets
+``native/``: the decision as the user's own class, which ``from_pretrained`` loads as-is.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from compress.artifacts import ITEMS, atomic_dir, load, load_config, model_dir, read_json, save_model, write_json
+from compress.adapters import Adapter, adapter_class
+from compress.artifacts import CONFIG, ITEMS, atomic_dir, load, load_config, model_dir, read_json, save_model, write_json
 from compress.data.dataset import SequenceDataset
 from compress.errors import CheckpointError, ConfigError
 from compress.flops import measured_flops, model_flops, params_count
@@ -23,6 +25,7 @@ from compress.latency import latency_ms
 
 EXPORT_FORMATS = ("safetensors", "torchscript", "onnx")
 PARITY_TOL = 1e-5
+NATIVE = "native"
 
 
 class _Scorer(torch.nn.Module):
@@ -83,8 +86,10 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def save_model_dir(model: torch.nn.Module, dataset: SequenceDataset, out: str, fmt: str = "safetensors",
                    overwrite: bool = False, card: Optional[Dict[str, Any]] = None,
-                   data: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Write MODEL_DIR ``out`` for a dense ``model`` trained on ``dataset``; returns its card."""
+                   data: Optional[Dict[str, Any]] = None, adapter: Optional[Adapter] = None) -> Dict[str, Any]:
+    """Write MODEL_DIR ``out`` for a dense ``model`` trained on ``dataset``; returns its card. With the
+    ``adapter`` of a wrapped user model, MODEL_DIR/native/ also holds the model as the user's own
+    class where that class can express it (Hugging Face: softmax attention, no gates)."""
     from compress.runs import versions
 
     if fmt not in EXPORT_FORMATS:
@@ -107,6 +112,11 @@ def save_model_dir(model: torch.nn.Module, dataset: SequenceDataset, out: str, f
             card["torchscript_max_abs_diff"] = _check(_export_torchscript(model, os.path.join(tmp, "model.pt")), fmt)
         elif fmt == "onnx":
             card["onnx_max_abs_diff"] = _check(_export_onnx(model, os.path.join(tmp, "model.onnx")), fmt)
+        if adapter is not None and adapter.has_native:
+            written = adapter.native(model, os.path.join(tmp, NATIVE))
+            card["native"] = {"adapter": adapter.name, "path": NATIVE if written else None,
+                              "note": None if written else "the user's model class cannot express this decision "
+                                                           "(linear attention or gates); use MODEL_DIR itself"}
         write_json(os.path.join(tmp, "card.json"), card)
     return card
 
@@ -127,7 +137,12 @@ def export(run_dir: str, out: str, fmt: str = "safetensors", overwrite: bool = F
         s = read_json(search_card)
         card["search"] = {"decision": s["decision"], "best_epoch": s["best_epoch"], "full_flops": s["full_flops"],
                           "seconds": s["seconds"], "choices": s.get("choices")}
-    return {"out": out, "card": save_model_dir(model, ds, out, fmt, overwrite, card, cfg.get("data"))}
+    adapter = None
+    supernet_cfg = os.path.join(run_dir, "supernet", CONFIG)
+    if os.path.exists(supernet_cfg):
+        saved = read_json(supernet_cfg)["supernet"]
+        adapter = adapter_class(saved["adapter"]).from_dict(saved.get("adapter_config", {}))
+    return {"out": out, "card": save_model_dir(model, ds, out, fmt, overwrite, card, cfg.get("data"), adapter)}
 
 
 def _check(diff, fmt: str):

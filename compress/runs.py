@@ -22,7 +22,9 @@ from compress.nas.controllers import one_hot
 from compress.nas.search import SearchConfig, search
 from compress.nas.space import SearchSpace
 from compress.nas.wrap import load_supernet, save_supernet, wrap
+from compress.objectives import training_batch, training_data
 from compress.progress import Reporter
+from compress.reorder import CRITERIA
 from compress.training import TrainConfig, TrainResult, fit
 
 DATA_KEYS = ("data", "data_dir", "format", "user_col", "item_col", "time_col", "sep", "kcore")
@@ -146,14 +148,40 @@ def hard_slice_gap(supernet, dense, k: int, l: int, ds: SequenceDataset, device)
     return float((a[:, 1:] - b[:, 1:]).abs().max())
 
 
+def load_trained(path: str, ds: SequenceDataset) -> torch.nn.Module:
+    """A trained model (RUN_DIR or MODEL_DIR) to start the search from, checked against the data."""
+    model = load(path).train()
+    if model.n_items != ds.n_items:
+        raise CheckpointError(f"--init {path} scores {model.n_items} items but the data has {ds.n_items}; "
+                              "pass the --data it was trained on")
+    return model
+
+
+def importance_batch(model, ds: SequenceDataset, size: int, seed: int):
+    """One training batch (items, targets) for the Taylor importance of ``--reorder taylor``."""
+    inputs, targets = training_data(model, ds.train_sequences())
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(inputs), generator=gen)[:size]
+    return training_batch(model, inputs[idx], targets[idx], gen)
+
+
 def search_run(opts: Dict[str, Any], out: Optional[str], overwrite: bool = False,
                reporter: Optional[Reporter] = None) -> Dict[str, Any]:
     """DNS-Rec search; RUN_DIR gets config.json, arch.json, search_card.json and supernet/."""
+    if opts["reorder"] not in (None, *CRITERIA):
+        raise ConfigError(f"unknown --reorder {opts['reorder']!r}; choose one of {', '.join(CRITERIA)}")
     out, device, ds, backbone = prepare_run("search", opts, out, overwrite)
     space, cfg = search_space(opts), search_config(opts)
     arch = backbone.arch
+    if opts["init"]:  # warm start: the trained model's weights and shape, the searched design injected
+        backbone = load_trained(opts["init"], ds)
+        shape = backbone.arch
+        opts = {**opts, "backbone": backbone.backbone_name, "hidden": shape.hidden, "inner": shape.inner,
+                "heads": shape.heads, "layers": shape.layers, "seq_len": backbone.max_len}
+    taylor = importance_batch(backbone, ds, opts["search_batch_size"], opts["seed"]) if opts["reorder"] == "taylor" \
+        else None
     supernet = wrap(backbone, space=space, attention=arch.attention, gate_layers=arch.gate_layers,
-                    gate_placement=arch.gate_placement)
+                    gate_placement=arch.gate_placement, reorder=opts["reorder"], reorder_batch=taylor)
     run_config = {"kind": "search", "data": recorded_data(opts), "dataset": ds.stats(),
                   "options": opts, "versions": versions()}
     try:

@@ -20,6 +20,7 @@ from compress.nn.width import Width
 
 class Adapter:
     name: str = ""
+    has_native = False  # True where ``native`` can write the user's own class
 
     def matches(self, model: nn.Module) -> bool:
         raise NotImplementedError
@@ -101,7 +102,7 @@ def get_adapter(model: nn.Module, adapter: Optional[object] = None) -> Adapter:
     if adapter is not None:
         raise ConfigError(f"adapter must be an Adapter or a registered name, got {type(adapter).__name__}")
     for cls in _ADAPTERS.values():
-        if cls.name != "declared" and cls().matches(model):
+        if cls().matches(model):
             return cls()
     raise ConfigError(f"no adapter fits {type(model).__name__}; describe its modules with the declared adapter "
                       f"(compress.DeclaredAdapter, see README 'Wrap your own model'); "

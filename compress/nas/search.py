@@ -127,7 +127,7 @@ class SearchResult:
 
         model = model if model is not None else self.slice()
         save_model_dir(model, dataset, path, overwrite=overwrite, card={"kind": "api", "search": {
-            "decision": self.decision, "best_epoch": self.best_epoch}})
+            "decision": self.decision, "best_epoch": self.best_epoch}}, adapter=self.supernet.adapter)
         return model
 
     def card(self) -> Dict:

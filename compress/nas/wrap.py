@@ -6,6 +6,7 @@ carried over (warm start); new parts (gates) keep their fresh initialisation.
 """
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import replace
 from typing import Optional, Union
@@ -18,13 +19,23 @@ from compress.artifacts import CONFIG, WEIGHTS, build_model, load_state, read_js
 from compress.errors import CheckpointError
 from compress.nas.space import SearchSpace
 from compress.nas.supernet import Supernet
+from compress.reorder import reorder as channel_reorder
 
 
 def wrap(model: nn.Module, adapter: Union[None, str, Adapter] = None, space: Optional[SearchSpace] = None,
-         attention: str = "linear", gate_layers: int = 2, gate_placement: str = "code") -> Supernet:
-    """A supernet around ``model``: zero-mask width candidates from ``space``, ``attention`` and gates injected."""
+         attention: str = "linear", gate_layers: int = 2, gate_placement: str = "code",
+         reorder: Optional[str] = None, reorder_batch=None) -> Supernet:
+    """A supernet around ``model``: zero-mask width candidates from ``space``, ``attention`` and gates injected.
+
+    ``reorder`` ("magnitude" or "taylor", Torch-Pruning's group criteria) first permutes hidden
+    channels, heads and FFN channels by importance, scores unchanged, so that the leading slices a
+    narrower candidate keeps are the important ones; "taylor" needs ``reorder_batch=(items, targets)``.
+    The user's ``model`` itself is never modified."""
     adapter = get_adapter(model, adapter)
     model = adapter.convert(model)
+    if reorder is not None:
+        model = copy.deepcopy(model)  # convert() may return the user's own (built-in) model
+        channel_reorder(model, reorder, reorder_batch)
     arch = replace(adapter.arch(model), attention=attention, gate_layers=gate_layers, gate_placement=gate_placement)
     shared = adapter.build(model, arch)
     source = model.state_dict()

@@ -1,0 +1,170 @@
+"""Hugging Face adapters: recommenders built on ``transformers.BertModel`` (BERT4Rec-style, cloze)
+and ``transformers.GPT2Model`` (causal, next item).
+
+Both are declared mappings over the HF module names plus the few things a mapping cannot say: BERT's
+token-type embedding (row 0, which every position gets) is folded into the position embedding, and
+each model's config is checked for options our transformer does not compute. The item vocabulary is
+the word embedding: ids 1..n_items are items, 0 is padding and, for BERT, ``n_items + 1`` (the last
+row) is the mask token. Scores are hidden states times the word embedding (a tied head).
+
+``native`` writes a smaller decision back as the user's own HF class (``from_pretrained`` loads it)
+when the decision keeps softmax attention and no gates, which HF's classes cannot express.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Optional
+
+import torch
+from torch import nn
+
+from compress.adapters.base import register_adapter
+from compress.adapters.declared import DeclaredAdapter
+from compress.backbones.transformer import SequenceTransformer
+from compress.errors import ConfigError
+
+ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise ConfigError("the Hugging Face adapters need transformers: pip install transformers") from None
+    return transformers
+
+
+def locate(model: nn.Module, cls_name: str) -> Optional[nn.Module]:
+    """``model`` itself or its only submodule of class ``cls_name`` (None when there is not exactly one)."""
+    found = [m for m in model.modules() if type(m).__name__ == cls_name]
+    return found[0] if len(found) == 1 else None
+
+
+def _check(cfg, wanted: Dict[str, Any], family: str) -> None:
+    for key, value in wanted.items():
+        got = getattr(cfg, key, value)
+        if got != value:
+            raise ConfigError(f"{family} config has {key}={got!r}; the {family} adapter supports {key}={value!r} "
+                              "only (describe other models with the declared adapter)")
+
+
+class HFAdapter(DeclaredAdapter):
+    """Shared by the BERT and GPT-2 adapters: locate the HF model, build the mapping from its config."""
+    cls_name = ""
+    config_cls = ""
+    has_native = True
+
+    def __init__(self, hf_config: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__(None)
+        self.hf_config = hf_config
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"hf_config": self.hf_config}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "HFAdapter":
+        return cls(d.get("hf_config"))
+
+    def matches(self, model: nn.Module) -> bool:
+        return locate(model, self.cls_name) is not None
+
+    def hf_model(self, model: nn.Module) -> nn.Module:
+        found = locate(model, self.cls_name)
+        if found is None:
+            raise ConfigError(f"no single {self.cls_name} inside {type(model).__name__}; the {self.name} adapter "
+                              f"wraps a {self.cls_name} or a module holding exactly one")
+        return found
+
+    def mapping_for(self, cfg) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def convert(self, model: nn.Module) -> SequenceTransformer:
+        hf = self.hf_model(model)
+        self.mapping = self.mapping_for(hf.config)
+        self.hf_config = json.loads(hf.config.to_json_string(use_diff=False))  # JSON-native, as saved
+        return super().convert(hf)
+
+    def sizes(self, dense: SequenceTransformer) -> Dict[str, int]:
+        raise NotImplementedError
+
+    def native(self, dense: SequenceTransformer, directory: str) -> Optional[str]:
+        if dense.arch.attention != "softmax" or dense.arch.gate_layers > 0 or self.hf_config is None:
+            return None
+        transformers = _transformers()
+        cfg_cls = getattr(transformers, self.config_cls)
+        drop = {"architectures", "transformers_version", "model_type", "_name_or_path", "dtype", "torch_dtype"}
+        cfg = cfg_cls(**{**{k: v for k, v in self.hf_config.items() if k not in drop}, **self.sizes(dense)})
+        model = getattr(transformers, self.cls_name)(cfg).eval()
+        self.mapping = self.mapping_for(cfg)
+        self.write_into(model, dense)
+        self.after_write(model)
+        model.save_pretrained(directory)
+        return directory
+
+    def after_write(self, model: nn.Module) -> None:
+        """Parts of the HF model that our transformer does not have."""
+
+
+@register_adapter
+class HFBertAdapter(HFAdapter):
+    name = "hf-bert"
+    cls_name = "BertModel"
+    config_cls = "BertConfig"
+
+    def mapping_for(self, cfg) -> Dict[str, Any]:
+        _check(cfg, {"position_embedding_type": "absolute", "is_decoder": False, "add_cross_attention": False},
+               "BERT")
+        if cfg.hidden_act not in ACTIVATIONS:
+            raise ConfigError(f"BERT hidden_act {cfg.hidden_act!r} is not supported; use one of "
+                              f"{', '.join(ACTIVATIONS)}")
+        return {"item_embedding": "embeddings.word_embeddings", "position_embedding": "embeddings.position_embeddings",
+                "embedding_norm": "embeddings.LayerNorm", "layers": "encoder.layer",
+                "attention": {"query": "attention.self.query", "key": "attention.self.key",
+                              "value": "attention.self.value", "output": "attention.output.dense"},
+                "ffn_in": "intermediate.dense", "ffn_out": "output.dense",
+                "attention_norm": "attention.output.LayerNorm", "ffn_norm": "output.LayerNorm",
+                "heads": cfg.num_attention_heads, "norm": "post", "causal": False,
+                "activation": ACTIVATIONS[cfg.hidden_act], "objective": "cloze", "dropout": cfg.hidden_dropout_prob}
+
+    @torch.no_grad()
+    def convert(self, model: nn.Module) -> SequenceTransformer:
+        dense = super().convert(model)
+        token_type = self.hf_model(model).embeddings.token_type_embeddings.weight[0]  # (d,): every position's type 0
+        dense.position_embedding.weight += token_type
+        return dense
+
+    def sizes(self, dense: SequenceTransformer) -> Dict[str, int]:
+        a = dense.arch
+        return {"hidden_size": a.hidden, "intermediate_size": a.inner, "num_hidden_layers": a.layers,
+                "num_attention_heads": a.heads}
+
+    @torch.no_grad()
+    def after_write(self, model: nn.Module) -> None:
+        model.embeddings.token_type_embeddings.weight.zero_()  # folded into the position embedding
+        if getattr(model, "pooler", None) is not None:  # not part of the recommender: zero, not random
+            model.pooler.dense.weight.zero_()
+            model.pooler.dense.bias.zero_()
+
+
+@register_adapter
+class HFGPT2Adapter(HFAdapter):
+    name = "hf-gpt2"
+    cls_name = "GPT2Model"
+    config_cls = "GPT2Config"
+
+    def mapping_for(self, cfg) -> Dict[str, Any]:
+        _check(cfg, {"scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
+                     "reorder_and_upcast_attn": False, "add_cross_attention": False}, "GPT-2")
+        if cfg.activation_function not in ACTIVATIONS:
+            raise ConfigError(f"GPT-2 activation_function {cfg.activation_function!r} is not supported; use one of "
+                              f"{', '.join(ACTIVATIONS)}")
+        return {"item_embedding": "wte", "position_embedding": "wpe", "layers": "h",
+                "attention": {"qkv": "attn.c_attn", "output": "attn.c_proj"}, "ffn_in": "mlp.c_fc",
+                "ffn_out": "mlp.c_proj", "attention_norm": "ln_1", "ffn_norm": "ln_2", "final_norm": "ln_f",
+                "heads": cfg.n_head, "norm": "pre", "causal": True,
+                "activation": ACTIVATIONS[cfg.activation_function], "objective": "next", "dropout": cfg.resid_pdrop}
+
+    def sizes(self, dense: SequenceTransformer) -> Dict[str, int]:
+        a = dense.arch
+        return {"n_embd": a.hidden, "n_inner": a.inner, "n_layer": a.layers, "n_head": a.heads}
+
