@@ -25,7 +25,9 @@ def main() -> None:
     compress.fit(model, data, compress.TrainConfig(epochs=args.epochs, batch_size=128), torch.device("cpu"))
 
     # Warm start: the trained weights initialise the supernet; linear attention and gates are injected.
-    supernet = compress.wrap(model, space=compress.SearchSpace(hidden_ratios=(0.0, 0.5), inner_ratios=(0.0, 0.5)))
+    # Channels are first ordered by importance (group magnitude), so narrow candidates keep the important ones.
+    supernet = compress.wrap(model, space=compress.SearchSpace(hidden_ratios=(0.0, 0.5), inner_ratios=(0.0, 0.5)),
+                             reorder="magnitude")
     result = compress.search(supernet, data, compress.SearchConfig(epochs=args.epochs, batch_size=128,
                                                                    max_flops="60%"), device="cpu")
     small = result.slice()  # dense, physically smaller, weights transferred from the supernet

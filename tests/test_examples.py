@@ -4,19 +4,42 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import compress
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+def run_example(name: str, out: Path, tmp_path: Path) -> str:
+    """Run examples/``name`` from an unrelated directory with its smallest settings; its stdout."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, str(REPO / "examples" / name), "--out", str(out), "--epochs", "1"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
 def test_compress_trained_sasrec_example(tmp_path):
     out = tmp_path / "model"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, str(REPO / "examples" / "compress_trained_sasrec.py"), "--out", str(out),
-                           "--epochs", "1"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "decision: ArchSpec(" in proc.stdout
+    assert "decision: ArchSpec(" in run_example("compress_trained_sasrec.py", out, tmp_path)
     model = compress.load(str(out))
     assert model.arch.hidden in (16, 32)  # a candidate of the example's search space
     recs = model.recommend([["0", "1"]], k=3)[0]
     assert len(recs) == 3 and all(isinstance(item, str) for item, _ in recs)
+
+
+def test_compress_hf_bert_example(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    out = tmp_path / "model"
+    stdout = run_example("compress_hf_bert.py", out, tmp_path)
+    assert "adapter: hf-bert" in stdout
+    smaller = transformers.BertModel.from_pretrained(str(out / "native"))
+    assert smaller.config.hidden_size == compress.load(str(out)).arch.hidden <= 64
+
+
+def test_wrap_declared_model_example(tmp_path):
+    out = tmp_path / "model"
+    stdout = run_example("wrap_declared_model.py", out, tmp_path)
+    assert "decision: ArchSpec(" in stdout
+    assert len(compress.load(str(out)).recommend([["0"]], k=2)[0]) == 2
