@@ -82,6 +82,55 @@ class MyRecommender(nn.Module):
         return self.head_norm(x)
 
 
+class RecBoleLayer(nn.Module):
+    """RecBole's TransformerLayer, same names and arithmetic (additive -10000 mask, post-LN)."""
+
+    def __init__(self, hidden: int, inner: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.multi_head_attention = nn.Module()
+        for name in ("query", "key", "value", "dense"):
+            self.multi_head_attention.add_module(name, nn.Linear(hidden, hidden))
+        self.multi_head_attention.add_module("LayerNorm", nn.LayerNorm(hidden, eps=1e-12))
+        self.feed_forward = nn.Module()
+        self.feed_forward.add_module("dense_1", nn.Linear(hidden, inner))
+        self.feed_forward.add_module("dense_2", nn.Linear(inner, hidden))
+        self.feed_forward.add_module("LayerNorm", nn.LayerNorm(hidden, eps=1e-12))
+
+    def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
+        att, ffn = self.multi_head_attention, self.feed_forward
+        b, n, d = x.shape
+        dh = d // self.heads
+        q, k, v = (getattr(att, p)(x).view(b, n, self.heads, dh).transpose(1, 2) for p in ("query", "key", "value"))
+        probs = torch.softmax(q @ k.transpose(-1, -2) / dh ** 0.5 + additive_mask, -1)
+        h = att.LayerNorm(att.dense((probs @ v).transpose(1, 2).reshape(b, n, d)) + x)
+        return ffn.LayerNorm(ffn.dense_2(nn.functional.gelu(ffn.dense_1(h))) + h)
+
+
+class SASRec(nn.Module):
+    """A stand-in with RecBole SASRec's attributes, module names and forward (RecBole is not installed here)."""
+
+    def __init__(self, hidden: int = D, inner: int = INNER, layers: int = LAYERS, heads: int = HEADS) -> None:
+        super().__init__()
+        self.n_layers, self.n_heads, self.hidden_size, self.inner_size = layers, heads, hidden, inner
+        self.hidden_dropout_prob = self.attn_dropout_prob = 0.0
+        self.hidden_act, self.layer_norm_eps, self.max_seq_length = "gelu", 1e-12, MAX_LEN
+        self.item_embedding = nn.Embedding(N_ITEMS + 1, hidden, padding_idx=0)
+        self.position_embedding = nn.Embedding(MAX_LEN, hidden)
+        self.trm_encoder = nn.Module()
+        self.trm_encoder.add_module("layer", nn.ModuleList(RecBoleLayer(hidden, inner, heads) for _ in range(layers)))
+        self.LayerNorm = nn.LayerNorm(hidden, eps=1e-12)
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        x = self.LayerNorm(self.item_embedding(items) + self.position_embedding(torch.arange(items.shape[1])))
+        n = items.shape[1]
+        see = torch.ones(n, n, dtype=torch.bool).tril() & (items > 0)[:, None, None, :]
+        mask = (~see).float() * -10000.0  # RecBole's extended attention mask
+        for layer in self.trm_encoder.layer:
+            x = layer(x, mask)
+        return x
+
+
 MY_MAPPING = {"item_embedding": "items", "position_embedding": "where", "layers": "blocks",
               "attention": {"qkv": "mix.qkv", "output": "mix.proj"}, "ffn_in": "up", "ffn_out": "down",
               "attention_norm": "ln_a", "ffn_norm": "ln_b", "final_norm": "head_norm", "heads": HEADS,
@@ -90,7 +139,7 @@ MY_MAPPING = {"item_embedding": "items", "position_embedding": "where", "layers"
 
 def hidden_of(model: nn.Module, items: torch.Tensor) -> torch.Tensor:
     """The user's model run its own way (HF with an attention mask): (B, N, d)."""
-    if isinstance(model, (MyRecommender, SequenceTransformer)):
+    if isinstance(model, (MyRecommender, SequenceTransformer, SASRec)):
         return model(items)
     return model(input_ids=items, attention_mask=(items > 0).long()).last_hidden_state
 
@@ -99,7 +148,7 @@ def item_table(model: nn.Module) -> torch.Tensor:
     """The user's item embedding, which their tied head scores with."""
     if isinstance(model, MyRecommender):
         return model.items.weight
-    if isinstance(model, SequenceTransformer):
+    if isinstance(model, (SequenceTransformer, SASRec)):
         return model.item_embedding.weight
     return model.get_input_embeddings().weight
 
@@ -122,14 +171,16 @@ def make(kind: str, seed: int = 0):
                                       n_positions=MAX_LEN, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                                       bos_token_id=None, eos_token_id=None)
         return perturbed(transformers.GPT2Model(cfg), seed), None
+    if kind == "recbole-sasrec":
+        return perturbed(SASRec(), seed), None
     return perturbed(MyRecommender(), seed), DeclaredAdapter(MY_MAPPING)
 
 
-KINDS = ("sasrec", "bert4rec", "hf-bert", "hf-gpt2", "declared")
+KINDS = ("sasrec", "bert4rec", "hf-bert", "hf-gpt2", "recbole-sasrec", "declared")
 
 
 def test_every_registered_adapter_is_in_the_suite():
-    assert set(list_adapters()) == {"builtin", "declared", "hf-bert", "hf-gpt2"}
+    assert set(list_adapters()) == {"builtin", "declared", "hf-bert", "hf-gpt2", "recbole-sasrec"}
 
 
 def items_batch(seed: int = 3) -> torch.Tensor:
@@ -287,3 +338,25 @@ def test_a_saved_supernet_keeps_its_adapter(tmp_path):
     compress.save_supernet(sn, str(tmp_path / "s"))
     back = compress.load_supernet(str(tmp_path / "s"))
     assert back.adapter.name == "hf-gpt2" and back.adapter.hf_config == sn.adapter.hf_config
+
+
+def test_recbole_decision_goes_back_as_a_recbole_state_dict(dataset, tmp_path):
+    import yaml
+    from safetensors.torch import load_file
+
+    model, _ = make("recbole-sasrec", seed=8)
+    sn = compress.wrap(model, space=SPACE, attention="softmax", gate_layers=0)
+    assert sn.adapter.name == "recbole-sasrec"
+    result = compress.search(sn, dataset, compress.SearchConfig(epochs=1, batch_size=64, seed=0, max_flops="60%"),
+                             device="cpu")
+    small = result.export(str(tmp_path / "m"), dataset).eval()
+    cfg = yaml.safe_load((tmp_path / "m" / "native" / "config.yaml").read_text())
+    assert (cfg["hidden_size"], cfg["inner_size"], cfg["n_layers"], cfg["n_heads"]) == \
+        (small.arch.hidden, small.arch.inner, small.arch.layers, small.arch.heads)
+    back = SASRec(cfg["hidden_size"], cfg["inner_size"], cfg["n_layers"], cfg["n_heads"]).eval()
+    back.load_state_dict(load_file(str(tmp_path / "m" / "native" / "model.safetensors")))  # strict: names and shapes
+    items = items_batch(9)
+    real = items > 0
+    with torch.no_grad():
+        assert (back(items) - small(items))[real].abs().max() <= 1e-5
+
