@@ -3,10 +3,11 @@ DNS-Rec (search + retrain) at the same d, D, L, all trained with the same settin
 accuracy and inference cost measured in one process.
 
     python benchmarks/compare.py                                   # embedded Gowalla sample
+    python benchmarks/compare.py --backbone bert4rec               # the same for BERT4Rec (cloze)
     COMPRESS_DATA_DIR=../shared/data python benchmarks/compare.py --data lastfm
 
-Writes benchmarks/results/compare_<data>.json and prints a Markdown table. Run directories go to
-benchmarks/results/compare_<data>_runs/ (not committed).
+Writes benchmarks/results/compare_<data>[_<backbone>].json and prints a Markdown table. Run
+directories go to benchmarks/results/compare_<data>[_<backbone>]_runs/ (not committed).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ METRICS = ("ndcg@10", "recall@10", "mrr@10")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=None, help="dataset name or path (default: the embedded sample)")
+    ap.add_argument("--backbone", default="sasrec", help="sasrec or bert4rec")
     ap.add_argument("--seq-len", type=int, default=50)
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--inner", type=int, default=256)
@@ -46,17 +48,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=2024)
     args = ap.parse_args()
     tune_allocator()
-    name = os.path.basename(args.data or "default").split(".")[0]
+    name = os.path.basename(args.data or "default").split(".")[0] + \
+        ("" if args.backbone == "sasrec" else f"_{args.backbone}")
     runs = os.path.join(RESULTS, f"compare_{name}_runs")
     shutil.rmtree(runs, ignore_errors=True)
-    common = {"data": args.data, "seq_len": args.seq_len, "hidden": args.hidden, "inner": args.inner,
+    common = {"data": args.data, "backbone": args.backbone, "seq_len": args.seq_len, "hidden": args.hidden, "inner": args.inner,
               "layers": args.layers, "heads": args.heads, "epochs": args.epochs, "batch_size": args.batch_size,
               "search_batch_size": args.batch_size, "search_epochs": args.search_epochs, "tradeoff": args.tradeoff,
               "max_minutes": args.minutes, "search_max_minutes": args.minutes, "seed": args.seed, "device": "cpu"}
     out = {"command": " ".join(["python", "benchmarks/compare.py", *sys.argv[1:]]), "versions": versions(),
            "threads": torch.get_num_threads(), "settings": common, "methods": {}}
     paths = {}
-    for method, extra in (("sasrec", {"attention": "softmax"}), ("sasrec_linear", {"attention": "linear"})):
+    for method, extra in ((args.backbone, {"attention": "softmax"}), (f"{args.backbone}_linear", {"attention": "linear"})):
         opts = resolve_options(None, {**common, **extra, "gate_layers": 0})
         res = train_run(opts, os.path.join(runs, method))
         paths[method] = res["out"]
@@ -80,7 +83,7 @@ def main() -> None:
 
 
 def table(out: dict) -> str:
-    base = out["methods"]["sasrec"]["cost"]
+    base = next(iter(out["methods"].values()))["cost"]  # the dense softmax backbone
     rows = ["| method | arch (d/D x L, attention, gates) | test NDCG@10 full | Recall@10 full | NDCG@10 pop100 | "
             "FLOPs | params | latency b=1 (ms) | latency b=256 (ms) | speed-up b=256 |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
