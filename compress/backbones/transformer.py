@@ -131,17 +131,24 @@ class SequenceTransformer(Recommender, nn.Module):
             x = layer(x, valid, e)
         return self.finish(x)
 
+    def item_table(self, hidden: Optional[int] = None) -> torch.Tensor:
+        """The scoring head: item embeddings (n_items + 1, d_k), row 0 = padding; the mask token never scores."""
+        return self.item_embedding.weight[:self.n_items + 1, :hidden or self.arch.hidden]
+
     def score(self, h: torch.Tensor) -> torch.Tensor:
         """h: (..., d_k) -> logits over all items (..., n_items + 1); column 0 (padding) is -inf."""
-        logits = h @ self.item_embedding.weight[:self.n_items + 1, :h.shape[-1]].T  # the mask token never scores
+        logits = h @ self.item_table(h.shape[-1]).T
         logits[..., 0] = float("-inf")
         return logits
 
+    def query_hidden(self, items: torch.Tensor) -> torch.Tensor:
+        """Right-padded histories (B, N) -> the hidden state that scores their next item (B, d)."""
+        inputs, index = query(self, items)
+        return at(self(inputs), index)
+
     def predict(self, items: torch.Tensor) -> torch.Tensor:
         """Next-item logits after each right-padded history: (B, N) -> (B, n_items + 1)."""
-        inputs, index = query(self, items)
-        h = self(inputs)  # (B, N, d)
-        return self.score(at(h, index))
+        return self.score(self.query_hidden(items))
 
     def width(self) -> Width:
         return Width(self.arch.hidden, self.arch.inner)

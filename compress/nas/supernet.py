@@ -75,14 +75,22 @@ class Supernet(nn.Module):
             return one_hot(self.alpha.choice(), len(self.widths), dev), one_hot(self.beta.choice(), self.full.layers, dev)
         return (torch.softmax(self.alpha.logits / self.tau, 0), torch.softmax(self.beta.logits / self.tau, 0))
 
-    def predict(self, items: torch.Tensor, p: Optional[torch.Tensor] = None,
-                q: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Next-item logits (B, n_items + 1) under weights p, q (default: ``selection()``)."""
+    def item_table(self, hidden: Optional[int] = None) -> torch.Tensor:
+        return self.backbone.item_table(hidden)
+
+    def query_hidden(self, items: torch.Tensor, p: Optional[torch.Tensor] = None,
+                     q: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, N) histories -> (B, d) hidden state that scores their next item, under weights p, q
+        (default: ``selection()``)."""
         if p is None or q is None:
             p, q = self.selection()
         inputs, index = query(self, items)
-        h = self(inputs, p, q)  # (B, N, d)
-        return self.score(at(h, index))
+        return at(self(inputs, p, q), index)
+
+    def predict(self, items: torch.Tensor, p: Optional[torch.Tensor] = None,
+                q: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Next-item logits (B, n_items + 1) under weights p, q (default: ``selection()``)."""
+        return self.score(self.query_hidden(items, p, q))
 
     def expected_flops(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         """Σ_l q_l Σ_k p_k FLOPs(k, l) / FLOPs(full): differentiable in p and q, 1.0 for the full model."""
