@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from typing import Callable, List, Optional
 
@@ -13,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from compress.errors import CompressError
+from compress.checkpoint import Interrupted
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="DNS-Rec compression for sequential recommenders: train, search, export, evaluate.")
@@ -30,6 +32,9 @@ def clean_errors(fn: Callable) -> Callable:
         tune_allocator()
         try:
             return fn(*args, **kwargs)
+        except Interrupted as exc:  # SIGINT: a checkpoint was written; the shell convention for Ctrl-C
+            err_console.print(escape(str(exc)), highlight=False, soft_wrap=True)
+            raise typer.Exit(130)
         except CompressError as exc:
             err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
@@ -46,6 +51,25 @@ FormatOpt = typer.Option(None, "--format", help="auto, atomic, ml-dat, udata, de
 RecipeOpt = typer.Option(None, "--recipe", help="YAML recipe; flags and --set override it.")
 SetOpt = typer.Option([], "--set", help="Override any recipe key: --set key=value (repeatable).")
 DeviceOpt = typer.Option(None, "--device", help="auto, cpu or cuda.")
+ResumeOpt = typer.Option(None, "--resume", help="Continue the interrupted run RUN_DIR (its RUN_DIR.partial/ "
+                         "checkpoint) with its saved options.")
+CheckpointOpt = typer.Option(None, "--checkpoint-every", help="Also checkpoint every N steps (default: each epoch).")
+LossOpt = typer.Option(None, "--loss", help="full (softmax over every item), or sampled: uniform, inbatch "
+                       "(logQ-corrected) for large catalogs.")
+NegativesOpt = typer.Option(None, "--negatives", help="Negatives per step of a sampled --loss (default 100).")
+
+
+def resume_target(resume: Optional[str], out: Optional[str], recipe: Optional[str], flags: dict, set_: list):
+    """The RUN_DIR to write: ``--resume``'s (which takes no other run options) or ``--out``."""
+    from compress.errors import ConfigError
+
+    if resume is None:
+        return out
+    given = sorted(k for k, v in flags.items() if v is not None) + (["--recipe"] if recipe else []) + \
+        (["--set"] if set_ else [])
+    if given or (out is not None and out != resume):
+        raise ConfigError(f"--resume continues {resume} with its saved options; drop {', '.join(given) or '--out'}")
+    return resume
 
 
 def metrics_table(title: str, rows: dict) -> Table:
@@ -95,6 +119,10 @@ def train(
     seed: Optional[int] = typer.Option(None, "--seed"),
     device: Optional[str] = DeviceOpt,
     out: Optional[str] = typer.Option(None, "--out", help="RUN_DIR (default runs/train-…)."),
+    resume: Optional[str] = ResumeOpt,
+    checkpoint_every: Optional[int] = CheckpointOpt,
+    loss: Optional[str] = LossOpt,
+    negatives: Optional[int] = NegativesOpt,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
     json_out: bool = typer.Option(False, "--json", help="Print the final metrics as one JSON object."),
 ) -> None:
@@ -106,11 +134,13 @@ def train(
     flags = dict(backbone=backbone, data=data, data_dir=data_dir, format=format, user_col=user_col,
                  item_col=item_col, time_col=time_col, sep=sep, epochs=epochs, batch_size=batch_size, lr=lr,
                  dropout=dropout, seq_len=seq_len, hidden=hidden, inner=inner, layers=layers, heads=heads,
-                 attention=attention, patience=patience, seed=seed, device=device)
+                 attention=attention, patience=patience, seed=seed, device=device, checkpoint_every=checkpoint_every,
+                 loss=loss, negatives=negatives)
     opts = resolve_options(recipe, flags, set_)
+    out = resume_target(resume, out, recipe, flags, set_)
     reporter = RichReporter(err_console)
     try:
-        result = train_run(opts, out, overwrite, reporter)
+        result = train_run(opts, out, overwrite, reporter, resume=resume is not None)
     finally:
         reporter.close()
     print_trained(f"{opts['backbone']} on {result['dataset'].get('users')} users", result, json_out)
@@ -171,6 +201,10 @@ def search(
     gate_layers: Optional[int] = typer.Option(None, "--gate-layers", help="L_d; 0 = no data-aware gates."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     device: Optional[str] = DeviceOpt,
+    resume: Optional[str] = ResumeOpt,
+    checkpoint_every: Optional[int] = CheckpointOpt,
+    loss: Optional[str] = LossOpt,
+    negatives: Optional[int] = NegativesOpt,
     init: Optional[str] = typer.Option(None, "--init", help="Warm start from a trained RUN_DIR or MODEL_DIR "
                                        "(its shape and weights; the searched design is injected)."),
     reorder: Optional[str] = typer.Option(None, "--reorder", help="Order channels by importance before the "
@@ -187,6 +221,8 @@ def search(
     """DNS-Rec: search width and depth under a FLOPs penalty, then retrain the sliced model.
 
     RUN_DIR gets arch.json, search_card.json, supernet/ and (stage retrain/all) retrained/."""
+    from compress.artifacts import RETRAINED
+    from compress.checkpoint import partial_dir
     from compress.errors import ConfigError
     from compress.progress import SearchReporter
     from compress.recipes import resolve_options
@@ -203,11 +239,17 @@ def search(
                  max_flops=max_flops, search_epochs=search_epochs, arch_every=arch_every, selection=selection,
                  arch_batches=arch_batches, search_batch_size=batch_size, lr=lr, dropout=dropout, seq_len=seq_len,
                  hidden=hidden, inner=inner, layers=layers, heads=heads, attention=attention,
-                 gate_layers=gate_layers, seed=seed, device=device, init=init, reorder=reorder)
+                 gate_layers=gate_layers, seed=seed, device=device, init=init, reorder=reorder,
+                 checkpoint_every=checkpoint_every, loss=loss, negatives=negatives)
     opts = resolve_options(recipe, flags, set_, command="search")
+    out = resume_target(resume, out, recipe, flags, set_)
+    if resume is not None and not os.path.exists(partial_dir(resume)) and \
+            os.path.exists(partial_dir(os.path.join(resume, RETRAINED))):  # the search finished, its retrain did not
+        result = _retrain_result(resume, None, None, False, False, resume=True)
+        return print_trained("retrained (resumed)", result, json_out)
     reporter = SearchReporter(err_console)
     try:
-        result = search_run(opts, out, overwrite, reporter)
+        result = search_run(opts, out, overwrite, reporter, resume=resume is not None)
     finally:
         reporter.close()
     if json_out:
@@ -230,20 +272,21 @@ def search(
 
 
 def _retrain_result(run_dir: str, epochs: Optional[int], batch_size: Optional[int], from_scratch: bool,
-                    overwrite: bool) -> dict:
+                    overwrite: bool, resume: bool = False) -> dict:
     from compress.progress import RichReporter
     from compress.runs import retrain_run
 
     reporter = RichReporter(err_console)
     try:
-        return retrain_run(run_dir, {"epochs": epochs, "batch_size": batch_size}, from_scratch, overwrite, reporter)
+        return retrain_run(run_dir, {"epochs": epochs, "batch_size": batch_size}, from_scratch, overwrite, reporter,
+                           resume)
     finally:
         reporter.close()
 
 
 def _retrain(run_dir: str, epochs: Optional[int], batch_size: Optional[int], from_scratch: bool, overwrite: bool,
-             json_out: bool) -> None:
-    result = _retrain_result(run_dir, epochs, batch_size, from_scratch, overwrite)
+             json_out: bool, resume: bool = False) -> None:
+    result = _retrain_result(run_dir, epochs, batch_size, from_scratch, overwrite, resume)
     print_trained(f"retrained {'from scratch' if from_scratch else 'with transferred weights'}", result, json_out)
 
 
@@ -255,10 +298,11 @@ def retrain(
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     from_scratch: bool = typer.Option(False, "--from-scratch"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing RUN_DIR/retrained."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted retrain (RUN_DIR/retrained.partial/)."),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Retrain the decided architecture of a search run (weights transferred unless --from-scratch)."""
-    _retrain(run_dir, epochs, batch_size, from_scratch, overwrite, json_out)
+    _retrain(run_dir, epochs, batch_size, from_scratch, overwrite, json_out, resume)
 
 
 @app.command()

@@ -5,7 +5,8 @@ the from-scratch search's best.
     python benchmarks/warm_start.py                       # embedded Gowalla sample
     COMPRESS_DATA_DIR=../shared/data python benchmarks/warm_start.py --data lastfm
 
-Writes benchmarks/results/warm_start_<data>.json and prints a Markdown table. The dense model is
+Writes benchmarks/results/warm_start_<data>.json and prints a Markdown table. Resumable: a stage
+whose run directory is complete is read back instead of rerun (``--fresh`` starts over). The dense model is
 trained first with the same d, D, L (softmax attention, as users have it); each search then injects
 linear attention and gates and runs the same number of epochs with the same seed.
 """
@@ -51,29 +52,35 @@ def main() -> None:
     ap.add_argument("--search-epochs", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--seed", type=int, default=2024)
+    ap.add_argument("--fresh", action="store_true", help="discard finished stages and run everything again")
     args = ap.parse_args()
     tune_allocator()
     name = os.path.basename(args.data or "default").split(".")[0]
     runs = os.path.join(RESULTS, f"warm_start_{name}_runs")
-    shutil.rmtree(runs, ignore_errors=True)
+    if args.fresh:
+        shutil.rmtree(runs, ignore_errors=True)
     common = {"data": args.data, "seq_len": args.seq_len, "hidden": args.hidden, "inner": args.inner,
               "layers": args.layers, "heads": args.heads, "epochs": args.epochs, "batch_size": args.batch_size,
               "search_batch_size": args.batch_size, "search_epochs": args.search_epochs,
               "patience": args.search_epochs, "seed": args.seed, "device": "cpu"}
     out = {"command": " ".join(["python", "benchmarks/warm_start.py", *sys.argv[1:]]), "versions": versions(),
            "threads": torch.get_num_threads(), "settings": common, "searches": {}}
-    dense = train_run(resolve_options(None, {**common, "attention": "softmax", "gate_layers": 0}),
-                      os.path.join(runs, "dense"))
-    out["dense"] = {"valid_ndcg@10": dense["metrics"]["valid/full"]["ndcg@10"], "seconds": dense["seconds"],
-                    "best_epoch": dense["best_epoch"]}
+    dense_dir = os.path.join(runs, "dense")
+    if not os.path.exists(dense_dir):
+        train_run(resolve_options(None, {**common, "attention": "softmax", "gate_layers": 0}), dense_dir)
+    dense = read_json(os.path.join(dense_dir, "metrics.json"))
+    out["dense"] = {"valid_ndcg@10": dense["metrics"]["valid/full"]["ndcg@10"], "best_epoch": dense["best_epoch"]}
     print("dense", json.dumps(out["dense"]), flush=True)
-    for method, extra in (("scratch", {}), ("warm", {"init": dense["out"]}),
-                          ("warm_reorder", {"init": dense["out"], "reorder": "magnitude"})):
-        res = search_run(resolve_options(None, {**common, **extra}, command="search"), os.path.join(runs, method))
-        history = read_json(os.path.join(res["out"], "search_card.json"))["history"]
+    for method, extra in (("scratch", {}), ("warm", {"init": dense_dir}),
+                          ("warm_reorder", {"init": dense_dir, "reorder": "magnitude"})):
+        run = os.path.join(runs, method)
+        if not os.path.exists(run):
+            search_run(resolve_options(None, {**common, **extra}, command="search"), run, overwrite=True)
+        card = read_json(os.path.join(run, "search_card.json"))
+        history = card["history"]
         out["searches"][method] = {"valid_ndcg@10_by_epoch": [round(r["valid_ndcg@10"], 5) for r in history],
-                                   "seconds": round(res["seconds"], 1), "decision": res["decision"]["arch"],
-                                   "best_valid_ndcg@10": res["valid"]["ndcg@10"]}
+                                   "seconds": round(card["seconds"], 1), "decision": card["decision"]["arch"],
+                                   "best_valid_ndcg@10": history[card["best_epoch"] - 1]["valid_ndcg@10"]}
         print(method, json.dumps(out["searches"][method]), flush=True)
     target = out["searches"]["scratch"]["best_valid_ndcg@10"]
     for method, r in out["searches"].items():

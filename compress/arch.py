@@ -6,6 +6,7 @@ trailing heads and never leaves an all-zero head inside a kept one.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Dict
 
@@ -26,15 +27,20 @@ class ArchSpec:
     gate_placement: str = "code"  # code: δ1 on FFN dense-1 output (size D), δ2 on dense-2 output (size d)
 
     def __post_init__(self) -> None:
+        for name in ("hidden", "inner", "heads", "layers", "gate_layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # numpy ints are fine
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
+            object.__setattr__(self, name, int(value))
         for name in ("hidden", "inner", "heads", "layers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.hidden % self.heads:
             raise ConfigError(f"hidden size {self.hidden} is not divisible into {self.heads} heads; "
                               "pick heads that divide it")
-        if self.attention not in ATTENTION_KINDS:
+        if not isinstance(self.attention, str) or self.attention not in ATTENTION_KINDS:
             raise ConfigError(f"unknown attention {self.attention!r}; choose one of {', '.join(ATTENTION_KINDS)}")
-        if self.gate_placement not in GATE_PLACEMENTS:
+        if not isinstance(self.gate_placement, str) or self.gate_placement not in GATE_PLACEMENTS:
             raise ConfigError(f"unknown gate placement {self.gate_placement!r}; choose 'code' or 'paper'")
         if self.gate_layers < 0:
             raise ConfigError(f"gate_layers must be >= 0, got {self.gate_layers}")
@@ -48,10 +54,12 @@ class ArchSpec:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "ArchSpec":
+        if not isinstance(d, dict):
+            raise ConfigError(f"an ArchSpec must be a mapping of hidden, inner, heads, ..., got {d!r}")
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names - {"head_dim"}
         if unknown:
-            raise ConfigError(f"unknown ArchSpec keys: {', '.join(sorted(unknown))}")
+            raise ConfigError(f"unknown ArchSpec keys: {', '.join(sorted(_name(k) for k in unknown))}")
         try:
             spec = cls(**{k: v for k, v in d.items() if k in names})
         except TypeError as exc:
@@ -65,3 +73,7 @@ class ArchSpec:
         if hidden % self.head_dim:
             raise ConfigError(f"hidden size {hidden} is not a multiple of the head width {self.head_dim}")
         return replace(self, hidden=hidden, inner=inner, heads=hidden // self.head_dim, layers=layers)
+
+
+def _name(key: Any) -> str:
+    return key if isinstance(key, str) and key.isidentifier() else repr(key)  # '', 1, None, 'a b' quoted

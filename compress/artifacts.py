@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -14,7 +15,7 @@ import uuid
 from typing import Any, Dict, Iterator, Optional
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -75,8 +76,10 @@ def read_json(path: str) -> Dict[str, Any]:
             obj = json.load(fh)
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing; is this a compress run or model directory?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({exc}); the artifact is corrupt") from None
+    except (ValueError, RecursionError) as exc:  # ValueError: bad JSON, bad UTF-8, an int of > 4300 digits
+        raise CheckpointError(f"{path} is not valid JSON ({_first_line(exc)}); the artifact is corrupt") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
     if not isinstance(obj, dict):  # every artifact file is an object; callers index it by key
         raise CheckpointError(f"{path} is not a JSON object; the artifact is corrupt")
     return obj
@@ -92,18 +95,73 @@ def save_model(model: nn.Module, directory: str, extra: Optional[Dict[str, Any]]
     write_json(os.path.join(directory, CONFIG), cfg)
 
 
-def build_model(model_cfg: Dict[str, Any]) -> nn.Module:
+# Fields every built-in backbone writes into config.json, with what they must hold.
+_COUNTS = ("n_items", "max_len")
+_RANGES = {"dropout": (0.0, 1.0), "layer_norm_eps": (0.0, 1.0), "init_std": (0.0, math.inf)}
+
+
+def _finite(x: Any) -> bool:
+    """A real number (not a bool) that converts to a finite float."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(x))
+    except OverflowError:  # an int beyond float range
+        return False
+
+
+def build_model(model_cfg: Dict[str, Any], device: Optional[str] = None) -> nn.Module:
+    """The model ``config.json``'s model section describes, freshly initialised (on ``device``,
+    e.g. ``"meta"`` to learn its shapes without allocating them)."""
     from compress.backbones import get_backbone
 
-    if not isinstance(model_cfg, dict) or "backbone" not in model_cfg:
+    if not isinstance(model_cfg, dict) or not isinstance(model_cfg.get("backbone"), str):
         raise CheckpointError("config.json has no 'model.backbone'; the artifact is corrupt")
+    for key in _COUNTS:
+        value = model_cfg.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CheckpointError(f"config.json model.{key} must be a positive integer, got {value!r}")
+    for key, (low, high) in _RANGES.items():
+        value = model_cfg.get(key, low)
+        if not _finite(value) or not low <= value <= high:
+            raise CheckpointError(f"config.json model.{key} must be a finite number in [{low}, {high}], "
+                                  f"got {value!r}")
     backbone = get_backbone(model_cfg["backbone"])  # unknown: a ConfigError (register or install it)
     try:
-        return backbone.from_config(model_cfg)
+        with torch.device(device) if device else contextlib.nullcontext():
+            return backbone.from_config(model_cfg)
     except (KeyError, TypeError) as exc:
-        raise CheckpointError(f"config.json model section is incomplete ({exc})") from None
+        raise CheckpointError(f"config.json model section is incomplete ({_first_line(exc)})") from None
+    except (ValueError, RuntimeError, OverflowError) as exc:  # e.g. a size torch refuses
+        raise CheckpointError(f"config.json model section is invalid ({_first_line(exc)})") from None
     except ConfigError as exc:  # e.g. an ArchSpec edited by hand: a broken artifact, not a bad option
         raise CheckpointError(f"config.json model section is inconsistent ({exc})") from None
+
+
+def tensor_shapes(path: str) -> Dict[str, tuple]:
+    """Name -> shape of every tensor in a safetensors file, read from its header alone."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path} is missing")
+    try:
+        with safe_open(path, framework="pt") as fh:
+            return {name: tuple(fh.get_slice(name).get_shape()) for name in fh.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path} is corrupt ({_first_line(exc)})") from None
+
+
+def check_shapes(own: Dict[str, tuple], saved: Dict[str, tuple], path: str) -> None:
+    """The tensors a model has (``own``) and those ``path`` holds must match, names and shapes."""
+    missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(f"{path} does not match config.json: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    for name, shape in saved.items():
+        if tuple(shape) != tuple(own[name]):
+            raise CheckpointError(f"{path}: tensor {name} has shape {tuple(shape)}, "
+                                  f"config.json implies {tuple(own[name])}")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def load_state(model: nn.Module, path: str) -> None:
@@ -113,15 +171,9 @@ def load_state(model: nn.Module, path: str) -> None:
     try:
         state = load_file(path)
     except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{path} is corrupt ({exc})") from None
-    own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise CheckpointError(f"{path} does not match config.json: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    for name, t in state.items():
-        if t.shape != own[name].shape:
-            raise CheckpointError(f"{path}: tensor {name} has shape {tuple(t.shape)}, "
-                                  f"config.json implies {tuple(own[name].shape)}")
+        raise CheckpointError(f"{path} is corrupt ({_first_line(exc)})") from None
+    check_shapes({k: tuple(v.shape) for k, v in model.state_dict().items()},
+                 {k: tuple(v.shape) for k, v in state.items()}, path)
     model.load_state_dict(state, strict=True)
 
 
@@ -151,16 +203,38 @@ def load(path: str, device: str = "cpu") -> nn.Module:
     id mapping (``items.json``) is attached so ``model.recommend`` speaks raw item ids."""
     path = model_dir(path)
     cfg = read_json(os.path.join(path, CONFIG))
+    weights = os.path.join(path, WEIGHTS)
+    # Check config.json against the weights' header before allocating anything: a tampered size
+    # (n_items = 10**12, layers = 10**9) must be an error, not an allocation or a hang.
+    saved = tensor_shapes(weights)
+    arch = cfg["model"].get("arch") if isinstance(cfg.get("model"), dict) else None
+    layers = arch.get("layers") if isinstance(arch, dict) else None
+    if isinstance(layers, int) and layers > len(saved):
+        raise CheckpointError(f"config.json says {layers} layers but {weights} holds {len(saved)} tensors; "
+                              "the model directory is inconsistent")
+    meta = build_model(cfg.get("model"), device="meta")
+    check_shapes({k: tuple(v.shape) for k, v in meta.state_dict().items()}, saved, weights)
     model = build_model(cfg.get("model"))
-    load_state(model, os.path.join(path, WEIGHTS))
+    load_state(model, weights)
     items_file = os.path.join(path, ITEMS)
     if os.path.exists(items_file):
-        items = read_json(items_file)
-        if len(items.get("item_ids", [])) != model.n_items:
-            raise CheckpointError(f"{items_file} maps {len(items.get('item_ids', []))} items but config.json "
-                                  f"says {model.n_items}; the model directory is inconsistent")
-        model.item_ids, model.popularity = items["item_ids"], items.get("popularity")
+        model.item_ids, model.popularity = _item_table(read_json(items_file), model.n_items, items_file)
     return model.to(device).eval()
+
+
+def _item_table(items: Dict[str, Any], n_items: int, path: str):
+    """(raw item ids, popularity or None) from ``items.json``, checked against the model's item count."""
+    ids, pop = items.get("item_ids"), items.get("popularity")
+    if not isinstance(ids, list) or len(ids) != n_items:
+        count = len(ids) if isinstance(ids, list) else "no"
+        raise CheckpointError(f"{path} maps {count} items but config.json says {n_items}; "
+                              "the model directory is inconsistent")
+    if not all(isinstance(t, str) for t in ids) or len(set(ids)) != n_items:
+        raise CheckpointError(f"{path}: item_ids must be {n_items} distinct strings; the model directory is corrupt")
+    if pop is not None and not (isinstance(pop, list) and len(pop) == n_items + 1 and all(map(_finite, pop))):
+        raise CheckpointError(f"{path}: popularity must be {n_items + 1} finite numbers (index 0 unused); "
+                              "the model directory is corrupt")
+    return ids, pop
 
 
 def load_config(path: str) -> Dict[str, Any]:

@@ -7,6 +7,15 @@
 - ``uni100``: the same with uniform sampling.
 
 Sampling is seeded, so two runs (or two models) see the same negatives.
+
+Models with ``query_hidden`` and ``item_table`` (all of ours) are scored from their hidden state
+without ever building the (B, n_items + 1) score matrix, which is 2 GB for 512 users and a million
+items: ``full`` ranks in chunks of ``item_chunk`` items, the sampled protocols score only the target
+and its negatives. Other models go through ``predict``. Both paths score in float32 and rank by
+``target_ranks``' rule. The chunked full ranking counts exactly over the chunk matmuls' scores,
+which are the whole matmul's wherever the BLAS computes a column the same way in a chunk (MKL does at
+the default chunk); the sampled protocols take their 101 dot products directly, which may differ from
+the matmul's in the last bit, so only a negative within float32 rounding of the target can move a rank.
 """
 from __future__ import annotations
 
@@ -49,12 +58,16 @@ def negative_weights(dataset: SequenceDataset, protocol: str) -> Optional[torch.
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset: SequenceDataset, split: str = "valid", protocol: str = "full",
-             k: int = 10, batch_size: int = 512, seed: int = 0, device: Optional[str] = None) -> Dict[str, float]:
-    """Recall/MRR/NDCG@k of ``model.predict`` on the leave-one-out ``split``."""
+             k: int = 10, batch_size: int = 512, seed: int = 0, device: Optional[str] = None,
+             item_chunk: int = 65536) -> Dict[str, float]:
+    """Recall/MRR/NDCG@k of ``model`` on the leave-one-out ``split``; ``item_chunk`` bounds the
+    (batch_size, item_chunk) scores held at once by a full ranking from the hidden state."""
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     if k < 1:
         raise ConfigError(f"k must be >= 1, got {k}")
+    if item_chunk < 1:
+        raise ConfigError(f"item_chunk must be >= 1, got {item_chunk}")
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -62,21 +75,77 @@ def evaluate(model: torch.nn.Module, dataset: SequenceDataset, split: str = "val
     targets = torch.from_numpy(targets)
     weights = negative_weights(dataset, protocol)
     gen = torch.Generator().manual_seed(seed)
+    from_hidden = hasattr(model, "query_hidden") and hasattr(model, "item_table")
     ranks = []
     start = time.perf_counter()
     for lo in range(0, len(targets), batch_size):
         items = pad_right(histories[lo:lo + batch_size], model.max_len).to(device)
         tgt = targets[lo:lo + batch_size]
-        scores = model.predict(items).float().cpu()  # (B, n_items + 1)
-        t_scores = scores.gather(1, tgt[:, None])[:, 0]
-        if weights is None:
-            scores[:, 0] = float("-inf")  # padding is never a candidate, whatever logit the model gives it
+        if from_hidden:
+            ranks.append(hidden_ranks(model, items, tgt, weights, gen, item_chunk))
         else:
-            scores = scores.gather(1, sample_negatives(tgt, weights, N_NEGATIVES, gen))
-            scores = torch.cat([scores, t_scores[:, None]], 1)
-        ranks.append(target_ranks(scores, t_scores))
+            ranks.append(logit_ranks(model.predict(items).float().cpu(), tgt, weights, gen))  # (B, n_items + 1)
     model.train(was_training)
     out = metrics_from_ranks(torch.cat(ranks), k)
     out["eval_seconds"] = round(time.perf_counter() - start, 3)
     return out
 
+
+def logit_ranks(scores: torch.Tensor, tgt: torch.Tensor, weights: Optional[torch.Tensor],
+                gen: torch.Generator) -> torch.Tensor:
+    """(B,) target ranks from the full score matrix (B, n_items + 1), for models with ``predict`` only."""
+    t_scores = scores.gather(1, tgt[:, None])[:, 0]
+    if weights is None:
+        scores[:, 0] = float("-inf")  # padding is never a candidate, whatever logit the model gives it
+    else:
+        scores = scores.gather(1, sample_negatives(tgt, weights, N_NEGATIVES, gen))
+        scores = torch.cat([scores, t_scores[:, None]], 1)
+    return target_ranks(scores, t_scores)
+
+
+def hidden_ranks(model: torch.nn.Module, items: torch.Tensor, tgt: torch.Tensor, weights: Optional[torch.Tensor],
+                 gen: torch.Generator, item_chunk: int) -> torch.Tensor:
+    """(B,) target ranks from the hidden state and the tied item table, on the model's device. The
+    negatives are drawn on the CPU exactly as ``logit_ranks`` draws them, so both see the same ones."""
+    h = model.query_hidden(items).float()  # (B, d)
+    table = model.item_table(h.shape[-1])  # (n_items + 1, d); rows are cast to float32 as they are read
+    if weights is None:
+        return full_ranks(h, table, tgt.to(h.device), item_chunk).cpu()
+    candidates = torch.cat([sample_negatives(tgt, weights, N_NEGATIVES, gen), tgt[:, None]], 1).to(h.device)
+    scores = (table[candidates].float() * h[:, None, :]).sum(-1)  # (B, N_NEGATIVES + 1), the target last
+    return target_ranks(scores, scores[:, -1]).cpu()
+
+
+def full_ranks(h: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, item_chunk: int) -> torch.Tensor:
+    """(B,) rank of each target among items 1..n_items, scoring ``item_chunk`` table rows at a time.
+
+    ``target_ranks`` over the full matrix with column 0 at -inf counts the items scoring >= the target
+    besides its own column; this counts the same items among the same float32 scores h @ table.T, the
+    target's own score included, as each chunk's matmul computes them. That exact target score is
+    only known once its chunk is reached, so every chunk is first compared with an estimate
+    t~ = h · e_target: items beyond the distance that float32 rounding could put between t~ and the
+    exact score are decided on the spot, and the few within it are kept and compared with the exact
+    score at the end. (Bound: a float32 dot product of length d is within γ_d Σ|h_i e_i| of the true
+    value, γ_d ≈ d·2^-24, whatever the summation order.)
+    """
+    e_target = table[targets].float()  # (B, d)
+    estimate = (h * e_target).sum(-1)  # (B,)
+    slack = 2.02 * h.shape[-1] * 2.0 ** -24 * (h.abs() * e_target.abs()).sum(-1)  # (B,)
+    low, high = (estimate - slack)[:, None], (estimate + slack)[:, None]  # (B, 1)
+    exact = estimate.clone()
+    above = torch.zeros_like(targets)
+    near_rows, near_scores = [], []
+    for lo in range(0, table.shape[0], item_chunk):
+        scores = h @ table[lo:lo + item_chunk].float().T  # (B, C)
+        if lo == 0:
+            scores[:, 0] = float("-inf")  # padding is never a candidate
+        own = ((targets >= lo) & (targets < lo + scores.shape[1])).nonzero()[:, 0]
+        column = targets[own] - lo
+        exact[own] = scores[own, column]
+        scores[own, column] = float("-inf")  # the target's own column: the tie target_ranks takes off again
+        above += (scores > high).sum(1)
+        rows, cols = ((scores >= low) & (scores <= high)).nonzero(as_tuple=True)
+        near_rows.append(rows)
+        near_scores.append(scores[rows, cols])
+    rows, scores = torch.cat(near_rows), torch.cat(near_scores)
+    return above.index_add_(0, rows, (scores >= exact[rows]).long())

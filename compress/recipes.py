@@ -22,7 +22,8 @@ DEFAULTS: Dict[str, Any] = {
     "dropout": 0.2, "attention": "softmax", "gate_layers": 0, "gate_placement": "code",
     # training
     "epochs": 50, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.0, "patience": 10, "seed": 2024,
-    "device": "auto", "k": 10, "max_minutes": None,
+    "device": "auto", "k": 10, "max_minutes": None, "checkpoint_every": 0,
+    "loss": "full", "negatives": 100,
     # search (DNS-Rec)
     "search_epochs": 10, "search_batch_size": 256, "tradeoff": 0.1, "max_flops": None, "arch_every": 1,
     "arch_lr": 1e-2, "selection": "gumbel", "arch_batches": "valid", "hidden_ratios": [0.0, 0.25, 0.5],
@@ -39,12 +40,20 @@ FLOATS = {"dropout", "lr", "weight_decay", "arch_lr", "tradeoff", "tau_start", "
           "search_max_minutes"}
 
 
+BOOLS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
 def _coerce(key: str, value: Any) -> Any:
     default = DEFAULTS[key]
     if value is None:
-        return None
+        if default is None:
+            return None
+        raise ConfigError(f"option {key!r} cannot be null; give a value or leave the key out for "
+                          f"its default ({default!r})")
     if default is None and key not in FLOATS:
-        return str(value)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)  # a path, column, '50%' or a number
+        raise ConfigError(f"option {key!r} expects a string or a number, got {value!r}")
     if isinstance(default, list):
         if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                     for v in value):
@@ -55,7 +64,12 @@ def _coerce(key: str, value: Any) -> Any:
         return float(value)
     if want is int and isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and want is not str:
+    if want is bool and isinstance(value, bool):  # `coupled: false` (the check below refuses bools)
+        return value
+    if isinstance(value, str) and want is bool:  # bool('false') is True
+        if value.strip().lower() in BOOLS:
+            return BOOLS[value.strip().lower()]
+    elif isinstance(value, str) and want is not str:
         try:
             return want(value)
         except ValueError:
@@ -66,7 +80,8 @@ def _coerce(key: str, value: Any) -> Any:
 
 
 def check_keys(keys: Iterable[str], where: str) -> None:
-    unknown = sorted(set(keys) - set(DEFAULTS))
+    unknown = sorted(k if isinstance(k, str) and k.isidentifier() else repr(k)  # YAML keys may be numbers,
+                     for k in set(keys) - set(DEFAULTS))  # null, empty or multi-line: quoted
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; known keys: {', '.join(sorted(DEFAULTS))}")
 
@@ -77,10 +92,13 @@ def load_recipe(path: Optional[str]) -> Dict[str, Any]:
     if not os.path.isfile(path):
         raise ConfigError(f"recipe {path} not found")
     try:
-        with open(path) as fh:
-            data = yaml.safe_load(fh) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        with open(path, "rb") as fh:  # bytes: YAML detects the encoding and reports bad bytes as a YAMLError
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read recipe {path}: {exc.strerror}") from None
+    data = _parse_yaml(text, f"recipe {path} is not valid YAML")
+    if data is None:
+        return {}
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path} must be a mapping of option: value")
     check_keys(data, f"recipe {path}")
@@ -95,8 +113,22 @@ def parse_sets(sets: Iterable[str]) -> Dict[str, Any]:
         key, value = item.split("=", 1)
         key = key.strip().replace("-", "_")
         check_keys([key], "--set")
-        out[key] = _coerce(key, yaml.safe_load(value))
+        parsed = _parse_yaml(value, f"--set {key}: cannot parse {value!r} (quote strings, write lists as [1, 2])")
+        out[key] = _coerce(key, parsed)
     return out
+
+
+def _parse_yaml(text, problem: str) -> Any:
+    """yaml.safe_load, every failure a one-line ConfigError starting with ``problem``."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"{problem}: {first}") from None
+    except RecursionError:
+        raise ConfigError(f"{problem}: nested too deeply") from None
+    except Exception as exc:  # noqa: BLE001 - PyYAML's scalar constructors raise bare errors ('!!int ' -> IndexError)
+        raise ConfigError(f"{problem}: bad tagged value ({type(exc).__name__})") from None
 
 
 def resolve_options(recipe: Optional[str], flags: Dict[str, Any], sets: Iterable[str] = (),
@@ -104,6 +136,7 @@ def resolve_options(recipe: Optional[str], flags: Dict[str, Any], sets: Iterable
     """Merge defaults, the command's defaults, the recipe, explicitly given flags (not None) and ``--set``."""
     opts = {**DEFAULTS, **COMMAND_DEFAULTS[command]}
     opts.update(load_recipe(recipe))
+    check_keys([k for k, v in flags.items() if v is not None], "the flags")
     opts.update({k: _coerce(k, v) for k, v in flags.items() if v is not None})
     opts.update(parse_sets(sets))
     return opts

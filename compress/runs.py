@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
@@ -12,6 +12,7 @@ from compress.arch import ArchSpec
 from compress.artifacts import (CONFIG, RETRAINED, atomic_dir, check_out_dir, load, load_config, read_json, resolve_device,
                                 save_model, write_json)
 from compress.backbones import get_backbone
+from compress.checkpoint import Checkpointer, partial_dir
 from compress.batching import pad_right
 from compress.data import ReadOptions, SequenceDataset, load_dataset
 from compress.data.registry import DATASETS, DEFAULT
@@ -65,13 +66,34 @@ def arch_from_options(opts: Dict[str, Any]) -> ArchSpec:
 
 def train_config(opts: Dict[str, Any]) -> TrainConfig:
     return TrainConfig(opts["epochs"], opts["batch_size"], opts["lr"], opts["weight_decay"], opts["patience"],
-                       opts["seed"], opts["k"], max_minutes=opts["max_minutes"])
+                       opts["seed"], opts["k"], max_minutes=opts["max_minutes"], loss=opts["loss"],
+                       negatives=opts["negatives"])
 
 
 def test_metrics(model: torch.nn.Module, ds: SequenceDataset, k: int, seed: int, device) -> Dict[str, Dict]:
     """Validation and test metrics under the full and pop100 protocols."""
     return {f"{split}/{proto}": evaluate(model, ds, split, proto, k, seed=seed, device=device)
             for split in ("valid", "test") for proto in ("full", "pop100")}
+
+
+def open_checkpoint(kind: str, settings: Dict[str, Any], out: str, overwrite: bool,
+                    resume: bool) -> Tuple[Dict[str, Any], Checkpointer]:
+    """(the run's settings, its Checkpointer in ``out.partial/``). Resuming reads the saved settings;
+    a fresh run refuses to silently discard an interrupted one."""
+    ckpt = Checkpointer(partial_dir(out))
+    if resume:
+        if not ckpt.exists():
+            raise CheckpointError(f"nothing to resume: {ckpt.directory} holds no checkpoint of an interrupted run")
+        meta = ckpt.read_meta()
+        if meta.get("kind") != kind:
+            raise CheckpointError(f"{ckpt.directory} holds a {meta.get('kind')!r} run, not a {kind!r} run")
+        return meta["settings"], ckpt
+    if ckpt.exists() and not overwrite:
+        raise ConfigError(f"{ckpt.directory} holds an interrupted run; continue it with --resume or start "
+                          "over with --overwrite")
+    ckpt.remove()
+    ckpt.meta = {"kind": kind, "settings": settings}
+    return settings, ckpt
 
 
 def prepare_run(kind: str, opts: Dict[str, Any], out: Optional[str], overwrite: bool):
@@ -86,15 +108,22 @@ def prepare_run(kind: str, opts: Dict[str, Any], out: Optional[str], overwrite: 
 
 
 def train_run(opts: Dict[str, Any], out: Optional[str], overwrite: bool = False,
-              reporter: Optional[Reporter] = None) -> Dict[str, Any]:
-    """Train a dense backbone and write RUN_DIR: config.json, model.safetensors, metrics.json, train.log."""
+              reporter: Optional[Reporter] = None, resume: bool = False) -> Dict[str, Any]:
+    """Train a dense backbone and write RUN_DIR: config.json, model.safetensors, metrics.json, train.log.
+    Until it completes, RUN_DIR.partial/ holds a checkpoint that ``resume=True`` continues from."""
+    out = out or default_out("train", opts)
+    check_out_dir(out, overwrite)
+    opts, ckpt = open_checkpoint("train", opts, out, overwrite, resume)
+    ckpt.every = opts["checkpoint_every"]
     out, device, ds, model = prepare_run("train", opts, out, overwrite)
     cfg = train_config(opts)
-    result = fit(model, ds, cfg, device, reporter)
+    with ckpt:
+        result = fit(model, ds, cfg, device, reporter, ckpt)
     metrics = test_metrics(model, ds, cfg.k, cfg.seed, device)
     with atomic_dir(out, overwrite) as tmp:
         write_trained(tmp, model, result, metrics, {"kind": "train", "data": recorded_data(opts),
                                                     "dataset": ds.stats(), "options": opts, "versions": versions()})
+    ckpt.remove()
     return {"out": out, "best_epoch": result.best_epoch, "metrics": metrics, "seconds": result.seconds,
             "dataset": ds.stats()}
 
@@ -130,7 +159,7 @@ def search_config(opts: Dict[str, Any]) -> SearchConfig:
     return SearchConfig(opts["search_epochs"], opts["search_batch_size"], opts["lr"], opts["arch_lr"],
                         opts["arch_every"], opts["tradeoff"], opts["selection"], opts["arch_batches"],
                         opts["tau_start"], opts["tau_rate"], opts["tau_min"], opts["max_flops"], opts["patience"],
-                        opts["seed"], opts["k"], opts["search_max_minutes"])
+                        opts["seed"], opts["k"], opts["search_max_minutes"], opts["loss"], opts["negatives"])
 
 
 def search_space(opts: Dict[str, Any]) -> SearchSpace:
@@ -166,8 +195,13 @@ def importance_batch(model, ds: SequenceDataset, size: int, seed: int):
 
 
 def search_run(opts: Dict[str, Any], out: Optional[str], overwrite: bool = False,
-               reporter: Optional[Reporter] = None) -> Dict[str, Any]:
-    """DNS-Rec search; RUN_DIR gets config.json, arch.json, search_card.json and supernet/."""
+               reporter: Optional[Reporter] = None, resume: bool = False) -> Dict[str, Any]:
+    """DNS-Rec search; RUN_DIR gets config.json, arch.json, search_card.json and supernet/. Until it
+    completes, RUN_DIR.partial/ holds a checkpoint that ``resume=True`` continues from."""
+    out = out or default_out("search", opts)
+    check_out_dir(out, overwrite)
+    opts, ckpt = open_checkpoint("search", opts, out, overwrite, resume)
+    ckpt.every = opts["checkpoint_every"]
     if opts["reorder"] not in (None, *CRITERIA):
         raise ConfigError(f"unknown --reorder {opts['reorder']!r}; choose one of {', '.join(CRITERIA)}")
     out, device, ds, backbone = prepare_run("search", opts, out, overwrite)
@@ -185,7 +219,8 @@ def search_run(opts: Dict[str, Any], out: Optional[str], overwrite: bool = False
     run_config = {"kind": "search", "data": recorded_data(opts), "dataset": ds.stats(),
                   "options": opts, "versions": versions()}
     try:
-        result = search(supernet, ds, cfg, device, reporter)
+        with ckpt:
+            result = search(supernet, ds, cfg, device, reporter, ckpt)
     except SearchError as exc:
         supernet.load_state_dict(exc.last_good)
         with atomic_dir(out, overwrite) as tmp:
@@ -209,6 +244,7 @@ def search_run(opts: Dict[str, Any], out: Optional[str], overwrite: bool = False
         write_json(os.path.join(tmp, "arch.json"), result.arch.to_dict())
         write_json(os.path.join(tmp, "search_card.json"), card)
         save_supernet(supernet, os.path.join(tmp, "supernet"))
+    ckpt.remove()
     best = card["history"][result.best_epoch - 1]
     return {"out": out, "decision": card["decision"], "best_epoch": result.best_epoch, "seconds": result.seconds,
             "slice_max_abs_diff": card["slice_max_abs_diff"],
@@ -217,7 +253,7 @@ def search_run(opts: Dict[str, Any], out: Optional[str], overwrite: bool = False
 
 
 def retrain_run(run_dir: str, overrides: Dict[str, Any], from_scratch: bool = False, overwrite: bool = False,
-                reporter: Optional[Reporter] = None) -> Dict[str, Any]:
+                reporter: Optional[Reporter] = None, resume: bool = False) -> Dict[str, Any]:
     """Paper §2.7: slice the decision out of the search checkpoint, transfer its weights (or start from
     scratch, as the official code does), retrain with early stopping; writes RUN_DIR/retrained/."""
     cfg = load_config(run_dir)
@@ -227,7 +263,11 @@ def retrain_run(run_dir: str, overrides: Dict[str, Any], from_scratch: bool = Fa
     out = os.path.join(run_dir, RETRAINED)
     if os.path.exists(out) and not overwrite:  # not check_out_dir: its advice names --out, which retrain lacks
         raise ConfigError(f"{out} already exists; pass --overwrite to retrain again")
+    settings, ckpt = open_checkpoint("retrain", {"overrides": overrides, "from_scratch": from_scratch}, out,
+                                     overwrite, resume)
+    overrides, from_scratch = settings["overrides"], settings["from_scratch"]
     opts = {**cfg["options"], **{k: v for k, v in overrides.items() if v is not None}}
+    ckpt.every = opts.get("checkpoint_every") or 0
     device = resolve_device(opts["device"])
     ds = dataset_from_options(opts)
     supernet = load_supernet(os.path.join(run_dir, "supernet"))
@@ -238,11 +278,13 @@ def retrain_run(run_dir: str, overrides: Dict[str, Any], from_scratch: bool = Fa
         model = supernet.adapter.build(supernet.backbone, model.arch)
     if model.arch.to_dict() != decision["arch"]:
         raise CheckpointError(f"{run_dir}: supernet/ and search_card.json disagree on the decided architecture")
-    result = fit(model, ds, train_config(opts), device, reporter)
+    with ckpt:
+        result = fit(model, ds, train_config(opts), device, reporter, ckpt)
     metrics = test_metrics(model, ds, opts["k"], opts["seed"], device)
     with atomic_dir(out, overwrite) as tmp:
         write_trained(tmp, model, result, metrics, {"kind": "retrain", "data": cfg["data"], "dataset": ds.stats(),
                                                     "options": opts, "from_scratch": from_scratch,
                                                     "versions": versions()})
+    ckpt.remove()
     return {"out": out, "best_epoch": result.best_epoch, "metrics": metrics, "seconds": result.seconds,
             "arch": model.arch.to_dict(), "from_scratch": from_scratch}

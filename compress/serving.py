@@ -7,7 +7,9 @@ the whole dataset), with their interaction counts as scores.
 """
 from __future__ import annotations
 
+import numbers
 import warnings
+from collections.abc import Iterable
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -31,17 +33,22 @@ class Recommender:
     def recommend(self, histories: Sequence[Sequence], k: int = 10,
                   exclude_seen: bool = True) -> List[List[Tuple[str, float]]]:
         """Top-``k`` (raw item id, score) per history, best first."""
-        if k < 1:
-            raise ConfigError(f"k must be >= 1, got {k}")
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise ConfigError(f"k must be >= 1 (a whole number), got {k!r}")
+        if isinstance(histories, (str, bytes)) or not isinstance(histories, Iterable):
+            raise ConfigError(f"histories must be a list of histories (lists of item ids), got {_short(histories)}")
         ids, index = self._index()
         unknown, seqs = 0, []
         for hist in histories:
+            if isinstance(hist, (str, bytes)) or not isinstance(hist, Iterable):  # "123" is not ["1", "2", "3"]
+                raise ConfigError(f"each history must be a list of item ids, got {_short(hist)}")
+            hist = list(hist)
             known = [index[str(t)] for t in hist if str(t) in index]
             unknown += len(hist) - len(known)
             seqs.append(np.asarray(known, dtype=np.int64))
         if unknown:
             warnings.warn(f"skipped {unknown} unknown item id(s) in the histories", stacklevel=2)
-        k = min(k, self.n_items)
+        k = min(int(k), self.n_items)
         out: List[List[Tuple[str, float]]] = [[] for _ in seqs]
         filled = [i for i, s in enumerate(seqs) if len(s)]
         if len(filled) < len(seqs):
@@ -69,3 +76,8 @@ class Recommender:
                 out[i] = [(ids[int(j) - 1], float(v)) for v, j in zip(top.values[row], top.indices[row])
                           if v > float("-inf")]
         return out
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -11,9 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compress.checkpoint import Checkpointer, resume_point, rng_state, set_rng_state
 from compress.data.dataset import SequenceDataset
 from compress.errors import ConfigError, SearchError
 from compress.evaluation import evaluate
+from compress.losses import LOSSES, StepLoss
 from compress.objectives import training_batch, training_data
 from compress.progress import NullReporter, Reporter
 
@@ -29,8 +31,11 @@ class TrainConfig:
     k: int = 10
     eval_batch_size: int = 512
     max_minutes: Optional[float] = None  # wall-clock budget: stop at the step that exceeds it, after validating
+    loss: str = "full"  # full softmax over all items, or sampled: "uniform" / "inbatch" (compress.losses)
+    negatives: int = 100  # negatives per step of a sampled loss
 
     def __post_init__(self) -> None:
+        check_loss(self.loss, self.negatives)
         for name in ("epochs", "batch_size", "patience", "k", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -47,6 +52,13 @@ class TrainResult:
 
     def to_dict(self) -> Dict:
         return asdict(self)
+
+
+def check_loss(loss: str, negatives: int) -> None:
+    if loss not in LOSSES:
+        raise ConfigError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    if negatives < 1:
+        raise ConfigError(f"negatives must be >= 1, got {negatives}")
 
 
 def over_budget(start: float, max_minutes: Optional[float]) -> bool:
@@ -68,8 +80,10 @@ def batches(inputs: torch.Tensor, targets: torch.Tensor, batch_size: int,
 
 
 def fit(model: nn.Module, dataset: SequenceDataset, cfg: TrainConfig, device: torch.device,
-        reporter: Optional[Reporter] = None) -> TrainResult:
-    """Train ``model`` in place; on return it holds the weights of the best validation epoch."""
+        reporter: Optional[Reporter] = None, checkpoint: Optional[Checkpointer] = None) -> TrainResult:
+    """Train ``model`` in place; on return it holds the weights of the best validation epoch. With a
+    ``checkpoint``, state is saved after every epoch (and every ``checkpoint.every`` steps) and a
+    saved state is resumed from, batch for batch, so a killed run ends as an uninterrupted one would."""
     reporter = reporter or NullReporter()
     torch.manual_seed(cfg.seed)
     model.to(device)
@@ -77,39 +91,71 @@ def fit(model: nn.Module, dataset: SequenceDataset, cfg: TrainConfig, device: to
     if len(inputs) == 0:
         raise ConfigError("no training pairs: every user has fewer than 4 interactions")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step_loss = StepLoss(cfg.loss, cfg.negatives, cfg.seed, dataset)
     key = f"ndcg@{cfg.k}"
     best, best_epoch, best_state, history = -1.0, 0, None, []
+    sums = {"loss": 0.0, "seen": 0, "step": 0}
+    saved = checkpoint.load() if checkpoint else None
+    if saved:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        best, best_epoch, best_state, history, sums = (saved["best"], saved["best_epoch"], saved["best_state"],
+                                                       saved["history"], saved["sums"])
+    first_epoch, done = resume_point(saved)
+    resume_rng = saved["rng"] if saved else None
+    if saved and saved["stopped"]:
+        first_epoch = cfg.epochs + 1  # the saved run had already stopped: only restore its best weights
     start = time.perf_counter()
     steps_per_epoch = math.ceil(len(inputs) / cfg.batch_size)
-    for epoch in range(1, cfg.epochs + 1):
+
+    def state(epoch: int, batch: int, stopped: bool = False) -> Dict:
+        return {"epoch": epoch, "batch": batch, "stopped": stopped, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "best": best, "best_epoch": best_epoch, "best_state": best_state, "history": history,
+                "sums": sums, "rng": rng_state()}
+
+    for epoch in range(first_epoch, cfg.epochs + 1):
         model.train()
         gen = torch.Generator().manual_seed(cfg.seed + epoch)
         reporter.epoch_start(epoch, cfg.epochs, steps_per_epoch)
-        t0, total, seen = time.perf_counter(), 0.0, 0
-        for items, tgt in batches(inputs, targets, cfg.batch_size, gen):
-            items, tgt = (t.to(device) for t in training_batch(model, items, tgt, gen))
-            loss = next_item_loss(model(items), tgt, model.score)
+        t0 = time.perf_counter()
+        if not done:
+            sums.update(loss=0.0, seen=0)
+        for i, (items, tgt) in enumerate(batches(inputs, targets, cfg.batch_size, gen)):
+            items, tgt = (t.to(device) for t in training_batch(model, items, tgt, gen))  # replayed when resuming
+            if i < done:
+                continue
+            if resume_rng is not None:
+                set_rng_state(resume_rng)  # dropout continues as it would have
+                resume_rng = None
+            loss = step_loss(model, model(items), tgt, sums["step"])
             if not torch.isfinite(loss):
                 raise SearchError(f"loss became {loss.item()} at epoch {epoch}; lower --lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.item() * len(items)
-            seen += len(items)
+            sums["loss"] += loss.item() * len(items)
+            sums["seen"] += len(items)
+            sums["step"] += 1
             reporter.step(loss.item(), len(items))
+            if checkpoint and checkpoint.due(sums["step"]):
+                checkpoint.save(state(epoch, i + 1))
             if over_budget(start, cfg.max_minutes):
                 break  # the budget is spent: validate this partial epoch and stop
+        done = 0
         train_s = time.perf_counter() - t0
         valid = evaluate(model, dataset, "valid", "full", cfg.k, cfg.eval_batch_size, cfg.seed, device)
-        row = {"epoch": epoch, "loss": total / seen, "seqs_per_s": seen / train_s, "train_seconds": train_s,
-               **{f"valid_{m}": v for m, v in valid.items()}}
+        row = {"epoch": epoch, "loss": sums["loss"] / sums["seen"], "seqs_per_s": sums["seen"] / train_s,
+               "train_seconds": train_s, **{f"valid_{m}": v for m, v in valid.items()}}
         history.append(row)
         improved = valid[key] > best
         if improved:
             best, best_epoch = valid[key], epoch
             best_state = copy.deepcopy(model.state_dict())
         reporter.epoch_end(row, improved)
-        if epoch - best_epoch >= cfg.patience or over_budget(start, cfg.max_minutes):
+        stop = epoch - best_epoch >= cfg.patience or over_budget(start, cfg.max_minutes)
+        if checkpoint:
+            checkpoint.save(state(epoch + 1, 0, stop))
+        if stop:
             break
     model.load_state_dict(best_state)
     best_row = history[best_epoch - 1]

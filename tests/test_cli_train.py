@@ -260,3 +260,14 @@ def test_python_m_compress_and_console_script(tiny_data_file, tmp_path, subproce
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: --data ")
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("loss", ["uniform", "inbatch"])
+def test_train_with_a_sampled_loss_learns(tmp_path, loss):
+    result = invoke("train", *TINY, "--loss", loss, "--negatives", 20, "--epochs", 3, "--out", tmp_path / "r", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["metrics"]["valid/full"]["ndcg@10"] > 0.02  # random ranking: ~0.001
+
+
+def test_train_with_an_unknown_loss_is_one_line(tmp_path):
+    assert "unknown loss 'bogus'" in error_line(invoke("train", *TINY, "--loss", "bogus", "--out", tmp_path / "r"))

@@ -4,22 +4,22 @@ from __future__ import annotations
 import math
 import re
 
-import numpy as np
 import pytest
 import torch
 
-import compress.nas.search as search_module
+import compress.losses as losses_module
 from compress.arch import ArchSpec
 from compress.backbones.sasrec import SASRec
 from compress.objectives import at, last_index
 from compress.batching import pad_right, training_windows
-from compress.data import Interactions, build_dataset
 from compress.errors import ConfigError, SearchError
 from compress.nas.controllers import one_hot
 from compress.nas.search import SearchConfig, budget_flops, search
 from compress.nas.space import SearchSpace
 from compress.nas.wrap import wrap
 from compress.progress import Reporter
+
+from synthetic import walking_dataset
 
 SEQ_LEN, BATCH = 20, 32
 LAMBDAS = (0.0, 0.1, 0.3, 1e3)
@@ -28,15 +28,7 @@ LAMBDAS = (0.0, 0.1, 0.3, 1e3)
 @pytest.fixture(scope="module")
 def dataset():
     """200 users walking upward through 40 items (8-25 interactions each): real sequential signal."""
-    rng = np.random.default_rng(0)
-    users, items, order = [], [], []
-    for u in range(200):
-        start = int(rng.integers(0, 40))
-        for j in range(int(rng.integers(8, 26))):
-            users.append(f"u{u}")
-            items.append(f"i{(start + j + int(rng.integers(0, 2))) % 40}")
-            order.append(float(j))
-    return build_dataset(Interactions(np.array(users), np.array(items), np.array(order), True, "synthetic"))
+    return walking_dataset()
 
 
 def make_supernet(dataset, seed: int = 0):
@@ -197,14 +189,14 @@ def test_nan_in_a_later_epoch_keeps_the_last_good_epoch(dataset, monkeypatch):
     steps = math.ceil(len(training_windows(dataset.train_sequences(), SEQ_LEN)[0]) / BATCH)
     good = search(make_supernet(dataset), dataset, config(epochs=1), device="cpu")
     calls = {"n": 0}
-    real_loss = search_module.next_item_loss
+    real_loss = losses_module.training_loss
 
     def poisoned(*args):
         loss = real_loss(*args)
         calls["n"] += 1
         return loss * float("nan") if calls["n"] == steps + 3 else loss  # the 4th step of epoch 2
 
-    monkeypatch.setattr(search_module, "next_item_loss", poisoned)
+    monkeypatch.setattr(losses_module, "training_loss", poisoned)  # what every weight step's loss calls
     with pytest.raises(SearchError) as info:
         search(make_supernet(dataset), dataset, config(epochs=2), device="cpu")
     err = info.value

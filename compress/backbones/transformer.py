@@ -34,6 +34,14 @@ class Style:
     mask_prob: float = 0.2  # cloze: share of items masked per training sequence
 
     def __post_init__(self) -> None:
+        for name in ("causal", "embedding_norm", "final_norm"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"style {name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("norm", "activation", "objective"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"style {name} must be a string, got {getattr(self, name)!r}")
+        if isinstance(self.mask_prob, bool) or not isinstance(self.mask_prob, (int, float)):
+            raise ConfigError(f"style mask_prob must be a number, got {self.mask_prob!r}")
         if self.norm not in NORMS:
             raise ConfigError(f"unknown norm placement {self.norm!r}; choose one of {', '.join(NORMS)}")
         if self.activation not in ACTIVATIONS:
@@ -50,9 +58,11 @@ class Style:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "Style":
+        if not isinstance(d, dict):
+            raise ConfigError(f"a model style must be a mapping of causal, norm, ..., got {d!r}")
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
-            raise ConfigError(f"unknown style keys: {', '.join(sorted(unknown))}")
+            raise ConfigError(f"unknown style keys: {', '.join(sorted(repr(k) for k in unknown))}")
         return cls(**d)
 
 

@@ -62,14 +62,16 @@ def open_text(path: str) -> io.TextIOBase:
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror}") from None
     if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
-    return open(path, "r", encoding="utf-8", errors="replace")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", errors="replace")
+    return open(path, "r", encoding="utf-8-sig", errors="replace")  # -sig: drop a leading BOM (Excel)
 
 
 def _lines(path: str) -> Iterator[str]:
     fh = open_text(path)
     try:
-        for line in fh:
+        for lineno, line in enumerate(fh, 1):
+            if "\x00" in line:
+                raise DataError(f"{path}:{lineno} contains NUL bytes; is it a binary file? give a text or gzip file")
             line = line.strip()
             if line:
                 yield line
@@ -135,6 +137,8 @@ def read_interactions(path: str, options: Optional[ReadOptions] = None) -> Inter
     options = options or ReadOptions()
     if options.format not in FORMATS:
         raise DataError(f"unknown format {options.format!r}; choose one of {', '.join(FORMATS)}")
+    if options.sep == "":
+        raise DataError("the field delimiter (--sep) is empty; give a character such as ',' or leave it out to detect")
     fmt = detect_format(path) if options.format == "auto" else options.format
     if fmt == "sequence":
         return _read_sequence(path, options.sep)
@@ -155,6 +159,8 @@ def _read_sequence(path: str, sep: Optional[str]) -> Interactions:
             raise DataError(f"{path}:{lineno}: a sequence line needs 'user item1 item2 ...', got {line[:60]!r}")
         users.extend([toks[0]] * (len(toks) - 1))
         items.extend(toks[1:])
+    if not users:
+        raise DataError(f"{path} is empty: expected interaction rows")
     # the key is the position in the whole file, so a user continued on a later line is appended
     # after the earlier line instead of interleaved with it
     return Interactions(np.array(users), np.array(items), np.arange(len(users), dtype=np.float64), False, path)
@@ -163,7 +169,7 @@ def _read_sequence(path: str, sep: Optional[str]) -> Interactions:
 def _resolve_col(spec: Optional[str], header: Optional[list], candidates: tuple, what: str, path: str,
                  ncols: int) -> Optional[int]:
     if spec is not None:
-        if spec.isdigit():
+        if spec.isdecimal():  # not isdigit: '²' is a digit that int() refuses
             idx = int(spec)
             if idx >= ncols:
                 raise DataError(f"{path}: {what} column {idx} does not exist (the file has {ncols} columns)")
@@ -196,7 +202,7 @@ def _read_delimited(path: str, options: ReadOptions) -> Interactions:
     sep = options.sep if options.sep is not None else _detect_sep(head[0])
     first = _split(head[0], sep)
     named = [c for c in (options.user_col, options.item_col, options.time_col)
-             if c and not c.isdigit() and c.lower() != "none"]
+             if c and not c.isdecimal() and c.lower() != "none"]
     header = first if _looks_like_header(first, head[1:], sep, named) else None
     ncols = len(first)
     if ncols < 2:
@@ -257,4 +263,8 @@ def _read_columns(path: str, sep: Optional[str], header: Optional[list], cols: t
             bad = next(x for x in times if not _is_number(x))
             raise DataError(f"{path}: non-numeric timestamp {bad!r} in column {t}; "
                             "convert it to unix seconds or pick another --time-col") from None
+        if not np.isfinite(order).all():  # NaN would sort nowhere in particular, inf after every real time
+            bad = times[int(np.flatnonzero(~np.isfinite(order))[0])]
+            raise DataError(f"{path}: timestamp {bad!r} in column {t} is not a finite number; "
+                            "fix or drop the row, or pick another --time-col")
     return Interactions(np.array(users), np.array(items), order, t is not None, path)

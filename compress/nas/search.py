@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from compress.arch import ArchSpec
 from compress.artifacts import resolve_device
 from compress.batching import pad_right
+from compress.checkpoint import Checkpointer, resume_point, rng_state, set_rng_state
 from compress.data.dataset import SequenceDataset
 from compress.errors import ConfigError, SearchError
 from compress.evaluation import evaluate
@@ -31,7 +32,8 @@ from compress.objectives import training_batch, training_data
 from compress.nas.controllers import SELECTIONS, TemperatureSchedule
 from compress.nas.supernet import Supernet
 from compress.progress import NullReporter, Reporter
-from compress.training import batches, next_item_loss, over_budget
+from compress.losses import StepLoss
+from compress.training import batches, check_loss, over_budget
 
 ARCH_BATCHES = ("valid", "train")
 
@@ -55,8 +57,11 @@ class SearchConfig:
     seed: int = 2024
     k: int = 10
     max_minutes: Optional[float] = None  # wall-clock budget: stop at the step that exceeds it, after validating
+    loss: str = "full"  # the weight steps' loss: full softmax, or sampled "uniform" / "inbatch"
+    negatives: int = 100
 
     def __post_init__(self) -> None:
+        check_loss(self.loss, self.negatives)
         if self.selection not in SELECTIONS:
             raise ConfigError(f"unknown selection {self.selection!r}; choose gumbel or softmax")
         if self.arch_batches not in ARCH_BATCHES:
@@ -138,18 +143,30 @@ class SearchResult:
                 "full_flops": sn.flops_of(0, sn.full.layers - 1), "history": self.history}
 
 
-def _valid_batches(dataset: SequenceDataset, max_len: int, batch_size: int, gen: torch.Generator):
-    """Endless shuffled (history, validation target) batches for the architecture steps."""
-    histories, targets = dataset.eval_pairs("valid")
-    items, targets = pad_right(histories, max_len), torch.from_numpy(targets)
-    while True:
-        for idx in torch.randperm(len(items), generator=gen).split(batch_size):
-            yield items[idx], targets[idx]
+class ValidBatches:
+    """Shuffled (history, validation target) batches for the architecture steps; batch ``i`` is a pure
+    function of ``i`` (pass r of the data uses a permutation seeded by r), so a resumed search draws
+    the batches an uninterrupted one would."""
+
+    def __init__(self, dataset: SequenceDataset, max_len: int, batch_size: int, seed: int) -> None:
+        histories, targets = dataset.eval_pairs("valid")
+        self.items, self.targets = pad_right(histories, max_len), torch.from_numpy(targets)
+        self.batch_size, self.seed = batch_size, seed
+        self.per_pass = math.ceil(len(self.items) / batch_size)
+
+    def __getitem__(self, i: int):
+        r, j = divmod(i, self.per_pass)
+        order = torch.randperm(len(self.items), generator=torch.Generator().manual_seed(self.seed + r))
+        idx = order[j * self.batch_size:(j + 1) * self.batch_size]
+        return self.items[idx], self.targets[idx]
 
 
 def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchConfig] = None,
-           device: Union[None, str, torch.device] = None, reporter: Optional[Reporter] = None) -> SearchResult:
-    """Run the bilevel search; on return ``supernet`` holds the state of the best validation epoch."""
+           device: Union[None, str, torch.device] = None, reporter: Optional[Reporter] = None,
+           checkpoint: Optional[Checkpointer] = None) -> SearchResult:
+    """Run the bilevel search; on return ``supernet`` holds the state of the best validation epoch.
+    With a ``checkpoint`` the search saves after every epoch (and every ``checkpoint.every`` steps) and
+    resumes a saved state exactly (weights, α/β, optimisers, τ step, RNG, data position)."""
     cfg = cfg or SearchConfig()
     device = resolve_device(device or "auto") if not isinstance(device, torch.device) else device
     reporter = reporter or NullReporter()
@@ -163,69 +180,108 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
     w_opt = torch.optim.Adam(supernet.weight_parameters(), lr=cfg.lr)
     a_opt = torch.optim.Adam(supernet.architecture_parameters(), lr=cfg.arch_lr)
     noise = torch.Generator().manual_seed(cfg.seed)
-    arch_data = _valid_batches(dataset, supernet.max_len, cfg.batch_size, torch.Generator().manual_seed(cfg.seed + 1))
+    step_loss = StepLoss(cfg.loss, cfg.negatives, cfg.seed, dataset)
+    arch_data = ValidBatches(dataset, supernet.max_len, cfg.batch_size, cfg.seed + 1)
     schedule, n_layers = cfg.schedule(), supernet.full.layers
-    l_t = n_layers
     key = f"ndcg@{cfg.k}"
-    step, best, best_epoch, history = 0, -1.0, 0, []
+    run = {"step": 0, "arch_steps_total": 0, "l_t": n_layers, "best": -1.0, "best_epoch": 0, "best_dec": None,
+           "sums": {"ce": 0.0, "penalty": 0.0, "seen": 0, "arch_steps": 0}, "stopped": False}
+    history: List[Dict] = []
     best_state = copy.deepcopy(supernet.state_dict())
+    saved = checkpoint.load() if checkpoint else None
+    if saved:
+        supernet.load_state_dict(saved["supernet"])
+        w_opt.load_state_dict(saved["w_opt"])
+        a_opt.load_state_dict(saved["a_opt"])
+        noise.set_state(saved["noise"])
+        run, history, best_state = saved["run"], saved["history"], saved["best_state"]
+        supernet.tau = schedule(max(run["step"] - 1, 0))
+    first_epoch, done = resume_point(saved)
+    if run["stopped"]:
+        first_epoch = cfg.epochs + 1
+    resume_rng = saved["rng"] if saved else None
+    sums = run["sums"]
+
+    def state(epoch: int, batch: int) -> Dict:
+        return {"epoch": epoch, "batch": batch, "supernet": supernet.state_dict(), "w_opt": w_opt.state_dict(),
+                "a_opt": a_opt.state_dict(), "noise": noise.get_state(), "run": run, "history": history,
+                "best_state": best_state, "rng": rng_state()}
+
     start = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(first_epoch, cfg.epochs + 1):
         supernet.train()
         reporter.epoch_start(epoch, cfg.epochs, math.ceil(len(inputs) / cfg.batch_size))
-        t0, ce_sum, pen_sum, seen, arch_steps = time.perf_counter(), 0.0, 0.0, 0, 0
+        t0 = time.perf_counter()
+        if not done:
+            sums.update(ce=0.0, penalty=0.0, seen=0, arch_steps=0)
         gen = torch.Generator().manual_seed(cfg.seed + epoch)
-        for items, tgt in batches(inputs, targets, cfg.batch_size, gen):
-            items, tgt = (t.to(device) for t in training_batch(supernet, items, tgt, gen))
+        for i, (items, tgt) in enumerate(batches(inputs, targets, cfg.batch_size, gen)):
+            items, tgt = (t.to(device) for t in training_batch(supernet, items, tgt, gen))  # replayed when resuming
+            if i < done:
+                continue
+            if resume_rng is not None:
+                set_rng_state(resume_rng)
+                resume_rng = None
+            step = run["step"]
             tau = supernet.tau = schedule(step)
             p = supernet.alpha.sample(tau, cfg.selection, noise).detach()
             q = supernet.beta.sample(tau, cfg.selection, noise).detach()
-            ce = next_item_loss(supernet(items, p, q), tgt, supernet.score)
+            ce = step_loss(supernet, supernet(items, p, q), tgt, step)
             if not torch.isfinite(ce):
                 raise SearchError(f"loss became {ce.item()} at step {step} (epoch {epoch}); lower --lr "
-                                  f"(the checkpoint of epoch {best_epoch} is kept)", best_state, history)
+                                  f"(the checkpoint of epoch {run['best_epoch']} is kept)", best_state, history)
             w_opt.zero_grad(set_to_none=True)
             ce.backward()
             w_opt.step()
             if step % cfg.arch_every == 0:
-                l_t = supernet.beta.choice() + 1
+                run["l_t"] = supernet.beta.choice() + 1
                 p = supernet.alpha.sample(tau, cfg.selection, noise)
                 q = supernet.beta.sample(tau, cfg.selection, noise)
                 if cfg.arch_batches == "valid":
-                    a_items, a_tgt = (t.to(device) for t in next(arch_data))
+                    a_items, a_tgt = (t.to(device) for t in arch_data[run["arch_steps_total"]])
                     a_ce = F.cross_entropy(supernet.predict(a_items, p, q), a_tgt)
                 else:
-                    a_ce = next_item_loss(supernet(items, p, q), tgt, supernet.score)
-                penalty = (l_t / n_layers) * supernet.expected_flops(p, q)
+                    a_ce = step_loss(supernet, supernet(items, p, q), tgt, step)
+                penalty = (run["l_t"] / n_layers) * supernet.expected_flops(p, q)
                 a_opt.zero_grad(set_to_none=True)
                 (a_ce + cfg.tradeoff * penalty).backward()
                 w_opt.zero_grad(set_to_none=True)  # α/β steps never move the weights
                 a_opt.step()
-                pen_sum += penalty.item()
-                arch_steps += 1  # counted, not derived: the global step makes an epoch's share of α/β steps vary
-            ce_sum += ce.item() * len(items)
-            seen += len(items)
-            step += 1
+                sums["penalty"] += penalty.item()
+                sums["arch_steps"] += 1  # counted, not derived: the global step makes an epoch's share vary
+                run["arch_steps_total"] += 1
+            sums["ce"] += ce.item() * len(items)
+            sums["seen"] += len(items)
+            run["step"] += 1
             reporter.step(ce.item(), len(items))
+            if checkpoint and checkpoint.due(run["step"]):
+                checkpoint.save(state(epoch, i + 1))
             if over_budget(start, cfg.max_minutes):
                 break  # the budget is spent: validate this partial epoch and stop
+        done = 0
         train_s = time.perf_counter() - t0
         valid = evaluate(supernet, dataset, "valid", "full", cfg.k, seed=cfg.seed, device=device)
         dec = decide(supernet, budget)
         p_soft, q_soft = (t.detach().cpu() for t in supernet.selection())
-        row = {"epoch": epoch, "loss": ce_sum / seen, "penalty": pen_sum / max(1, arch_steps), "tau": tau,
-               "alpha": supernet.alpha.logits.detach().cpu().tolist(), "beta": supernet.beta.logits.detach().cpu().tolist(),
-               "p": p_soft.tolist(), "q": q_soft.tolist(), "exp_flops": float(supernet.expected_flops(p_soft, q_soft)),
+        row = {"epoch": epoch, "loss": sums["ce"] / sums["seen"], "penalty": sums["penalty"] / max(1, sums["arch_steps"]),
+               "tau": supernet.tau, "alpha": supernet.alpha.logits.detach().cpu().tolist(),
+               "beta": supernet.beta.logits.detach().cpu().tolist(), "p": p_soft.tolist(), "q": q_soft.tolist(),
+               "exp_flops": float(supernet.expected_flops(p_soft, q_soft)),
                "decision": [dec["width"], dec["depth"] + 1], "decision_flops": dec["flops"],
-               "seqs_per_s": seen / train_s, "train_seconds": train_s, **{f"valid_{m}": v for m, v in valid.items()}}
+               "seqs_per_s": sums["seen"] / train_s, "train_seconds": train_s,
+               **{f"valid_{m}": v for m, v in valid.items()}}
         history.append(row)
-        improved = valid[key] > best
+        improved = valid[key] > run["best"]
         if improved:
-            best, best_epoch, best_dec = valid[key], epoch, dec
+            run.update(best=valid[key], best_epoch=epoch, best_dec=dec)
             best_state = copy.deepcopy(supernet.state_dict())
         reporter.epoch_end(row, improved)
-        if epoch - best_epoch >= cfg.patience or over_budget(start, cfg.max_minutes):
+        run["stopped"] = epoch - run["best_epoch"] >= cfg.patience or over_budget(start, cfg.max_minutes)
+        if checkpoint:
+            checkpoint.save(state(epoch + 1, 0))
+        if run["stopped"]:
             break
     supernet.load_state_dict(best_state)
+    best_dec = run["best_dec"]
     arch = supernet.arch_for(best_dec["width"], best_dec["depth"])
-    return SearchResult(supernet, best_dec, arch, best_epoch, history, cfg, time.perf_counter() - start)
+    return SearchResult(supernet, best_dec, arch, run["best_epoch"], history, cfg, time.perf_counter() - start)

@@ -1,0 +1,137 @@
+"""Resumable runs: atomic checkpoints of everything a training or search loop needs to continue
+exactly where it stopped, without pickles.
+
+A checkpoint is a directory with ``tensors.safetensors`` (model, optimisers, best weights, RNG
+states) and ``state.json`` (counters, history, early-stopping state, and the nested structure of
+the optimiser states with tensors replaced by references). It is written to a temporary directory
+and renamed, so a run killed at any moment leaves either the previous or the new checkpoint, whole.
+
+A run in progress keeps its checkpoint beside its output: ``RUN_DIR.partial/`` (the final RUN_DIR is
+only created, atomically, when the run completes). SIGINT asks the loop to stop at the next step
+boundary, write a checkpoint and raise ``Interrupted``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from compress.artifacts import atomic_dir, read_json, write_json
+from compress.errors import CheckpointError, CompressError
+
+TENSORS, STATE = "tensors.safetensors", "state.json"
+REF = "__tensor__"
+
+
+class Interrupted(CompressError):
+    """The run stopped on SIGINT after writing a checkpoint it can resume from."""
+
+
+def flatten(obj: Any, prefix: str, tensors: Dict[str, torch.Tensor]) -> Any:
+    """``obj`` with every tensor moved into ``tensors`` under a dotted key and replaced by a reference."""
+    if isinstance(obj, torch.Tensor):
+        tensors[prefix] = obj.detach().cpu().contiguous()
+        return {REF: prefix}
+    if isinstance(obj, dict):
+        return {"__dict__": [[k, flatten(v, f"{prefix}.{i}", tensors)] for i, (k, v) in enumerate(obj.items())]}
+    if isinstance(obj, (list, tuple)):
+        return [flatten(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
+    return obj
+
+
+def unflatten(obj: Any, tensors: Dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict) and REF in obj:
+        return tensors[obj[REF]]
+    if isinstance(obj, dict) and "__dict__" in obj:  # keys keep their type (optimiser state uses int keys)
+        return {k: unflatten(v, tensors) for k, v in obj["__dict__"]}
+    if isinstance(obj, list):
+        return [unflatten(v, tensors) for v in obj]
+    return obj
+
+
+class Checkpointer:
+    """Saves and restores a loop's state in ``directory``; ``every`` > 0 also saves every that many steps."""
+
+    def __init__(self, directory: str, every: int = 0) -> None:
+        self.directory, self.every = directory, every
+        self.stop_requested = False
+        self.meta: Optional[Dict[str, Any]] = None  # written with the first checkpoint: a run that fails
+        # before it (bad data, a bad option) leaves nothing behind
+
+    def exists(self) -> bool:
+        return os.path.exists(os.path.join(self.directory, "checkpoint", STATE))
+
+    def due(self, step: int) -> bool:
+        return self.stop_requested or (self.every > 0 and step % self.every == 0)
+
+    def save(self, state: Dict[str, Any]) -> None:
+        tensors: Dict[str, torch.Tensor] = {}
+        flat = flatten(state, "s", tensors)
+        if self.meta is not None and not os.path.exists(os.path.join(self.directory, "run.json")):
+            os.makedirs(self.directory, exist_ok=True)
+            write_json(os.path.join(self.directory, "run.json"), self.meta)
+        with atomic_dir(os.path.join(self.directory, "checkpoint"), overwrite=True) as tmp:
+            save_file(tensors, os.path.join(tmp, TENSORS))
+            write_json(os.path.join(tmp, STATE), {"state": flat})
+        if self.stop_requested:
+            raise Interrupted(f"interrupted; checkpoint written to {self.directory}; continue with --resume")
+
+    def load(self) -> Optional[Dict[str, Any]]:
+        if not self.exists():
+            return None
+        path = os.path.join(self.directory, "checkpoint")
+        try:
+            tensors = load_file(os.path.join(path, TENSORS))
+        except Exception as exc:  # safetensors raises its own error types for truncated or foreign files
+            raise CheckpointError(f"{path}/{TENSORS} cannot be read ({exc}); the checkpoint is corrupt") from None
+        return unflatten(read_json(os.path.join(path, STATE))["state"], tensors)
+
+    def read_meta(self) -> Dict[str, Any]:
+        return read_json(os.path.join(self.directory, "run.json"))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> "Checkpointer":
+        """Within ``with``: SIGINT (Ctrl-C) sets ``stop_requested`` instead of raising mid-step."""
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.stop_requested:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.stop_requested = True
+
+
+def rng_state() -> Dict[str, torch.Tensor]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def partial_dir(out: str) -> str:
+    """Where a run writing ``out`` keeps its checkpoint until ``out`` is complete."""
+    return os.path.abspath(out).rstrip(os.sep) + ".partial"
+
+
+def resume_point(saved: Optional[Dict[str, Any]]) -> Tuple[int, int]:
+    """(first epoch, batches of it already done) to continue from; (1, 0) for a fresh run."""
+    return (saved["epoch"], saved["batch"]) if saved else (1, 0)

@@ -1,0 +1,123 @@
+"""Next-item losses that scale to large catalogs.
+
+The full softmax scores every position against every item: (B·N, n_items + 1) logits per step,
+13 GB of float32 for 64 sequences of 50 items over a million items, and as much again for the
+gradient. The sampled losses score each position against its target and a few negatives only:
+
+- ``uniform``: ``n_negatives`` items drawn uniformly from 1..n_items, shared by the whole batch.
+- ``inbatch``: the batch's own targets (distinct items) are the negatives, so popular items are
+  sampled more often, in proportion to their frequency; the logQ correction of Yi et al. 2019
+  ("Sampling-bias-corrected neural modeling for large corpus item recommendations") subtracts each
+  candidate's log sampling probability from its logit so that popular items are not over-penalised.
+
+Both subtract log Q (for ``uniform`` a constant, which cancels; it is kept so both kinds compute
+the same formula) and mask accidental hits: a negative that is the row's own target gets -inf, so it
+cannot count against the target. Memory is O(M · (1 + n_negatives)) for M scored positions.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compress.data.dataset import SequenceDataset
+from compress.errors import ConfigError
+
+LOSSES = ("full", "uniform", "inbatch")
+
+
+def sampled_softmax_loss(h: torch.Tensor, targets: torch.Tensor, table: torch.Tensor, kind: str,
+                         n_negatives: int, gen: Optional[torch.Generator] = None,
+                         log_q: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean CE of each target against sampled negatives (the target is class 0).
+
+    h: (M, d) hidden states at real positions; targets: (M,) item ids >= 1; table: (n_items + 1, d)
+    the tied item embedding. ``gen`` draws the negatives (``uniform``, and ``inbatch`` when the batch
+    holds more than ``n_negatives`` distinct targets). ``log_q`` (``inbatch`` only): (n_items + 1,)
+    log sampling probability of each item, see ``item_log_frequency``.
+    """
+    if kind not in LOSSES[1:]:
+        raise ConfigError(f"unknown sampled loss {kind!r}; choose one of {', '.join(LOSSES[1:])}")
+    if n_negatives < 1:
+        raise ConfigError(f"n_negatives must be >= 1, got {n_negatives}")
+    if kind == "uniform":
+        n_items = table.shape[0] - 1
+        neg = torch.randint(1, n_items + 1, (n_negatives,), generator=gen,
+                            device=gen.device if gen is not None else "cpu").to(targets.device)
+        pos_log_q = neg_log_q = -math.log(n_items)  # every draw is any item with probability 1/n_items
+    else:
+        if log_q is None:
+            raise ConfigError("the inbatch loss needs log_q, the items' log sampling probabilities "
+                              "(compress.losses.item_log_frequency(dataset))")
+        neg = inbatch_negatives(targets, n_negatives, gen)
+        log_q = log_q.to(h.device, h.dtype)
+        pos_log_q, neg_log_q = log_q[targets], log_q[neg]  # (M,), (K,)
+    pos = (h * table[targets]).sum(-1) - pos_log_q  # (M,)
+    negs = h @ table[neg].T - neg_log_q  # (M, K)
+    negs = negs.masked_fill(neg[None, :] == targets[:, None], float("-inf"))  # accidental hits
+    logits = torch.cat([pos[:, None], negs], 1)  # (M, 1 + K)
+    return F.cross_entropy(logits, torch.zeros_like(targets))
+
+
+def inbatch_negatives(targets: torch.Tensor, n_negatives: int, gen: Optional[torch.Generator] = None) -> torch.Tensor:
+    """The distinct items among ``targets``; when there are more than ``n_negatives``, the distinct
+    items of ``n_negatives`` positions drawn without replacement, so that an item is still picked
+    about in proportion to its count in the batch (the frequency ``log_q`` corrects for)."""
+    items = targets.unique()
+    if len(items) <= n_negatives:
+        return items
+    pick = torch.randperm(len(targets), generator=gen, device=gen.device if gen is not None else "cpu")
+    return targets[pick[:n_negatives].to(targets.device)].unique()
+
+
+def item_log_frequency(dataset: SequenceDataset) -> torch.Tensor:
+    """(n_items + 1,) float32 log Q for ``inbatch``: log of each item's share of the training
+    interactions, counts + 1 so that items never seen in training keep a finite value; index 0
+    (padding, never a target) is -inf.
+
+    ``dataset.item_popularity()`` is not used: it also counts each user's validation and test items,
+    which would leak the held-out targets into training.
+    """
+    lengths = np.diff(dataset.offsets)  # (U,)
+    position = np.arange(dataset.n_interactions) - np.repeat(dataset.offsets[:-1], lengths)  # (R,)
+    train = position < np.repeat(lengths, lengths) - 2  # every item but each user's last two
+    counts = np.bincount(dataset.items[train], minlength=dataset.n_items + 1)[1:] + 1.0  # (n_items,)
+    out = np.full(dataset.n_items + 1, -np.inf)
+    out[1:] = np.log(counts / counts.sum())
+    return torch.from_numpy(out).float()
+
+
+def training_loss(model: nn.Module, h: torch.Tensor, targets: torch.Tensor, kind: str = "full",
+                  n_negatives: int = 100, gen: Optional[torch.Generator] = None,
+                  log_q: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The training loss of ``kind`` over every position with a target; a drop-in for
+    ``next_item_loss(h, targets, model.score)``. h: (B, N, d); targets: (B, N), 0 = no target."""
+    if kind not in LOSSES:
+        raise ConfigError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
+    if kind == "full":
+        from compress.training import next_item_loss  # here, not at the top: training may import this module
+
+        return next_item_loss(h, targets, model.score)
+    real = targets > 0
+    return sampled_softmax_loss(h[real], targets[real], model.item_table(h.shape[-1]), kind, n_negatives, gen,
+                                log_q)  # h[real]: (M, d)
+
+
+class StepLoss:
+    """The training loss a loop calls once per step: ``kind`` with its negatives drawn from a generator
+    seeded by the step number, so a resumed run draws exactly the negatives an uninterrupted one would."""
+
+    def __init__(self, kind: str, n_negatives: int, seed: int, dataset: SequenceDataset) -> None:
+        if kind not in LOSSES:
+            raise ConfigError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
+        self.kind, self.n_negatives, self.seed = kind, n_negatives, seed
+        self.log_q = item_log_frequency(dataset) if kind == "inbatch" else None
+
+    def __call__(self, model: nn.Module, h: torch.Tensor, targets: torch.Tensor, step: int) -> torch.Tensor:
+        gen = None if self.kind == "full" else torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        log_q = None if self.log_q is None else self.log_q.to(h.device)
+        return training_loss(model, h, targets, self.kind, self.n_negatives, gen, log_q)

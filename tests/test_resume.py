@@ -1,0 +1,182 @@
+"""Checkpoint and resume: a run stopped at any step (a crash, SIGKILL, Ctrl-C) and resumed ends
+exactly as the uninterrupted run with the same seed; and the errors around resuming."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import compress
+from compress.checkpoint import Checkpointer, flatten, unflatten
+from compress.objectives import training_data
+from compress.progress import Reporter
+
+from clihelp import error_line, invoke
+
+TINY = Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml"
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAt(Reporter):
+    """Raises at training step ``at`` (counting from 1), like a process dying mid-epoch."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.steps = at, 0
+
+    def step(self, loss: float, n: int) -> None:
+        self.steps += 1
+        if self.steps == self.at:
+            raise Crash
+
+
+@pytest.fixture(scope="module")
+def data():
+    return compress.load_dataset()
+
+
+def fresh_model(data, backbone: str = "sasrec"):
+    torch.manual_seed(0)
+    arch = compress.ArchSpec(hidden=16, inner=32, heads=2, layers=2)
+    return compress.get_backbone(backbone)(arch, data.n_items, 20)
+
+
+def history_metrics(history):
+    return [(r["epoch"], round(r["loss"], 10), r["valid_ndcg@10"]) for r in history]
+
+
+def test_flatten_round_trips_optimizer_state():
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    tensors = {}
+    back = unflatten(json.loads(json.dumps(flatten(opt.state_dict(), "o", tensors))), tensors)
+    fresh = torch.optim.Adam(model.parameters())
+    fresh.load_state_dict(back)  # int keys and nested lists survive JSON
+    assert all(torch.equal(fresh.state_dict()["state"][0][k], opt.state_dict()["state"][0][k])
+               for k in ("exp_avg", "exp_avg_sq"))
+
+
+@pytest.mark.parametrize("backbone", ["sasrec", "bert4rec"])
+@pytest.mark.parametrize("every", [2, 0])  # mid-epoch checkpoints every 2 steps / only at epoch ends
+def test_fit_crashed_and_resumed_equals_uninterrupted(data, tmp_path, backbone, every):
+    cfg = compress.TrainConfig(epochs=3, batch_size=128, seed=1)
+    whole = fresh_model(data, backbone)
+    per_epoch = math.ceil(len(training_data(whole, data.train_sequences())[0]) / cfg.batch_size)
+    crash_step = 5 if every else per_epoch + 3  # the second epoch is lost and replayed from its start
+    expected = compress.fit(whole, data, cfg, torch.device("cpu"))
+    ckpt = Checkpointer(str(tmp_path / "run.partial"), every)
+    with pytest.raises(Crash):
+        compress.fit(fresh_model(data, backbone), data, cfg, torch.device("cpu"), CrashAt(crash_step), ckpt)
+    assert ckpt.exists()
+    resumed_model = fresh_model(data, backbone)
+    resumed = compress.fit(resumed_model, data, cfg, torch.device("cpu"), None, ckpt)
+    assert history_metrics(resumed.history) == history_metrics(expected.history)
+    assert all(torch.equal(a, b) for a, b in zip(resumed_model.state_dict().values(), whole.state_dict().values()))
+
+
+def test_search_crashed_and_resumed_equals_uninterrupted(data, tmp_path):
+    cfg = compress.SearchConfig(epochs=3, batch_size=128, seed=1)
+    space = compress.SearchSpace((0.0, 0.5), (0.0, 0.5))
+    expected = compress.search(compress.wrap(fresh_model(data), space=space), data, cfg, "cpu")
+    ckpt = Checkpointer(str(tmp_path / "search.partial"), every=3)
+    with pytest.raises(Crash):
+        compress.search(compress.wrap(fresh_model(data), space=space), data, cfg, "cpu", CrashAt(10), ckpt)
+    sn = compress.wrap(fresh_model(data), space=space)
+    resumed = compress.search(sn, data, cfg, "cpu", None, ckpt)
+    assert resumed.decision == expected.decision and resumed.best_epoch == expected.best_epoch
+    assert [(r["alpha"], r["beta"], r["valid_ndcg@10"]) for r in resumed.history] == \
+        [(r["alpha"], r["beta"], r["valid_ndcg@10"]) for r in expected.history]
+    assert all(torch.equal(a, b) for a, b in zip(sn.state_dict().values(), expected.supernet.state_dict().values()))
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def cli(*args) -> list:
+    return [sys.executable, "-m", "compress", *map(str, args)]
+
+
+def card(run: Path) -> dict:
+    c = json.loads((run / "search_card.json").read_text())
+    return {"decision": c["decision"]["arch"], "valid": [r["valid_ndcg@10"] for r in c["history"]],
+            "alpha": [r["alpha"] for r in c["history"]]}
+
+
+def test_search_killed_with_sigkill_resumes_to_the_same_decision(tmp_path, subprocess_env):
+    common = ("search", "--recipe", TINY, "--search-epochs", 4, "--stage", "search", "--json")
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(cli(*common, "--checkpoint-every", 3, "--out", run), env=subprocess_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(tmp_path / "killed.partial" / "checkpoint" / "state.json", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not run.exists()  # killed before the run could finish
+    resumed = subprocess.run(cli("search", "--resume", run, "--stage", "search", "--json"), env=subprocess_env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    straight = subprocess.run(cli(*common, "--out", tmp_path / "straight"), env=subprocess_env,
+                              capture_output=True, text=True, timeout=600)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    assert card(run) == card(tmp_path / "straight")
+    assert not (tmp_path / "killed.partial").exists()  # removed once the run is complete
+
+
+def test_ctrl_c_writes_a_checkpoint_and_exits_130(tmp_path, subprocess_env):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(cli("train", "--recipe", TINY, "--epochs", 30, "--patience", 30, "--checkpoint-every", 2,
+                                "--out", run), env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    wait_for(tmp_path / "run.partial" / "checkpoint" / "state.json", proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "--resume" in err and "Traceback" not in err
+    assert (tmp_path / "run.partial" / "checkpoint" / "state.json").exists() and not run.exists()
+
+
+def test_resume_errors_are_one_line(tmp_path):
+    assert "nothing to resume" in error_line(invoke("train", "--resume", tmp_path / "none"))
+    partial = tmp_path / "run.partial"
+    ckpt = Checkpointer(str(partial))
+    ckpt.meta = {"kind": "train", "settings": {}}
+    ckpt.save({"epoch": 1, "batch": 0})
+    assert "--resume" in error_line(invoke("train", "--recipe", TINY, "--out", tmp_path / "run"))
+    assert "drop" in error_line(invoke("train", "--resume", tmp_path / "run", "--epochs", 3))
+    assert "not a 'search' run" in error_line(invoke("search", "--resume", tmp_path / "run"))
+
+
+def test_retrain_resumes_through_the_api(tmp_path, artifacts):
+    import shutil
+
+    from compress.runs import retrain_run
+
+    run = tmp_path / "search"
+    shutil.copytree(artifacts["search"], run)
+    shutil.rmtree(run / "retrained")
+    expected = retrain_run(str(run), {"epochs": 3})
+    shutil.rmtree(run / "retrained")
+    with pytest.raises(Crash):
+        retrain_run(str(run), {"epochs": 3, "checkpoint_every": 2}, reporter=CrashAt(5))
+    with pytest.raises(compress.ConfigError, match="--resume"):
+        retrain_run(str(run), {"epochs": 3})
+    resumed = retrain_run(str(run), {}, resume=True)
+    assert resumed["metrics"] == {k: {**v, "eval_seconds": resumed["metrics"][k]["eval_seconds"]}
+                                  for k, v in expected["metrics"].items()}
+    assert os.path.exists(run / "retrained") and not os.path.exists(str(run / "retrained") + ".partial")
