@@ -198,23 +198,30 @@ def model_dir(path: str) -> str:
     return path
 
 
+def build_checked(model_cfg: Dict[str, Any], weights: str, prefix: str = "") -> nn.Module:
+    """``build_model`` after checking ``model_cfg`` against the header of ``weights`` (its tensors
+    under ``prefix``): a tampered size (n_items = 10**12, layers = 10**9) must be an error, not an
+    allocation or a hang."""
+    saved = {k[len(prefix):]: v for k, v in tensor_shapes(weights).items() if k.startswith(prefix)}
+    arch = model_cfg.get("arch") if isinstance(model_cfg, dict) else None
+    layers, gates = (arch.get("layers"), arch.get("gate_layers", 0)) if isinstance(arch, dict) else (None, None)
+    if isinstance(layers, int) and isinstance(gates, int) and layers * max(gates, 1) > len(saved):
+        # each layer (and each layer's gate MLP layer) holds at least one tensor; building a
+        # module per layer of a tampered depth would take hours
+        raise CheckpointError(f"config.json asks for {layers} layers with gates of depth {gates}, but {weights} "
+                              f"holds only {len(saved)} tensors; the directory is inconsistent")
+    meta = build_model(model_cfg, device="meta")
+    check_shapes({k: tuple(v.shape) for k, v in meta.state_dict().items()}, saved, weights)
+    return build_model(model_cfg)
+
+
 def load(path: str, device: str = "cpu") -> nn.Module:
     """Rebuild a model from ``config.json`` alone and load ``model.safetensors`` strictly. A MODEL_DIR's
     id mapping (``items.json``) is attached so ``model.recommend`` speaks raw item ids."""
     path = model_dir(path)
     cfg = read_json(os.path.join(path, CONFIG))
     weights = os.path.join(path, WEIGHTS)
-    # Check config.json against the weights' header before allocating anything: a tampered size
-    # (n_items = 10**12, layers = 10**9) must be an error, not an allocation or a hang.
-    saved = tensor_shapes(weights)
-    arch = cfg["model"].get("arch") if isinstance(cfg.get("model"), dict) else None
-    layers = arch.get("layers") if isinstance(arch, dict) else None
-    if isinstance(layers, int) and layers > len(saved):
-        raise CheckpointError(f"config.json says {layers} layers but {weights} holds {len(saved)} tensors; "
-                              "the model directory is inconsistent")
-    meta = build_model(cfg.get("model"), device="meta")
-    check_shapes({k: tuple(v.shape) for k, v in meta.state_dict().items()}, saved, weights)
-    model = build_model(cfg.get("model"))
+    model = build_checked(cfg.get("model"), weights)
     load_state(model, weights)
     items_file = os.path.join(path, ITEMS)
     if os.path.exists(items_file):

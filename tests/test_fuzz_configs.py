@@ -154,8 +154,9 @@ def test_well_typed_recipes_are_taken_as_written(recipe):
 
 YAML_TEXT = st.lists(st.sampled_from(["epochs", "hidden", "lr", "data", "coupled", "hidden_ratios", ": ", ":", "\n",
                                       "  ", "- ", "[", "]", "{", "}", ",", "&a ", "*a", "!!python/object ", "!!int ",
-                                      "'", '"', "#", "|", ">", "%YAML 1.1\n", "!!float ", "!!timestamp ", "!!binary ", "!!set ", "---\n", "...", "~", "1", "0.5", "x",
-                                      "\t", "@", "`", "\x00", "\ufeff", "é", "?"]),
+                                      "'", '"', "#", "|", ">", "%YAML 1.1\n", "!!float ", "!!timestamp ", "!!binary ",
+                                      "!!set ", "---\n", "...", "~", "1", "0.5", "x", "\t", "@", "`", "\x00", "\ufeff",
+                                      "é", "?"]),
                      max_size=40).map("".join)
 
 
@@ -388,6 +389,7 @@ def tamper_model(out: str, section: str, key: str, value: Any) -> None:
     ("model", "max_len", 10 ** 10),
     ("model", "n_items", 2 ** 70),
     ("arch", "layers", 10 ** 9),  # a billion layers: refused before building them
+    ("arch", "gate_layers", 10 ** 6),  # gate MLPs a million layers deep, likewise
     ("arch", "inner", 10 ** 11),
     ("arch", "hidden", 2 ** 40),
     ("model", "n_items", -5),

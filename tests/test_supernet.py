@@ -239,3 +239,14 @@ def test_wrap_refuses_a_model_no_adapter_knows():
         wrap(torch.nn.Linear(3, 3))
     with pytest.raises(ConfigError, match="unknown adapter"):
         wrap(SASRec(FULL, N_ITEMS, MAX_LEN), adapter="no-such-adapter")
+
+
+@pytest.mark.parametrize("key, value", [("n_items", 10 ** 12), ("max_len", 10 ** 9)])
+def test_a_tampered_supernet_config_is_refused_before_allocating(tmp_path, key, value):
+    sn = wrap(SASRec(FULL, N_ITEMS, MAX_LEN))
+    save_supernet(sn, str(tmp_path / "s"))
+    cfg = json.loads((tmp_path / "s" / "config.json").read_text())
+    cfg["model"][key] = value
+    (tmp_path / "s" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        load_supernet(str(tmp_path / "s"))

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from compress.adapters import Adapter, adapter_class, get_adapter
-from compress.artifacts import CONFIG, WEIGHTS, build_model, load_state, read_json, save_model
+from compress.artifacts import CONFIG, WEIGHTS, build_checked, load_state, read_json, save_model
 from compress.errors import CheckpointError
 from compress.nas.space import SearchSpace
 from compress.nas.supernet import Supernet
@@ -62,7 +62,7 @@ def load_supernet(directory: str, device: str = "cpu") -> Supernet:
     cfg = read_json(os.path.join(directory, CONFIG))
     if cfg.get("kind") != "supernet":
         raise CheckpointError(f"{directory} holds a {cfg.get('kind', 'unknown')!r} checkpoint, not a supernet")
-    backbone = build_model(cfg["model"])
+    backbone = build_checked(cfg.get("model"), os.path.join(directory, WEIGHTS), prefix="backbone.")
     adapter = adapter_class(cfg["supernet"]["adapter"]).from_dict(cfg["supernet"].get("adapter_config", {}))
     supernet = Supernet(backbone, adapter,
                         SearchSpace.from_dict(cfg["supernet"]["space"]))
