@@ -95,7 +95,7 @@ def print_trained(title: str, result: dict, json_out: bool) -> None:
 @app.command()
 @clean_errors
 def train(
-    backbone: Optional[str] = typer.Option(None, "--backbone", help="Registered backbone (sasrec)."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="Registered backbone: sasrec or bert4rec."),
     data: Optional[str] = DataOpt,
     data_dir: Optional[str] = DataDirOpt,
     format: Optional[str] = FormatOpt,
@@ -176,7 +176,7 @@ def evaluate(
 @app.command()
 @clean_errors
 def search(
-    backbone: Optional[str] = typer.Option(None, "--backbone", help="Registered backbone (sasrec)."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="Registered backbone: sasrec or bert4rec."),
     data: Optional[str] = DataOpt,
     data_dir: Optional[str] = DataDirOpt,
     format: Optional[str] = FormatOpt,
@@ -476,11 +476,12 @@ def inspect(
 
 @app.command("backbones")
 def backbones_cmd() -> None:
-    """List registered backbones."""
-    from compress.backbones import list_backbones
+    """List registered backbones, each with the first line of its description."""
+    from compress.backbones import get_backbone, list_backbones
 
     for name in list_backbones():
-        print(name)
+        doc = (get_backbone(name).__doc__ or "").strip().splitlines()
+        print(f"{name:<12} {doc[0] if doc else ''}".rstrip())
 
 
 def main() -> None:

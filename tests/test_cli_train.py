@@ -271,3 +271,11 @@ def test_train_with_a_sampled_loss_learns(tmp_path, loss):
 
 def test_train_with_an_unknown_loss_is_one_line(tmp_path):
     assert "unknown loss 'bogus'" in error_line(invoke("train", *TINY, "--loss", "bogus", "--out", tmp_path / "r"))
+
+
+def test_backbones_lists_every_registered_backbone_with_its_description():
+    result = invoke("backbones")
+    assert result.exit_code == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
+    assert {"sasrec", "bert4rec", "transformer"} <= set(lines)
+    assert "cloze" in lines["bert4rec"] and "Causal" in lines["sasrec"]

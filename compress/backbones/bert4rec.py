@@ -13,4 +13,5 @@ from compress.backbones.transformer import SequenceTransformer, Style
 
 @register_backbone("bert4rec")
 class BERT4Rec(SequenceTransformer):
+    """Bidirectional, post-LN, cloze-trained (Sun et al. 2019; RecBole defaults)."""
     default_style = Style(causal=False, objective="cloze")

@@ -14,4 +14,5 @@ from compress.backbones.transformer import SequenceTransformer, Style
 
 @register_backbone("sasrec")
 class SASRec(SequenceTransformer):
+    """Causal, post-LN, next-item (Kang & McAuley 2018; RecBole defaults)."""
     default_style = Style()

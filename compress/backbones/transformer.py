@@ -68,6 +68,7 @@ class Style:
 
 @register_backbone("transformer")
 class SequenceTransformer(Recommender, nn.Module):
+    """The generic sliceable transformer; what wrapped Hugging Face, RecBole and declared models become."""
     default_style = Style()
 
     def __init__(self, arch: ArchSpec, n_items: int, max_len: int, dropout: float = 0.2,
