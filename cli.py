@@ -57,6 +57,8 @@ CheckpointOpt = typer.Option(None, "--checkpoint-every", help="Also checkpoint e
 LossOpt = typer.Option(None, "--loss", help="full (softmax over every item), or sampled: uniform, inbatch "
                        "(logQ-corrected) for large catalogs.")
 NegativesOpt = typer.Option(None, "--negatives", help="Negatives per step of a sampled --loss (default 100).")
+PrecisionOpt = typer.Option(None, "--precision", help="fp32 (default), bf16 (CPU or CUDA) or fp16 (CUDA): "
+                            "autocast of the weight steps.")
 
 
 def resume_target(resume: Optional[str], out: Optional[str], recipe: Optional[str], flags: dict, set_: list):
@@ -123,6 +125,7 @@ def train(
     checkpoint_every: Optional[int] = CheckpointOpt,
     loss: Optional[str] = LossOpt,
     negatives: Optional[int] = NegativesOpt,
+    precision: Optional[str] = PrecisionOpt,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
     json_out: bool = typer.Option(False, "--json", help="Print the final metrics as one JSON object."),
 ) -> None:
@@ -135,7 +138,7 @@ def train(
                  item_col=item_col, time_col=time_col, sep=sep, epochs=epochs, batch_size=batch_size, lr=lr,
                  dropout=dropout, seq_len=seq_len, hidden=hidden, inner=inner, layers=layers, heads=heads,
                  attention=attention, patience=patience, seed=seed, device=device, checkpoint_every=checkpoint_every,
-                 loss=loss, negatives=negatives)
+                 loss=loss, negatives=negatives, precision=precision)
     opts = resolve_options(recipe, flags, set_)
     out = resume_target(resume, out, recipe, flags, set_)
     reporter = RichReporter(err_console)
@@ -205,6 +208,7 @@ def search(
     checkpoint_every: Optional[int] = CheckpointOpt,
     loss: Optional[str] = LossOpt,
     negatives: Optional[int] = NegativesOpt,
+    precision: Optional[str] = PrecisionOpt,
     init: Optional[str] = typer.Option(None, "--init", help="Warm start from a trained RUN_DIR or MODEL_DIR "
                                        "(its shape and weights; the searched design is injected)."),
     reorder: Optional[str] = typer.Option(None, "--reorder", help="Order channels by importance before the "
@@ -240,7 +244,8 @@ def search(
                  arch_batches=arch_batches, search_batch_size=batch_size, lr=lr, dropout=dropout, seq_len=seq_len,
                  hidden=hidden, inner=inner, layers=layers, heads=heads, attention=attention,
                  gate_layers=gate_layers, seed=seed, device=device, init=init, reorder=reorder,
-                 checkpoint_every=checkpoint_every, loss=loss, negatives=negatives)
+                 checkpoint_every=checkpoint_every, loss=loss, negatives=negatives,
+                 precision=precision)
     opts = resolve_options(recipe, flags, set_, command="search")
     out = resume_target(resume, out, recipe, flags, set_)
     if resume is not None and not os.path.exists(partial_dir(resume)) and \

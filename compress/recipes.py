@@ -23,7 +23,7 @@ DEFAULTS: Dict[str, Any] = {
     # training
     "epochs": 50, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.0, "patience": 10, "seed": 2024,
     "device": "auto", "k": 10, "max_minutes": None, "checkpoint_every": 0,
-    "loss": "full", "negatives": 100,
+    "loss": "full", "negatives": 100, "precision": "fp32",
     # search (DNS-Rec)
     "search_epochs": 10, "search_batch_size": 256, "tradeoff": 0.1, "max_flops": None, "arch_every": 1,
     "arch_lr": 1e-2, "selection": "gumbel", "arch_batches": "valid", "hidden_ratios": [0.0, 0.25, 0.5],

@@ -67,7 +67,7 @@ def arch_from_options(opts: Dict[str, Any]) -> ArchSpec:
 def train_config(opts: Dict[str, Any]) -> TrainConfig:
     return TrainConfig(opts["epochs"], opts["batch_size"], opts["lr"], opts["weight_decay"], opts["patience"],
                        opts["seed"], opts["k"], max_minutes=opts["max_minutes"], loss=opts["loss"],
-                       negatives=opts["negatives"])
+                       negatives=opts["negatives"], precision=opts["precision"])
 
 
 def test_metrics(model: torch.nn.Module, ds: SequenceDataset, k: int, seed: int, device) -> Dict[str, Dict]:
@@ -159,7 +159,8 @@ def search_config(opts: Dict[str, Any]) -> SearchConfig:
     return SearchConfig(opts["search_epochs"], opts["search_batch_size"], opts["lr"], opts["arch_lr"],
                         opts["arch_every"], opts["tradeoff"], opts["selection"], opts["arch_batches"],
                         opts["tau_start"], opts["tau_rate"], opts["tau_min"], opts["max_flops"], opts["patience"],
-                        opts["seed"], opts["k"], opts["search_max_minutes"], opts["loss"], opts["negatives"])
+                        opts["seed"], opts["k"], opts["search_max_minutes"], opts["loss"], opts["negatives"],
+                        opts["precision"])
 
 
 def search_space(opts: Dict[str, Any]) -> SearchSpace:

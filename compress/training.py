@@ -16,6 +16,7 @@ from compress.data.dataset import SequenceDataset
 from compress.errors import ConfigError, SearchError
 from compress.evaluation import evaluate
 from compress.losses import LOSSES, StepLoss
+from compress.precision import Precision, check_precision
 from compress.objectives import training_batch, training_data
 from compress.progress import NullReporter, Reporter
 
@@ -33,9 +34,11 @@ class TrainConfig:
     max_minutes: Optional[float] = None  # wall-clock budget: stop at the step that exceeds it, after validating
     loss: str = "full"  # full softmax over all items, or sampled: "uniform" / "inbatch" (compress.losses)
     negatives: int = 100  # negatives per step of a sampled loss
+    precision: str = "fp32"  # fp32, bf16 (CPU/CUDA) or fp16 (CUDA) autocast of the forward pass
 
     def __post_init__(self) -> None:
         check_loss(self.loss, self.negatives)
+        check_precision(self.precision)
         for name in ("epochs", "batch_size", "patience", "k", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -92,6 +95,7 @@ def fit(model: nn.Module, dataset: SequenceDataset, cfg: TrainConfig, device: to
         raise ConfigError("no training pairs: every user has fewer than 4 interactions")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step_loss = StepLoss(cfg.loss, cfg.negatives, cfg.seed, dataset)
+    amp = Precision(cfg.precision, torch.device(device))
     key = f"ndcg@{cfg.k}"
     best, best_epoch, best_state, history = -1.0, 0, None, []
     sums = {"loss": 0.0, "seen": 0, "step": 0}
@@ -99,6 +103,7 @@ def fit(model: nn.Module, dataset: SequenceDataset, cfg: TrainConfig, device: to
     if saved:
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
+        amp.scaler.load_state_dict(saved["scaler"])
         best, best_epoch, best_state, history, sums = (saved["best"], saved["best_epoch"], saved["best_state"],
                                                        saved["history"], saved["sums"])
     first_epoch, done = resume_point(saved)
@@ -110,6 +115,7 @@ def fit(model: nn.Module, dataset: SequenceDataset, cfg: TrainConfig, device: to
 
     def state(epoch: int, batch: int, stopped: bool = False) -> Dict:
         return {"epoch": epoch, "batch": batch, "stopped": stopped, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scaler": amp.scaler.state_dict(),
                 "best": best, "best_epoch": best_epoch, "best_state": best_state, "history": history,
                 "sums": sums, "rng": rng_state()}
 
@@ -127,12 +133,11 @@ def fit(model: nn.Module, dataset: SequenceDataset, cfg: TrainConfig, device: to
             if resume_rng is not None:
                 set_rng_state(resume_rng)  # dropout continues as it would have
                 resume_rng = None
-            loss = step_loss(model, model(items), tgt, sums["step"])
+            with amp.autocast():
+                loss = step_loss(model, model(items), tgt, sums["step"])
             if not torch.isfinite(loss):
                 raise SearchError(f"loss became {loss.item()} at epoch {epoch}; lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            amp.step(loss, opt)
             sums["loss"] += loss.item() * len(items)
             sums["seen"] += len(items)
             sums["step"] += 1

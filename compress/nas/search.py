@@ -33,6 +33,7 @@ from compress.nas.controllers import SELECTIONS, TemperatureSchedule
 from compress.nas.supernet import Supernet
 from compress.progress import NullReporter, Reporter
 from compress.losses import StepLoss
+from compress.precision import Precision, check_precision
 from compress.training import batches, check_loss, over_budget
 
 ARCH_BATCHES = ("valid", "train")
@@ -59,9 +60,11 @@ class SearchConfig:
     max_minutes: Optional[float] = None  # wall-clock budget: stop at the step that exceeds it, after validating
     loss: str = "full"  # the weight steps' loss: full softmax, or sampled "uniform" / "inbatch"
     negatives: int = 100
+    precision: str = "fp32"  # autocast of the weight steps: fp32, bf16 or fp16 (CUDA); α/β steps stay fp32
 
     def __post_init__(self) -> None:
         check_loss(self.loss, self.negatives)
+        check_precision(self.precision)
         if self.selection not in SELECTIONS:
             raise ConfigError(f"unknown selection {self.selection!r}; choose gumbel or softmax")
         if self.arch_batches not in ARCH_BATCHES:
@@ -181,6 +184,7 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
     a_opt = torch.optim.Adam(supernet.architecture_parameters(), lr=cfg.arch_lr)
     noise = torch.Generator().manual_seed(cfg.seed)
     step_loss = StepLoss(cfg.loss, cfg.negatives, cfg.seed, dataset)
+    amp = Precision(cfg.precision, device)
     arch_data = ValidBatches(dataset, supernet.max_len, cfg.batch_size, cfg.seed + 1)
     schedule, n_layers = cfg.schedule(), supernet.full.layers
     key = f"ndcg@{cfg.k}"
@@ -193,6 +197,7 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
         supernet.load_state_dict(saved["supernet"])
         w_opt.load_state_dict(saved["w_opt"])
         a_opt.load_state_dict(saved["a_opt"])
+        amp.scaler.load_state_dict(saved["scaler"])
         noise.set_state(saved["noise"])
         run, history, best_state = saved["run"], saved["history"], saved["best_state"]
         supernet.tau = schedule(max(run["step"] - 1, 0))
@@ -204,7 +209,7 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
 
     def state(epoch: int, batch: int) -> Dict:
         return {"epoch": epoch, "batch": batch, "supernet": supernet.state_dict(), "w_opt": w_opt.state_dict(),
-                "a_opt": a_opt.state_dict(), "noise": noise.get_state(), "run": run, "history": history,
+                "a_opt": a_opt.state_dict(), "scaler": amp.scaler.state_dict(), "noise": noise.get_state(), "run": run, "history": history,
                 "best_state": best_state, "rng": rng_state()}
 
     start = time.perf_counter()
@@ -226,13 +231,12 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
             tau = supernet.tau = schedule(step)
             p = supernet.alpha.sample(tau, cfg.selection, noise).detach()
             q = supernet.beta.sample(tau, cfg.selection, noise).detach()
-            ce = step_loss(supernet, supernet(items, p, q), tgt, step)
+            with amp.autocast():
+                ce = step_loss(supernet, supernet(items, p, q), tgt, step)
             if not torch.isfinite(ce):
                 raise SearchError(f"loss became {ce.item()} at step {step} (epoch {epoch}); lower --lr "
                                   f"(the checkpoint of epoch {run['best_epoch']} is kept)", best_state, history)
-            w_opt.zero_grad(set_to_none=True)
-            ce.backward()
-            w_opt.step()
+            amp.step(ce, w_opt)
             if step % cfg.arch_every == 0:
                 run["l_t"] = supernet.beta.choice() + 1
                 p = supernet.alpha.sample(tau, cfg.selection, noise)
