@@ -107,13 +107,20 @@ def training_loss(model: nn.Module, h: torch.Tensor, targets: torch.Tensor, kind
                                 log_q)  # h[real]: (M, d)
 
 
+def check_loss(kind: str, n_negatives: int) -> None:
+    """A loss name and negative count a training configuration may hold."""
+    if kind not in LOSSES:
+        raise ConfigError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
+    if n_negatives < 1:
+        raise ConfigError(f"negatives must be >= 1, got {n_negatives}")
+
+
 class StepLoss:
     """The training loss a loop calls once per step: ``kind`` with its negatives drawn from a generator
     seeded by the step number, so a resumed run draws exactly the negatives an uninterrupted one would."""
 
     def __init__(self, kind: str, n_negatives: int, seed: int, dataset: SequenceDataset) -> None:
-        if kind not in LOSSES:
-            raise ConfigError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
+        check_loss(kind, n_negatives)
         self.kind, self.n_negatives, self.seed = kind, n_negatives, seed
         self.log_q = item_log_frequency(dataset) if kind == "inbatch" else None
 

@@ -15,7 +15,7 @@ from compress.checkpoint import Checkpointer, resume_point, rng_state, set_rng_s
 from compress.data.dataset import SequenceDataset
 from compress.errors import ConfigError, SearchError
 from compress.evaluation import evaluate
-from compress.losses import LOSSES, StepLoss
+from compress.losses import StepLoss, check_loss
 from compress.precision import Precision, check_precision
 from compress.objectives import training_batch, training_data
 from compress.progress import NullReporter, Reporter
@@ -57,13 +57,6 @@ class TrainResult:
         return asdict(self)
 
 
-def check_loss(loss: str, negatives: int) -> None:
-    if loss not in LOSSES:
-        raise ConfigError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
-    if negatives < 1:
-        raise ConfigError(f"negatives must be >= 1, got {negatives}")
-
-
 def over_budget(start: float, max_minutes: Optional[float]) -> bool:
     return max_minutes is not None and time.perf_counter() - start > 60.0 * max_minutes
 
@@ -80,6 +73,17 @@ def batches(inputs: torch.Tensor, targets: torch.Tensor, batch_size: int,
     for lo in range(0, len(order), batch_size):
         idx = order[lo:lo + batch_size]
         yield inputs[idx], targets[idx]
+
+
+def epoch_batches(model, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, gen: torch.Generator,
+                  device, skip: int = 0) -> Iterator[Tuple[int, torch.Tensor, torch.Tensor]]:
+    """(index, items, targets) of an epoch's training batches on ``device``, from batch ``skip`` on.
+    Skipped batches are still drawn (cloze masking consumes ``gen``), so a resumed epoch sees exactly
+    the batches the uninterrupted one would have."""
+    for i, (items, tgt) in enumerate(batches(inputs, targets, batch_size, gen)):
+        items, tgt = training_batch(model, items, tgt, gen)
+        if i >= skip:
+            yield i, items.to(device), tgt.to(device)
 
 
 def fit(model: nn.Module, dataset: SequenceDataset, cfg: TrainConfig, device: torch.device,
@@ -106,18 +110,18 @@ def fit(model: nn.Module, dataset: SequenceDataset, cfg: TrainConfig, device: to
         amp.scaler.load_state_dict(saved["scaler"])
         best, best_epoch, best_state, history, sums = (saved["best"], saved["best_epoch"], saved["best_state"],
                                                        saved["history"], saved["sums"])
+        set_rng_state(saved["rng"])  # nothing draws from the global RNG before the next step: dropout continues
     first_epoch, done = resume_point(saved)
-    resume_rng = saved["rng"] if saved else None
     if saved and saved["stopped"]:
         first_epoch = cfg.epochs + 1  # the saved run had already stopped: only restore its best weights
     start = time.perf_counter()
     steps_per_epoch = math.ceil(len(inputs) / cfg.batch_size)
 
     def state(epoch: int, batch: int, stopped: bool = False) -> Dict:
-        return {"epoch": epoch, "batch": batch, "stopped": stopped, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scaler": amp.scaler.state_dict(),
-                "best": best, "best_epoch": best_epoch, "best_state": best_state, "history": history,
-                "sums": sums, "rng": rng_state()}
+        return {"epoch": epoch, "batch": batch, "stopped": stopped, "model": model.state_dict(),
+                "optimizer": opt.state_dict(), "scaler": amp.scaler.state_dict(), "best": best,
+                "best_epoch": best_epoch, "best_state": best_state, "history": history, "sums": sums,
+                "rng": rng_state()}
 
     for epoch in range(first_epoch, cfg.epochs + 1):
         model.train()
@@ -126,13 +130,7 @@ def fit(model: nn.Module, dataset: SequenceDataset, cfg: TrainConfig, device: to
         t0 = time.perf_counter()
         if not done:
             sums.update(loss=0.0, seen=0)
-        for i, (items, tgt) in enumerate(batches(inputs, targets, cfg.batch_size, gen)):
-            items, tgt = (t.to(device) for t in training_batch(model, items, tgt, gen))  # replayed when resuming
-            if i < done:
-                continue
-            if resume_rng is not None:
-                set_rng_state(resume_rng)  # dropout continues as it would have
-                resume_rng = None
+        for i, items, tgt in epoch_batches(model, inputs, targets, cfg.batch_size, gen, device, done):
             with amp.autocast():
                 loss = step_loss(model, model(items), tgt, sums["step"])
             if not torch.isfinite(loss):

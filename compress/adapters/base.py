@@ -75,6 +75,11 @@ class Adapter:
             t.copy_(source[name][tuple(slice(0, s) for s in t.shape)])
 
 
+def vanilla(arch: ArchSpec) -> bool:
+    """Whether a plain transformer class (HF, RecBole) can hold ``arch``: softmax attention, no gates."""
+    return arch.attention == "softmax" and arch.gate_layers == 0
+
+
 _ADAPTERS: Dict[str, Type[Adapter]] = {}
 
 

@@ -69,6 +69,13 @@ def read_mapping(mapping: Union[str, Dict[str, Any]]) -> Dict[str, Any]:
     return dict(mapping)
 
 
+def activation_from(table: Dict[str, str], value: Any, where: str) -> str:
+    """Our activation name for the user's ``value`` (e.g. HF's "gelu_new"), or an error naming the choices."""
+    if value not in table:
+        raise ConfigError(f"{where} {value!r} is not supported; use one of {', '.join(table)}")
+    return table[value]
+
+
 def find(root: nn.Module, path: str, where: str, role: str) -> nn.Module:
     """The submodule at dotted ``path`` under ``root``, or a ConfigError naming what was not found."""
     module = root

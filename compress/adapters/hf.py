@@ -18,8 +18,8 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
-from compress.adapters.base import register_adapter
-from compress.adapters.declared import DeclaredAdapter
+from compress.adapters.base import register_adapter, vanilla
+from compress.adapters.declared import DeclaredAdapter, activation_from
 from compress.backbones.transformer import SequenceTransformer
 from compress.errors import ConfigError
 
@@ -88,7 +88,7 @@ class HFAdapter(DeclaredAdapter):
         raise NotImplementedError
 
     def native(self, dense: SequenceTransformer, directory: str) -> Optional[str]:
-        if dense.arch.attention != "softmax" or dense.arch.gate_layers > 0 or self.hf_config is None:
+        if not vanilla(dense.arch) or self.hf_config is None:
             return None
         transformers = _transformers()
         cfg_cls = getattr(transformers, self.config_cls)
@@ -114,9 +114,6 @@ class HFBertAdapter(HFAdapter):
     def mapping_for(self, cfg) -> Dict[str, Any]:
         _check(cfg, {"position_embedding_type": "absolute", "is_decoder": False, "add_cross_attention": False},
                "BERT")
-        if cfg.hidden_act not in ACTIVATIONS:
-            raise ConfigError(f"BERT hidden_act {cfg.hidden_act!r} is not supported; use one of "
-                              f"{', '.join(ACTIVATIONS)}")
         return {"item_embedding": "embeddings.word_embeddings", "position_embedding": "embeddings.position_embeddings",
                 "embedding_norm": "embeddings.LayerNorm", "layers": "encoder.layer",
                 "attention": {"query": "attention.self.query", "key": "attention.self.key",
@@ -124,7 +121,8 @@ class HFBertAdapter(HFAdapter):
                 "ffn_in": "intermediate.dense", "ffn_out": "output.dense",
                 "attention_norm": "attention.output.LayerNorm", "ffn_norm": "output.LayerNorm",
                 "heads": cfg.num_attention_heads, "norm": "post", "causal": False,
-                "activation": ACTIVATIONS[cfg.hidden_act], "objective": "cloze", "dropout": cfg.hidden_dropout_prob}
+                "activation": activation_from(ACTIVATIONS, cfg.hidden_act, "BERT hidden_act"),
+                "objective": "cloze", "dropout": cfg.hidden_dropout_prob}
 
     @torch.no_grad()
     def convert(self, model: nn.Module) -> SequenceTransformer:
@@ -155,14 +153,12 @@ class HFGPT2Adapter(HFAdapter):
     def mapping_for(self, cfg) -> Dict[str, Any]:
         _check(cfg, {"scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
                      "reorder_and_upcast_attn": False, "add_cross_attention": False}, "GPT-2")
-        if cfg.activation_function not in ACTIVATIONS:
-            raise ConfigError(f"GPT-2 activation_function {cfg.activation_function!r} is not supported; use one of "
-                              f"{', '.join(ACTIVATIONS)}")
         return {"item_embedding": "wte", "position_embedding": "wpe", "layers": "h",
                 "attention": {"qkv": "attn.c_attn", "output": "attn.c_proj"}, "ffn_in": "mlp.c_fc",
                 "ffn_out": "mlp.c_proj", "attention_norm": "ln_1", "ffn_norm": "ln_2", "final_norm": "ln_f",
                 "heads": cfg.n_head, "norm": "pre", "causal": True,
-                "activation": ACTIVATIONS[cfg.activation_function], "objective": "next", "dropout": cfg.resid_pdrop}
+                "activation": activation_from(ACTIVATIONS, cfg.activation_function, "GPT-2 activation_function"),
+                "objective": "next", "dropout": cfg.resid_pdrop}
 
     def sizes(self, dense: SequenceTransformer) -> Dict[str, int]:
         a = dense.arch

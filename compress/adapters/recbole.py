@@ -16,8 +16,8 @@ import yaml
 from safetensors.torch import save_file
 from torch import nn
 
-from compress.adapters.base import register_adapter
-from compress.adapters.declared import DeclaredAdapter
+from compress.adapters.base import register_adapter, vanilla
+from compress.adapters.declared import DeclaredAdapter, activation_from
 from compress.backbones.transformer import SequenceTransformer
 from compress.errors import ConfigError
 
@@ -61,8 +61,7 @@ class RecBoleSASRecAdapter(DeclaredAdapter):
     def convert(self, model: nn.Module) -> SequenceTransformer:
         if not self.matches(model):
             raise ConfigError(f"{type(model).__name__} is not a RecBole SASRec (no trm_encoder)")
-        if model.hidden_act not in ACTIVATIONS:
-            raise ConfigError(f"RecBole hidden_act {model.hidden_act!r} is not supported; use gelu or relu")
+        activation = activation_from(ACTIVATIONS, model.hidden_act, "RecBole hidden_act")
         self.recbole_config = {"hidden_size": model.hidden_size, "inner_size": model.inner_size,
                                "n_layers": model.n_layers, "n_heads": model.n_heads,
                                "hidden_dropout_prob": model.hidden_dropout_prob,
@@ -75,12 +74,12 @@ class RecBoleSASRecAdapter(DeclaredAdapter):
                         "ffn_in": "feed_forward.dense_1", "ffn_out": "feed_forward.dense_2",
                         "attention_norm": "multi_head_attention.LayerNorm", "ffn_norm": "feed_forward.LayerNorm",
                         "heads": model.n_heads, "norm": "post", "causal": True,
-                        "activation": ACTIVATIONS[model.hidden_act], "objective": "next",
+                        "activation": activation, "objective": "next",
                         "dropout": model.hidden_dropout_prob}
         return super().convert(model)
 
     def native(self, dense: SequenceTransformer, directory: str) -> Optional[str]:
-        if dense.arch.attention != "softmax" or dense.arch.gate_layers > 0:
+        if not vanilla(dense.arch):
             return None
         a = dense.arch
         config = {**(self.recbole_config or {}), "hidden_size": a.hidden, "inner_size": a.inner,

@@ -28,13 +28,13 @@ from compress.checkpoint import Checkpointer, resume_point, rng_state, set_rng_s
 from compress.data.dataset import SequenceDataset
 from compress.errors import ConfigError, SearchError
 from compress.evaluation import evaluate
-from compress.objectives import training_batch, training_data
+from compress.objectives import training_data
 from compress.nas.controllers import SELECTIONS, TemperatureSchedule
 from compress.nas.supernet import Supernet
 from compress.progress import NullReporter, Reporter
-from compress.losses import StepLoss
+from compress.losses import StepLoss, check_loss
 from compress.precision import Precision, check_precision
-from compress.training import batches, check_loss, over_budget
+from compress.training import epoch_batches, over_budget
 
 ARCH_BATCHES = ("valid", "train")
 
@@ -201,16 +201,16 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
         noise.set_state(saved["noise"])
         run, history, best_state = saved["run"], saved["history"], saved["best_state"]
         supernet.tau = schedule(max(run["step"] - 1, 0))
+        set_rng_state(saved["rng"])  # nothing draws from the global RNG before the next step
     first_epoch, done = resume_point(saved)
     if run["stopped"]:
         first_epoch = cfg.epochs + 1
-    resume_rng = saved["rng"] if saved else None
     sums = run["sums"]
 
     def state(epoch: int, batch: int) -> Dict:
         return {"epoch": epoch, "batch": batch, "supernet": supernet.state_dict(), "w_opt": w_opt.state_dict(),
-                "a_opt": a_opt.state_dict(), "scaler": amp.scaler.state_dict(), "noise": noise.get_state(), "run": run, "history": history,
-                "best_state": best_state, "rng": rng_state()}
+                "a_opt": a_opt.state_dict(), "scaler": amp.scaler.state_dict(), "noise": noise.get_state(),
+                "run": run, "history": history, "best_state": best_state, "rng": rng_state()}
 
     start = time.perf_counter()
     for epoch in range(first_epoch, cfg.epochs + 1):
@@ -220,13 +220,7 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
         if not done:
             sums.update(ce=0.0, penalty=0.0, seen=0, arch_steps=0)
         gen = torch.Generator().manual_seed(cfg.seed + epoch)
-        for i, (items, tgt) in enumerate(batches(inputs, targets, cfg.batch_size, gen)):
-            items, tgt = (t.to(device) for t in training_batch(supernet, items, tgt, gen))  # replayed when resuming
-            if i < done:
-                continue
-            if resume_rng is not None:
-                set_rng_state(resume_rng)
-                resume_rng = None
+        for i, items, tgt in epoch_batches(supernet, inputs, targets, cfg.batch_size, gen, device, done):
             step = run["step"]
             tau = supernet.tau = schedule(step)
             p = supernet.alpha.sample(tau, cfg.selection, noise).detach()
