@@ -1,0 +1,82 @@
+"""The benchmark suite: run the cells of a preset of benchmarks/suite.yaml, resumably, then report.
+
+    python benchmarks/suite.py run --preset smoke                 # embedded sample, minutes
+    python benchmarks/suite.py run --preset cpu                   # hours on a 2-core CPU
+    COMPRESS_DATA_DIR=../shared/data python benchmarks/suite.py run --preset paper --device cuda
+    python benchmarks/suite.py report --preset smoke              # tables + plots from results.jsonl
+
+`run` appends one JSON line per finished cell to OUT/results.jsonl (default OUT:
+benchmarks/results/suite_<preset>) and keeps each cell's run directory in OUT_runs/; run it again
+(after a crash, or with more seeds or variants) and finished cells are skipped. `--variants`,
+`--seeds` and `--datasets` narrow the preset. `report` writes OUT/report.md and its PNGs from the
+results file alone. Bad input ends in a one-line `error: ...` and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from compress.errors import CompressError, ConfigError  # noqa: E402
+from compress.perf import tune_allocator  # noqa: E402
+from compress.suite import load_plan, run_plan, write_report  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = "results.jsonl"
+
+
+def _list(text: Optional[str], cast=str) -> Optional[List]:
+    if text is None:
+        return None
+    try:
+        return [cast(part.strip()) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"cannot read {text!r} as a comma-separated list of {cast.__name__}s") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    for name in ("run", "report"):
+        p = sub.add_parser(name)
+        p.add_argument("--preset", default="smoke", help="smoke, cpu or paper (see --suite)")
+        p.add_argument("--suite", default=os.path.join(HERE, "suite.yaml"), help="the experiment list (YAML)")
+        p.add_argument("--out", default=None, help="default: benchmarks/results/suite_<preset>")
+    run = sub.choices["run"]
+    run.add_argument("--runs", default=None, help="run directories (default: OUT_runs)")
+    run.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    run.add_argument("--variants", default=None, help="comma-separated subset (what they build on is added)")
+    run.add_argument("--seeds", default=None, help="comma-separated seeds instead of the preset's")
+    run.add_argument("--datasets", default=None, help="comma-separated subset of the preset's datasets")
+    run.add_argument("--no-report", action="store_true", help="skip writing the report after the run")
+    return ap
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    out = args.out or os.path.join(HERE, "results", f"suite_{args.preset}")
+    results = os.path.join(out, RESULTS)
+    try:
+        if args.command == "report":
+            load_plan(args.suite, args.preset)  # an unknown preset or a broken suite file is an error here too
+        else:
+            tune_allocator()
+            plan = load_plan(args.suite, args.preset, _list(args.variants), _list(args.seeds, int),
+                             _list(args.datasets))
+            counts = run_plan(plan, results, args.runs or out.rstrip("/") + "_runs", args.device,
+                              log=lambda line: print(line, flush=True))
+            print(f"{counts['run']} cells run, {counts['skipped']} already done; results in {results}")
+            if args.no_report:
+                return 0
+        files = write_report(results, out)
+        print(f"report: {files['report']}, plots: {', '.join(files['plots'])}")
+    except CompressError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Structured pruning of a trained dense model with Torch-Pruning, to a FLOPs target.
+
+This is the classic baseline DNS-Rec is compared with: take the trained dense model, remove the
+least important channels with one uniform ratio in every layer (depth is kept), then fine-tune.
+
+Torch-Pruning's ``DependencyGraph`` cannot trace ``SequenceTransformer`` itself: its layers call
+``F.linear`` on slices of their weights (that is what makes width search and exact slicing
+possible), so the graph sees no module calls and finds nothing to prune. We therefore hand
+Torch-Pruning a plain mirror with the same parameter names that calls its ``nn.Linear``,
+``nn.LayerNorm`` and ``nn.Embedding`` modules directly (and scores with the tied item embedding),
+let ``tp.pruner.MetaPruner`` with ``GroupMagnitudeImportance(p=2)`` prune it (residual channels,
+per-head dimensions and FFN channels, coupled as its graph finds them), and load the pruned
+tensors into a rebuilt ``SequenceTransformer`` of the pruned shape, strictly, by name.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import List, Tuple
+
+import torch
+from torch import nn
+
+from compress.arch import ArchSpec
+from compress.errors import ConfigError
+from compress.flops import analytic_flops
+from compress.nn.attention import softmax_attention
+from compress.nn.block import ACTIVATIONS
+
+ROUND_TO = 8
+
+
+def _torch_pruning():
+    try:
+        import torch_pruning as tp
+    except ImportError:
+        raise ConfigError("the Torch-Pruning baseline needs torch-pruning: pip install torch-pruning") from None
+    return tp
+
+
+class _PlainAttention(nn.Module):
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.query, self.key, self.value, self.out = (nn.Linear(hidden, hidden) for _ in range(4))
+
+
+class _PlainLayer(nn.Module):
+    """A post-LN transformer layer calling its modules directly, so Torch-Pruning can trace it."""
+
+    def __init__(self, arch: ArchSpec, eps: float, causal: bool, activation: str) -> None:
+        super().__init__()
+        self.heads, self.causal, self.act = arch.heads, causal, ACTIVATIONS[activation]
+        self.attention = _PlainAttention(arch.hidden)
+        self.attn_norm = nn.LayerNorm(arch.hidden, eps=eps)
+        self.ffn_in = nn.Linear(arch.hidden, arch.inner)
+        self.ffn_out = nn.Linear(arch.inner, arch.hidden)
+        self.ffn_norm = nn.LayerNorm(arch.hidden, eps=eps)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        a = self.attention
+        q, k, v = (m(x).view(b, n, self.heads, -1).transpose(1, 2) for m in (a.query, a.key, a.value))  # (B, H, N, dh)
+        y = softmax_attention(q, k, v, valid, self.causal, 0.0).transpose(1, 2).reshape(b, n, -1)  # (B, N, d)
+        h = self.attn_norm(x + a.out(y))
+        return self.ffn_norm(h + self.ffn_out(self.act(self.ffn_in(h))))
+
+
+class _PlainMirror(nn.Module):
+    """The same computation as a softmax, gate-free, post-LN ``SequenceTransformer`` (eval mode),
+    with the same parameter names."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        arch, style = model.arch, model.style
+        if arch.attention != "softmax" or arch.gate_layers or style.norm != "post" or style.final_norm \
+                or not style.embedding_norm:
+            raise ConfigError("Torch-Pruning baseline: prune a dense post-LN model with softmax attention and "
+                              f"no gates (SASRec, BERT4Rec); got {arch.attention} attention, "
+                              f"{arch.gate_layers} gate layers, {style.norm}-LN")
+        self.item_embedding = nn.Embedding(*model.item_embedding.weight.shape, padding_idx=0)
+        self.position_embedding = nn.Embedding(*model.position_embedding.weight.shape)
+        self.emb_norm = nn.LayerNorm(arch.hidden, eps=model.layer_norm_eps)
+        self.layers = nn.ModuleList(_PlainLayer(arch, model.layer_norm_eps, style.causal, style.activation)
+                                    for _ in range(arch.layers))
+        self.load_state_dict(model.state_dict(), strict=True)
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        """items (B, N) -> hidden states (B, N, d)."""
+        pos = torch.arange(items.shape[1], device=items.device)
+        x = self.emb_norm(self.item_embedding(items) + self.position_embedding(pos))
+        valid = items > 0
+        for layer in self.layers:
+            x = layer(x, valid)
+        return x
+
+    def scores(self, items: torch.Tensor) -> torch.Tensor:
+        """Last-position logits through the tied item embedding, so the graph couples the head too."""
+        return self(items)[:, -1] @ self.item_embedding.weight.T
+
+
+def _ratio(model: nn.Module, hidden: int) -> float:
+    """The uniform ratio at which Torch-Pruning keeps exactly ``hidden`` residual channels, ``hidden /
+    heads`` dims per head and ``inner · hidden / d`` FFN channels: it keeps ``int(n · (1 − ratio))``
+    of n channels, so the kept share is nudged up by a hair that truncation then removes."""
+    return 1.0 - (hidden + 1e-6) / model.arch.hidden
+
+
+def pruned_arch(model: nn.Module, hidden: int) -> ArchSpec:
+    """The shape Torch-Pruning gives ``model`` at the uniform ratio that keeps ``hidden`` channels."""
+    inner = int(model.arch.inner * (1.0 - _ratio(model, hidden)))
+    return replace(model.arch, hidden=hidden, inner=max(inner, 1))
+
+
+def hidden_choices(model: nn.Module) -> List[int]:
+    """Kept residual widths a uniform ratio may give: multiples of 8 (and of the head count, so every
+    head keeps as many dims), smallest first."""
+    step = math.lcm(ROUND_TO, model.arch.heads)
+    return list(range(step, model.arch.hidden + 1, step))
+
+
+def tp_prune(model: nn.Module, hidden: int) -> nn.Module:
+    """A copy of ``model`` pruned by Torch-Pruning at the uniform ratio that keeps ``hidden`` residual
+    channels: magnitude group importance (p=2), the same ratio for residual channels, per-head
+    dimensions and FFN channels, depth and head count kept. ``model`` itself is not modified."""
+    tp = _torch_pruning()
+    if hidden not in hidden_choices(model):
+        raise ConfigError(f"cannot keep {hidden} hidden channels of {model.arch.hidden}; "
+                          f"choose one of {hidden_choices(model)}")
+    device = next(model.parameters()).device
+    mirror = _PlainMirror(model).to(device).eval()
+    qkv = {getattr(layer.attention, name): model.arch.heads for layer in mirror.layers
+           for name in ("query", "key", "value")}
+    example = torch.randint(1, model.n_items + 1, (2, model.max_len), device=device)
+    ratio = _ratio(model, hidden)
+    if ratio > 0:
+        tp.pruner.MetaPruner(mirror, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                             pruning_ratio=ratio, num_heads=qkv, forward_fn=lambda m, x: m.scores(x)).step()
+    arch = pruned_arch(model, hidden)
+    got = {(layer.attention.query.out_features, layer.ffn_in.out_features) for layer in mirror.layers}
+    if mirror.emb_norm.normalized_shape[0] != arch.hidden or got != {(arch.hidden, arch.inner)}:
+        raise ConfigError(f"Torch-Pruning kept {mirror.emb_norm.normalized_shape[0]} hidden channels and "
+                          f"(attention, FFN) widths {sorted(got)}, not {arch.hidden} / {arch.inner}; "
+                          "this torch-pruning version counts channels differently")
+    pruned = model.rebuilt(arch).to(device)
+    pruned.load_state_dict(mirror.state_dict(), strict=True)
+    return pruned
+
+
+def prune_to_flops(model: nn.Module, target_flops: float) -> Tuple[nn.Module, float]:
+    """(pruned copy, ratio): the smallest uniform ratio whose pruned model's analytic FLOPs
+    (``compress.flops``) are at most ``target_flops``, found by bisection over the kept widths."""
+    def fits(hidden: int) -> bool:
+        arch = pruned_arch(model, hidden)
+        return analytic_flops(arch, model.max_len, model.n_items, model.causal)["total"] <= target_flops
+
+    choices = hidden_choices(model)
+    if not fits(choices[0]):
+        raise ConfigError(f"cannot prune to {target_flops:,.0f} FLOPs: even {choices[0]} hidden channels cost more")
+    low, high = 0, len(choices) - 1  # choices[low] fits; find the widest that does
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if fits(choices[mid]) else (low, mid - 1)
+    return tp_prune(model, choices[low]), max(0.0, _ratio(model, choices[low]))

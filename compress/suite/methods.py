@@ -1,0 +1,99 @@
+"""The methods a suite cell can run, each through the library's own jobs (``compress.runs``).
+
+- ``dense``: train a backbone as configured (SASRec, SASRec + linear attention, BERT4Rec, ...).
+- ``dnsrec``: DNS-Rec search, then retraining of the decision (weights transferred, or
+  ``from_scratch``).
+- ``uniform``: uniform shrinking, the dense design of the variant's options trained from scratch at
+  the widths and depth the ``reference`` DNS-Rec cell decided.
+- ``prune``: structured pruning of the trained ``base`` dense model with Torch-Pruning
+  (``compress.pruning``) to the analytic FLOPs of the ``reference`` cell's model, then fine-tuning.
+
+Each returns the trained model (for cost measurement) and its valid/test metrics. Interrupted
+training resumes from its checkpoint in the cell's run directory.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Dict
+
+import torch
+
+from compress.artifacts import RETRAINED, atomic_dir, load, read_json, resolve_device
+from compress.checkpoint import partial_dir
+from compress.pruning import prune_to_flops
+from compress.runs import (dataset_from_options, recorded_data, retrain_run, search_run, test_metrics, train_config,
+                           train_run, versions, write_trained)
+from compress.suite.spec import Cell
+from compress.training import fit
+
+
+@dataclass
+class Outcome:
+    model: torch.nn.Module
+    metrics: Dict[str, Dict[str, float]]  # "valid/full", "valid/pop100", "test/full", "test/pop100"
+    seconds: Dict[str, float]  # per stage: train, or search and retrain
+    info: Dict[str, Any]
+
+
+Deps = Dict[str, Dict[str, Any]]  # role -> the record of the cell built on, plus its "path"
+
+
+def _interrupted(out: str) -> bool:
+    return os.path.isdir(partial_dir(out))
+
+
+def _train(opts: Dict[str, Any], out: str) -> Outcome:
+    res = train_run(opts, out, overwrite=True, resume=_interrupted(out))
+    return Outcome(load(res["out"], opts["device"]), res["metrics"], {"train": res["seconds"]},
+                   {"best_epoch": res["best_epoch"]})
+
+
+def dense(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:
+    return _train(opts, out)
+
+
+def dnsrec(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:
+    card_path = os.path.join(out, "search_card.json")
+    if _interrupted(out) or not os.path.exists(card_path) or "failed" in read_json(card_path):
+        search_run(opts, out, overwrite=True, resume=_interrupted(out))
+    card = read_json(card_path)
+    retrained = os.path.join(out, RETRAINED)
+    res = retrain_run(out, {"device": opts["device"]}, from_scratch=cell.variant.from_scratch, overwrite=True,
+                      resume=_interrupted(retrained))
+    return Outcome(load(res["out"], opts["device"]), res["metrics"],
+                   {"search": card["seconds"], "retrain": res["seconds"]},
+                   {"decision": card["decision"], "search_best_epoch": card["best_epoch"],
+                    "slice_max_abs_diff": card["slice_max_abs_diff"], "best_epoch": res["best_epoch"],
+                    "from_scratch": res["from_scratch"]})
+
+
+def uniform(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:
+    arch = deps["reference"]["arch"]
+    shape = {k: arch[k] for k in ("hidden", "inner", "heads", "layers")}
+    outcome = _train({**opts, **shape}, out)
+    outcome.info["shape_of"] = deps["reference"]["key"]
+    return outcome
+
+
+def prune(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:
+    device = resolve_device(opts["device"])
+    base = load(deps["base"]["path"], str(device))
+    target = deps["reference"]["cost"]["flops_analytic"]
+    model, ratio = prune_to_flops(base, target)
+    ds = dataset_from_options(opts)
+    before = test_metrics(model, ds, opts["k"], opts["seed"], device)
+    result = fit(model, ds, train_config(opts), device)
+    metrics = test_metrics(model, ds, opts["k"], opts["seed"], device)
+    info = {"ratio": ratio, "target_flops": target, "pruned_from": deps["base"]["key"],
+            "flops_of": deps["reference"]["key"], "before_finetune": before, "best_epoch": result.best_epoch,
+            "criterion": "Torch-Pruning MetaPruner, GroupMagnitudeImportance(p=2), uniform ratio, depth kept"}
+    with atomic_dir(out, overwrite=True) as tmp:
+        write_trained(tmp, model, result, metrics, {"kind": "train", "data": recorded_data(opts),
+                                                     "dataset": ds.stats(), "options": opts, "pruning": info,
+                                                     "versions": versions()})
+    return Outcome(model.eval(), metrics, {"train": result.seconds}, info)
+
+
+METHOD_FUNCTIONS: Dict[str, Callable[[Cell, Dict[str, Any], str, Deps], Outcome]] = {
+    "dense": dense, "dnsrec": dnsrec, "uniform": uniform, "prune": prune}

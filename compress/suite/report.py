@@ -1,0 +1,213 @@
+"""The suite's report, from the results file alone: Markdown tables and PNG plots.
+
+- Table 1 of the paper: users, items, interactions, average length and density per dataset.
+- Per dataset: every variant's test metrics (full and pop100) as mean ± std over seeds, cost
+  (FLOPs, params, latency, peak memory, wall time), and the two-sided paired t-test p-value of
+  test NDCG@10 (full) against the baseline variant (dense SASRec), paired by seed, when at least
+  ``MIN_SEEDS`` seeds of both are present.
+- Plots per dataset: accuracy vs FLOPs with the Pareto front, and the λ sweep (FLOPs and NDCG of
+  DNS-Rec cells whose options differ only in the trade-off λ).
+"""
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from typing import Any, Dict, List, Optional, Tuple
+
+from compress.errors import ConfigError
+from compress.plots import _pyplot
+from compress.suite.results import read_results
+from compress.suite.stats import mean_std, paired_t_test
+
+MIN_SEEDS = 3
+METRIC = "ndcg@10"
+BASELINE = "sasrec"
+Records = List[Dict[str, Any]]
+
+
+def _by(records: Records, field: str) -> Dict[Any, Records]:
+    out: Dict[Any, Records] = defaultdict(list)
+    for r in records:
+        out[r[field]].append(r)
+    return dict(out)
+
+
+def _fmt(values: List[float], digits: int = 4) -> str:
+    mean, std = mean_std(values)
+    spec = f",.{digits}f" if digits == 0 else f".{digits}f"  # thousands separators for counts
+    return f"{mean:{spec}}" if len(values) < 2 else f"{mean:{spec}} ± {std:{spec}}"
+
+
+def _test(r: Dict[str, Any], protocol: str, metric: str = METRIC) -> float:
+    return r["metrics"][f"test/{protocol}"][metric]
+
+
+def _arch(r: Dict[str, Any]) -> str:
+    a = r["arch"]
+    return f"{a['hidden']}/{a['inner']} x {a['layers']}, {a['attention']}, L_d={a['gate_layers']}"
+
+
+def _p_value(rows: Records, base: Optional[Records]) -> str:
+    if not base:
+        return "n/a"
+    mine, theirs = {r["seed"]: _test(r, "full") for r in rows}, {r["seed"]: _test(r, "full") for r in base}
+    seeds = sorted(set(mine) & set(theirs))
+    if rows is base or len(seeds) < MIN_SEEDS:
+        return "—" if rows is base else f"n/a ({len(seeds)} paired seeds)"
+    return f"{paired_t_test([mine[s] for s in seeds], [theirs[s] for s in seeds]):.3g}"
+
+
+def dataset_table(records: Records) -> str:
+    lines = ["| dataset | users | items | interactions | avg. length | density |", "|---|---:|---:|---:|---:|---:|"]
+    for name, rows in _by(records, "dataset").items():
+        s = rows[0]["dataset_stats"]
+        lines.append(f"| {name} | {s['users']:,} | {s['items']:,} | {s['interactions']:,} | {s['avg_len']:.2f} | "
+                     f"{100 * s['density']:.4f}% |")
+    return "\n".join(lines)
+
+
+def accuracy_table(rows_by_variant: Dict[str, Records]) -> str:
+    base = rows_by_variant.get(BASELINE)
+    lines = ["| method | arch (d/D x L, attention, gates) | seeds | NDCG@10 full | Recall@10 full | NDCG@10 pop100 | "
+             f"Recall@10 pop100 | p vs {BASELINE} (paired t, NDCG@10 full) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for name, rows in rows_by_variant.items():
+        archs = sorted({_arch(r) for r in rows})
+        lines.append(f"| {rows[0]['label']} | {'; '.join(archs)} | {len(rows)} | "
+                     f"{_fmt([_test(r, 'full') for r in rows])} | {_fmt([_test(r, 'full', 'recall@10') for r in rows])} | "
+                     f"{_fmt([_test(r, 'pop100') for r in rows])} | "
+                     f"{_fmt([_test(r, 'pop100', 'recall@10') for r in rows])} | {_p_value(rows, base)} |")
+    return "\n".join(lines)
+
+
+def cost_table(rows_by_variant: Dict[str, Records], batches: List[int]) -> str:
+    head = " | ".join(f"latency b={b} (ms) | peak memory b={b} (MB)" for b in batches)
+    lines = [f"| method | FLOPs analytic | FLOPs measured | params | {head} | search (s) | train / retrain (s) | "
+             "wall (s) |", "|---|" + "---:|" * (6 + 2 * len(batches))]
+    for rows in rows_by_variant.values():
+        def col(key: str, digits: int = 1) -> str:
+            values = [r["cost"][key] for r in rows if key in r["cost"]]
+            return _fmt(values, digits) if values else "n/a"
+
+        per_batch = " | ".join(f"{col(f'latency_ms@{b}', 2)} | {col(f'peak_memory_MB@{b}')}" for b in batches)
+        search = [r["seconds"]["search"] for r in rows if "search" in r["seconds"]]
+        train = [r["seconds"].get("retrain", r["seconds"].get("train", 0.0)) for r in rows]
+        lines.append(f"| {rows[0]['label']} | {col('flops_analytic', 0)} | {col('flops_measured', 0)} | "
+                     f"{col('params', 0)} | {per_batch} | {_fmt(search, 1) if search else '—'} | {_fmt(train, 1)} | "
+                     f"{_fmt([r['wall_s'] for r in rows], 1)} |")
+    return "\n".join(lines)
+
+
+def _means(rows_by_variant: Dict[str, Records]) -> List[Tuple[str, float, float, float]]:
+    """(label, mean analytic FLOPs, mean test NDCG@10 full, its std) per variant."""
+    out = []
+    for rows in rows_by_variant.values():
+        mean, std = mean_std([_test(r, "full") for r in rows])
+        out.append((rows[0]["label"], mean_std([r["cost"]["flops_analytic"] for r in rows])[0], mean, std))
+    return out
+
+
+def pareto(points: List[Tuple[str, float, float, float]]) -> List[Tuple[str, float, float, float]]:
+    """The points no other point beats on both fewer FLOPs and higher accuracy, by FLOPs."""
+    front, best = [], float("-inf")
+    for p in sorted(points, key=lambda p: (p[1], -p[2])):
+        if p[2] > best:
+            front.append(p)
+            best = p[2]
+    return front
+
+
+def _save(fig, path: str) -> str:
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
+    return path
+
+
+def plot_pareto(dataset: str, rows_by_variant: Dict[str, Records], path: str) -> str:
+    plt = _pyplot()
+    points = _means(rows_by_variant)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, flops, mean, std in points:
+        ax.errorbar(flops, mean, yerr=std, fmt="o", capsize=3)
+        ax.annotate(label, (flops, mean), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    front = pareto(points)
+    ax.plot([p[1] for p in front], [p[2] for p in front], "--", color="gray", label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel("FLOPs per history (analytic, 2 x multiply-adds)")
+    ax.set_ylabel("test NDCG@10 (full ranking)")
+    ax.set_title(f"{dataset}: accuracy vs FLOPs (mean ± std over seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def lambda_sweep(records: Records) -> Records:
+    """DNS-Rec cells (weights transferred) whose options differ only in λ: the largest such group."""
+    groups: Dict[str, Records] = defaultdict(list)
+    for r in records:
+        if r["method"] == "dnsrec" and not r["from_scratch"]:
+            rest = {k: v for k, v in r["options"].items() if k not in ("tradeoff", "seed")}
+            groups[repr(sorted(rest.items()))].append(r)
+    best = max(groups.values(), key=lambda g: len({r["options"]["tradeoff"] for r in g}), default=[])
+    return best if len({r["options"]["tradeoff"] for r in best}) > 1 else []
+
+
+def plot_lambda(dataset: str, rows: Records, path: str) -> str:
+    plt = _pyplot()
+    by_lambda = _by([{**r, "lam": r["options"]["tradeoff"]} for r in rows], "lam")
+    lams = sorted(by_lambda)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, values, label in ((axes[0], lambda g: [r["cost"]["flops_analytic"] for r in g], "FLOPs of the decision"),
+                              (axes[1], lambda g: [_test(r, "full") for r in g], "test NDCG@10 (full)")):
+        stats = [mean_std(values(by_lambda[lam])) for lam in lams]
+        ax.errorbar(lams, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", capsize=3)
+        ax.set_xscale("symlog", linthresh=min([lam for lam in lams if lam > 0], default=0.01))
+        ax.set_xlabel("trade-off λ")
+        ax.set_ylabel(label)
+    fig.suptitle(f"{dataset}: DNS-Rec λ sweep (mean ± std over seeds)")
+    fig.tight_layout()
+    path = _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def write_report(results: str, out_dir: str) -> Dict[str, Any]:
+    """Write ``out_dir/report.md`` and its PNGs from the results file; returns their paths."""
+    records = read_results(results)
+    if not records:
+        raise ConfigError(f"{results} holds no finished cells yet; run the suite first")
+    os.makedirs(out_dir, exist_ok=True)
+    latest = {r["key"]: r for r in records}  # a cell run twice (results merged by hand): its last record
+    records = list(latest.values())
+    batches = sorted({int(k.split("@")[1]) for r in records for k in r["cost"] if k.startswith("latency_ms@")})
+    presets = sorted({r["preset"] for r in records})
+    r0 = records[0]
+    parts = [f"# Benchmark suite report\n\nFrom `{os.path.basename(results)}`: {len(records)} cells, "
+             f"preset(s) {', '.join(presets)}; compress {r0['versions']['compress']}, torch {r0['versions']['torch']}, "
+             f"{r0['machine']['processor']} ({r0['machine']['cpus']} CPUs, device {r0['machine']['device']}"
+             f"{', ' + r0['machine']['gpu'] if 'gpu' in r0['machine'] else ''}). Metrics are on the test split "
+             "(leave-one-out); mean ± sample std over seeds. p: two-sided paired t-test over seeds (exact Student-t, "
+             f"n − 1 degrees of freedom) of test NDCG@10 (full) against {BASELINE}, shown with ≥ {MIN_SEEDS} paired "
+             "seeds. FLOPs = 2 x multiply-adds of scoring one full-length history.",
+             "## Datasets\n\n" + dataset_table(records)]
+    files = {"report": os.path.join(out_dir, "report.md"), "plots": []}
+    for dataset, rows in _by(records, "dataset").items():
+        by_variant = _by(rows, "variant")
+        section = [f"## {dataset}", "### Accuracy", accuracy_table(by_variant), "### Cost", cost_table(by_variant, batches)]
+        png = plot_pareto(dataset, by_variant, os.path.join(out_dir, f"pareto_{dataset}.png"))
+        files["plots"].append(png)
+        section.append(f"![accuracy vs FLOPs on {dataset}]({os.path.basename(png)})")
+        sweep = lambda_sweep(rows)
+        if sweep:
+            png = plot_lambda(dataset, sweep, os.path.join(out_dir, f"lambda_{dataset}.png"))
+            files["plots"].append(png)
+            section.append(f"![λ sweep on {dataset}]({os.path.basename(png)})")
+        parts.append("\n\n".join(section))
+    tmp = files["report"] + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write("\n\n".join(parts) + "\n")
+    os.replace(tmp, files["report"])
+    return files

@@ -1,0 +1,177 @@
+"""The experiment list: a YAML file of named variants and size presets, expanded into cells.
+
+A cell is (dataset, variant, seed) with fully resolved run options. Its key hashes everything that
+decides its result (dataset, method, seed, resolved options, the keys of the cells it builds on),
+so a finished cell is recognised across runs and a changed setting makes a new cell. Options that
+say where or how fast it runs (device, data directory, checkpoint frequency) are not part of it.
+
+Option precedence, lowest first: the built-in search defaults, the dataset's recipe, the preset's
+options, the dataset's options, the variant's options, then the dataset name and the seed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+from compress.errors import ConfigError
+from compress.recipes import _parse_yaml, resolve_options
+
+METHODS = ("dense", "dnsrec", "uniform", "prune")
+NEEDS = {"dense": (), "dnsrec": (), "uniform": ("reference",), "prune": ("reference", "base")}
+VOLATILE = ("device", "data_dir", "checkpoint_every")  # where and how often, not what
+DEFAULT_DATA = "default"
+TOP_KEYS = {"variants", "presets"}
+VARIANT_KEYS = {"method", "label", "options", "from_scratch", "reference", "base"}
+PRESET_KEYS = {"about", "seeds", "variants", "datasets", "options", "measure"}
+DATASET_KEYS = {"recipe", "options"}
+MEASURE_KEYS = {"batches", "repeats"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    method: str
+    label: str
+    options: Dict[str, Any] = field(default_factory=dict)
+    from_scratch: bool = False
+    needs: Dict[str, str] = field(default_factory=dict)  # role ("reference", "base") -> variant name
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    variant: Variant
+    seed: int
+    options: Dict[str, Any]
+    key: str
+    needs: Dict[str, str]  # role -> key of the cell it builds on
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant.name}-{self.dataset}-s{self.seed}-{self.key}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    preset: str
+    about: str
+    cells: List[Cell]
+    batches: List[int]
+    repeats: int
+
+
+def cell_key(dataset: str, method: str, seed: int, options: Dict[str, Any], from_scratch: bool,
+             needs: Dict[str, str]) -> str:
+    """16 hex digits of SHA-256 over the cell's identity, as canonical JSON."""
+    ident = {"dataset": dataset, "method": method, "seed": seed, "from_scratch": from_scratch, "needs": needs,
+             "options": {k: v for k, v in sorted(options.items()) if k not in VOLATILE}}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _mapping(value: Any, where: str, keys: Optional[set] = None) -> Dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(value).__name__}")
+    unknown = sorted(map(str, set(value) - keys)) if keys is not None else []
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; known keys: {', '.join(sorted(keys))}")
+    return value
+
+
+def _variant(name: str, raw: Any, path: str) -> Variant:
+    raw = _mapping(raw, f"{path}: variant {name!r}", VARIANT_KEYS)
+    method = raw.get("method")
+    if method not in METHODS:
+        raise ConfigError(f"{path}: variant {name!r} has unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    needs = {role: raw[role] for role in NEEDS[method] if role in raw}
+    missing = [role for role in NEEDS[method] if role not in needs]
+    if missing:
+        raise ConfigError(f"{path}: variant {name!r} (method {method}) needs {' and '.join(missing)}: "
+                          "the variant(s) it builds on")
+    stray = [role for role in ("reference", "base") if role in raw and role not in NEEDS[method]]
+    if stray:
+        raise ConfigError(f"{path}: variant {name!r} (method {method}) takes no {', '.join(stray)}")
+    if not isinstance(raw.get("from_scratch", False), bool):
+        raise ConfigError(f"{path}: variant {name!r}: from_scratch must be true or false")
+    if raw.get("from_scratch") and method != "dnsrec":
+        raise ConfigError(f"{path}: variant {name!r}: from_scratch applies to dnsrec variants only")
+    return Variant(name, method, str(raw.get("label", name)), _mapping(raw.get("options"), f"{path}: variant {name!r} options"),
+                   raw.get("from_scratch", False), needs)
+
+
+def read_spec(path: str) -> Dict[str, Any]:
+    """The parsed YAML file, its top level checked."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"suite file {path} not found")
+    with open(path, "rb") as fh:
+        data = _parse_yaml(fh.read(), f"suite file {path} is not valid YAML")
+    return _mapping(data, f"suite file {path}", TOP_KEYS)
+
+
+def _with_needs(names: Sequence[str], variants: Dict[str, Variant], path: str) -> List[str]:
+    """``names`` plus every variant they build on, each after what it needs (order otherwise kept)."""
+    out: List[str] = []
+
+    def visit(name: str, chain: tuple) -> None:
+        if name in chain:
+            raise ConfigError(f"{path}: variants build on each other in a cycle: {' -> '.join(chain + (name,))}")
+        if name not in variants:
+            raise ConfigError(f"{path}: unknown variant {name!r}; known: {', '.join(variants)}")
+        for dep in variants[name].needs.values():
+            visit(dep, chain + (name,))
+        if name not in out:
+            out.append(name)
+
+    for name in names:
+        visit(name, ())
+    return out
+
+
+def _ints(value: Any, where: str) -> List[int]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise ConfigError(f"{where} must be a non-empty list of integers, got {value!r}")
+    return value
+
+
+def load_plan(path: str, preset: str, variants: Optional[Sequence[str]] = None,
+              seeds: Optional[Sequence[int]] = None, datasets: Optional[Sequence[str]] = None) -> Plan:
+    """The cells ``preset`` of the suite file at ``path`` runs, optionally narrowed to some variants
+    (the ones they build on are added), seeds and datasets. Order: dataset, then seed, then variant,
+    so that every seed's comparison completes before the next seed starts."""
+    spec = read_spec(path)
+    presets = _mapping(spec.get("presets"), f"{path}: presets")
+    if preset not in presets:
+        raise ConfigError(f"unknown preset {preset!r}; {path} defines {', '.join(presets) or 'none'}")
+    where = f"{path}: preset {preset!r}"
+    p = _mapping(presets[preset], where, PRESET_KEYS)
+    known = {name: _variant(name, raw, path) for name, raw in _mapping(spec.get("variants"), f"{path}: variants").items()}
+    names = _with_needs(variants or p.get("variants") or list(known), known, path)
+    seed_list = _ints(list(seeds) if seeds else p.get("seeds", [2024]), f"{where} seeds")
+    all_data = _mapping(p.get("datasets"), f"{where} datasets") or {DEFAULT_DATA: {}}
+    for name in datasets or ():
+        if name not in all_data:
+            raise ConfigError(f"preset {preset!r} has no dataset {name!r}; it runs {', '.join(all_data)}")
+    measure = _mapping(p.get("measure"), f"{where} measure", MEASURE_KEYS)
+    cells: List[Cell] = []
+    for data in (datasets or list(all_data)):
+        d = _mapping(all_data[data], f"{where} dataset {data!r}", DATASET_KEYS)
+        recipe = d.get("recipe")
+        if recipe is not None:
+            recipe = os.path.join(os.path.dirname(os.path.abspath(path)), str(recipe))
+        for seed in seed_list:
+            keys: Dict[str, str] = {}
+            for name in names:
+                v = known[name]
+                flags = {**_mapping(p.get("options"), f"{where} options"), **_mapping(d.get("options"), f"{where} "
+                         f"dataset {data!r} options"), **v.options, "data": None if data == DEFAULT_DATA else data,
+                         "seed": seed}
+                opts = resolve_options(recipe, flags, command="search")
+                needs = {role: keys[dep] for role, dep in v.needs.items()}
+                keys[name] = cell_key(data, v.method, seed, opts, v.from_scratch, needs)
+                cells.append(Cell(data, v, seed, opts, keys[name], needs))
+    return Plan(preset, str(p.get("about", "")), cells, _ints(measure.get("batches", [1, 256]), f"{where} measure.batches"),
+                int(measure.get("repeats", 20)))

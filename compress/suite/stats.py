@@ -1,0 +1,56 @@
+"""Summary statistics for the benchmark report: mean ± std over seeds and a paired t-test.
+
+The t-test's p-value uses the exact Student-t distribution for integer degrees of freedom
+(Abramowitz & Stegun 26.7.3–26.7.4: a finite series in θ = atan(t/√ν)), so no SciPy is needed.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Tuple
+
+
+def mean_std(values: Sequence[float]) -> Tuple[float, float]:
+    """Mean and sample standard deviation (n − 1); the std of a single value is 0."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def t_two_sided(t: float, df: int) -> float:
+    """P(|T| ≥ |t|) for Student's t with ``df`` (a positive integer) degrees of freedom."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
+    if math.isinf(t):
+        return 0.0
+    theta = math.atan(abs(t) / math.sqrt(df))
+    s, c = math.sin(theta), math.cos(theta)
+    if df % 2:  # odd: (2/π)(θ + sinθ (cosθ + (2/3)cos³θ + … + (2·4…(ν−3))/(1·3…(ν−2)) cos^(ν−2)θ))
+        term = total = c if df > 1 else 0.0
+        for j in range(3, df - 1, 2):
+            term *= (j - 1) / j * c * c
+            total += term
+        inside = 2.0 / math.pi * (theta + s * total)
+    else:  # even: sinθ (1 + (1/2)cos²θ + (1·3)/(2·4)cos⁴θ + … + (1·3…(ν−3))/(2·4…(ν−2)) cos^(ν−2)θ)
+        term = total = 1.0
+        for j in range(2, df - 1, 2):
+            term *= (j - 1) / j * c * c
+            total += term
+        inside = s * total
+    return min(1.0, max(0.0, 1.0 - inside))
+
+
+def paired_t_test(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
+    """Two-sided p-value of the paired t-test of ``a`` against ``b`` (same seeds, same order); None
+    with fewer than two pairs. Identical differences have no spread: p is 1 if they are all zero,
+    else 0."""
+    if len(a) != len(b):
+        raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
+    if len(a) < 2:
+        return None
+    diffs = [x - y for x, y in zip(a, b)]
+    mean, std = mean_std(diffs)
+    if std == 0.0:
+        return 1.0 if mean == 0.0 else 0.0
+    return t_two_sided(mean / (std / math.sqrt(len(diffs))), len(diffs) - 1)

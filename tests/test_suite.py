@@ -1,0 +1,187 @@
+"""The benchmark suite: plan expansion and keys, resumable runs, the report, the paired test, pruning."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import compress
+from compress.arch import ArchSpec
+from compress.errors import CheckpointError, ConfigError
+from compress.flops import model_flops
+from compress.suite import load_plan, paired_t_test, read_results, run_plan, write_report
+from compress.suite.report import pareto
+from compress.suite.results import append_result
+from compress.suite.stats import t_two_sided
+
+REPO = Path(__file__).resolve().parents[1]
+SUITE = REPO / "benchmarks" / "suite.yaml"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("suite_script", REPO / "benchmarks" / "suite.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paired_t_test_matches_hand_computation():
+    # differences 1, 2, 3: mean 2, sd 1, t = 2·√3, ν = 2: P(|T| ≥ t) = 1 − t/√(ν + t²) = 1 − √12/√14
+    assert paired_t_test([1.0, 2.0, 3.0], [0.0, 0.0, 0.0]) == pytest.approx(1 - math.sqrt(12 / 14), abs=1e-12)
+    # odd ν = 1 is the Cauchy distribution: 1 − (2/π)·atan(t)
+    assert t_two_sided(2.0, 1) == pytest.approx(1 - 2 / math.pi * math.atan(2.0), abs=1e-12)
+    # published t-table quantiles: two-sided 5% at ν = 5 (2.571) and ν = 10 (2.228)
+    assert t_two_sided(2.5706, 5) == pytest.approx(0.05, abs=1e-4)
+    assert t_two_sided(2.2281, 10) == pytest.approx(0.05, abs=1e-4)
+    assert paired_t_test([0.3, 0.3], [0.3, 0.3]) == 1.0 and paired_t_test([1.0], [0.0]) is None
+
+
+def test_pareto_front_keeps_the_undominated():
+    pts = [("a", 10, 0.5, 0), ("b", 5, 0.4, 0), ("c", 7, 0.3, 0), ("d", 20, 0.6, 0)]
+    assert [p[0] for p in pareto(pts)] == ["b", "a", "d"]
+
+
+def test_plan_keys_are_stable_and_follow_the_options():
+    plan = load_plan(str(SUITE), "smoke", variants=["torch_pruning"], seeds=[1, 2])
+    names = [c.variant.name for c in plan.cells]
+    assert names == ["dnsrec", "sasrec", "torch_pruning"] * 2  # what it builds on comes first
+    again = load_plan(str(SUITE), "smoke", variants=["torch_pruning"], seeds=[1, 2])
+    assert [c.key for c in plan.cells] == [c.key for c in again.cells]
+    assert len({c.key for c in plan.cells}) == 6
+    prune = plan.cells[2]
+    assert prune.needs == {"reference": plan.cells[0].key, "base": plan.cells[1].key}
+    cpu = load_plan(str(SUITE), "cpu", variants=["sasrec"], seeds=[1], datasets=["default"])
+    assert cpu.cells[0].key != plan.cells[1].key and cpu.cells[0].options["hidden"] == 64
+
+
+@pytest.mark.parametrize("text, message", [
+    ("presets: {smoke: [1, 2", "not valid YAML"),
+    ("variants: {x: {method: magic}}\npresets: {smoke: {}}", "unknown method 'magic'"),
+    ("variants: {x: {method: uniform}}\npresets: {smoke: {}}", "needs reference"),
+    ("variants: {x: {method: dense, options: {hiden: 8}}}\npresets: {smoke: {}}", "unknown key(s) hiden"),
+    ("variants: {x: {method: dense}}\npresets: {smoke: {variants: [y]}}", "unknown variant 'y'"),
+    ("variants: {x: {method: dense}}\npresets: {smoke: {seeds: one}}", "seeds must be a non-empty list"),
+    ("variants: {x: {method: dense}}\npresets: {smoke: {}}\nextra: 1", "unknown key(s) extra"),
+])
+def test_bad_suite_files_are_one_line_config_errors(tmp_path, text, message):
+    path = tmp_path / "suite.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_plan(str(path), "smoke")
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_unknown_preset_and_variant_end_in_one_error_line(tmp_path, capsys):
+    main = _script().main
+    assert main(["run", "--preset", "huge", "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip() == \
+        f"error: unknown preset 'huge'; {SUITE} defines smoke, cpu, paper"
+    assert main(["run", "--variants", "nope", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "unknown variant 'nope'" in err and "\n" not in err
+    assert main(["report", "--out", str(tmp_path / "empty")]) == 2
+    assert "holds no finished cells" in capsys.readouterr().err
+
+
+def test_results_file_survives_a_torn_last_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    append_result(str(path), {"key": "a"})
+    with open(path, "a") as fh:
+        fh.write('{"key": "b", "trunc')  # a crash mid-append
+    assert [r["key"] for r in read_results(str(path))] == ["a"]
+    append_result(str(path), {"key": "c"})
+    assert [r["key"] for r in read_results(str(path))] == ["a", "c"]
+    path.write_text('{"key": "a"}\nnot json\n{"key": "c"}\n')
+    with pytest.raises(CheckpointError, match=r"r.jsonl:2 is not a JSON record"):
+        read_results(str(path))
+
+
+def test_smoke_preset_runs_resumes_and_reports(tmp_path):
+    """The smoke preset end to end on the embedded sample (one seed, the pruning baseline and the
+    cells it builds on), a second run that adds nothing, and the report from the results file."""
+    pytest.importorskip("torch_pruning")
+    pytest.importorskip("matplotlib")
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    results = out / "results.jsonl"
+    plan = load_plan(str(SUITE), "smoke", variants=["torch_pruning", "uniform"], seeds=[1])
+    plan = type(plan)(plan.preset, plan.about, plan.cells, [1, 8], 1)  # keep the latency part short
+    assert run_plan(plan, str(results), str(runs), "cpu") == {"run": 4, "skipped": 0}
+    records = read_results(str(results))
+    by = {r["variant"]: r for r in records}
+    assert list(by) == ["dnsrec", "sasrec", "torch_pruning", "uniform"]
+    for r in records:
+        assert set(r["metrics"]) == {"valid/full", "valid/pop100", "test/full", "test/pop100"}
+        assert {"flops_analytic", "flops_measured", "params", "latency_ms@1", "latency_ms@8",
+                "peak_memory_MB@8"} <= set(r["cost"])
+        assert r["versions"]["torch"] and r["machine"]["cpus"] and r["wall_s"] > 0
+        assert r["dataset_stats"]["users"] == 960
+    assert set(by["dnsrec"]["seconds"]) == {"search", "retrain"}
+    decision = by["dnsrec"]["arch"]
+    assert {k: by["uniform"]["arch"][k] for k in ("hidden", "inner", "layers")} == \
+        {k: decision[k] for k in ("hidden", "inner", "layers")}
+    assert by["uniform"]["arch"]["attention"] == "softmax"
+    pruned = by["torch_pruning"]
+    assert pruned["cost"]["flops_analytic"] <= by["dnsrec"]["cost"]["flops_analytic"]
+    assert pruned["arch"]["layers"] == by["sasrec"]["arch"]["layers"] and 0 < pruned["info"]["ratio"] < 1
+
+    before = results.read_bytes()
+    assert run_plan(plan, str(results), str(runs), "cpu") == {"run": 0, "skipped": 4}
+    assert results.read_bytes() == before
+
+    report_dir = tmp_path / "report"
+    files = write_report(str(results), str(report_dir))
+    text = (report_dir / "report.md").read_text()
+    assert "| default | 960 | 3,381 |" in text and "Torch-Pruning" in text and "## default" in text
+    assert [Path(p).name for p in files["plots"]] == ["pareto_default.png"]
+    assert (report_dir / "pareto_default.png").stat().st_size > 1000
+
+
+def test_report_has_p_values_and_a_lambda_plot_from_records_alone(tmp_path):
+    """Three seeds of a baseline and of a λ sweep, records written by hand: the report needs nothing else."""
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "r.jsonl"
+    stats = {"users": 10, "items": 20, "interactions": 50, "avg_len": 5.0, "max_len": 7, "density": 0.25}
+
+    def record(variant, method, seed, ndcg, flops, tradeoff=0.1):
+        m = {"ndcg@10": ndcg, "recall@10": ndcg, "mrr@10": ndcg}
+        return {"key": f"{variant}{seed}", "dataset": "toy", "variant": variant, "label": variant, "method": method,
+                "seed": seed, "preset": "hand", "from_scratch": False, "options": {"tradeoff": tradeoff, "seed": seed},
+                "arch": {"hidden": 8, "inner": 16, "layers": 1, "attention": "softmax", "gate_layers": 0},
+                "metrics": {f"{s}/{p}": m for s in ("valid", "test") for p in ("full", "pop100")},
+                "cost": {"flops_analytic": flops, "flops_measured": flops, "params": 5, "latency_ms@1": 1.0,
+                         "peak_memory_MB@1": 1.0}, "seconds": {"train": 1.0}, "wall_s": 2.0, "dataset_stats": stats,
+                "versions": {"compress": "x", "torch": "y"}, "machine": {"processor": "cpu", "cpus": 2, "device": "cpu"}}
+
+    for seed, base in zip((1, 2, 3), (0.10, 0.20, 0.30)):
+        append_result(str(path), record("sasrec", "dense", seed, base, 100))
+        for lam, gain in ((0.0, 1.0), (0.1, 2.0), (1.0, 3.0)):
+            append_result(str(path), record(f"dnsrec{lam}", "dnsrec", seed, base + gain * seed / 100, 90 / (1 + lam),
+                                            tradeoff=lam))
+    files = write_report(str(path), str(tmp_path / "rep"))
+    text = Path(files["report"]).read_text()
+    expected = paired_t_test([0.11, 0.22, 0.33], [0.10, 0.20, 0.30])
+    assert f"| {expected:.3g} |" in text
+    assert sorted(Path(p).name for p in files["plots"]) == ["lambda_toy.png", "pareto_toy.png"]
+
+
+def test_torch_pruning_keeps_depth_and_meets_the_flops_target():
+    pytest.importorskip("torch_pruning")
+    from compress.pruning import _PlainMirror, prune_to_flops
+
+    torch.manual_seed(0)
+    model = compress.get_backbone("sasrec")(ArchSpec(hidden=64, inner=128, heads=4, layers=2), 500, 20).eval()
+    items = torch.randint(0, 500, (3, 20))
+    items[:, 15:] = 0
+    assert torch.equal(_PlainMirror(model).eval()(items), model(items))  # the traced mirror computes the same
+    target = 0.6 * model_flops(model)["total"]
+    pruned, ratio = prune_to_flops(model, target)
+    assert pruned.arch.layers == 2 and pruned.arch.heads == 4
+    assert model_flops(pruned)["total"] <= target and pruned.arch.hidden % 8 == 0
+    assert pruned.arch.inner == pruned.arch.hidden * 2 and 0 < ratio < 1  # one uniform ratio everywhere
+    assert model.arch.hidden == 64  # the input model is untouched
+    with pytest.raises(ConfigError, match="softmax attention and no gates"):
+        prune_to_flops(compress.get_backbone("sasrec")(ArchSpec(64, 128, 4, 2, "linear"), 500, 20), target)
