@@ -1,7 +1,7 @@
 """The benchmark suite: run the cells of a preset of benchmarks/suite.yaml, resumably, then report.
 
     python benchmarks/suite.py run --preset smoke                 # embedded sample, minutes
-    python benchmarks/suite.py run --preset cpu                   # hours on a 2-core CPU
+    COMPRESS_DATA_DIR=../shared/data python benchmarks/suite.py run --preset cpu   # hours on a 2-core CPU
     COMPRESS_DATA_DIR=../shared/data python benchmarks/suite.py run --preset paper --device cuda
     python benchmarks/suite.py report --preset smoke              # tables + plots from results.jsonl
 

@@ -154,7 +154,8 @@ def test_report_has_p_values_and_a_lambda_plot_from_records_alone(tmp_path):
                 "metrics": {f"{s}/{p}": m for s in ("valid", "test") for p in ("full", "pop100")},
                 "cost": {"flops_analytic": flops, "flops_measured": flops, "params": 5, "latency_ms@1": 1.0,
                          "peak_memory_MB@1": 1.0}, "seconds": {"train": 1.0}, "wall_s": 2.0, "dataset_stats": stats,
-                "versions": {"compress": "x", "torch": "y"}, "machine": {"processor": "cpu", "cpus": 2, "device": "cpu"}}
+                "versions": {"compress": "x", "torch": "y"},
+                "machine": {"processor": "cpu", "cpus": 2, "device": "cpu"}}
 
     for seed, base in zip((1, 2, 3), (0.10, 0.20, 0.30)):
         append_result(str(path), record("sasrec", "dense", seed, base, 100))

@@ -74,7 +74,8 @@ def accuracy_table(rows_by_variant: Dict[str, Records]) -> str:
     for name, rows in rows_by_variant.items():
         archs = sorted({_arch(r) for r in rows})
         lines.append(f"| {rows[0]['label']} | {'; '.join(archs)} | {len(rows)} | "
-                     f"{_fmt([_test(r, 'full') for r in rows])} | {_fmt([_test(r, 'full', 'recall@10') for r in rows])} | "
+                     f"{_fmt([_test(r, 'full') for r in rows])} | "
+                     f"{_fmt([_test(r, 'full', 'recall@10') for r in rows])} | "
                      f"{_fmt([_test(r, 'pop100') for r in rows])} | "
                      f"{_fmt([_test(r, 'pop100', 'recall@10') for r in rows])} | {_p_value(rows, base)} |")
     return "\n".join(lines)
@@ -190,13 +191,14 @@ def write_report(results: str, out_dir: str) -> Dict[str, Any]:
              f"{r0['machine']['processor']} ({r0['machine']['cpus']} CPUs, device {r0['machine']['device']}"
              f"{', ' + r0['machine']['gpu'] if 'gpu' in r0['machine'] else ''}). Metrics are on the test split "
              "(leave-one-out); mean ± sample std over seeds. p: two-sided paired t-test over seeds (exact Student-t, "
-             f"n − 1 degrees of freedom) of test NDCG@10 (full) against {BASELINE}, shown with ≥ {MIN_SEEDS} paired "
-             "seeds. FLOPs = 2 x multiply-adds of scoring one full-length history.",
+             f"n − 1 degrees of freedom) of test NDCG@10 (full) against {BASELINE}, shown with "
+             f"≥ {MIN_SEEDS} paired seeds. FLOPs = 2 x multiply-adds of scoring one full-length history.",
              "## Datasets\n\n" + dataset_table(records)]
     files = {"report": os.path.join(out_dir, "report.md"), "plots": []}
     for dataset, rows in _by(records, "dataset").items():
         by_variant = _by(rows, "variant")
-        section = [f"## {dataset}", "### Accuracy", accuracy_table(by_variant), "### Cost", cost_table(by_variant, batches)]
+        section = [f"## {dataset}", "### Accuracy", accuracy_table(by_variant),
+                   "### Cost", cost_table(by_variant, batches)]
         png = plot_pareto(dataset, by_variant, os.path.join(out_dir, f"pareto_{dataset}.png"))
         files["plots"].append(png)
         section.append(f"![accuracy vs FLOPs on {dataset}]({os.path.basename(png)})")

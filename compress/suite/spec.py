@@ -99,8 +99,8 @@ def _variant(name: str, raw: Any, path: str) -> Variant:
         raise ConfigError(f"{path}: variant {name!r}: from_scratch must be true or false")
     if raw.get("from_scratch") and method != "dnsrec":
         raise ConfigError(f"{path}: variant {name!r}: from_scratch applies to dnsrec variants only")
-    return Variant(name, method, str(raw.get("label", name)), _mapping(raw.get("options"), f"{path}: variant {name!r} options"),
-                   raw.get("from_scratch", False), needs)
+    options = _mapping(raw.get("options"), f"{path}: variant {name!r} options")
+    return Variant(name, method, str(raw.get("label", name)), options, raw.get("from_scratch", False), needs)
 
 
 def read_spec(path: str) -> Dict[str, Any]:
@@ -132,7 +132,8 @@ def _with_needs(names: Sequence[str], variants: Dict[str, Variant], path: str) -
 
 
 def _ints(value: Any, where: str) -> List[int]:
-    if not isinstance(value, list) or not value or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+    if not isinstance(value, list) or not value or \
+            not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         raise ConfigError(f"{where} must be a non-empty list of integers, got {value!r}")
     return value
 
@@ -148,7 +149,8 @@ def load_plan(path: str, preset: str, variants: Optional[Sequence[str]] = None,
         raise ConfigError(f"unknown preset {preset!r}; {path} defines {', '.join(presets) or 'none'}")
     where = f"{path}: preset {preset!r}"
     p = _mapping(presets[preset], where, PRESET_KEYS)
-    known = {name: _variant(name, raw, path) for name, raw in _mapping(spec.get("variants"), f"{path}: variants").items()}
+    raw_variants = _mapping(spec.get("variants"), f"{path}: variants")
+    known = {name: _variant(name, raw, path) for name, raw in raw_variants.items()}
     names = _with_needs(variants or p.get("variants") or list(known), known, path)
     seed_list = _ints(list(seeds) if seeds else p.get("seeds", [2024]), f"{where} seeds")
     all_data = _mapping(p.get("datasets"), f"{where} datasets") or {DEFAULT_DATA: {}}
@@ -173,5 +175,5 @@ def load_plan(path: str, preset: str, variants: Optional[Sequence[str]] = None,
                 needs = {role: keys[dep] for role, dep in v.needs.items()}
                 keys[name] = cell_key(data, v.method, seed, opts, v.from_scratch, needs)
                 cells.append(Cell(data, v, seed, opts, keys[name], needs))
-    return Plan(preset, str(p.get("about", "")), cells, _ints(measure.get("batches", [1, 256]), f"{where} measure.batches"),
-                int(measure.get("repeats", 20)))
+    batches = _ints(measure.get("batches", [1, 256]), f"{where} measure.batches")
+    return Plan(preset, str(p.get("about", "")), cells, batches, int(measure.get("repeats", 20)))

@@ -26,13 +26,14 @@ def t_two_sided(t: float, df: int) -> float:
         return 0.0
     theta = math.atan(abs(t) / math.sqrt(df))
     s, c = math.sin(theta), math.cos(theta)
-    if df % 2:  # odd: (2/π)(θ + sinθ (cosθ + (2/3)cos³θ + … + (2·4…(ν−3))/(1·3…(ν−2)) cos^(ν−2)θ))
+    # odd ν: (2/π)(θ + sinθ (cosθ + (2/3)cos³θ + … + (2·4…(ν−3))/(1·3…(ν−2)) cos^(ν−2)θ))
+    if df % 2:
         term = total = c if df > 1 else 0.0
         for j in range(3, df - 1, 2):
             term *= (j - 1) / j * c * c
             total += term
         inside = 2.0 / math.pi * (theta + s * total)
-    else:  # even: sinθ (1 + (1/2)cos²θ + (1·3)/(2·4)cos⁴θ + … + (1·3…(ν−3))/(2·4…(ν−2)) cos^(ν−2)θ)
+    else:  # even ν: sinθ (1 + (1/2)cos²θ + (1·3)/(2·4)cos⁴θ + … up to cos^(ν−2)θ)
         term = total = 1.0
         for j in range(2, df - 1, 2):
             term *= (j - 1) / j * c * c
