@@ -35,7 +35,7 @@ def _by(records: Records, field: str) -> Dict[Any, Records]:
 def _fmt(values: List[float], digits: int = 4) -> str:
     mean, std = mean_std(values)
     spec = f",.{digits}f" if digits == 0 else f".{digits}f"  # thousands separators for counts
-    return f"{mean:{spec}}" if len(values) < 2 else f"{mean:{spec}} ± {std:{spec}}"
+    return f"{mean:{spec}}" if len(values) < 2 or std == 0 else f"{mean:{spec}} ± {std:{spec}}"
 
 
 def _test(r: Dict[str, Any], protocol: str, metric: str = METRIC) -> float:
@@ -100,11 +100,11 @@ def cost_table(rows_by_variant: Dict[str, Records], batches: List[int]) -> str:
 
 
 def _means(rows_by_variant: Dict[str, Records]) -> List[Tuple[str, float, float, float]]:
-    """(label, mean analytic FLOPs, mean test NDCG@10 full, its std) per variant."""
+    """(variant name, mean analytic FLOPs, mean test NDCG@10 full, its std) per variant."""
     out = []
     for rows in rows_by_variant.values():
         mean, std = mean_std([_test(r, "full") for r in rows])
-        out.append((rows[0]["label"], mean_std([r["cost"]["flops_analytic"] for r in rows])[0], mean, std))
+        out.append((rows[0]["variant"], mean_std([r["cost"]["flops_analytic"] for r in rows])[0], mean, std))
     return out
 
 
