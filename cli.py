@@ -1,6 +1,7 @@
 """The ``compress`` command line (typer). Every bad input ends in one line on stderr and exit code 2."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -26,12 +27,15 @@ def clean_errors(fn: Callable) -> Callable:
     """Turn the library's typed errors into a one-line message and exit code 2."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from compress import distributed
         from compress.perf import tune_allocator
 
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
         tune_allocator()
         try:
-            return fn(*args, **kwargs)
+            distributed.init_from_env()  # under torchrun: join the process group
+            with quiet_unless_main():
+                return fn(*args, **kwargs)
         except Interrupted as exc:  # SIGINT: a checkpoint was written; the shell convention for Ctrl-C
             err_console.print(escape(str(exc)), highlight=False, soft_wrap=True)
             raise typer.Exit(130)
@@ -41,7 +45,26 @@ def clean_errors(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             err_console.print("interrupted; nothing was written")
             raise typer.Exit(130)
+        finally:
+            distributed.shutdown()
     return wrapper
+
+
+@contextlib.contextmanager
+def quiet_unless_main():
+    """On ranks other than 0 of a distributed run: no progress and no results on stdout or stderr
+    (rank 0 prints them once); errors are still printed by every rank."""
+    from compress import distributed
+
+    if distributed.is_main():
+        yield
+        return
+    out_console.quiet = err_console.quiet = True
+    try:
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+            yield
+    finally:
+        out_console.quiet = err_console.quiet = False
 
 
 DataOpt = typer.Option(None, "--data", help="Dataset name (ml-1m, ml-100k, beauty, toys, lastfm, gowalla, "

@@ -14,6 +14,7 @@ instead of the paper's epoch counts; the JSON records how many epochs each stage
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -28,6 +29,7 @@ from compress.arch import ArchSpec  # noqa: E402
 from compress.artifacts import read_json, write_json  # noqa: E402
 from compress.backbones import get_backbone  # noqa: E402
 from compress.batching import training_windows  # noqa: E402
+from compress.flops import analytic_flops  # noqa: E402
 from compress.benchmark import profile  # noqa: E402
 from compress.recipes import resolve_options  # noqa: E402
 from compress.runs import dataset_from_options, retrain_run, search_run, versions  # noqa: E402
@@ -36,6 +38,7 @@ from compress.training import next_item_loss  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 RECIPE = os.path.join(os.path.dirname(HERE), "recipes", "ml-1m.yaml")
+DENSE = ArchSpec(128, 256, 8, 2)  # LinRec's dense SASRec on ML-1M: the baseline of the headline
 
 
 def interleaved_seconds(first, second, steps: int):
@@ -96,16 +99,21 @@ def main() -> None:
     ap.add_argument("--search-epochs", type=int, default=None, help="search epochs (default: the recipe's 10)")
     ap.add_argument("--retrain-epochs", type=int, default=None, help="retrain epochs (default: the recipe's)")
     ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--budget-vs-dense", type=float, default=None, metavar="R",
+                    help="hard FLOPs budget: the dense 2-layer d=128 SASRec's analytic FLOPs divided by R")
     ap.add_argument("--timing-steps", type=int, default=3)
     ap.add_argument("--timing-only", action="store_true", help="measure seconds per step and stop")
     args = ap.parse_args()
     tune_allocator()
     run_dir = os.path.join(RESULTS, "dnsrec_ml1m_run")
-    opts = resolve_options(RECIPE, {"search_batch_size": args.batch_size, "batch_size": args.batch_size,
-                                    "search_max_minutes": args.search_minutes, "max_minutes": args.retrain_minutes,
-                                    "device": "cpu", "search_epochs": args.search_epochs,
-                                    "epochs": args.retrain_epochs}, command="search")
+    overrides = {"search_batch_size": args.batch_size, "batch_size": args.batch_size,
+                 "search_max_minutes": args.search_minutes, "max_minutes": args.retrain_minutes,
+                 "device": "cpu", "search_epochs": args.search_epochs, "epochs": args.retrain_epochs}
+    opts = resolve_options(RECIPE, overrides, command="search")
     ds = dataset_from_options(opts)
+    if args.budget_vs_dense:
+        dense_flops = analytic_flops(DENSE, opts["seq_len"], ds.n_items)["total"]
+        opts = resolve_options(RECIPE, {**overrides, "max_flops": dense_flops / args.budget_vs_dense}, command="search")
     out = {"command": " ".join(["python", "benchmarks/dnsrec_ml1m.py", *sys.argv[1:]]), "versions": versions(),
            "threads": torch.get_num_threads(), "options": opts}
     out["step_timing"] = time_steps(ds, opts, args.batch_size, args.timing_steps)
@@ -121,8 +129,8 @@ def main() -> None:
     out["search_history"] = [{k: row[k] for k in ("epoch", "tau", "p", "q", "decision", "valid_ndcg@10",
                                                   "train_seconds")} for row in card["history"]]
     small = compress.load(run_dir)
-    baseline = get_backbone("sasrec")(ArchSpec(128, 256, 8, 2), ds.n_items, 200)  # LinRec's dense SASRec
-    linear = get_backbone("sasrec")(ArchSpec(128, 256, 8, 2, "linear"), ds.n_items, 200)
+    baseline = get_backbone("sasrec")(DENSE, ds.n_items, 200)
+    linear = get_backbone("sasrec")(dataclasses.replace(DENSE, attention="linear"), ds.n_items, 200)
     out["cost"] = profile({"dnsrec": small, "sasrec": baseline, "sasrec_linear": linear}, [1, 256], repeats=10)
     out["metrics"] = read_json(os.path.join(run_dir, "retrained", "metrics.json"))["metrics"]
     write_json(os.path.join(RESULTS, "dnsrec_ml1m.json"), out)

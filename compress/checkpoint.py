@@ -8,7 +8,11 @@ and renamed, so a run killed at any moment leaves either the previous or the new
 
 A run in progress keeps its checkpoint beside its output: ``RUN_DIR.partial/`` (the final RUN_DIR is
 only created, atomically, when the run completes). SIGINT asks the loop to stop at the next step
-boundary, write a checkpoint and raise ``Interrupted``.
+boundary, write a checkpoint and raise ``Interrupted``; so does SIGTERM (a preemption, or ``torchrun``
+passing a Ctrl-C on to its workers).
+
+In a distributed run every rank calls ``save`` at the same step (the loops agree on stops); rank 0
+writes, with every rank's RNG state, and each rank resumes with its own.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from safetensors.torch import load_file, save_file
 
+from compress import distributed
 from compress.artifacts import atomic_dir, read_json, write_json
 from compress.errors import CheckpointError, CompressError
 
@@ -29,7 +34,7 @@ REF = "__tensor__"
 
 
 class Interrupted(CompressError):
-    """The run stopped on SIGINT after writing a checkpoint it can resume from."""
+    """The run stopped on SIGINT or SIGTERM after writing a checkpoint it can resume from."""
 
 
 def flatten(obj: Any, prefix: str, tensors: Dict[str, torch.Tensor]) -> Any:
@@ -70,6 +75,14 @@ class Checkpointer:
         return self.stop_requested or (self.every > 0 and step % self.every == 0)
 
     def save(self, state: Dict[str, Any]) -> None:
+        if "rng" in state:
+            state = {**state, "rng": distributed.gather_objects(state["rng"])}  # one per rank, in rank order
+        if distributed.is_main():
+            self.write(state)
+        if self.stop_requested:
+            raise Interrupted(f"interrupted; checkpoint written to {self.directory}; continue with --resume")
+
+    def write(self, state: Dict[str, Any]) -> None:
         tensors: Dict[str, torch.Tensor] = {}
         flat = flatten(state, "s", tensors)
         if self.meta is not None and not os.path.exists(os.path.join(self.directory, "run.json")):
@@ -78,8 +91,6 @@ class Checkpointer:
         with atomic_dir(os.path.join(self.directory, "checkpoint"), overwrite=True) as tmp:
             save_file(tensors, os.path.join(tmp, TENSORS))
             write_json(os.path.join(tmp, STATE), {"state": flat})
-        if self.stop_requested:
-            raise Interrupted(f"interrupted; checkpoint written to {self.directory}; continue with --resume")
 
     def load(self) -> Optional[Dict[str, Any]]:
         if not self.exists():
@@ -89,26 +100,33 @@ class Checkpointer:
             tensors = load_file(os.path.join(path, TENSORS))
         except Exception as exc:  # safetensors raises its own error types for truncated or foreign files
             raise CheckpointError(f"{path}/{TENSORS} cannot be read ({exc}); the checkpoint is corrupt") from None
-        return unflatten(read_json(os.path.join(path, STATE))["state"], tensors)
+        state = unflatten(read_json(os.path.join(path, STATE))["state"], tensors)
+        if "rng" not in state:
+            return state
+        if len(state["rng"]) != distributed.world_size():
+            raise CheckpointError(f"{path} was written by {len(state['rng'])} process(es); resume it with as many "
+                                  f"(torchrun --nproc_per_node={len(state['rng'])}), not {distributed.world_size()}")
+        return {**state, "rng": state["rng"][distributed.rank()]}
 
     def read_meta(self) -> Dict[str, Any]:
         return read_json(os.path.join(self.directory, "run.json"))
 
     def remove(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if distributed.is_main():
+            shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> "Checkpointer":
-        """Within ``with``: SIGINT (Ctrl-C) sets ``stop_requested`` instead of raising mid-step."""
-        self._previous = None
+        """Within ``with``: SIGINT (Ctrl-C) and SIGTERM set ``stop_requested`` instead of raising mid-step."""
+        self._previous = {}
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+            self._previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
-    def _on_sigint(self, signum, frame) -> None:
+    def _on_signal(self, signum, frame) -> None:
         if self.stop_requested:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
         self.stop_requested = True

@@ -20,10 +20,11 @@ the matmul's in the last bit, so only a negative within float32 rounding of the 
 from __future__ import annotations
 
 import time
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 
+from compress import distributed
 from compress.batching import pad_right
 from compress.data.dataset import SequenceDataset
 from compress.errors import ConfigError
@@ -76,42 +77,56 @@ def evaluate(model: torch.nn.Module, dataset: SequenceDataset, split: str = "val
     weights = negative_weights(dataset, protocol)
     gen = torch.Generator().manual_seed(seed)
     from_hidden = hasattr(model, "query_hidden") and hasattr(model, "item_table")
+    starts = list(range(0, len(targets), batch_size))
+    mine = distributed.shard(len(starts))  # this rank's contiguous block of batches
     ranks = []
     start = time.perf_counter()
-    for lo in range(0, len(targets), batch_size):
-        items = pad_right(histories[lo:lo + batch_size], model.max_len).to(device)
+    for b, lo in enumerate(starts):
         tgt = targets[lo:lo + batch_size]
+        # every rank draws every batch's negatives, so each batch sees a single process's negatives
+        negatives = None if weights is None else sample_negatives(tgt, weights, N_NEGATIVES, gen)
+        if not mine.start <= b < mine.stop:
+            continue
+        items = pad_right(histories[lo:lo + batch_size], model.max_len).to(device)
         if from_hidden:
-            ranks.append(hidden_ranks(model, items, tgt, weights, gen, item_chunk))
+            ranks.append(hidden_ranks(model, items, tgt, negatives, item_chunk))
         else:
-            ranks.append(logit_ranks(model.predict(items).float().cpu(), tgt, weights, gen))  # (B, n_items + 1)
+            ranks.append(logit_ranks(model.predict(items).float().cpu(), tgt, negatives))  # (B, n_items + 1)
     model.train(was_training)
-    out = metrics_from_ranks(torch.cat(ranks), k)
+    local = torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long)
+    out = metrics_from_ranks(distributed.gather_rows(local, shard_sizes(len(targets), batch_size)), k)
     out["eval_seconds"] = round(time.perf_counter() - start, 3)
     return out
 
 
-def logit_ranks(scores: torch.Tensor, tgt: torch.Tensor, weights: Optional[torch.Tensor],
-                gen: torch.Generator) -> torch.Tensor:
-    """(B,) target ranks from the full score matrix (B, n_items + 1), for models with ``predict`` only."""
+def shard_sizes(n: int, batch_size: int) -> List[int]:
+    """Users evaluated by each rank when ``distributed.shard`` splits the ``batch_size`` batches of ``n``."""
+    n_batches = -(-n // batch_size)
+    bounds = [distributed.shard_of(n_batches, r) for r in range(distributed.world_size())]
+    return [min(n, b.stop * batch_size) - min(n, b.start * batch_size) for b in bounds]
+
+
+def logit_ranks(scores: torch.Tensor, tgt: torch.Tensor, negatives: Optional[torch.Tensor]) -> torch.Tensor:
+    """(B,) target ranks from the full score matrix (B, n_items + 1), for models with ``predict`` only;
+    against every item, or against ``negatives`` (B, N_NEGATIVES) for a sampled protocol."""
     t_scores = scores.gather(1, tgt[:, None])[:, 0]
-    if weights is None:
+    if negatives is None:
         scores[:, 0] = float("-inf")  # padding is never a candidate, whatever logit the model gives it
     else:
-        scores = scores.gather(1, sample_negatives(tgt, weights, N_NEGATIVES, gen))
+        scores = scores.gather(1, negatives)
         scores = torch.cat([scores, t_scores[:, None]], 1)
     return target_ranks(scores, t_scores)
 
 
-def hidden_ranks(model: torch.nn.Module, items: torch.Tensor, tgt: torch.Tensor, weights: Optional[torch.Tensor],
-                 gen: torch.Generator, item_chunk: int) -> torch.Tensor:
-    """(B,) target ranks from the hidden state and the tied item table, on the model's device. The
-    negatives are drawn on the CPU exactly as ``logit_ranks`` draws them, so both see the same ones."""
+def hidden_ranks(model: torch.nn.Module, items: torch.Tensor, tgt: torch.Tensor, negatives: Optional[torch.Tensor],
+                 item_chunk: int) -> torch.Tensor:
+    """(B,) target ranks from the hidden state and the tied item table, on the model's device; against
+    every item, or against the ``negatives`` ``logit_ranks`` would use."""
     h = model.query_hidden(items).float()  # (B, d)
     table = model.item_table(h.shape[-1])  # (n_items + 1, d); rows are cast to float32 as they are read
-    if weights is None:
+    if negatives is None:
         return full_ranks(h, table, tgt.to(h.device), item_chunk).cpu()
-    candidates = torch.cat([sample_negatives(tgt, weights, N_NEGATIVES, gen), tgt[:, None]], 1).to(h.device)
+    candidates = torch.cat([negatives, tgt[:, None]], 1).to(h.device)
     scores = (table[candidates].float() * h[:, None, :]).sum(-1)  # (B, N_NEGATIVES + 1), the target last
     return target_ranks(scores, scores[:, -1]).cpu()
 

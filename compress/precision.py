@@ -4,10 +4,11 @@ optimiser states, the α/β steps and evaluation stay in float32."""
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager
+from typing import ContextManager, Optional
 
 import torch
 
+from compress import distributed
 from compress.errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -34,9 +35,12 @@ class Precision:
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def step(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
-        """zero_grad, backward (scaled for fp16) and the optimiser step."""
+    def step(self, loss: Optional[torch.Tensor], opt: torch.optim.Optimizer) -> None:
+        """zero_grad, backward (scaled for fp16), the gradients summed over the ranks of a distributed
+        run, and the optimiser step. ``loss`` is None on a rank whose share of the batch is empty."""
         opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        if loss is not None:
+            self.scaler.scale(loss).backward()
+        distributed.sum_gradients(p for group in opt.param_groups for p in group["params"])
         self.scaler.step(opt)
         self.scaler.update()

@@ -4,10 +4,13 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-from typing import Any, Dict, Optional, Tuple
+import tempfile
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch
 
+from compress import distributed
 from compress.arch import ArchSpec
 from compress.artifacts import (CONFIG, RETRAINED, atomic_dir, check_out_dir, load, load_config, read_json, resolve_device,
                                 save_model, write_json)
@@ -34,7 +37,22 @@ DATA_KEYS = ("data", "data_dir", "format", "user_col", "item_col", "time_col", "
 def versions() -> Dict[str, str]:
     import compress
 
-    return {"compress": compress.__version__, "torch": torch.__version__, "python": platform.python_version()}
+    return {"compress": compress.__version__, "torch": torch.__version__, "python": platform.python_version(),
+            "processes": distributed.world_size()}
+
+
+@contextmanager
+def output_dir(out: str, overwrite: bool) -> Iterator[str]:
+    """Where a job writes ``out``: atomically, on rank 0. The other ranks of a distributed run write
+    into a scratch directory that is discarded (the same code path, nothing published), then every
+    rank waits until ``out`` is complete, so a following stage can read it on any rank."""
+    if distributed.is_main():
+        with atomic_dir(out, overwrite) as tmp:
+            yield tmp
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield tmp
+    distributed.barrier()
 
 
 def default_out(kind: str, opts: Dict[str, Any]) -> str:
@@ -120,7 +138,7 @@ def train_run(opts: Dict[str, Any], out: Optional[str], overwrite: bool = False,
     with ckpt:
         result = fit(model, ds, cfg, device, reporter, ckpt)
     metrics = test_metrics(model, ds, cfg.k, cfg.seed, device)
-    with atomic_dir(out, overwrite) as tmp:
+    with output_dir(out, overwrite) as tmp:
         write_trained(tmp, model, result, metrics, {"kind": "train", "data": recorded_data(opts),
                                                     "dataset": ds.stats(), "options": opts, "versions": versions()})
     ckpt.remove()
@@ -224,7 +242,7 @@ def search_run(opts: Dict[str, Any], out: Optional[str], overwrite: bool = False
             result = search(supernet, ds, cfg, device, reporter, ckpt)
     except SearchError as exc:
         supernet.load_state_dict(exc.last_good)
-        with atomic_dir(out, overwrite) as tmp:
+        with output_dir(out, overwrite) as tmp:
             write_json(os.path.join(tmp, CONFIG), {**run_config, "failed": str(exc)})
             write_json(os.path.join(tmp, "search_card.json"), {"failed": str(exc), "history": exc.history})
             save_supernet(supernet, os.path.join(tmp, "supernet"))
@@ -240,7 +258,7 @@ def search_run(opts: Dict[str, Any], out: Optional[str], overwrite: bool = False
                              "tau": {"start": cfg.tau_start, "rate": cfg.tau_rate, "min": cfg.tau_min},
                              "penalty": "L_RC = (L_t/L) * sum_l q_l sum_k p_k FLOPs(k, l) / FLOPs(full); "
                                         "FLOPs(k, l) = inference FLOPs of width k exiting after layer l"}})
-    with atomic_dir(out, overwrite) as tmp:
+    with output_dir(out, overwrite) as tmp:
         write_json(os.path.join(tmp, CONFIG), run_config)
         write_json(os.path.join(tmp, "arch.json"), result.arch.to_dict())
         write_json(os.path.join(tmp, "search_card.json"), card)
@@ -282,7 +300,7 @@ def retrain_run(run_dir: str, overrides: Dict[str, Any], from_scratch: bool = Fa
     with ckpt:
         result = fit(model, ds, train_config(opts), device, reporter, ckpt)
     metrics = test_metrics(model, ds, opts["k"], opts["seed"], device)
-    with atomic_dir(out, overwrite) as tmp:
+    with output_dir(out, overwrite) as tmp:
         write_trained(tmp, model, result, metrics, {"kind": "retrain", "data": cfg["data"], "dataset": ds.stats(),
                                                     "options": opts, "from_scratch": from_scratch,
                                                     "versions": versions()})

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compress import distributed
 from compress.checkpoint import Checkpointer, resume_point, rng_state, set_rng_state
 from compress.data.dataset import SequenceDataset
 from compress.errors import ConfigError, SearchError
@@ -57,8 +58,13 @@ class TrainResult:
         return asdict(self)
 
 
-def over_budget(start: float, max_minutes: Optional[float]) -> bool:
+def past(start: float, max_minutes: Optional[float]) -> bool:
     return max_minutes is not None and time.perf_counter() - start > 60.0 * max_minutes
+
+
+def over_budget(start: float, max_minutes: Optional[float]) -> bool:
+    """Whether the wall-clock budget is spent on any rank (their clocks differ: all must agree)."""
+    return distributed.sum_floats(past(start, max_minutes))[0] > 0
 
 
 def next_item_loss(h: torch.Tensor, targets: torch.Tensor, score: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -86,13 +92,42 @@ def epoch_batches(model, inputs: torch.Tensor, targets: torch.Tensor, batch_size
             yield i, items.to(device), tgt.to(device)
 
 
+def shard_loss(step_loss: StepLoss, model: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor],
+               items: torch.Tensor, tgt: torch.Tensor, step: int) -> Tuple[Optional[torch.Tensor], float]:
+    """This rank's share of a global batch: the loss to back-propagate, weighted by the share's
+    fraction of the batch's targets so that gradients summed over the ranks are the global mean's
+    (None when the share holds no target), and that loss times the global batch's sequences, for the log."""
+    total, rows = int((tgt > 0).sum()), len(items)
+    part = distributed.shard(rows)
+    items, tgt = items[part], tgt[part]  # (B_r, N)
+    local = int((tgt > 0).sum())
+    if local == 0:
+        return None, 0.0
+    loss = step_loss(model, forward(items), tgt, step) * distributed.share(local, total)
+    return loss, loss.item() * rows  # summed over the ranks: the global batch's mean loss times its rows
+
+
+def step_flags(loss: Optional[torch.Tensor], loss_sum: float, checkpoint: Optional[Checkpointer], start: float,
+               max_minutes: Optional[float]) -> Tuple[float, bool, bool]:
+    """(loss sum over the ranks, stop requested, budget spent), agreed by every rank in one collective;
+    raises on a non-finite loss on any rank, before any rank steps on it."""
+    finite = loss is None or bool(torch.isfinite(loss))
+    stop = checkpoint is not None and checkpoint.stop_requested
+    total, bad, stop, late = distributed.sum_floats(loss_sum, not finite, stop, past(start, max_minutes))
+    if bad:
+        raise SearchError(f"loss became {loss.item() if not finite else 'non-finite on another rank'}")
+    if checkpoint is not None:
+        checkpoint.stop_requested = bool(stop)
+    return total, bool(stop), bool(late)
+
+
 def fit(model: nn.Module, dataset: SequenceDataset, cfg: TrainConfig, device: torch.device,
         reporter: Optional[Reporter] = None, checkpoint: Optional[Checkpointer] = None) -> TrainResult:
     """Train ``model`` in place; on return it holds the weights of the best validation epoch. With a
     ``checkpoint``, state is saved after every epoch (and every ``checkpoint.every`` steps) and a
     saved state is resumed from, batch for batch, so a killed run ends as an uninterrupted one would."""
     reporter = reporter or NullReporter()
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed + distributed.rank())  # dropout differs per rank, as on different rows it should
     model.to(device)
     inputs, targets = training_data(model, dataset.train_sequences())
     if len(inputs) == 0:
@@ -132,17 +167,19 @@ def fit(model: nn.Module, dataset: SequenceDataset, cfg: TrainConfig, device: to
             sums.update(loss=0.0, seen=0)
         for i, items, tgt in epoch_batches(model, inputs, targets, cfg.batch_size, gen, device, done):
             with amp.autocast():
-                loss = step_loss(model, model(items), tgt, sums["step"])
-            if not torch.isfinite(loss):
-                raise SearchError(f"loss became {loss.item()} at epoch {epoch}; lower --lr")
+                loss, loss_sum = shard_loss(step_loss, model, model, items, tgt, sums["step"])
+            try:
+                loss_sum, _, late = step_flags(loss, loss_sum, checkpoint, start, cfg.max_minutes)
+            except SearchError as exc:
+                raise SearchError(f"{exc} at epoch {epoch}; lower --lr") from None
             amp.step(loss, opt)
-            sums["loss"] += loss.item() * len(items)
+            sums["loss"] += loss_sum
             sums["seen"] += len(items)
             sums["step"] += 1
-            reporter.step(loss.item(), len(items))
+            reporter.step(loss_sum / len(items), len(items))
             if checkpoint and checkpoint.due(sums["step"]):
                 checkpoint.save(state(epoch, i + 1))
-            if over_budget(start, cfg.max_minutes):
+            if late:
                 break  # the budget is spent: validate this partial epoch and stop
         done = 0
         train_s = time.perf_counter() - t0

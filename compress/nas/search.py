@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Union
 import torch
 import torch.nn.functional as F
 
+from compress import distributed
 from compress.arch import ArchSpec
 from compress.artifacts import resolve_device
 from compress.batching import pad_right
@@ -34,7 +35,7 @@ from compress.nas.supernet import Supernet
 from compress.progress import NullReporter, Reporter
 from compress.losses import StepLoss, check_loss
 from compress.precision import Precision, check_precision
-from compress.training import epoch_batches, over_budget
+from compress.training import epoch_batches, over_budget, shard_loss, step_flags
 
 ARCH_BATCHES = ("valid", "train")
 
@@ -173,7 +174,7 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
     cfg = cfg or SearchConfig()
     device = resolve_device(device or "auto") if not isinstance(device, torch.device) else device
     reporter = reporter or NullReporter()
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed + distributed.rank())
     budget = budget_flops(cfg.max_flops, supernet)
     reporter.begin({"widths": [w._asdict() for w in supernet.widths], "layers": supernet.full.layers})
     supernet.to(device)
@@ -226,35 +227,43 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
             p = supernet.alpha.sample(tau, cfg.selection, noise).detach()
             q = supernet.beta.sample(tau, cfg.selection, noise).detach()
             with amp.autocast():
-                ce = step_loss(supernet, supernet(items, p, q), tgt, step)
-            if not torch.isfinite(ce):
-                raise SearchError(f"loss became {ce.item()} at step {step} (epoch {epoch}); lower --lr "
-                                  f"(the checkpoint of epoch {run['best_epoch']} is kept)", best_state, history)
+                ce, ce_sum = shard_loss(step_loss, supernet, lambda x: supernet(x, p, q), items, tgt, step)
+            try:
+                ce_sum, _, late = step_flags(ce, ce_sum, checkpoint, start, cfg.max_minutes)
+            except SearchError as exc:
+                raise SearchError(f"{exc} at step {step} (epoch {epoch}); lower --lr (the checkpoint of epoch "
+                                  f"{run['best_epoch']} is kept)", best_state, history) from None
             amp.step(ce, w_opt)
             if step % cfg.arch_every == 0:
                 run["l_t"] = supernet.beta.choice() + 1
                 p = supernet.alpha.sample(tau, cfg.selection, noise)
                 q = supernet.beta.sample(tau, cfg.selection, noise)
                 if cfg.arch_batches == "valid":
-                    a_items, a_tgt = (t.to(device) for t in arch_data[run["arch_steps_total"]])
-                    a_ce = F.cross_entropy(supernet.predict(a_items, p, q), a_tgt)
+                    a_items, a_tgt = arch_data[run["arch_steps_total"]]
+                    part = distributed.shard(len(a_items))
+                    a_ce = None if part.start == part.stop else F.cross_entropy(
+                        supernet.predict(a_items[part].to(device), p, q), a_tgt[part].to(device)) * \
+                        distributed.share(part.stop - part.start, len(a_items))
                 else:
-                    a_ce = step_loss(supernet, supernet(items, p, q), tgt, step)
+                    a_ce = shard_loss(step_loss, supernet, lambda x: supernet(x, p, q), items, tgt, step)[0]
                 penalty = (run["l_t"] / n_layers) * supernet.expected_flops(p, q)
                 a_opt.zero_grad(set_to_none=True)
-                (a_ce + cfg.tradeoff * penalty).backward()
+                # every rank adds the same penalty: its gradient is counted once in the sum over ranks
+                arch_loss = cfg.tradeoff * penalty / distributed.world_size()
+                (arch_loss if a_ce is None else a_ce + arch_loss).backward()
                 w_opt.zero_grad(set_to_none=True)  # α/β steps never move the weights
+                distributed.sum_gradients(supernet.architecture_parameters())
                 a_opt.step()
                 sums["penalty"] += penalty.item()
                 sums["arch_steps"] += 1  # counted, not derived: the global step makes an epoch's share vary
                 run["arch_steps_total"] += 1
-            sums["ce"] += ce.item() * len(items)
+            sums["ce"] += ce_sum
             sums["seen"] += len(items)
             run["step"] += 1
-            reporter.step(ce.item(), len(items))
+            reporter.step(ce_sum / len(items), len(items))
             if checkpoint and checkpoint.due(run["step"]):
                 checkpoint.save(state(epoch, i + 1))
-            if over_budget(start, cfg.max_minutes):
+            if late:
                 break  # the budget is spent: validate this partial epoch and stop
         done = 0
         train_s = time.perf_counter() - t0

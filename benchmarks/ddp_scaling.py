@@ -1,0 +1,112 @@
+"""Data-parallel throughput: training sequences per second of the same global batches with 1 process
+and with K gloo processes (torch.distributed, as `torchrun` runs them), measured in one run.
+
+    python benchmarks/ddp_scaling.py                          # embedded sample, 1 vs 2 processes
+    COMPRESS_DATA_DIR=../shared/data python benchmarks/ddp_scaling.py --data ml-1m --seq-len 200 --hidden 128
+
+Each process gets ``--threads`` intra-op threads (default 1), so K processes use K cores; the
+single-process run is also timed with K threads, the fair comparison on the same cores. Every
+configuration times the same ``--steps`` global batches after ``--warmup`` steps, with the step
+code of ``compress.training.fit`` (shard, weighted loss, gradient all-reduce, Adam). Writes
+benchmarks/results/ddp_scaling.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import compress  # noqa: E402
+from compress.artifacts import write_json  # noqa: E402
+from compress.losses import StepLoss  # noqa: E402
+from compress.objectives import training_data  # noqa: E402
+from compress.perf import tune_allocator  # noqa: E402
+from compress.precision import Precision  # noqa: E402
+from compress.runs import versions  # noqa: E402
+from compress.training import epoch_batches, shard_loss  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def timed_steps(args) -> float:
+    """Seconds for ``args.steps`` global training steps (after warm-up) on this rank."""
+    ds = compress.load_dataset(args.data)
+    torch.manual_seed(0)
+    arch = compress.ArchSpec(args.hidden, 2 * args.hidden, 2, args.layers)
+    model = compress.get_backbone("sasrec")(arch, ds.n_items, args.seq_len)
+    inputs, targets = training_data(model, ds.train_sequences())
+    opt = torch.optim.Adam(model.parameters())
+    step_loss, amp = StepLoss("full", 1, 0, ds), Precision("fp32", torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    batches = epoch_batches(model, inputs.repeat(4, 1), targets.repeat(4, 1), args.batch_size, gen, "cpu")
+    for i, items, tgt in batches:
+        if i == args.warmup:
+            t0 = time.perf_counter()
+        if i == args.warmup + args.steps:
+            return time.perf_counter() - t0
+        loss, _ = shard_loss(step_loss, model, model, items, tgt, i)
+        amp.step(loss, opt)
+    raise SystemExit("the dataset has too few batches for --warmup + --steps; lower them")
+
+
+def worker(rank: int, world: int, port: int, args, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(args.threads)
+    tune_allocator()
+    try:
+        seconds = timed_steps(args)
+        if rank == 0:
+            write_json(out, {"seconds": seconds})
+    finally:
+        dist.destroy_process_group()
+
+
+def run(world: int, args) -> float:
+    """Global-batch sequences per second with ``world`` processes."""
+    out = os.path.join(RESULTS, f".ddp_scaling_{world}.json")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(worker, args=(world, port, args, out), nprocs=world, join=True)
+    with open(out) as f:
+        seconds = json.load(f)["seconds"]
+    os.remove(out)
+    return args.steps * args.batch_size / seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=None, help="dataset name or file (default: the embedded sample)")
+    ap.add_argument("--processes", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="intra-op threads per process")
+    ap.add_argument("--seq-len", type=int, default=50)
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    args = ap.parse_args()
+    k, t = args.processes, args.threads
+    one = run(1, args)
+    wide = run(1, argparse.Namespace(**{**vars(args), "threads": args.threads * k}))
+    many = run(k, args)
+    result = {"command": " ".join(["python", "benchmarks/ddp_scaling.py", *sys.argv[1:]]), "versions": versions(),
+              "cpus": os.cpu_count(), "settings": vars(args),
+              "seqs_per_s": {f"1 process x {t} threads": one, f"1 process x {k * t} threads": wide,
+                             f"{k} processes x {t} threads": many},
+              "speedup_vs_one_process": many / one, "speedup_vs_same_cores": many / wide}
+    write_json(os.path.join(RESULTS, "ddp_scaling.json"), result)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
