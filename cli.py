@@ -213,6 +213,8 @@ def search(
                                             "supernet or absolute FLOPs; the decision is guaranteed to fit."),
     search_epochs: Optional[int] = typer.Option(None, "--search-epochs"),
     arch_every: Optional[int] = typer.Option(None, "--arch-every", help="f: α/β step every f weight steps."),
+    penalty: Optional[str] = typer.Option(None, "--penalty", help="dnsrec: CE + λ·L_RC (paper); proxyless: "
+                                          "CE·(log F / log F_ref)^0.6, F_ref = --max-flops or the full model."),
     selection: Optional[str] = typer.Option(None, "--selection", help="gumbel (paper) or softmax (code)."),
     arch_batches: Optional[str] = typer.Option(None, "--arch-batches", help="valid (paper) or train (code)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Search batch size."),
@@ -264,6 +266,7 @@ def search(
 
     flags = dict(backbone=backbone, data=data, data_dir=data_dir, format=format, tradeoff=tradeoff,
                  max_flops=max_flops, search_epochs=search_epochs, arch_every=arch_every, selection=selection,
+                 penalty=penalty,
                  arch_batches=arch_batches, search_batch_size=batch_size, lr=lr, dropout=dropout, seq_len=seq_len,
                  hidden=hidden, inner=inner, layers=layers, heads=heads, attention=attention,
                  gate_layers=gate_layers, seed=seed, device=device, init=init, reorder=reorder,

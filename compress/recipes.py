@@ -28,7 +28,7 @@ DEFAULTS: Dict[str, Any] = {
     "search_epochs": 10, "search_batch_size": 256, "tradeoff": 0.1, "max_flops": None, "arch_every": 1,
     "arch_lr": 1e-2, "selection": "gumbel", "arch_batches": "valid", "hidden_ratios": [0.0, 0.25, 0.5],
     "inner_ratios": [0.0, 0.25, 0.5], "coupled": True, "round_to": 8, "tau_start": 1.0, "tau_rate": 5e-5,
-    "tau_min": 0.01, "search_max_minutes": None, "init": None, "reorder": None,
+    "tau_min": 0.01, "search_max_minutes": None, "init": None, "reorder": None, "penalty": "dnsrec",
 }
 # What a command changes: the search injects linear attention and gates, with heads narrow enough
 # that every pruning ratio keeps whole heads.

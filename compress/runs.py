@@ -173,12 +173,19 @@ def evaluate_path(path: str, opts: Dict[str, Any], split: str, protocol: str, k:
             "dataset": data_opts["data"] or "default"}
 
 
+PENALTY_TEXT = {
+    "dnsrec": "CE + λ·L_RC, L_RC = (L_t/L) * sum_l q_l sum_k p_k FLOPs(k, l) / FLOPs(full); "
+              "FLOPs(k, l) = inference FLOPs of width k exiting after layer l",
+    "proxyless": "CE * (log F / log F_ref)^0.6 (ProxylessNAS), F = sum_l q_l sum_k p_k FLOPs(k, l), "
+                 "F_ref = the --max-flops budget, else FLOPs(full)"}
+
+
 def search_config(opts: Dict[str, Any]) -> SearchConfig:
     return SearchConfig(opts["search_epochs"], opts["search_batch_size"], opts["lr"], opts["arch_lr"],
                         opts["arch_every"], opts["tradeoff"], opts["selection"], opts["arch_batches"],
                         opts["tau_start"], opts["tau_rate"], opts["tau_min"], opts["max_flops"], opts["patience"],
                         opts["seed"], opts["k"], opts["search_max_minutes"], opts["loss"], opts["negatives"],
-                        opts["precision"])
+                        opts["precision"], opts["penalty"])
 
 
 def search_space(opts: Dict[str, Any]) -> SearchSpace:
@@ -256,8 +263,7 @@ def search_run(opts: Dict[str, Any], out: Optional[str], overwrite: bool = False
     card.update({"seed": opts["seed"], "versions": versions(), "dataset": ds.stats(),
                  "choices": {"selection": cfg.selection, "arch_batches": cfg.arch_batches, "tradeoff": cfg.tradeoff,
                              "tau": {"start": cfg.tau_start, "rate": cfg.tau_rate, "min": cfg.tau_min},
-                             "penalty": "L_RC = (L_t/L) * sum_l q_l sum_k p_k FLOPs(k, l) / FLOPs(full); "
-                                        "FLOPs(k, l) = inference FLOPs of width k exiting after layer l"}})
+                             "penalty": PENALTY_TEXT[cfg.penalty]}})
     with output_dir(out, overwrite) as tmp:
         write_json(os.path.join(tmp, CONFIG), run_config)
         write_json(os.path.join(tmp, "arch.json"), result.arch.to_dict())

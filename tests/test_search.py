@@ -14,7 +14,7 @@ from compress.objectives import at, last_index
 from compress.batching import pad_right, training_windows
 from compress.errors import ConfigError, SearchError
 from compress.nas.controllers import one_hot
-from compress.nas.search import SearchConfig, budget_flops, search
+from compress.nas.search import SearchConfig, budget_flops, resource_loss, search
 from compress.nas.space import SearchSpace
 from compress.nas.wrap import wrap
 from compress.progress import Reporter
@@ -226,7 +226,23 @@ def test_the_official_code_variants_run(dataset, options):
     (dict(epochs=0), "epochs must be >= 1"),
     (dict(arch_every=0), "arch-every must be >= 1"),
     (dict(tradeoff=-0.1), "tradeoff"),
+    (dict(penalty="latency"), "unknown penalty"),
 ])
 def test_bad_search_configs_raise_config_error(kwargs, words):
     with pytest.raises(ConfigError, match=words):
         SearchConfig(**kwargs)
+
+
+def test_resource_loss_forms_against_hand_computed_values():
+    ce, l_rc, flops = torch.tensor(2.0), torch.tensor(0.25), torch.tensor(math.e ** 3)
+    assert resource_loss(ce, l_rc, flops, math.e ** 4, config(tradeoff=0.4)).item() == pytest.approx(2.0 + 0.4 * 0.25)
+    proxyless = resource_loss(ce, l_rc, flops, math.e ** 4, config(penalty="proxyless"))
+    assert proxyless.item() == pytest.approx(2.0 * (3 / 4) ** 0.6)
+    assert resource_loss(None, l_rc, flops, math.e ** 4, config(penalty="proxyless")) is None  # empty shard
+
+
+def test_proxyless_penalty_shrinks_the_expected_flops(dataset):
+    """ProxylessNAS's multiplicative penalty pulls α/β toward cheaper candidates than λ = 0 does."""
+    free, proxyless = run(dataset, tradeoff=0.0), run(dataset, penalty="proxyless")
+    assert proxyless.history[-1]["exp_flops"] < free.history[-1]["exp_flops"]
+    assert proxyless.card()["options"]["penalty"] == "proxyless"

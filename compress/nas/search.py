@@ -38,6 +38,8 @@ from compress.precision import Precision, check_precision
 from compress.training import epoch_batches, over_budget, shard_loss, step_flags
 
 ARCH_BATCHES = ("valid", "train")
+PENALTIES = ("dnsrec", "proxyless")
+PROXYLESS_EXPONENT = 0.6  # β of ProxylessNAS's CE · (log F / log F_ref)^β
 
 
 @dataclass
@@ -62,12 +64,16 @@ class SearchConfig:
     loss: str = "full"  # the weight steps' loss: full softmax, or sampled "uniform" / "inbatch"
     negatives: int = 100
     precision: str = "fp32"  # autocast of the weight steps: fp32, bf16 or fp16 (CUDA); α/β steps stay fp32
+    penalty: str = "dnsrec"  # CE + λ·L_RC (paper), or "proxyless": CE · (log F / log F_ref)^0.6, F_ref the
+    # hard budget when one is given, else the full supernet; λ is unused there (ProxylessNAS, Cai et al. 2019)
 
     def __post_init__(self) -> None:
         check_loss(self.loss, self.negatives)
         check_precision(self.precision)
         if self.selection not in SELECTIONS:
             raise ConfigError(f"unknown selection {self.selection!r}; choose gumbel or softmax")
+        if self.penalty not in PENALTIES:
+            raise ConfigError(f"unknown penalty {self.penalty!r}; choose dnsrec or proxyless")
         if self.arch_batches not in ARCH_BATCHES:
             raise ConfigError(f"unknown arch_batches {self.arch_batches!r}; choose valid or train")
         for name in ("epochs", "batch_size", "arch_every", "patience", "k"):
@@ -95,6 +101,17 @@ def budget_flops(max_flops: Optional[Union[float, str]], supernet: Supernet) -> 
         raise ConfigError(f"--max-flops {max_flops} ({budget:.3g} FLOPs) is below the smallest candidate "
                           f"({smallest:.3g} FLOPs = {100 * smallest / full:.1f}% of the full model)")
     return budget
+
+
+def resource_loss(ce: Optional[torch.Tensor], l_rc: torch.Tensor, flops: torch.Tensor, ref_flops: float,
+                  cfg: SearchConfig) -> Optional[torch.Tensor]:
+    """The α/β objective from this rank's CE share (None when its share is empty): CE + λ·L_RC, or
+    ProxylessNAS's CE · (log F / log F_ref)^0.6 on the expected FLOPs F. Every rank adds the same
+    L_RC, so its share is 1/world: the gradient summed over the ranks counts it once."""
+    if cfg.penalty == "proxyless":
+        return None if ce is None else ce * (torch.log(flops) / math.log(ref_flops)) ** PROXYLESS_EXPONENT
+    l_rc = cfg.tradeoff * l_rc / distributed.world_size()
+    return l_rc if ce is None else ce + l_rc
 
 
 def decide(supernet: Supernet, budget: Optional[float]) -> Dict:
@@ -188,6 +205,8 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
     amp = Precision(cfg.precision, device)
     arch_data = ValidBatches(dataset, supernet.max_len, cfg.batch_size, cfg.seed + 1)
     schedule, n_layers = cfg.schedule(), supernet.full.layers
+    full_flops = supernet.flops_of(0, n_layers - 1)
+    ref_flops = budget or full_flops
     key = f"ndcg@{cfg.k}"
     run = {"step": 0, "arch_steps_total": 0, "l_t": n_layers, "best": -1.0, "best_epoch": 0, "best_dec": None,
            "sums": {"ce": 0.0, "penalty": 0.0, "seen": 0, "arch_steps": 0}, "stopped": False}
@@ -248,9 +267,9 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
                     a_ce = shard_loss(step_loss, supernet, lambda x: supernet(x, p, q), items, tgt, step)[0]
                 penalty = (run["l_t"] / n_layers) * supernet.expected_flops(p, q)
                 a_opt.zero_grad(set_to_none=True)
-                # every rank adds the same penalty: its gradient is counted once in the sum over ranks
-                arch_loss = cfg.tradeoff * penalty / distributed.world_size()
-                (arch_loss if a_ce is None else a_ce + arch_loss).backward()
+                arch_loss = resource_loss(a_ce, penalty, supernet.expected_flops(p, q) * full_flops, ref_flops, cfg)
+                if arch_loss is not None:
+                    arch_loss.backward()
                 w_opt.zero_grad(set_to_none=True)  # α/β steps never move the weights
                 distributed.sum_gradients(supernet.architecture_parameters())
                 a_opt.step()
