@@ -16,15 +16,19 @@ child process that builds the data and the model, resets the kernel's peak-RSS m
 (``resource.getrusage`` max RSS; ``setup_rss_mb`` is the resident size it started from); on CUDA
 ``torch.cuda.max_memory_allocated`` is reported as well. The full softmax and the ``predict`` path are
 skipped, with the memory they would need, when their score matrices exceed ``--max-dense-gb``.
-Results go to benchmarks/results/large_catalog.json (or ``--out``).
+The data is also written as a gzipped TSV (user, item, timestamp; ``--load-only`` stops after this)
+and read back with ``compress.load_dataset`` in a fresh process: the peak memory of reading a file,
+against the file's own size. Results go to benchmarks/results/large_catalog.json (or ``--out``).
 """
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import resource
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -37,6 +41,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from compress.arch import ArchSpec  # noqa: E402
 from compress.backbones.sasrec import SASRec  # noqa: E402
+from compress.data import load_dataset  # noqa: E402
 from compress.data.dataset import SequenceDataset  # noqa: E402
 from compress.evaluation import evaluate  # noqa: E402
 from compress.losses import LOSSES, item_log_frequency, training_loss  # noqa: E402
@@ -149,6 +154,31 @@ def eval_phase(args: argparse.Namespace, path: str) -> Dict[str, Any]:
             "users_per_s": round(users / seconds, 1), "ndcg@10": metrics["ndcg@10"]}
 
 
+def write_interactions(args: argparse.Namespace, path: str) -> int:
+    """The synthetic interactions as a gzipped TSV (user, item, timestamp), as a user's export would
+    arrive; returns its uncompressed size in bytes."""
+    data = synthetic(args.items, args.interactions, args.avg_len, args.zipf, args.seed)
+    size = 0
+    with gzip.open(path, "wt", compresslevel=1) as fh:
+        fh.write("user_id\titem_id\ttimestamp\n")
+        for u in range(data.n_users):
+            seq = data.sequence(u)
+            block = "".join(f"u{u}\ti{item}\t{1_600_000_000 + t}\n" for t, item in enumerate(seq.tolist()))
+            size += len(block)
+            fh.write(block)
+    return size
+
+
+def load_phase(args: argparse.Namespace, path: str) -> Dict[str, Any]:
+    """Peak memory and speed of reading the file into a SequenceDataset (no cache)."""
+    out = start_measuring("cpu")
+    t0 = time.perf_counter()
+    data = load_dataset(path, use_cache=False)
+    seconds = time.perf_counter() - t0
+    return {**out, **peaks("cpu"), "seconds": round(seconds, 1), "rows_per_s": round(data.n_interactions / seconds),
+            "dataset": data.stats()}
+
+
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -158,9 +188,12 @@ def run_phase(args: argparse.Namespace, phase: str, arg: str) -> Dict[str, Any]:
     """One phase in a fresh process, so that its peak memory is its own."""
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
         try:
-            return pool.submit(train_phase if phase == "train" else eval_phase, args, arg).result()
+            return pool.submit(PHASES[phase], args, arg).result()
         except BrokenProcessPool:
             return {"skipped": "the child process died (out of memory?)"}
+
+
+PHASES = {"train": train_phase, "eval": eval_phase, "load": load_phase}
 
 
 def dense_gb(rows: int, n_items: int, copies: int) -> float:
@@ -184,20 +217,28 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=os.path.join(RESULTS, "large_catalog.json"))
+    ap.add_argument("--load-only", action="store_true", help="only the file-reading phase")
     args = ap.parse_args()
     data = synthetic(args.items, args.interactions, args.avg_len, args.zipf, args.seed)
     result = {"config": vars(args), "data": data.stats(), "versions": versions(), "threads": torch.get_num_threads(),
               "train": {}, "eval": {}}
     del data
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "interactions.tsv.gz")
+        size = write_interactions(args, path)
+        result["load"] = {"file_mb": round(size / 2 ** 20, 1), "gzip_mb": round(os.path.getsize(path) / 2 ** 20, 1),
+                          **run_phase(args, "load", path)}
+    print("load", result["load"], flush=True)
+    kinds, paths = ((), ()) if args.load_only else (LOSSES, ("chunked", "predict"))
     # full softmax: logits, their softmax and its gradient, one (B·N, n_items + 1) float32 matrix each
     need = {"train": dense_gb(args.batch * MAX_LEN, args.items, 3), "eval": dense_gb(args.eval_batch, args.items, 2)}
-    for kind in LOSSES:
+    for kind in kinds:
         if kind == "full" and need["train"] > args.max_dense_gb:
             result["train"][kind] = {"skipped": f"needs about {need['train']} GB of logits > --max-dense-gb"}
         else:
             result["train"][kind] = run_phase(args, "train", kind)
         print(kind, result["train"][kind], flush=True)
-    for path in ("chunked", "predict"):
+    for path in paths:
         if path == "predict" and need["eval"] > args.max_dense_gb:
             result["eval"][path] = {"skipped": f"needs about {need['eval']} GB of scores > --max-dense-gb"}
         else:

@@ -17,7 +17,7 @@ def write(path: Path, text: str) -> Path:
 
 
 def rows(inter) -> list:
-    return list(zip(inter.users.tolist(), inter.items.tolist(), inter.order.tolist()))
+    return list(zip(inter.user_tokens().tolist(), inter.item_tokens().tolist(), inter.order.tolist()))
 
 
 # ---------------------------------------------------------------- formats
@@ -103,8 +103,8 @@ def test_sequence_file(tmp_path):
     p = write(tmp_path / "seq.txt", "1 5 6 7 8 9\n2 3 4 5 6 7 8\n3 9 8 7 6 5 4 3\n")
     assert detect_format(str(p)) == "sequence"
     inter = read_interactions(str(p))
-    assert inter.users.tolist() == ["1"] * 5 + ["2"] * 6 + ["3"] * 7
-    assert inter.items.tolist()[:5] == ["5", "6", "7", "8", "9"]
+    assert inter.user_tokens().tolist() == ["1"] * 5 + ["2"] * 6 + ["3"] * 7
+    assert inter.item_tokens().tolist()[:5] == ["5", "6", "7", "8", "9"]
     assert not inter.timed
     assert np.all(np.diff(inter.order) > 0)  # file order
 

@@ -109,6 +109,7 @@ def build_dataset(inter: Interactions, name: str = "dataset", kcore_k: int = 0,
         keep = kcore(users, items, kcore_k)
         users, items, order = users[keep], items[keep], order[keep]
     user_codes, user_first = _codes_in_first_order(users)
+    user_names = user_first if inter.user_vocab is None else inter.user_vocab[user_first]
     rows = np.lexsort((np.arange(len(users)), order, user_codes))  # user, then time, then file order
     user_codes, items = user_codes[rows], items[rows]
     counts = np.bincount(user_codes, minlength=len(user_first))
@@ -122,6 +123,7 @@ def build_dataset(inter: Interactions, name: str = "dataset", kcore_k: int = 0,
         raise DataError(f"{inter.source}: no user has {min_interactions} or more interactions "
                         "(leave-one-out needs a training item, a validation and a test target)")
     item_codes, item_first = _codes_in_first_order(items)
+    item_names = item_first if inter.item_vocab is None else inter.item_vocab[item_first]
     kept_users = np.flatnonzero(~short)
     remap_user = np.full(len(user_first), -1, dtype=np.int64)
     remap_user[kept_users] = np.arange(len(kept_users))
@@ -129,8 +131,8 @@ def build_dataset(inter: Interactions, name: str = "dataset", kcore_k: int = 0,
     offsets = np.zeros(len(kept_users) + 1, dtype=np.int64)
     np.cumsum(np.bincount(user_codes, minlength=len(kept_users)), out=offsets[1:])
     info = {"dropped_users": dropped, "timed": inter.timed, "kcore": kcore_k}
-    return SequenceDataset(item_codes.astype(np.int64) + 1, offsets, [str(t) for t in item_first],
-                           [str(user_first[u]) for u in kept_users], name, info)
+    return SequenceDataset(item_codes.astype(np.int64) + 1, offsets, [str(t) for t in item_names],
+                           [str(user_names[u]) for u in kept_users], name, info)
 
 
 def _codes_in_first_order(tokens: np.ndarray):
