@@ -20,6 +20,7 @@ from compress import distributed
 from compress.checkpoint import Checkpointer
 from compress.errors import CheckpointError
 from compress.evaluation import evaluate
+from compress.progress import Reporter
 from compress.nas.search import SearchConfig, search
 from compress.training import TrainConfig, fit
 
@@ -41,11 +42,35 @@ def backbone(data):
     return compress.get_backbone("sasrec")(arch, data.n_items, 20, dropout=0.0)  # dropout differs per rank
 
 
+TRAIN = TrainConfig(epochs=2, batch_size=64, patience=5, seed=3)
+
+
+class CrashAt(Reporter):
+    """Raises at training step ``at`` on every rank, like a job killed mid-epoch."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.steps = at, 0
+
+    def step(self, loss: float, n: int) -> None:
+        self.steps += 1
+        if self.steps == self.at:
+            raise RuntimeError("crash")
+
+
+def crashed_and_resumed(data, out: str) -> dict:
+    """Train with a checkpoint every 2 steps, crash at step 5 (epoch 1), resume: the final weights."""
+    ckpt = Checkpointer(os.path.join(out, f"resume{distributed.world_size()}"), every=2)
+    with pytest.raises(RuntimeError, match="crash"):
+        fit(backbone(data), data, TRAIN, "cpu", CrashAt(5), ckpt)
+    model = backbone(data)
+    fit(model, data, TRAIN, "cpu", checkpoint=ckpt)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
 def jobs(data, out: str) -> dict:
     """The work both the single process and each rank do; returns what the test compares."""
     model = backbone(data)
-    trained = fit(model, data, TrainConfig(epochs=2, batch_size=64, patience=5, seed=3), "cpu",
-                  checkpoint=Checkpointer(os.path.join(out, f"ckpt{distributed.world_size()}")))
+    trained = fit(model, data, TRAIN, "cpu", checkpoint=Checkpointer(os.path.join(out, f"ckpt{distributed.world_size()}")))
     supernet = compress.wrap(backbone(data), space=compress.SearchSpace((0.0, 0.5), (0.0, 0.5)),
                              attention="linear", gate_layers=1)
     found = search(supernet, data, SearchConfig(epochs=2, batch_size=64, tradeoff=0.5, seed=3), "cpu")
@@ -61,7 +86,8 @@ def worker(rank: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=2)
     torch.set_num_threads(1)
     try:
-        torch.save(jobs(walking_dataset(), out), os.path.join(out, f"rank{rank}.pt"))
+        data = walking_dataset()
+        torch.save({**jobs(data, out), "resumed": crashed_and_resumed(data, out)}, os.path.join(out, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -97,6 +123,13 @@ def test_sharded_evaluation_equals_one_process_exactly(runs):
     for protocol in ("full", "pop100"):
         drop = lambda m: {k: v for k, v in m.items() if k != "eval_seconds"}  # noqa: E731
         assert drop(r0["eval"][protocol]) == drop(single["eval"][protocol]) == drop(r1["eval"][protocol])
+
+
+def test_a_crashed_two_process_run_resumes_to_the_uninterrupted_weights(runs):
+    _, ranks, _ = runs
+    for r in ranks:
+        for k in r["weights"]:
+            assert torch.equal(r["resumed"][k], r["weights"][k]), k
 
 
 def test_rank0_writes_one_checkpoint_with_every_ranks_rng(runs):
