@@ -20,10 +20,10 @@ from compress import distributed
 from compress.checkpoint import Checkpointer
 from compress.errors import CheckpointError
 from compress.evaluation import evaluate
-from compress.progress import Reporter
 from compress.nas.search import SearchConfig, search
 from compress.training import TrainConfig, fit
 
+from crash import Crash, CrashAt
 from synthetic import walking_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,22 +45,10 @@ def backbone(data):
 TRAIN = TrainConfig(epochs=2, batch_size=64, patience=5, seed=3)
 
 
-class CrashAt(Reporter):
-    """Raises at training step ``at`` on every rank, like a job killed mid-epoch."""
-
-    def __init__(self, at: int) -> None:
-        self.at, self.steps = at, 0
-
-    def step(self, loss: float, n: int) -> None:
-        self.steps += 1
-        if self.steps == self.at:
-            raise RuntimeError("crash")
-
-
 def crashed_and_resumed(data, out: str) -> dict:
     """Train with a checkpoint every 2 steps, crash at step 5 (epoch 1), resume: the final weights."""
     ckpt = Checkpointer(os.path.join(out, f"resume{distributed.world_size()}"), every=2)
-    with pytest.raises(RuntimeError, match="crash"):
+    with pytest.raises(Crash):
         fit(backbone(data), data, TRAIN, "cpu", CrashAt(5), ckpt)
     model = backbone(data)
     fit(model, data, TRAIN, "cpu", checkpoint=ckpt)

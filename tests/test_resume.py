@@ -17,27 +17,11 @@ import torch
 import compress
 from compress.checkpoint import Checkpointer, flatten, unflatten
 from compress.objectives import training_data
-from compress.progress import Reporter
 
 from clihelp import error_line, invoke
+from crash import Crash, CrashAt
 
 TINY = Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml"
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashAt(Reporter):
-    """Raises at training step ``at`` (counting from 1), like a process dying mid-epoch."""
-
-    def __init__(self, at: int) -> None:
-        self.at, self.steps = at, 0
-
-    def step(self, loss: float, n: int) -> None:
-        self.steps += 1
-        if self.steps == self.at:
-            raise Crash
 
 
 @pytest.fixture(scope="module")

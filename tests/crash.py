@@ -1,0 +1,21 @@
+"""A reporter that kills a training loop at a chosen step, for the resume tests."""
+from __future__ import annotations
+
+from compress.progress import Reporter
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAt(Reporter):
+    """Raises ``Crash`` at training step ``at`` (counting from 1), like a process dying mid-epoch; in a
+    distributed run every rank raises at the same step."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.steps = at, 0
+
+    def step(self, loss: float, n: int) -> None:
+        self.steps += 1
+        if self.steps == self.at:
+            raise Crash
