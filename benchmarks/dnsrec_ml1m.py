@@ -132,7 +132,8 @@ def main() -> None:
     baseline = get_backbone("sasrec")(DENSE, ds.n_items, 200)
     linear = get_backbone("sasrec")(dataclasses.replace(DENSE, attention="linear"), ds.n_items, 200)
     out["cost"] = profile({"dnsrec": small, "sasrec": baseline, "sasrec_linear": linear}, [1, 256], repeats=10)
-    out["metrics"] = read_json(os.path.join(run_dir, "retrained", "metrics.json"))["metrics"]
+    retrained = read_json(os.path.join(run_dir, "retrained", "metrics.json"))
+    out["metrics"], out["retrain_history"] = retrained["metrics"], retrained["history"]
     write_json(os.path.join(RESULTS, "dnsrec_ml1m.json"), out)
     print(json.dumps({"cost": out["cost"], "metrics": out["metrics"]}, indent=1))
 
