@@ -64,7 +64,8 @@ class Checkpointer:
 
     def __init__(self, directory: str, every: int = 0) -> None:
         self.directory, self.every = directory, every
-        self.stop_requested = False
+        self.stop_requested = False  # set by the signal handler, at any moment
+        self.stopping = False  # set by the loop from every rank's stop_requested, once per step
         self.meta: Optional[Dict[str, Any]] = None  # written with the first checkpoint: a run that fails
         # before it (bad data, a bad option) leaves nothing behind
 
@@ -72,14 +73,17 @@ class Checkpointer:
         return os.path.exists(os.path.join(self.directory, "checkpoint", STATE))
 
     def due(self, step: int) -> bool:
-        return self.stop_requested or (self.every > 0 and step % self.every == 0)
+        return self.stopping or (self.every > 0 and step % self.every == 0)
 
     def save(self, state: Dict[str, Any]) -> None:
+        """Write ``state`` (rank 0), then raise ``Interrupted`` if a signal arrived on any rank. Every
+        rank calls it at the same step, so agreeing on the stop here is one more collective."""
+        self.stopping = distributed.sum_floats(self.stopping or self.stop_requested)[0] > 0
         if "rng" in state:
             state = {**state, "rng": distributed.gather_objects(state["rng"])}  # one per rank, in rank order
         if distributed.is_main():
             self.write(state)
-        if self.stop_requested:
+        if self.stopping:
             raise Interrupted(f"interrupted; checkpoint written to {self.directory}; continue with --resume")
 
     def write(self, state: Dict[str, Any]) -> None:

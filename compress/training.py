@@ -116,8 +116,8 @@ def step_flags(loss: Optional[torch.Tensor], loss_sum: float, checkpoint: Option
     total, bad, stop, late = distributed.sum_floats(loss_sum, not finite, stop, past(start, max_minutes))
     if bad:
         raise SearchError(f"loss became {loss.item() if not finite else 'non-finite on another rank'}")
-    if checkpoint is not None:
-        checkpoint.stop_requested = bool(stop)
+    if checkpoint is not None:  # every rank saves and stops at this step: a signal arriving later waits
+        checkpoint.stopping = bool(stop)
     return total, bool(stop), bool(late)
 
 
