@@ -101,6 +101,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--budget-vs-dense", type=float, default=None, metavar="R",
                     help="hard FLOPs budget: the dense 2-layer d=128 SASRec's analytic FLOPs divided by R")
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted run (dnsrec_ml1m_run.partial/)")
     ap.add_argument("--timing-steps", type=int, default=3)
     ap.add_argument("--timing-only", action="store_true", help="measure seconds per step and stop")
     args = ap.parse_args()
@@ -116,12 +117,21 @@ def main() -> None:
         opts = resolve_options(RECIPE, {**overrides, "max_flops": dense_flops / args.budget_vs_dense}, command="search")
     out = {"command": " ".join(["python", "benchmarks/dnsrec_ml1m.py", *sys.argv[1:]]), "versions": versions(),
            "threads": torch.get_num_threads(), "options": opts}
-    out["step_timing"] = time_steps(ds, opts, args.batch_size, args.timing_steps)
-    print("step timing", json.dumps(out["step_timing"]), flush=True)
+    if not args.resume:
+        out["step_timing"] = time_steps(ds, opts, args.batch_size, args.timing_steps)
+        print("step timing", json.dumps(out["step_timing"]), flush=True)
     if args.timing_only:
         write_json(os.path.join(RESULTS, "dnsrec_ml1m_timing.json"), out)
         return
-    out["search"] = search_run(opts, run_dir, overwrite=True)
+    partial = os.path.join(RESULTS, "dnsrec_ml1m_run.partial")
+    if args.resume:  # continue the interrupted search with its saved settings, and this command's budgets
+        meta = read_json(os.path.join(partial, "run.json"))
+        meta["settings"].update(search_max_minutes=args.search_minutes, max_minutes=args.retrain_minutes)
+        write_json(os.path.join(partial, "run.json"), meta)
+        out["options"] = opts = meta["settings"]
+        out["resumed"] = "the search continued from its last epoch checkpoint; its wall-clock budget counts " \
+                         "from the resume"
+    out["search"] = search_run(opts, run_dir, overwrite=not args.resume, resume=args.resume)
     print("search", json.dumps(out["search"]), flush=True)
     out["retrain"] = retrain_run(run_dir, {}, overwrite=True)
     print("retrain", json.dumps(out["retrain"]), flush=True)

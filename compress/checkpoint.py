@@ -107,6 +107,8 @@ class Checkpointer:
         state = unflatten(read_json(os.path.join(path, STATE))["state"], tensors)
         if "rng" not in state:
             return state
+        if isinstance(state["rng"], dict):  # written before checkpoints held one RNG state per rank
+            state["rng"] = [state["rng"]]
         if len(state["rng"]) != distributed.world_size():
             raise CheckpointError(f"{path} was written by {len(state['rng'])} process(es); resume it with as many "
                                   f"(torchrun --nproc_per_node={len(state['rng'])}), not {distributed.world_size()}")

@@ -28,6 +28,7 @@ from compress.nas.space import SearchSpace
 from compress.nas.wrap import load_supernet, save_supernet, wrap
 from compress.objectives import training_batch, training_data
 from compress.progress import Reporter
+from compress.recipes import DEFAULTS
 from compress.reorder import CRITERIA
 from compress.training import TrainConfig, TrainResult, fit
 
@@ -105,7 +106,10 @@ def open_checkpoint(kind: str, settings: Dict[str, Any], out: str, overwrite: bo
         meta = ckpt.read_meta()
         if meta.get("kind") != kind:
             raise CheckpointError(f"{ckpt.directory} holds a {meta.get('kind')!r} run, not a {kind!r} run")
-        return meta["settings"], ckpt
+        settings = meta["settings"]
+        if kind in ("train", "search"):  # options added since the checkpoint was written take their defaults
+            settings = {**DEFAULTS, **settings}
+        return settings, ckpt
     if ckpt.exists() and not overwrite:
         raise ConfigError(f"{ckpt.directory} holds an interrupted run; continue it with --resume or start "
                           "over with --overwrite")

@@ -164,3 +164,25 @@ def test_retrain_resumes_through_the_api(tmp_path, artifacts):
     assert resumed["metrics"] == {k: {**v, "eval_seconds": resumed["metrics"][k]["eval_seconds"]}
                                   for k, v in expected["metrics"].items()}
     assert os.path.exists(run / "retrained") and not os.path.exists(str(run / "retrained") + ".partial")
+
+
+def test_a_checkpoint_from_an_earlier_version_still_resumes(tmp_path):
+    """Checkpoints written before options were added (they take their defaults) or before one RNG
+    state was kept per rank (a single state) resume."""
+    from compress.recipes import resolve_options
+    from compress.runs import train_run
+
+    opts = resolve_options(str(TINY), {"epochs": 2, "checkpoint_every": 2})
+    out = tmp_path / "run"
+    with pytest.raises(Crash):
+        train_run(opts, str(out), reporter=CrashAt(3))
+    partial = tmp_path / "run.partial"
+    meta = json.loads((partial / "run.json").read_text())
+    del meta["settings"]["penalty"], meta["settings"]["precision"]
+    (partial / "run.json").write_text(json.dumps(meta))
+    state = json.loads((partial / "checkpoint" / "state.json").read_text())
+    rng = next(v for k, v in state["state"]["__dict__"] if k == "rng")
+    state["state"]["__dict__"] = [[k, rng[0] if k == "rng" else v] for k, v in state["state"]["__dict__"]]
+    (partial / "checkpoint" / "state.json").write_text(json.dumps(state))
+    result = train_run(opts, str(out), resume=True)
+    assert result["best_epoch"] >= 1 and out.exists() and not partial.exists()
