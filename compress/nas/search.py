@@ -265,9 +265,10 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
                         distributed.share(part.stop - part.start, len(a_items))
                 else:
                     a_ce = shard_loss(step_loss, supernet, lambda x: supernet(x, p, q), items, tgt, step)[0]
-                penalty = (run["l_t"] / n_layers) * supernet.expected_flops(p, q)
+                share = supernet.expected_flops(p, q)  # E[FLOPs] / FLOPs(full)
+                penalty = (run["l_t"] / n_layers) * share
                 a_opt.zero_grad(set_to_none=True)
-                arch_loss = resource_loss(a_ce, penalty, supernet.expected_flops(p, q) * full_flops, ref_flops, cfg)
+                arch_loss = resource_loss(a_ce, penalty, share * full_flops, ref_flops, cfg)
                 if arch_loss is not None:
                     arch_loss.backward()
                 w_opt.zero_grad(set_to_none=True)  # α/β steps never move the weights
