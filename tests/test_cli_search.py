@@ -100,6 +100,7 @@ def test_max_flops_below_the_smallest_candidate_exits_2_and_writes_nothing(tmp_p
     (["--set", "no_such_key=1"], "unknown key(s) no_such_key"),
     (["--set", "tradeoff=lots"], "tradeoff"),
     (["--selection", "argmax"], "unknown selection"),
+    (["--penalty", "latency"], "unknown penalty"),
     (["--max-flops", "half"], "neither a percentage"),
 ])
 def test_bad_options_exit_2_with_one_line(tmp_path, tiny_data_file, args, words):
