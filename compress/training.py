@@ -112,9 +112,10 @@ def shard_loss(step_loss: StepLoss, model: nn.Module, forward: Callable[[torch.T
 
 
 def step_flags(loss: Optional[torch.Tensor], loss_sum: float, checkpoint: Optional[Checkpointer], start: float,
-               max_minutes: Optional[float]) -> Tuple[float, bool, bool]:
-    """(loss sum over the ranks, stop requested, budget spent), agreed by every rank in one collective;
-    raises on a non-finite loss on any rank, before any rank steps on it."""
+               max_minutes: Optional[float]) -> Tuple[float, bool]:
+    """(loss sum over the ranks, budget spent), agreed by every rank in one collective together with a
+    stop request (set on the checkpointer); raises on a non-finite loss on any rank, before any rank
+    steps on it."""
     finite = loss is None or bool(torch.isfinite(loss))
     stop = checkpoint is not None and checkpoint.stop_requested
     total, bad, stop, late = distributed.sum_floats(loss_sum, not finite, stop, past(start, max_minutes))
@@ -122,7 +123,7 @@ def step_flags(loss: Optional[torch.Tensor], loss_sum: float, checkpoint: Option
         raise SearchError(f"loss became {loss.item() if not finite else 'non-finite on another rank'}")
     if checkpoint is not None:  # every rank saves and stops at this step: a signal arriving later waits
         checkpoint.stopping = bool(stop)
-    return total, bool(stop), bool(late)
+    return total, bool(late)
 
 
 def fit(model: nn.Module, dataset: SequenceDataset, cfg: TrainConfig, device: torch.device,
@@ -173,7 +174,7 @@ def fit(model: nn.Module, dataset: SequenceDataset, cfg: TrainConfig, device: to
             with amp.autocast():
                 loss, loss_sum = shard_loss(step_loss, model, model, items, tgt, sums["step"])
             try:
-                loss_sum, _, late = step_flags(loss, loss_sum, checkpoint, start, cfg.max_minutes)
+                loss_sum, late = step_flags(loss, loss_sum, checkpoint, start, cfg.max_minutes)
             except SearchError as exc:
                 raise SearchError(f"{exc} at epoch {epoch}; lower --lr") from None
             amp.step(loss, opt)

@@ -248,7 +248,7 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
             with amp.autocast():
                 ce, ce_sum = shard_loss(step_loss, supernet, lambda x: supernet(x, p, q), items, tgt, step)
             try:
-                ce_sum, _, late = step_flags(ce, ce_sum, checkpoint, start, cfg.max_minutes)
+                ce_sum, late = step_flags(ce, ce_sum, checkpoint, start, cfg.max_minutes)
             except SearchError as exc:
                 raise SearchError(f"{exc} at step {step} (epoch {epoch}); lower --lr (the checkpoint of epoch "
                                   f"{run['best_epoch']} is kept)", best_state, history) from None
