@@ -18,8 +18,15 @@ METRICS = [("full", "ndcg@10"), ("full", "recall@10"), ("full", "mrr@10"), ("pop
            ("pop100", "recall@10")]
 
 
+MAKERS = {"sasrec_ml1m.json": "benchmarks/sasrec_ml1m.py", "sasrec_ml1m_linear.json": "benchmarks/sasrec_ml1m.py --linear",
+          "dnsrec_ml1m.json": "benchmarks/dnsrec_ml1m.py"}
+
+
 def read(name: str) -> Dict:
-    with open(os.path.join(RESULTS, name)) as fh:
+    path = os.path.join(RESULTS, name)
+    if not os.path.exists(path):
+        raise SystemExit(f"error: {path} is missing; run python {MAKERS[name]} first")
+    with open(path) as fh:
         return json.load(fh)
 
 
