@@ -18,20 +18,29 @@ def _pyplot():
     return plt
 
 
-def plot_search(card: Dict, path: str) -> str:
-    """p (width, from α) and q (exit depth, from β) over search epochs, side by side."""
-    plt = _pyplot()
-    history: List[Dict] = card["history"]
+def draw_controllers(axes, history: List[Dict], widths: List[Dict], **style) -> None:
+    """p (width, from α) on ``axes[0]`` and q (exit depth, from β) on ``axes[1]`` over search epochs.
+
+    One colour per candidate, so several searches (seeds) drawn with different ``style`` stay readable.
+    """
     epochs = [row["epoch"] for row in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for i, w in enumerate(card["widths"]):
-        axes[0].plot(epochs, [row["p"][i] for row in history], marker="o", label=f"d={w['hidden']}, D={w['inner']}")
+    for i, w in enumerate(widths):
+        axes[0].plot(epochs, [row["p"][i] for row in history], color=f"C{i}", label=f"d={w['hidden']}, D={w['inner']}",
+                     **style)
     for l in range(len(history[0]["q"])):
-        axes[1].plot(epochs, [row["q"][l] for row in history], marker="o", label=f"{l + 1} layer(s)")
+        axes[1].plot(epochs, [row["q"][l] for row in history], color=f"C{l}", label=f"{l + 1} layer(s)", **style)
     for ax, title in zip(axes, ("width controller p = softmax(α/τ)", "depth controller q = softmax(β/τ)")):
         ax.set_title(title)
         ax.set_xlabel("search epoch")
         ax.set_ylim(0, 1)
+
+
+def plot_search(card: Dict, path: str) -> str:
+    """p and q of one search card over its epochs, side by side."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    draw_controllers(axes, card["history"], card["widths"], marker="o")
+    for ax in axes:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

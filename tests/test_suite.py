@@ -13,7 +13,7 @@ from compress.arch import ArchSpec
 from compress.errors import CheckpointError, ConfigError
 from compress.flops import model_flops
 from compress.suite import load_plan, paired_t_test, read_results, run_plan, write_report
-from compress.suite.report import pareto
+from compress.suite.pareto import dominance, pareto
 from compress.suite.results import append_result
 from compress.suite.stats import t_two_sided
 
@@ -119,6 +119,8 @@ def test_smoke_preset_runs_resumes_and_reports(tmp_path):
         assert r["versions"]["torch"] and r["machine"]["cpus"] and r["wall_s"] > 0
         assert r["dataset_stats"]["users"] == 960
     assert set(by["dnsrec"]["seconds"]) == {"search", "retrain"}
+    trace = by["dnsrec"]["info"]["search"]  # the controllers' story, for the report's trajectory plot
+    assert len(trace["history"]) == 2 and len(trace["widths"]) == 2
     decision = by["dnsrec"]["arch"]
     assert {k: by["uniform"]["arch"][k] for k in ("hidden", "inner", "layers")} == \
         {k: decision[k] for k in ("hidden", "inner", "layers")}
@@ -135,37 +137,79 @@ def test_smoke_preset_runs_resumes_and_reports(tmp_path):
     files = write_report(str(results), str(report_dir))
     text = (report_dir / "report.md").read_text()
     assert "| default | 960 | 3,381 |" in text and "Torch-Pruning" in text and "## default" in text
-    assert [Path(p).name for p in files["plots"]] == ["pareto_default.png"]
+    assert [Path(p).name for p in files["plots"]] == ["pareto_default.png", "controllers_default.png"]
     assert (report_dir / "pareto_default.png").stat().st_size > 1000
+
+
+STATS = {"users": 10, "items": 20, "interactions": 50, "avg_len": 5.0, "max_len": 7, "density": 0.25}
+
+
+def _record(variant, method, seed, ndcg, flops, tradeoff=0.1, dataset="toy", info=None, stats=STATS, **options):
+    """A results record written by hand, with what the report reads."""
+    m = {"ndcg@10": ndcg, "recall@10": ndcg, "mrr@10": ndcg}
+    return {"key": f"{dataset}{variant}{seed}", "dataset": dataset, "variant": variant, "label": variant,
+            "method": method, "seed": seed, "preset": "hand", "from_scratch": False,
+            "options": {"tradeoff": tradeoff, "seed": seed, **options},
+            "arch": {"hidden": 8, "inner": 16, "layers": 1, "attention": "softmax", "gate_layers": 0},
+            "metrics": {f"{s}/{p}": m for s in ("valid", "test") for p in ("full", "pop100")},
+            "cost": {"flops_analytic": flops, "flops_measured": flops, "params": 5, "latency_ms@1": 1.0,
+                     "peak_memory_MB@1": 1.0}, "seconds": {"train": 1.0}, "wall_s": 2.0, "info": info or {},
+            "dataset_stats": stats, "versions": {"compress": "x", "torch": "y"},
+            "machine": {"processor": "cpu", "cpus": 2, "device": "cpu"}}
 
 
 def test_report_has_p_values_and_a_lambda_plot_from_records_alone(tmp_path):
     """Three seeds of a baseline and of a λ sweep, records written by hand: the report needs nothing else."""
     pytest.importorskip("matplotlib")
     path = tmp_path / "r.jsonl"
-    stats = {"users": 10, "items": 20, "interactions": 50, "avg_len": 5.0, "max_len": 7, "density": 0.25}
-
-    def record(variant, method, seed, ndcg, flops, tradeoff=0.1):
-        m = {"ndcg@10": ndcg, "recall@10": ndcg, "mrr@10": ndcg}
-        return {"key": f"{variant}{seed}", "dataset": "toy", "variant": variant, "label": variant, "method": method,
-                "seed": seed, "preset": "hand", "from_scratch": False, "options": {"tradeoff": tradeoff, "seed": seed},
-                "arch": {"hidden": 8, "inner": 16, "layers": 1, "attention": "softmax", "gate_layers": 0},
-                "metrics": {f"{s}/{p}": m for s in ("valid", "test") for p in ("full", "pop100")},
-                "cost": {"flops_analytic": flops, "flops_measured": flops, "params": 5, "latency_ms@1": 1.0,
-                         "peak_memory_MB@1": 1.0}, "seconds": {"train": 1.0}, "wall_s": 2.0, "dataset_stats": stats,
-                "versions": {"compress": "x", "torch": "y"},
-                "machine": {"processor": "cpu", "cpus": 2, "device": "cpu"}}
-
     for seed, base in zip((1, 2, 3), (0.10, 0.20, 0.30)):
-        append_result(str(path), record("sasrec", "dense", seed, base, 100))
+        append_result(str(path), _record("sasrec", "dense", seed, base, 100))
         for lam, gain in ((0.0, 1.0), (0.1, 2.0), (1.0, 3.0)):
-            append_result(str(path), record(f"dnsrec{lam}", "dnsrec", seed, base + gain * seed / 100, 90 / (1 + lam),
-                                            tradeoff=lam))
+            append_result(str(path), _record(f"dnsrec{lam}", "dnsrec", seed, base + gain * seed / 100,
+                                             90 / (1 + lam), tradeoff=lam))
     files = write_report(str(path), str(tmp_path / "rep"))
     text = Path(files["report"]).read_text()
     expected = paired_t_test([0.11, 0.22, 0.33], [0.10, 0.20, 0.30])
     assert f"| {expected:.3g} |" in text
     assert sorted(Path(p).name for p in files["plots"]) == ["lambda_toy.png", "pareto_toy.png"]
+
+
+def test_dominance_counts_dnsrec_points_within_the_baselines_flops():
+    """λ = 0 and the ProxylessNAS penalty are other methods: they never dominate for DNS-Rec."""
+    rows = {name: [_record(name, method, 1, ndcg, flops, **opts)] for name, method, ndcg, flops, opts in (
+        ("dnsrec", "dnsrec", 0.30, 90, {}),
+        ("dnsrec_lambda1", "dnsrec", 0.28, 50, {"tradeoff": 1.0}),
+        ("dnsrec_lambda0", "dnsrec", 0.50, 30, {"tradeoff": 0.0}),
+        ("dnsrec_proxyless", "dnsrec", 0.50, 30, {"penalty": "proxyless"}),
+        ("uniform", "uniform", 0.25, 60, {}),
+        ("torch_pruning", "prune", 0.29, 70, {}),
+        ("tiny", "prune", 0.01, 20, {}))}
+    verdicts = {row["baseline"][0]: row for row in dominance(rows)}
+    assert list(verdicts) == ["uniform", "torch_pruning", "tiny"]
+    assert verdicts["uniform"]["dominated_by"][:3] == ("dnsrec_lambda1", 50, 0.28)
+    assert verdicts["torch_pruning"]["dominated_by"] is None
+    assert verdicts["torch_pruning"]["best_within"][0] == "dnsrec_lambda1"
+    assert verdicts["tiny"]["dominated_by"] is None and verdicts["tiny"]["best_within"] is None
+
+
+def test_report_summary_verdicts_controllers_and_sequence_order(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "r.jsonl"
+    trace = {"widths": [{"hidden": 8, "inner": 16}, {"hidden": 4, "inner": 8}],
+             "history": [{"epoch": e, "p": [0.5 + 0.1 * e, 0.5 - 0.1 * e], "q": [0.6, 0.4]} for e in (1, 2, 3)]}
+    for seed in (1, 2):
+        append_result(str(path), _record("sasrec", "dense", seed, 0.30 + seed / 100, 12e6))
+        append_result(str(path), _record("dnsrec", "dnsrec", seed, 0.31, 5e6, info={"search": trace}))
+        append_result(str(path), _record("uniform", "uniform", seed, 0.29, 6e6))
+        append_result(str(path), _record("sasrec", "dense", seed, 0.2, 100, dataset="untimed",
+                                         stats={**STATS, "timed": False}))
+    files = write_report(str(path), str(tmp_path / "rep"))
+    text = Path(files["report"]).read_text()
+    assert "| toy | 0.3150 ± 0.0071 @ 12.0 M (2) | 0.3100 @ 5.00 M (2) | 0.2900 @ 6.00 M (2) | uniform: yes |" in text
+    assert "- uniform (0.2900 @ 6.00 M), 2 seed(s): dominated by dnsrec (0.3100 @ 5.00 M)" in text
+    assert "| untimed | 10 | 20 | 50 | 5.00 | 25.0000% | file order (no timestamps) |" in text
+    assert sorted(Path(p).name for p in files["plots"]) == ["controllers_toy.png", "pareto_toy.png",
+                                                             "pareto_untimed.png"]
 
 
 def test_torch_pruning_keeps_depth_and_meets_the_flops_target():

@@ -53,6 +53,14 @@ def dense(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:
     return _train(opts, out)
 
 
+def controller_trace(card: Dict[str, Any]) -> Dict[str, Any]:
+    """The search card's α/β story, small enough for a results record: candidate widths, and p, q, τ
+    and the expected FLOPs per search epoch (what the report's trajectory plots are drawn from)."""
+    fields = ("epoch", "p", "q", "tau", "exp_flops", "decision_flops")
+    return {"widths": [{"hidden": w["hidden"], "inner": w["inner"]} for w in card["widths"]],
+            "history": [{k: row[k] for k in fields if k in row} for row in card["history"]]}
+
+
 def dnsrec(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:
     card_path = os.path.join(out, "search_card.json")
     if _interrupted(out) or not os.path.exists(card_path) or "failed" in read_json(card_path):
@@ -65,7 +73,7 @@ def dnsrec(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:
                    {"search": card["seconds"], "retrain": res["seconds"]},
                    {"decision": card["decision"], "search_best_epoch": card["best_epoch"],
                     "slice_max_abs_diff": card["slice_max_abs_diff"], "best_epoch": res["best_epoch"],
-                    "from_scratch": res["from_scratch"]})
+                    "from_scratch": res["from_scratch"], "search": controller_trace(card)})
 
 
 def uniform(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:

@@ -1,45 +1,42 @@
 """The suite's report, from the results file alone: Markdown tables and PNG plots.
 
-- Table 1 of the paper: users, items, interactions, average length and density per dataset.
+- A summary across datasets: test NDCG@10 (full) and FLOPs of SASRec, DNS-Rec and the baselines,
+  and whether a DNS-Rec point dominates each baseline at equal FLOPs (``compress.suite.pareto``).
+- Table 1 of the paper: users, items, interactions, average length, density and where the
+  sequence order comes from (timestamps, or file order for rating sets without them).
 - Per dataset: every variant's test metrics (full and pop100) as mean ± std over seeds, cost
   (FLOPs, params, latency, peak memory, wall time), and the two-sided paired t-test p-value of
   test NDCG@10 (full) against the baseline variant (dense SASRec), paired by seed, when at least
   ``MIN_SEEDS`` seeds of both are present.
-- Plots per dataset: accuracy vs FLOPs with the Pareto front, and the λ sweep (FLOPs and NDCG of
-  DNS-Rec cells whose options differ only in the trade-off λ).
+- Plots per dataset: accuracy vs FLOPs with the Pareto front, the width and depth controllers'
+  p and q over search epochs of the ``dnsrec`` cells (one line style per seed), and the λ sweep
+  (FLOPs and NDCG of DNS-Rec cells whose options differ only in the trade-off λ).
 """
 from __future__ import annotations
 
 import os
 from collections import defaultdict
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from compress.errors import ConfigError
-from compress.plots import _pyplot
+from compress.plots import _pyplot, draw_controllers
+from compress.suite.pareto import by_field as _by
+from compress.suite.pareto import dominance, pareto, point
+from compress.suite.pareto import score as _test
 from compress.suite.results import read_results
 from compress.suite.stats import mean_std, paired_t_test
 
 MIN_SEEDS = 3
 METRIC = "ndcg@10"
 BASELINE = "sasrec"
+OURS = "dnsrec"
 Records = List[Dict[str, Any]]
-
-
-def _by(records: Records, field: str) -> Dict[Any, Records]:
-    out: Dict[Any, Records] = defaultdict(list)
-    for r in records:
-        out[r[field]].append(r)
-    return dict(out)
 
 
 def _fmt(values: List[float], digits: int = 4) -> str:
     mean, std = mean_std(values)
     spec = f",.{digits}f" if digits == 0 else f".{digits}f"  # thousands separators for counts
     return f"{mean:{spec}}" if len(values) < 2 or std == 0 else f"{mean:{spec}} ± {std:{spec}}"
-
-
-def _test(r: Dict[str, Any], protocol: str, metric: str = METRIC) -> float:
-    return r["metrics"][f"test/{protocol}"][metric]
 
 
 def _arch(r: Dict[str, Any]) -> str:
@@ -58,11 +55,13 @@ def _p_value(rows: Records, base: Optional[Records]) -> str:
 
 
 def dataset_table(records: Records) -> str:
-    lines = ["| dataset | users | items | interactions | avg. length | density |", "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| dataset | users | items | interactions | avg. length | density | sequence order |",
+             "|---|---:|---:|---:|---:|---:|---|"]
     for name, rows in _by(records, "dataset").items():
         s = rows[0]["dataset_stats"]
+        order = "timestamps" if s.get("timed", True) else "file order (no timestamps)"
         lines.append(f"| {name} | {s['users']:,} | {s['items']:,} | {s['interactions']:,} | {s['avg_len']:.2f} | "
-                     f"{100 * s['density']:.4f}% |")
+                     f"{100 * s['density']:.4f}% | {order} |")
     return "\n".join(lines)
 
 
@@ -99,23 +98,68 @@ def cost_table(rows_by_variant: Dict[str, Records], batches: List[int]) -> str:
     return "\n".join(lines)
 
 
-def _means(rows_by_variant: Dict[str, Records]) -> List[Tuple[str, float, float, float]]:
-    """(variant name, mean analytic FLOPs, mean test NDCG@10 full, its std) per variant."""
-    out = []
-    for rows in rows_by_variant.values():
-        mean, std = mean_std([_test(r, "full") for r in rows])
-        out.append((rows[0]["variant"], mean_std([r["cost"]["flops_analytic"] for r in rows])[0], mean, std))
-    return out
+def _mega(flops: float) -> str:
+    return f"{flops / 1e6:.{1 if flops >= 1e7 else 2}f} M"
 
 
-def pareto(points: List[Tuple[str, float, float, float]]) -> List[Tuple[str, float, float, float]]:
-    """The points no other point beats on both fewer FLOPs and higher accuracy, by FLOPs."""
-    front, best = [], float("-inf")
-    for p in sorted(points, key=lambda p: (p[1], -p[2])):
-        if p[2] > best:
-            front.append(p)
-            best = p[2]
-    return front
+def dominance_lines(rows_by_variant: Dict[str, Records]) -> str:
+    def at(p) -> str:  # a mean point: its label, NDCG@10 and FLOPs
+        return f"{rows_by_variant[p[0]][0]['label']} ({p[2]:.4f} @ {_mega(p[1])})"
+
+    def verdict(row: Dict[str, Any]) -> str:
+        by, best = row["dominated_by"], row["best_within"]
+        if by is not None:
+            return f"dominated by {at(by)}"
+        if best is None:
+            return "not dominated: no DNS-Rec point within its FLOPs"
+        return f"not dominated: the best DNS-Rec point within its FLOPs is {at(best)}"
+
+    lines = [f"- {at(row['baseline'])}, {row['seeds']} seed(s): {verdict(row)}" for row in dominance(rows_by_variant)]
+    return "\n".join(lines) if lines else "No baseline variants (uniform shrinking, pruning) in these results."
+
+
+def summary_table(records: Records) -> str:
+    """Per dataset: mean test NDCG@10 (full) @ FLOPs of SASRec, DNS-Rec and each baseline, and the verdicts."""
+    datasets = _by(records, "dataset")
+    baselines = sorted({r["variant"] for r in records if r["method"] in ("uniform", "prune")})
+    columns = [v for v in (BASELINE, OURS) if any(r["variant"] == v for r in records)] + baselines
+    labels = {r["variant"]: r["label"] for r in records}
+    lines = ["| dataset | " + " | ".join(labels[v] for v in columns) + " | DNS-Rec dominates at equal FLOPs |",
+             "|---|" + "---:|" * len(columns) + "---|"]
+    for name, rows in datasets.items():
+        by_variant = _by(rows, "variant")
+        cells = []
+        for v in columns:
+            if v not in by_variant:
+                cells.append("—")
+                continue
+            flops = mean_std([r["cost"]["flops_analytic"] for r in by_variant[v]])[0]
+            cells.append(f"{_fmt([_test(r, 'full') for r in by_variant[v]])} @ {_mega(flops)} "
+                         f"({len(by_variant[v])})")
+        verdicts = [f"{row['baseline'][0]}: {'yes' if row['dominated_by'] else 'no'}"
+                    for row in dominance(by_variant)]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {', '.join(verdicts) or '—'} |")
+    return "\n".join(lines)
+
+
+def plot_controllers(dataset: str, rows: Records, path: str) -> str:
+    """p and q over search epochs of every seed's search (``info.search`` of the records)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    styles = ("-", "--", ":", "-.")
+    for i, r in enumerate(sorted(rows, key=lambda r: r["seed"])):
+        trace = r["info"]["search"]
+        draw_controllers(axes, trace["history"], trace["widths"], linestyle=styles[i % len(styles)], marker=".")
+    for ax in axes:
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles))
+        ax.legend(unique.values(), unique.keys(), fontsize=8)
+    seeds = ", ".join(str(r["seed"]) for r in sorted(rows, key=lambda r: r["seed"]))
+    fig.suptitle(f"{dataset}: DNS-Rec controllers over search epochs (seeds {seeds}: solid, dashed, dotted)")
+    fig.tight_layout()
+    path = _save(fig, path)
+    plt.close(fig)
+    return path
 
 
 def _save(fig, path: str) -> str:
@@ -127,7 +171,7 @@ def _save(fig, path: str) -> str:
 
 def plot_pareto(dataset: str, rows_by_variant: Dict[str, Records], path: str) -> str:
     plt = _pyplot()
-    points = _means(rows_by_variant)
+    points = [point(rows) for rows in rows_by_variant.values()]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, flops, mean, std in points:
         ax.errorbar(flops, mean, yerr=std, fmt="o", capsize=3)
@@ -193,6 +237,9 @@ def write_report(results: str, out_dir: str) -> Dict[str, Any]:
              "(leave-one-out); mean ± sample std over seeds. p: two-sided paired t-test over seeds (exact Student-t, "
              f"n − 1 degrees of freedom) of test NDCG@10 (full) against {BASELINE}, shown with "
              f"≥ {MIN_SEEDS} paired seeds. FLOPs = 2 x multiply-adds of scoring one full-length history.",
+             "## Summary\n\nTest NDCG@10 (full ranking), mean ± std @ mean analytic FLOPs (seeds). A baseline is "
+             "dominated when a DNS-Rec point (paper penalty, λ > 0, any ablation) costs no more FLOPs and scores at "
+             "least as well.\n\n" + summary_table(records),
              "## Datasets\n\n" + dataset_table(records)]
     files = {"report": os.path.join(out_dir, "report.md"), "plots": []}
     for dataset, rows in _by(records, "dataset").items():
@@ -202,6 +249,12 @@ def write_report(results: str, out_dir: str) -> Dict[str, Any]:
         png = plot_pareto(dataset, by_variant, os.path.join(out_dir, f"pareto_{dataset}.png"))
         files["plots"].append(png)
         section.append(f"![accuracy vs FLOPs on {dataset}]({os.path.basename(png)})")
+        section.append("### DNS-Rec against the baselines at equal FLOPs\n\n" + dominance_lines(by_variant))
+        traced = [r for r in by_variant.get(OURS, []) if "search" in r["info"]]
+        if traced:
+            png = plot_controllers(dataset, traced, os.path.join(out_dir, f"controllers_{dataset}.png"))
+            files["plots"].append(png)
+            section.append(f"![DNS-Rec p and q over search epochs on {dataset}]({os.path.basename(png)})")
         sweep = lambda_sweep(rows)
         if sweep:
             png = plot_lambda(dataset, sweep, os.path.join(out_dir, f"lambda_{dataset}.png"))
