@@ -99,6 +99,29 @@ def test_results_file_survives_a_torn_last_line(tmp_path):
         read_results(str(path))
 
 
+def _append_many(path: str, tag: str, n: int) -> None:
+    for i in range(n):
+        append_result(path, {"key": f"{tag}{i}", "payload": tag * 200_000})  # lines of 200 kB: many pages
+
+
+def test_parallel_appends_to_one_results_file_stay_whole(tmp_path):
+    """Two processes appending at once (disjoint suite slices): every line arrives whole."""
+    pytest.importorskip("fcntl")
+    import multiprocessing
+
+    path = str(tmp_path / "r.jsonl")
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_append_many, args=(path, tag, 40)) for tag in "ab"]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    records = read_results(path)
+    assert sorted(r["key"] for r in records) == sorted(f"{t}{i}" for t in "ab" for i in range(40))
+    assert all(r["payload"] == r["key"][0] * 200_000 for r in records)
+
+
 def test_smoke_preset_runs_resumes_and_reports(tmp_path):
     """The smoke preset end to end on the embedded sample (one seed, the pruning baseline and the
     cells it builds on), a second run that adds nothing, and the report from the results file."""

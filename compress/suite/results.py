@@ -1,13 +1,21 @@
 """The results file: one JSON object per finished cell, one per line, appended as cells finish.
 
 An append is one ``write`` of one line followed by ``fsync``, so a crash leaves at worst a
-truncated last line; reading ignores it and the next append first cuts it off.
+truncated last line; reading ignores it and the next append first cuts it off. Appends hold an
+exclusive ``flock`` on the file (where the platform has one), so several suite processes running
+disjoint slices (other datasets, seeds or GPUs) can share one results file: no append can mistake
+another's line in progress for a torn one.
 """
 from __future__ import annotations
 
 import json
 import os
 from typing import Any, Dict, List
+
+try:
+    import fcntl
+except ImportError:  # Windows: one process per results file
+    fcntl = None
 
 from compress.artifacts import _json_default
 from compress.errors import CheckpointError
@@ -38,6 +46,8 @@ def append_result(path: str, record: Dict[str, Any]) -> None:
     line = (json.dumps(record, default=_json_default, sort_keys=False) + "\n").encode()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "ab+") as fh:
+        if fcntl is not None:
+            fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file is closed
         fh.seek(0)
         data = fh.read()
         if data and not data.endswith(b"\n"):
