@@ -1,10 +1,15 @@
 """Recipes: defaults < recipe < flags < --set, strict keys and types."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from compress.errors import ConfigError
 from compress.recipes import DEFAULTS, load_recipe, parse_sets, resolve_options
+from compress.runs import arch_from_options, search_space
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
 @pytest.fixture
@@ -86,3 +91,15 @@ def test_bad_sets(item, match):
 def test_flags_are_type_checked_too():
     with pytest.raises(ConfigError, match="option 'heads' expects int"):
         resolve_options(None, {"heads": 1.5})
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_recipes_resolve_and_name_their_command(path):
+    """Every recipe in recipes/ loads strictly, shows the command that runs it, and its search space
+    gives valid candidate widths (heads that divide them, nothing empty)."""
+    header = [line for line in path.read_text().splitlines() if line.startswith("#")]
+    assert any(f"--recipe recipes/{path.name}" in line and "compress " in line for line in header)
+    opts = resolve_options(str(path), {})
+    widths = search_space(opts).widths(arch_from_options(opts))
+    assert widths[0].hidden == opts["hidden"] and widths[0].inner == opts["inner"]
+    assert all(w.hidden > 0 and w.inner > 0 for w in widths)
