@@ -46,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--out", default=None, help="default: benchmarks/results/suite_<preset>")
     run = sub.choices["run"]
     run.add_argument("--runs", default=None, help="run directories (default: OUT_runs)")
-    run.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (one GPU per parallel slice)")
     run.add_argument("--variants", default=None, help="comma-separated subset (what they build on is added)")
     run.add_argument("--seeds", default=None, help="comma-separated seeds instead of the preset's")
     run.add_argument("--datasets", default=None, help="comma-separated subset of the preset's datasets")

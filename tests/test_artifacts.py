@@ -168,8 +168,13 @@ def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ConfigError, match="unknown device 'tpu'"):
         resolve_device("tpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="no CUDA device"):
+    with pytest.raises(ConfigError, match="unknown device 'cuda:x'"):
+        resolve_device("cuda:x")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(ConfigError, match=f"--device cuda:{count} asked for, but {count} CUDA device"):
+        resolve_device(f"cuda:{count}")
+    if count == 0:
+        with pytest.raises(ConfigError, match="0 CUDA device"):
             resolve_device("cuda")
 
 
