@@ -73,7 +73,7 @@ DataDirOpt = typer.Option(None, "--data-dir", help="Where named datasets live (e
 FormatOpt = typer.Option(None, "--format", help="auto, atomic, ml-dat, udata, delimited or sequence.")
 RecipeOpt = typer.Option(None, "--recipe", help="YAML recipe; flags and --set override it.")
 SetOpt = typer.Option([], "--set", help="Override any recipe key: --set key=value (repeatable).")
-DeviceOpt = typer.Option(None, "--device", help="auto, cpu or cuda.")
+DeviceOpt = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N.")
 ResumeOpt = typer.Option(None, "--resume", help="Continue the interrupted run RUN_DIR (its RUN_DIR.partial/ "
                          "checkpoint) with its saved options.")
 CheckpointOpt = typer.Option(None, "--checkpoint-every", help="Also checkpoint every N steps (default: each epoch).")
