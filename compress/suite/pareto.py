@@ -19,8 +19,8 @@ Point = Tuple[str, float, float, float]  # (variant, mean FLOPs, mean test NDCG@
 BASELINE_METHODS = ("uniform", "prune")
 
 
-def score(r: Dict[str, Any], protocol: str = "full", metric: str = "ndcg@10") -> float:
-    return r["metrics"][f"test/{protocol}"][metric]
+def score(r: Dict[str, Any], protocol: str = "full", metric: str = "ndcg@10", split: str = "test") -> float:
+    return r["metrics"][f"{split}/{protocol}"][metric]
 
 
 def by_field(records: Records, field: str) -> Dict[Any, Records]:

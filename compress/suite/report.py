@@ -4,7 +4,8 @@
   and whether a DNS-Rec point dominates each baseline at equal FLOPs (``compress.suite.pareto``).
 - Table 1 of the paper: users, items, interactions, average length, density and where the
   sequence order comes from (timestamps, or file order for rating sets without them).
-- Per dataset: every variant's test metrics (full and pop100) as mean ± std over seeds, cost
+- Per dataset: every variant's NDCG, Recall and MRR @10 (full and pop100) on test and on
+  validation as mean ± std over seeds, cost
   (FLOPs, params, latency, peak memory, wall time), and the two-sided paired t-test p-value of
   test NDCG@10 (full) against the baseline variant (dense SASRec), paired by seed, when at least
   ``MIN_SEEDS`` seeds of both are present.
@@ -27,7 +28,6 @@ from compress.suite.results import read_results
 from compress.suite.stats import mean_std, paired_t_test
 
 MIN_SEEDS = 3
-METRIC = "ndcg@10"
 BASELINE = "sasrec"
 OURS = "dnsrec"
 Records = List[Dict[str, Any]]
@@ -65,18 +65,22 @@ def dataset_table(records: Records) -> str:
     return "\n".join(lines)
 
 
-def accuracy_table(rows_by_variant: Dict[str, Records]) -> str:
+METRICS = {"ndcg@10": "NDCG@10", "recall@10": "Recall@10", "mrr@10": "MRR@10"}
+PROTOCOLS = ("full", "pop100")
+
+
+def accuracy_table(rows_by_variant: Dict[str, Records], split: str = "test") -> str:
+    """NDCG, Recall and MRR @10 under both protocols on ``split``; on test also the paired p-value."""
     base = rows_by_variant.get(BASELINE)
-    lines = ["| method | arch (d/D x L, attention, gates) | seeds | NDCG@10 full | Recall@10 full | NDCG@10 pop100 | "
-             f"Recall@10 pop100 | p vs {BASELINE} (paired t, NDCG@10 full) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for name, rows in rows_by_variant.items():
+    heads = [f"{name} {p}" for p in PROTOCOLS for name in METRICS.values()]
+    p_head = f" p vs {BASELINE} (paired t, NDCG@10 full) |" if split == "test" else ""
+    lines = ["| method | arch (d/D x L, attention, gates) | seeds | " + " | ".join(heads) + " |" + p_head,
+             "|---|---|---:|" + "---:|" * (len(heads) + (split == "test"))]
+    for rows in rows_by_variant.values():
         archs = sorted({_arch(r) for r in rows})
-        lines.append(f"| {rows[0]['label']} | {'; '.join(archs)} | {len(rows)} | "
-                     f"{_fmt([_test(r, 'full') for r in rows])} | "
-                     f"{_fmt([_test(r, 'full', 'recall@10') for r in rows])} | "
-                     f"{_fmt([_test(r, 'pop100') for r in rows])} | "
-                     f"{_fmt([_test(r, 'pop100', 'recall@10') for r in rows])} | {_p_value(rows, base)} |")
+        values = " | ".join(_fmt([_test(r, p, m, split) for r in rows]) for p in PROTOCOLS for m in METRICS)
+        p_cell = f" {_p_value(rows, base)} |" if split == "test" else ""
+        lines.append(f"| {rows[0]['label']} | {'; '.join(archs)} | {len(rows)} | {values} |{p_cell}")
     return "\n".join(lines)
 
 
@@ -244,7 +248,8 @@ def write_report(results: str, out_dir: str) -> Dict[str, Any]:
     files = {"report": os.path.join(out_dir, "report.md"), "plots": []}
     for dataset, rows in _by(records, "dataset").items():
         by_variant = _by(rows, "variant")
-        section = [f"## {dataset}", "### Accuracy", accuracy_table(by_variant),
+        section = [f"## {dataset}", "### Accuracy (test)", accuracy_table(by_variant),
+                   "### Accuracy (validation, what models are selected on)", accuracy_table(by_variant, "valid"),
                    "### Cost", cost_table(by_variant, batches)]
         png = plot_pareto(dataset, by_variant, os.path.join(out_dir, f"pareto_{dataset}.png"))
         files["plots"].append(png)
