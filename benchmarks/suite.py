@@ -9,7 +9,9 @@
 benchmarks/results/suite_<preset>) and keeps each cell's run directory in OUT_runs/; run it again
 (after a crash, or with more seeds or variants) and finished cells are skipped. `--variants`,
 `--seeds` and `--datasets` narrow the preset. `report` writes OUT/report.md and its PNGs from the
-results file alone. Bad input ends in a one-line `error: ...` and exit code 2.
+results file alone; `--readme FILE` (repeatable) also writes the summary table between FILE's
+`<!-- suite:PRESET -->` and `<!-- /suite:PRESET -->` markers. Bad input ends in a one-line
+`error: ...` and exit code 2.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from compress.errors import CompressError, ConfigError  # noqa: E402
 from compress.perf import tune_allocator  # noqa: E402
 from compress.suite import load_plan, run_plan, write_report  # noqa: E402
+from compress.suite.blocks import markers, replace_block  # noqa: E402
+from compress.suite.report import readme_block  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = "results.jsonl"
@@ -44,6 +48,8 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--preset", default="smoke", help="smoke, cpu or paper (see --suite)")
         p.add_argument("--suite", default=os.path.join(HERE, "suite.yaml"), help="the experiment list (YAML)")
         p.add_argument("--out", default=None, help="default: benchmarks/results/suite_<preset>")
+        p.add_argument("--readme", action="append", default=[],
+                       help="a Markdown file whose <!-- suite:PRESET --> block gets the summary table (repeatable)")
     run = sub.choices["run"]
     run.add_argument("--runs", default=None, help="run directories (default: OUT_runs)")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (one GPU per parallel slice)")
@@ -72,6 +78,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                 return 0
         files = write_report(results, out)
         print(f"report: {files['report']}, plots: {', '.join(files['plots'])}")
+        command = f"python benchmarks/suite.py report --preset {args.preset}" + \
+            "".join(f" --readme {markdown}" for markdown in args.readme)
+        for markdown in args.readme:
+            body = readme_block(results, files["report"], markdown, command)
+            if not replace_block(markdown, args.preset, body):
+                raise ConfigError(f"{markdown} has no {' … '.join(markers(args.preset))} block to write the summary into")
+            print(f"summary table written into {markdown}")
     except CompressError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ from compress.errors import CheckpointError, ConfigError
 from compress.flops import model_flops
 from compress.suite import load_plan, paired_t_test, read_results, run_plan, write_report
 from compress.suite.pareto import dominance, pareto
+from compress.suite.blocks import replace_block
 from compress.suite.results import append_result
 from compress.suite.stats import t_two_sided
 
@@ -252,3 +253,37 @@ def test_torch_pruning_keeps_depth_and_meets_the_flops_target():
     assert model.arch.hidden == 64  # the input model is untouched
     with pytest.raises(ConfigError, match="softmax attention and no gates"):
         prune_to_flops(compress.get_backbone("sasrec")(ArchSpec(64, 128, 4, 2, "linear"), 500, 20), target)
+
+
+def test_replace_block_writes_between_the_presets_markers_only(tmp_path):
+    md = tmp_path / "README.md"
+    md.write_text("# T\n\nbefore\n<!-- suite:cpu -->\nold table\n<!-- /suite:cpu -->\nafter\n")
+    assert replace_block(str(md), "cpu", "new table\n")
+    assert md.read_text() == "# T\n\nbefore\n<!-- suite:cpu -->\nnew table\n<!-- /suite:cpu -->\nafter\n"
+    assert not replace_block(str(md), "paper", "x")  # no markers for that preset: untouched
+    md.write_text("<!-- /suite:cpu -->\n<!-- suite:cpu -->\n")
+    with pytest.raises(ConfigError, match="must each appear once, in that order"):
+        replace_block(str(md), "cpu", "x")
+
+
+def test_report_writes_the_summary_into_a_readme_block(tmp_path, capsys):
+    """`suite.py report --readme`: the README's table is the report's, links relative to the README."""
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "results" / "suite_hand"
+    for seed in (1, 2):
+        append_result(str(out / "results.jsonl"), _record("sasrec", "dense", seed, 0.3, 12e6))
+        append_result(str(out / "results.jsonl"), _record("dnsrec", "dnsrec", seed, 0.31, 5e6))
+    md = tmp_path / "README.md"
+    md.write_text("intro\n<!-- suite:smoke -->\n<!-- /suite:smoke -->\nend\n")
+    main = _script().main
+    assert main(["report", "--preset", "smoke", "--out", str(out), "--readme", str(md)]) == 0
+    text = md.read_text()
+    assert text.startswith("intro\n<!-- suite:smoke -->\nWritten by `python benchmarks/suite.py report --preset smoke")
+    assert "[results/suite_hand/report.md](results/suite_hand/report.md)" in text and text.endswith("end\n")
+    assert "| toy | 0.3000 @ 12.0 M (2) | 0.3100 @ 5.00 M (2) | — |" in text
+    other = tmp_path / "OTHER.md"
+    other.write_text("no markers\n")
+    assert main(["report", "--preset", "smoke", "--out", str(out), "--readme", str(other)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {other} has no <!-- suite:smoke --> … <!-- /suite:smoke --> block to write the summary into"]
+    assert other.read_text() == "no markers\n"

@@ -223,14 +223,31 @@ def plot_lambda(dataset: str, rows: Records, path: str) -> str:
     return path
 
 
-def write_report(results: str, out_dir: str) -> Dict[str, Any]:
-    """Write ``out_dir/report.md`` and its PNGs from the results file; returns their paths."""
+def _records(results: str) -> Records:
     records = read_results(results)
     if not records:
         raise ConfigError(f"{results} holds no finished cells yet; run the suite first")
-    os.makedirs(out_dir, exist_ok=True)
     latest = {r["key"]: r for r in records}  # a cell run twice (results merged by hand): its last record
-    records = list(latest.values())
+    return list(latest.values())
+
+
+SUMMARY_NOTE = ("Test NDCG@10 (full ranking), mean ± std @ mean analytic FLOPs (seeds). A baseline is dominated when "
+                "a DNS-Rec point (paper penalty, λ > 0, any ablation) costs no more FLOPs and scores at least as well.")
+
+
+def readme_block(results: str, report: str, markdown: str, command: str) -> str:
+    """The summary table for a README at ``markdown``, with links relative to it and the command that wrote it."""
+    records = _records(results)
+    here = os.path.dirname(os.path.abspath(markdown))
+    rel = os.path.relpath(os.path.abspath(report), here)
+    return (f"Written by `{command}` from `{os.path.relpath(os.path.abspath(results), here)}` ({len(records)} cells); "
+            f"every table and plot: [{rel}]({rel}). {SUMMARY_NOTE}\n\n{summary_table(records)}")
+
+
+def write_report(results: str, out_dir: str) -> Dict[str, Any]:
+    """Write ``out_dir/report.md`` and its PNGs from the results file; returns their paths."""
+    records = _records(results)
+    os.makedirs(out_dir, exist_ok=True)
     batches = sorted({int(k.split("@")[1]) for r in records for k in r["cost"] if k.startswith("latency_ms@")})
     presets = sorted({r["preset"] for r in records})
     r0 = records[0]
@@ -241,9 +258,7 @@ def write_report(results: str, out_dir: str) -> Dict[str, Any]:
              "(leave-one-out); mean ± sample std over seeds. p: two-sided paired t-test over seeds (exact Student-t, "
              f"n − 1 degrees of freedom) of test NDCG@10 (full) against {BASELINE}, shown with "
              f"≥ {MIN_SEEDS} paired seeds. FLOPs = 2 x multiply-adds of scoring one full-length history.",
-             "## Summary\n\nTest NDCG@10 (full ranking), mean ± std @ mean analytic FLOPs (seeds). A baseline is "
-             "dominated when a DNS-Rec point (paper penalty, λ > 0, any ablation) costs no more FLOPs and scores at "
-             "least as well.\n\n" + summary_table(records),
+             f"## Summary\n\n{SUMMARY_NOTE}\n\n{summary_table(records)}",
              "## Datasets\n\n" + dataset_table(records)]
     files = {"report": os.path.join(out_dir, "report.md"), "plots": []}
     for dataset, rows in _by(records, "dataset").items():

@@ -1,0 +1,40 @@
+"""Generated blocks in Markdown files, so the suite's numbers quoted in a README come from the
+results file and cannot drift from it. A block is the text between a preset's two markers:
+
+    <!-- suite:cpu -->
+    (replaced by `python benchmarks/suite.py report --preset cpu --readme README.md`)
+    <!-- /suite:cpu -->
+
+Everything outside the markers is left as it is; the file is rewritten atomically.
+"""
+from __future__ import annotations
+
+import os
+from typing import Tuple
+
+from compress.errors import ConfigError
+
+
+def markers(preset: str) -> Tuple[str, str]:
+    return f"<!-- suite:{preset} -->", f"<!-- /suite:{preset} -->"
+
+
+def replace_block(path: str, preset: str, body: str) -> bool:
+    """Put ``body`` between the preset's markers in ``path``; False when the file has none."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path} to update its suite block: {exc.strerror}") from None
+    begin, end = markers(preset)
+    i, j = text.find(begin), text.find(end)
+    if i < 0 and j < 0:
+        return False
+    if i < 0 or j < i or text.count(begin) > 1 or text.count(end) > 1:
+        raise ConfigError(f"{path}: the markers {begin} and {end} must each appear once, in that order")
+    new = f"{text[:i + len(begin)]}\n{body.strip()}\n{text[j:]}"
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(new)
+    os.replace(tmp, path)
+    return True
