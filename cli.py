@@ -303,21 +303,21 @@ def search(
 
 
 def _retrain_result(run_dir: str, epochs: Optional[int], batch_size: Optional[int], from_scratch: bool,
-                    overwrite: bool, resume: bool = False) -> dict:
+                    overwrite: bool, resume: bool = False, gate_layers: Optional[int] = None) -> dict:
     from compress.progress import RichReporter
     from compress.runs import retrain_run
 
     reporter = RichReporter(err_console)
     try:
-        return retrain_run(run_dir, {"epochs": epochs, "batch_size": batch_size}, from_scratch, overwrite, reporter,
-                           resume)
+        return retrain_run(run_dir, {"epochs": epochs, "batch_size": batch_size, "gate_layers": gate_layers},
+                           from_scratch, overwrite, reporter, resume)
     finally:
         reporter.close()
 
 
 def _retrain(run_dir: str, epochs: Optional[int], batch_size: Optional[int], from_scratch: bool, overwrite: bool,
-             json_out: bool, resume: bool = False) -> None:
-    result = _retrain_result(run_dir, epochs, batch_size, from_scratch, overwrite, resume)
+             json_out: bool, resume: bool = False, gate_layers: Optional[int] = None) -> None:
+    result = _retrain_result(run_dir, epochs, batch_size, from_scratch, overwrite, resume, gate_layers)
     print_trained(f"retrained {'from scratch' if from_scratch else 'with transferred weights'}", result, json_out)
 
 
@@ -328,12 +328,15 @@ def retrain(
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     from_scratch: bool = typer.Option(False, "--from-scratch"),
+    gate_layers: Optional[int] = typer.Option(None, "--gate-layers",
+                                              help="Retrain with gates of this depth; 0 removes them (Table 6, "
+                                                   "retrain only). Default: the search's."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing RUN_DIR/retrained."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted retrain (RUN_DIR/retrained.partial/)."),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Retrain the decided architecture of a search run (weights transferred unless --from-scratch)."""
-    _retrain(run_dir, epochs, batch_size, from_scratch, overwrite, json_out, resume)
+    _retrain(run_dir, epochs, batch_size, from_scratch, overwrite, json_out, resume, gate_layers)
 
 
 @app.command()

@@ -6,6 +6,7 @@ import os
 import platform
 import tempfile
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch
@@ -284,7 +285,8 @@ def search_run(opts: Dict[str, Any], out: Optional[str], overwrite: bool = False
 def retrain_run(run_dir: str, overrides: Dict[str, Any], from_scratch: bool = False, overwrite: bool = False,
                 reporter: Optional[Reporter] = None, resume: bool = False) -> Dict[str, Any]:
     """Paper §2.7: slice the decision out of the search checkpoint, transfer its weights (or start from
-    scratch, as the official code does), retrain with early stopping; writes RUN_DIR/retrained/."""
+    scratch, as the official code does), retrain with early stopping; writes RUN_DIR/retrained/.
+    An override of ``gate_layers`` retrains with gates of that depth (0: none; Table 6, "retrain only")."""
     cfg = load_config(run_dir)
     if cfg.get("kind") != "search" or cfg.get("failed"):
         raise CheckpointError(f"{run_dir} holds no finished search; run `compress search` first")
@@ -303,10 +305,15 @@ def retrain_run(run_dir: str, overrides: Dict[str, Any], from_scratch: bool = Fa
     decision = card["decision"]
     torch.manual_seed(opts["seed"])
     model = supernet.slice(decision["width"], decision["depth"])
-    if from_scratch:
-        model = supernet.adapter.build(supernet.backbone, model.arch)
     if model.arch.to_dict() != decision["arch"]:
         raise CheckpointError(f"{run_dir}: supernet/ and search_card.json disagree on the decided architecture")
+    gates = overrides.get("gate_layers")
+    if gates is None:
+        gates = model.arch.gate_layers
+    if from_scratch:
+        model = supernet.adapter.build(supernet.backbone, replace(model.arch, gate_layers=gates))
+    else:
+        model = model.regated(gates)  # the paper's "retrain only" gate ablation when the depth changes
     with ckpt:
         result = fit(model, ds, train_config(opts), device, reporter, ckpt)
     metrics = test_metrics(model, ds, opts["k"], opts["seed"], device)

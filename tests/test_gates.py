@@ -111,3 +111,29 @@ def test_the_two_placements_compute_different_functions():
     x, e = torch.randn(1, 5, D), torch.randn(1, 5, D)
     with torch.no_grad():
         assert not torch.allclose(layers["code"](x, None, e), layers["paper"](x, None, e), atol=1e-4)
+
+
+@pytest.mark.parametrize("placement", ["code", "paper"])
+def test_regated_model_keeps_every_other_tensor_and_unit_gates_are_the_identity(placement):
+    """Removing gates (the paper's retrain-only ablation) changes nothing but the gates: with every gate
+    at δ ≡ 1 (zero scoring weights: γ·sigmoid(0) = 1) the gated and the regated model score alike."""
+    torch.manual_seed(0)
+    gated = SASRec(ArchSpec(hidden=D, inner=DI, heads=2, layers=2, gate_layers=2, gate_placement=placement),
+                   n_items=40, max_len=10).eval()
+    assert gated.regated(2) is gated
+    bare = gated.regated(0)
+    assert bare.arch.gate_layers == 0 and not any(".gates." in n for n in bare.state_dict())
+    source = gated.state_dict()
+    for name, t in bare.state_dict().items():
+        assert torch.equal(t, source[name]), name
+    with torch.no_grad():
+        for layer in gated.layers:
+            for gate in (layer.gates.first, layer.gates.second):
+                gate.score.weight.zero_()
+                gate.score.bias.zero_()
+    items = torch.randint(1, 41, (4, 10))
+    items[0, 6:] = 0
+    assert torch.allclose(gated(items), bare.eval()(items), atol=1e-6)
+    deeper = gated.regated(3)  # another depth: fresh gates, the rest carried over
+    assert len(deeper.layers[0].gates.first.hidden_layers) == 2
+    assert torch.equal(deeper.state_dict()["layers.1.ffn_in.weight"], source["layers.1.ffn_in.weight"])

@@ -70,7 +70,7 @@ class Captured(Exception):
     """Raised by the stand-in for ``fit`` once it has seen the weights retraining would start from."""
 
 
-def initial_weights(run_dir: Path, monkeypatch, from_scratch: bool) -> Dict[str, torch.Tensor]:
+def initial_weights(run_dir: Path, monkeypatch, from_scratch: bool, **overrides) -> Dict[str, torch.Tensor]:
     import compress.runs
 
     seen = {}
@@ -81,7 +81,7 @@ def initial_weights(run_dir: Path, monkeypatch, from_scratch: bool) -> Dict[str,
 
     monkeypatch.setattr(compress.runs, "fit", capture)
     with pytest.raises(Captured):
-        compress.runs.retrain_run(str(run_dir), {"epochs": 1}, from_scratch=from_scratch)
+        compress.runs.retrain_run(str(run_dir), {"epochs": 1, **overrides}, from_scratch=from_scratch)
     assert not (run_dir / "retrained").exists()  # interrupted: nothing written
     return seen
 
@@ -111,6 +111,28 @@ def test_retrain_from_scratch_starts_from_fresh_weights(search_only, monkeypatch
         assert not torch.equal(fresh[name], transferred[name]), name
     assert torch.equal(fresh["emb_norm.weight"], torch.ones(8))  # LayerNorm at its initial value
     assert not torch.equal(transferred["emb_norm.weight"], torch.ones(8))  # trained during the search
+
+
+def test_retrain_without_gates_transfers_every_other_weight(search_only, monkeypatch):
+    """`retrain --gate-layers 0`: the paper's retrain-only gate ablation (Table 6)."""
+    transferred = initial_weights(search_only, monkeypatch, from_scratch=False)
+    bare = initial_weights(search_only, monkeypatch, from_scratch=False, gate_layers=0)
+    assert any(".gates." in name for name in transferred)
+    assert set(bare) == {name for name in transferred if ".gates." not in name}
+    for name, t in bare.items():
+        assert torch.equal(t, transferred[name]), name
+
+
+def test_cli_retrain_with_other_gates(search_only):
+    out = invoke("retrain", str(search_only), "--gate-layers", "0", "--epochs", "1", "--json")
+    assert out.exit_code == 0, out.output
+    cfg = read(search_only / "retrained" / "config.json")
+    assert cfg["model"]["arch"]["gate_layers"] == 0 and cfg["options"]["gate_layers"] == 0
+    decision = read(search_only / "search_card.json")["decision"]["arch"]
+    assert {**cfg["model"]["arch"], "gate_layers": decision["gate_layers"]} == decision
+    bad = invoke("retrain", str(search_only), "--gate-layers", "-1", "--overwrite")
+    assert bad.exit_code != 0 and error_line(bad) == "error: gate_layers must be >= 0, got -1"
+    assert sorted(os.listdir(search_only)) == sorted(SEARCH_FILES + ("retrained",))  # nothing half-written
 
 
 def test_stage_retrain_overwrites_from_scratch(artifacts, search_only):

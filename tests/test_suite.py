@@ -56,6 +56,20 @@ def test_plan_keys_are_stable_and_follow_the_options():
     assert prune.needs == {"reference": plan.cells[0].key, "base": plan.cells[1].key}
     cpu = load_plan(str(SUITE), "cpu", variants=["sasrec"], seeds=[1], datasets=["default"])
     assert cpu.cells[0].key != plan.cells[1].key and cpu.cells[0].options["hidden"] == 64
+    bare = load_plan(str(SUITE), "smoke", variants=["dnsrec", "dnsrec_retrain_nogates"], seeds=[1]).cells
+    assert bare[0].options == bare[1].options and bare[1].variant.retrain == {"gate_layers": 0}
+    assert bare[0].key != bare[1].key  # retraining options are part of the identity
+
+
+def test_committed_results_are_found_by_the_current_plans():
+    """Keys are stable: every cell of the committed smoke run, and of the cpu run's core comparison on the
+    embedded sample, is still the cell the suite file describes (a changed default would orphan them all)."""
+    for preset, variants in (("smoke", None), ("cpu", ["sasrec", "dnsrec", "uniform", "torch_pruning"])):
+        results = REPO / "benchmarks" / "results" / f"suite_{preset}" / "results.jsonl"
+        done = {r["key"] for r in read_results(str(results))}
+        plan = load_plan(str(SUITE), preset, variants=variants, datasets=["default"])
+        missing = [c.name for c in plan.cells if c.key not in done]
+        assert not missing, missing
 
 
 @pytest.mark.parametrize("text, message", [
@@ -66,6 +80,10 @@ def test_plan_keys_are_stable_and_follow_the_options():
     ("variants: {x: {method: dense}}\npresets: {smoke: {variants: [y]}}", "unknown variant 'y'"),
     ("variants: {x: {method: dense}}\npresets: {smoke: {seeds: one}}", "seeds must be a non-empty list"),
     ("variants: {x: {method: dense}}\npresets: {smoke: {}}\nextra: 1", "unknown key(s) extra"),
+    ("variants: {x: {method: dense, retrain: {gate_layers: 0}}}\npresets: {smoke: {}}", "dnsrec variants only"),
+    ("variants: {x: {method: dnsrec, retrain: {hidden: 8}}}\npresets: {smoke: {}}", "unknown key(s) hidden"),
+    ("variants: {x: {method: dnsrec, retrain: {gate_layers: none}}}\npresets: {smoke: {}}",
+     "option 'gate_layers' expects int"),
 ])
 def test_bad_suite_files_are_one_line_config_errors(tmp_path, text, message):
     path = tmp_path / "suite.yaml"

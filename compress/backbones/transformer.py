@@ -8,7 +8,7 @@ its full-size weights, which is what makes width search and exact slicing possib
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Dict, Optional
 
 import torch
@@ -119,6 +119,20 @@ class SequenceTransformer(Recommender, nn.Module):
         """A fresh model of the same class, style and data shape at ``arch``."""
         return type(self)(arch, self.n_items, self.max_len, self.dropout, self.layer_norm_eps, self.init_std,
                           self.style)
+
+    def regated(self, gate_layers: int) -> "SequenceTransformer":
+        """This model with gates of another depth (0: none), every other tensor carried over: the paper's
+        "retrain only" gate ablation (Table 6). New gates start fresh, since a gate of another depth
+        computes something else from its input."""
+        if gate_layers == self.arch.gate_layers:
+            return self
+        model = self.rebuilt(replace(self.arch, gate_layers=gate_layers)).to(self.item_embedding.weight.device)
+        source = self.state_dict()
+        with torch.no_grad():
+            for name, t in model.state_dict().items():
+                if ".gates." not in name:
+                    t.copy_(source[name])
+        return model
 
     def embed(self, items: torch.Tensor, hidden: Optional[int] = None) -> torch.Tensor:
         """items: (B, N) right-padded ids -> E: (B, N, d_k), the kept leading ``hidden`` dims."""

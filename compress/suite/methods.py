@@ -2,7 +2,7 @@
 
 - ``dense``: train a backbone as configured (SASRec, SASRec + linear attention, BERT4Rec, ...).
 - ``dnsrec``: DNS-Rec search, then retraining of the decision (weights transferred, or
-  ``from_scratch``).
+  ``from_scratch``; a variant's ``retrain`` options, such as ``gate_layers: 0``, apply to this stage).
 - ``uniform``: uniform shrinking, the dense design of the variant's options trained from scratch at
   the widths and depth the ``reference`` DNS-Rec cell decided.
 - ``prune``: structured pruning of the trained ``base`` dense model with Torch-Pruning
@@ -67,13 +67,14 @@ def dnsrec(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:
         search_run(opts, out, overwrite=True, resume=_interrupted(out))
     card = read_json(card_path)
     retrained = os.path.join(out, RETRAINED)
-    res = retrain_run(out, {"device": opts["device"]}, from_scratch=cell.variant.from_scratch, overwrite=True,
-                      resume=_interrupted(retrained))
+    res = retrain_run(out, {"device": opts["device"], **cell.variant.retrain}, from_scratch=cell.variant.from_scratch,
+                      overwrite=True, resume=_interrupted(retrained))
     return Outcome(load(res["out"], opts["device"]), res["metrics"],
                    {"search": card["seconds"], "retrain": res["seconds"]},
                    {"decision": card["decision"], "search_best_epoch": card["best_epoch"],
                     "slice_max_abs_diff": card["slice_max_abs_diff"], "best_epoch": res["best_epoch"],
-                    "from_scratch": res["from_scratch"], "search": controller_trace(card)})
+                    "from_scratch": res["from_scratch"], "retrain_options": cell.variant.retrain,
+                    "search": controller_trace(card)})
 
 
 def uniform(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:

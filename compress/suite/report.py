@@ -194,12 +194,13 @@ def plot_pareto(dataset: str, rows_by_variant: Dict[str, Records], path: str) ->
 
 
 def lambda_sweep(records: Records) -> Records:
-    """DNS-Rec cells (weights transferred) whose options differ only in λ: the largest such group."""
+    """DNS-Rec cells (weights transferred) whose options, search and retraining, differ only in λ: the
+    largest such group."""
     groups: Dict[str, Records] = defaultdict(list)
     for r in records:
         if r["method"] == "dnsrec" and not r["from_scratch"]:
             rest = {k: v for k, v in r["options"].items() if k not in ("tradeoff", "seed")}
-            groups[repr(sorted(rest.items()))].append(r)
+            groups[repr((sorted(rest.items()), sorted(r["info"].get("retrain_options", {}).items())))].append(r)
     best = max(groups.values(), key=lambda g: len({r["options"]["tradeoff"] for r in g}), default=[])
     return best if len({r["options"]["tradeoff"] for r in best}) > 1 else []
 

@@ -17,14 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 from compress.errors import ConfigError
-from compress.recipes import _parse_yaml, resolve_options
+from compress.recipes import _coerce, _parse_yaml, resolve_options
 
 METHODS = ("dense", "dnsrec", "uniform", "prune")
 NEEDS = {"dense": (), "dnsrec": (), "uniform": ("reference",), "prune": ("reference", "base")}
 VOLATILE = ("device", "data_dir", "checkpoint_every")  # where and how often, not what
 DEFAULT_DATA = "default"
 TOP_KEYS = {"variants", "presets"}
-VARIANT_KEYS = {"method", "label", "options", "from_scratch", "reference", "base"}
+VARIANT_KEYS = {"method", "label", "options", "from_scratch", "retrain", "reference", "base"}
+RETRAIN_KEYS = {"gate_layers", "epochs", "batch_size", "lr", "weight_decay", "patience"}  # what retraining reads
 PRESET_KEYS = {"about", "seeds", "variants", "datasets", "options", "measure"}
 DATASET_KEYS = {"recipe", "options"}
 MEASURE_KEYS = {"batches", "repeats"}
@@ -38,6 +39,7 @@ class Variant:
     options: Dict[str, Any] = field(default_factory=dict)
     from_scratch: bool = False
     needs: Dict[str, str] = field(default_factory=dict)  # role ("reference", "base") -> variant name
+    retrain: Dict[str, Any] = field(default_factory=dict)  # dnsrec: options of the retraining stage only
 
 
 @dataclass(frozen=True)
@@ -64,10 +66,13 @@ class Plan:
 
 
 def cell_key(dataset: str, method: str, seed: int, options: Dict[str, Any], from_scratch: bool,
-             needs: Dict[str, str]) -> str:
-    """16 hex digits of SHA-256 over the cell's identity, as canonical JSON."""
+             needs: Dict[str, str], retrain: Optional[Dict[str, Any]] = None) -> str:
+    """16 hex digits of SHA-256 over the cell's identity, as canonical JSON. Retraining options enter
+    the identity only when a variant sets them, so the keys of every other cell stay what they were."""
     ident = {"dataset": dataset, "method": method, "seed": seed, "from_scratch": from_scratch, "needs": needs,
              "options": {k: v for k, v in sorted(options.items()) if k not in VOLATILE}}
+    if retrain:
+        ident["retrain"] = dict(sorted(retrain.items()))
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -100,7 +105,12 @@ def _variant(name: str, raw: Any, path: str) -> Variant:
     if raw.get("from_scratch") and method != "dnsrec":
         raise ConfigError(f"{path}: variant {name!r}: from_scratch applies to dnsrec variants only")
     options = _mapping(raw.get("options"), f"{path}: variant {name!r} options")
-    return Variant(name, method, str(raw.get("label", name)), options, raw.get("from_scratch", False), needs)
+    retrain = _mapping(raw.get("retrain"), f"{path}: variant {name!r} retrain", RETRAIN_KEYS)
+    if retrain and method != "dnsrec":
+        raise ConfigError(f"{path}: variant {name!r}: retrain options apply to dnsrec variants only")
+    retrain = {k: _coerce(k, v) for k, v in retrain.items()}
+    return Variant(name, method, str(raw.get("label", name)), options, raw.get("from_scratch", False), needs,
+                   retrain)
 
 
 def read_spec(path: str) -> Dict[str, Any]:
@@ -173,7 +183,7 @@ def load_plan(path: str, preset: str, variants: Optional[Sequence[str]] = None,
                          "seed": seed}
                 opts = resolve_options(recipe, flags, command="search")
                 needs = {role: keys[dep] for role, dep in v.needs.items()}
-                keys[name] = cell_key(data, v.method, seed, opts, v.from_scratch, needs)
+                keys[name] = cell_key(data, v.method, seed, opts, v.from_scratch, needs, v.retrain)
                 cells.append(Cell(data, v, seed, opts, keys[name], needs))
     batches = _ints(measure.get("batches", [1, 256]), f"{where} measure.batches")
     return Plan(preset, str(p.get("about", "")), cells, batches, int(measure.get("repeats", 20)))
