@@ -56,9 +56,10 @@ def test_plan_keys_are_stable_and_follow_the_options():
     assert prune.needs == {"reference": plan.cells[0].key, "base": plan.cells[1].key}
     cpu = load_plan(str(SUITE), "cpu", variants=["sasrec"], seeds=[1], datasets=["default"])
     assert cpu.cells[0].key != plan.cells[1].key and cpu.cells[0].options["hidden"] == 64
-    bare = load_plan(str(SUITE), "smoke", variants=["dnsrec", "dnsrec_retrain_nogates"], seeds=[1]).cells
+    bare = load_plan(str(SUITE), "smoke", variants=["dnsrec_retrain_nogates"], seeds=[1]).cells
+    assert [c.variant.name for c in bare] == ["dnsrec", "dnsrec_retrain_nogates"]  # the search it reuses first
     assert bare[0].options == bare[1].options and bare[1].variant.retrain == {"gate_layers": 0}
-    assert bare[0].key != bare[1].key  # retraining options are part of the identity
+    assert bare[1].needs == {"reference": bare[0].key} and bare[0].key != bare[1].key
 
 
 def test_committed_results_are_found_by_the_current_plans():
@@ -84,6 +85,10 @@ def test_committed_results_are_found_by_the_current_plans():
     ("variants: {x: {method: dnsrec, retrain: {hidden: 8}}}\npresets: {smoke: {}}", "unknown key(s) hidden"),
     ("variants: {x: {method: dnsrec, retrain: {gate_layers: none}}}\npresets: {smoke: {}}",
      "option 'gate_layers' expects int"),
+    ("variants: {x: {method: dnsrec}, y: {method: dnsrec, reference: x}}\npresets: {smoke: {variants: [y]}}",
+     "retrains it the same way"),
+    ("variants: {x: {method: dnsrec}, y: {method: dnsrec, reference: x, options: {tradeoff: 1.0}, "
+     "retrain: {gate_layers: 0}}}\npresets: {smoke: {variants: [y]}}", "not a DNS-Rec search with the same options"),
 ])
 def test_bad_suite_files_are_one_line_config_errors(tmp_path, text, message):
     path = tmp_path / "suite.yaml"
@@ -148,12 +153,17 @@ def test_smoke_preset_runs_resumes_and_reports(tmp_path):
     pytest.importorskip("matplotlib")
     out, runs = tmp_path / "out", tmp_path / "runs"
     results = out / "results.jsonl"
-    plan = load_plan(str(SUITE), "smoke", variants=["torch_pruning", "uniform"], seeds=[1])
+    plan = load_plan(str(SUITE), "smoke", variants=["torch_pruning", "uniform", "dnsrec_retrain_nogates"], seeds=[1])
     plan = type(plan)(plan.preset, plan.about, plan.cells, [1, 8], 1)  # keep the latency part short
-    assert run_plan(plan, str(results), str(runs), "cpu") == {"run": 4, "skipped": 0}
+    assert run_plan(plan, str(results), str(runs), "cpu") == {"run": 5, "skipped": 0}
     records = read_results(str(results))
     by = {r["variant"]: r for r in records}
-    assert list(by) == ["dnsrec", "sasrec", "torch_pruning", "uniform"]
+    assert list(by) == ["dnsrec", "sasrec", "torch_pruning", "uniform", "dnsrec_retrain_nogates"]
+    bare = by["dnsrec_retrain_nogates"]  # the same search, retrained without gates
+    assert bare["info"]["search_of"] == by["dnsrec"]["key"] and "search" not in bare["seconds"]
+    assert bare["info"]["decision"] == by["dnsrec"]["info"]["decision"] and bare["arch"]["gate_layers"] == 0
+    assert {**bare["arch"], "gate_layers": 2} == by["dnsrec"]["arch"]
+    assert bare["cost"]["flops_analytic"] < by["dnsrec"]["cost"]["flops_analytic"]
     for r in records:
         assert set(r["metrics"]) == {"valid/full", "valid/pop100", "test/full", "test/pop100"}
         assert {"flops_analytic", "flops_measured", "params", "latency_ms@1", "latency_ms@8",
@@ -172,7 +182,7 @@ def test_smoke_preset_runs_resumes_and_reports(tmp_path):
     assert pruned["arch"]["layers"] == by["sasrec"]["arch"]["layers"] and 0 < pruned["info"]["ratio"] < 1
 
     before = results.read_bytes()
-    assert run_plan(plan, str(results), str(runs), "cpu") == {"run": 0, "skipped": 4}
+    assert run_plan(plan, str(results), str(runs), "cpu") == {"run": 0, "skipped": 5}
     assert results.read_bytes() == before
 
     report_dir = tmp_path / "report"

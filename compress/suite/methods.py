@@ -3,6 +3,7 @@
 - ``dense``: train a backbone as configured (SASRec, SASRec + linear attention, BERT4Rec, ...).
 - ``dnsrec``: DNS-Rec search, then retraining of the decision (weights transferred, or
   ``from_scratch``; a variant's ``retrain`` options, such as ``gate_layers: 0``, apply to this stage).
+  A variant with a ``reference`` retrains a copy of that cell's search instead of searching again.
 - ``uniform``: uniform shrinking, the dense design of the variant's options trained from scratch at
   the widths and depth the ``reference`` DNS-Rec cell decided.
 - ``prune``: structured pruning of the trained ``base`` dense model with Torch-Pruning
@@ -14,6 +15,7 @@ training resumes from its checkpoint in the cell's run directory.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from typing import Any, Callable, Dict
 
@@ -61,20 +63,34 @@ def controller_trace(card: Dict[str, Any]) -> Dict[str, Any]:
             "history": [{k: row[k] for k in fields if k in row} for row in card["history"]]}
 
 
+SEARCH_FILES = ("config.json", "arch.json", "search_card.json", "supernet")
+
+
+def _reuse_search(source: str, out: str) -> None:
+    """Copy the finished search of the cell this one builds on (its retraining is not copied)."""
+    with atomic_dir(out, overwrite=True) as tmp:
+        for name in SEARCH_FILES:
+            src = os.path.join(source, name)
+            (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, os.path.join(tmp, name))
+
+
 def dnsrec(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:
     card_path = os.path.join(out, "search_card.json")
-    if _interrupted(out) or not os.path.exists(card_path) or "failed" in read_json(card_path):
+    shared = deps.get("reference")
+    if shared is not None and not os.path.exists(card_path):
+        _reuse_search(shared["path"], out)
+    elif _interrupted(out) or not os.path.exists(card_path) or "failed" in read_json(card_path):
         search_run(opts, out, overwrite=True, resume=_interrupted(out))
     card = read_json(card_path)
     retrained = os.path.join(out, RETRAINED)
     res = retrain_run(out, {"device": opts["device"], **cell.variant.retrain}, from_scratch=cell.variant.from_scratch,
                       overwrite=True, resume=_interrupted(retrained))
-    return Outcome(load(res["out"], opts["device"]), res["metrics"],
-                   {"search": card["seconds"], "retrain": res["seconds"]},
+    seconds = {"retrain": res["seconds"]} if shared else {"search": card["seconds"], "retrain": res["seconds"]}
+    return Outcome(load(res["out"], opts["device"]), res["metrics"], seconds,
                    {"decision": card["decision"], "search_best_epoch": card["best_epoch"],
                     "slice_max_abs_diff": card["slice_max_abs_diff"], "best_epoch": res["best_epoch"],
                     "from_scratch": res["from_scratch"], "retrain_options": cell.variant.retrain,
-                    "search": controller_trace(card)})
+                    "search": controller_trace(card), "search_of": shared["key"] if shared else None})
 
 
 def uniform(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:

@@ -21,6 +21,7 @@ from compress.recipes import _coerce, _parse_yaml, resolve_options
 
 METHODS = ("dense", "dnsrec", "uniform", "prune")
 NEEDS = {"dense": (), "dnsrec": (), "uniform": ("reference",), "prune": ("reference", "base")}
+OPTIONAL_NEEDS = {"dnsrec": ("reference",)}  # a dnsrec variant that only retrains differently reuses a search
 VOLATILE = ("device", "data_dir", "checkpoint_every")  # where and how often, not what
 DEFAULT_DATA = "default"
 TOP_KEYS = {"variants", "presets"}
@@ -92,12 +93,13 @@ def _variant(name: str, raw: Any, path: str) -> Variant:
     method = raw.get("method")
     if method not in METHODS:
         raise ConfigError(f"{path}: variant {name!r} has unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    needs = {role: raw[role] for role in NEEDS[method] if role in raw}
+    roles = NEEDS[method] + OPTIONAL_NEEDS.get(method, ())
+    needs = {role: raw[role] for role in roles if role in raw}
     missing = [role for role in NEEDS[method] if role not in needs]
     if missing:
         raise ConfigError(f"{path}: variant {name!r} (method {method}) needs {' and '.join(missing)}: "
                           "the variant(s) it builds on")
-    stray = [role for role in ("reference", "base") if role in raw and role not in NEEDS[method]]
+    stray = [role for role in ("reference", "base") if role in raw and role not in roles]
     if stray:
         raise ConfigError(f"{path}: variant {name!r} (method {method}) takes no {', '.join(stray)}")
     if not isinstance(raw.get("from_scratch", False), bool):
@@ -108,6 +110,9 @@ def _variant(name: str, raw: Any, path: str) -> Variant:
     retrain = _mapping(raw.get("retrain"), f"{path}: variant {name!r} retrain", RETRAIN_KEYS)
     if retrain and method != "dnsrec":
         raise ConfigError(f"{path}: variant {name!r}: retrain options apply to dnsrec variants only")
+    if method == "dnsrec" and "reference" in needs and not (retrain or raw.get("from_scratch")):
+        raise ConfigError(f"{path}: variant {name!r} reuses the search of {needs['reference']!r} but retrains "
+                          "it the same way; give it retrain options or from_scratch")
     retrain = {k: _coerce(k, v) for k, v in retrain.items()}
     return Variant(name, method, str(raw.get("label", name)), options, raw.get("from_scratch", False), needs,
                    retrain)
@@ -139,6 +144,13 @@ def _with_needs(names: Sequence[str], variants: Dict[str, Variant], path: str) -
     for name in names:
         visit(name, ())
     return out
+
+
+def _same_search(v: Variant, ref: Variant, opts: Dict[str, Any], ref_opts: Dict[str, Any], path: str) -> None:
+    """A dnsrec variant may reuse another's search only if that search is what it would run itself."""
+    if ref.method != "dnsrec" or opts != ref_opts:
+        raise ConfigError(f"{path}: variant {v.name!r} reuses the search of {ref.name!r}, which is not a DNS-Rec "
+                          "search with the same options; drop `reference` to run its own")
 
 
 def _ints(value: Any, where: str) -> List[int]:
@@ -176,6 +188,7 @@ def load_plan(path: str, preset: str, variants: Optional[Sequence[str]] = None,
             recipe = os.path.join(os.path.dirname(os.path.abspath(path)), str(recipe))
         for seed in seed_list:
             keys: Dict[str, str] = {}
+            by_key: Dict[str, Dict[str, Any]] = {}
             for name in names:
                 v = known[name]
                 flags = {**_mapping(p.get("options"), f"{where} options"), **_mapping(d.get("options"), f"{where} "
@@ -183,7 +196,10 @@ def load_plan(path: str, preset: str, variants: Optional[Sequence[str]] = None,
                          "seed": seed}
                 opts = resolve_options(recipe, flags, command="search")
                 needs = {role: keys[dep] for role, dep in v.needs.items()}
+                if v.method == "dnsrec" and "reference" in v.needs:
+                    _same_search(v, known[v.needs["reference"]], opts, by_key[needs["reference"]], path)
                 keys[name] = cell_key(data, v.method, seed, opts, v.from_scratch, needs, v.retrain)
+                by_key[keys[name]] = opts
                 cells.append(Cell(data, v, seed, opts, keys[name], needs))
     batches = _ints(measure.get("batches", [1, 256]), f"{where} measure.batches")
     return Plan(preset, str(p.get("about", "")), cells, batches, int(measure.get("repeats", 20)))
