@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional
 from compress.errors import ConfigError
 from compress.plots import _pyplot, draw_controllers
 from compress.suite.pareto import by_field as _by
-from compress.suite.pareto import dominance, pareto, point
+from compress.suite.pareto import dominance, is_dnsrec, pareto, point
 from compress.suite.pareto import score as _test
 from compress.suite.results import read_results
 from compress.suite.stats import mean_std, paired_t_test
@@ -173,12 +173,27 @@ def _save(fig, path: str) -> str:
     return path
 
 
+FAMILIES = {"DNS-Rec (λ > 0)": "tab:red", "other searches (λ = 0, ProxylessNAS)": "tab:orange",
+            "uniform shrinking, pruning": "tab:blue", "dense": "tab:gray"}
+
+
+def _family(rows: Records) -> str:
+    if is_dnsrec(rows):
+        return "DNS-Rec (λ > 0)"
+    method = rows[0]["method"]
+    return {"dnsrec": "other searches (λ = 0, ProxylessNAS)", "dense": "dense"}.get(method, "uniform shrinking, pruning")
+
+
 def plot_pareto(dataset: str, rows_by_variant: Dict[str, Records], path: str) -> str:
     plt = _pyplot()
     points = [point(rows) for rows in rows_by_variant.values()]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, flops, mean, std in points:
-        ax.errorbar(flops, mean, yerr=std, fmt="o", capsize=3)
+    seen = set()
+    for (label, flops, mean, std), rows in zip(points, rows_by_variant.values()):
+        family = _family(rows)
+        ax.errorbar(flops, mean, yerr=std, fmt="o", capsize=3, color=FAMILIES[family],
+                    label=None if family in seen else family)
+        seen.add(family)
         ax.annotate(label, (flops, mean), fontsize=7, xytext=(4, 3), textcoords="offset points")
     front = pareto(points)
     ax.plot([p[1] for p in front], [p[2] for p in front], "--", color="gray", label="Pareto front")
