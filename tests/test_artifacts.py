@@ -237,3 +237,21 @@ def test_atomic_dir_creates_missing_parents(tmp_path):
     with atomic_dir(str(out)) as tmp:
         Path(tmp, "x").write_text("x")
     assert (out / "x").read_text() == "x"
+
+
+def test_versions_name_the_source_commit(monkeypatch, tmp_path):
+    """Artifacts record the git commit of the code that wrote them when it runs from a checkout."""
+    from compress.runs import source_commit, versions
+
+    repo = Path(compress.__file__).resolve().parents[1]
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True)
+    if head.returncode:
+        pytest.skip("not a git checkout")
+    source_commit.cache_clear()
+    assert versions()["commit"].split("+")[0] == head.stdout.strip()
+    installed = tmp_path / "site-packages" / "compress" / "__init__.py"  # an installed copy: no commit
+    installed.parent.mkdir(parents=True)
+    monkeypatch.setattr(compress, "__file__", str(installed))
+    source_commit.cache_clear()
+    assert "commit" not in versions()
+    source_commit.cache_clear()

@@ -266,9 +266,12 @@ def write_report(results: str, out_dir: str) -> Dict[str, Any]:
     os.makedirs(out_dir, exist_ok=True)
     batches = sorted({int(k.split("@")[1]) for r in records for k in r["cost"] if k.startswith("latency_ms@")})
     presets = sorted({r["preset"] for r in records})
+    commits = sorted({r["versions"]["commit"] for r in records if "commit" in r["versions"]})
+    at = f" (commit {', '.join(commits)})" if commits else ""
     r0 = records[0]
     parts = [f"# Benchmark suite report\n\nFrom `{os.path.basename(results)}`: {len(records)} cells, "
-             f"preset(s) {', '.join(presets)}; compress {r0['versions']['compress']}, torch {r0['versions']['torch']}, "
+             f"preset(s) {', '.join(presets)}; compress {r0['versions']['compress']}{at}, "
+             f"torch {r0['versions']['torch']}, "
              f"{r0['machine']['processor']} ({r0['machine']['cpus']} CPUs, device {r0['machine']['device']}"
              f"{', ' + r0['machine']['gpu'] if 'gpu' in r0['machine'] else ''}). Metrics are on the test split "
              "(leave-one-out); mean ± sample std over seeds. p: two-sided paired t-test over seeds (exact Student-t, "
