@@ -55,7 +55,7 @@ def dominance(rows_by_variant: Dict[str, Records]) -> List[Dict[str, Any]]:
     one among those that do) or None, and the most accurate DNS-Rec point within its FLOPs."""
     ours = [point(rows) for rows in rows_by_variant.values() if is_dnsrec(rows)]
     out = []
-    for name, rows in rows_by_variant.items():
+    for rows in rows_by_variant.values():
         if rows[0]["method"] not in BASELINE_METHODS:
             continue
         base = point(rows)

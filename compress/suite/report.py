@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional
 from compress.errors import ConfigError
 from compress.plots import _pyplot, draw_controllers
 from compress.suite.pareto import by_field as _by
-from compress.suite.pareto import dominance, is_dnsrec, pareto, point
+from compress.suite.pareto import BASELINE_METHODS, dominance, is_dnsrec, pareto, point
 from compress.suite.pareto import score as _test
 from compress.suite.results import read_results
 from compress.suite.stats import mean_std, paired_t_test
@@ -125,7 +125,7 @@ def dominance_lines(rows_by_variant: Dict[str, Records]) -> str:
 def summary_table(records: Records) -> str:
     """Per dataset: mean test NDCG@10 (full) @ FLOPs of SASRec, DNS-Rec and each baseline, and the verdicts."""
     datasets = _by(records, "dataset")
-    baselines = sorted({r["variant"] for r in records if r["method"] in ("uniform", "prune")})
+    baselines = sorted({r["variant"] for r in records if r["method"] in BASELINE_METHODS})
     columns = [v for v in (BASELINE, OURS) if any(r["variant"] == v for r in records)] + baselines
     labels = {r["variant"]: r["label"] for r in records}
     lines = ["| dataset | " + " | ".join(labels[v] for v in columns) + " | DNS-Rec dominates at equal FLOPs |",
