@@ -26,8 +26,9 @@ def attention_matmul_flops(arch: ArchSpec, n: int, causal: bool = True) -> int:
     if not causal:
         return h * 4 * n * dh * dh  # KᵀV and Q·state
     c = chunk_size(n)
-    padded = math.ceil(n / c) * c
-    return h * padded * (4 * c * dh + 4 * dh * dh)  # intra-chunk QKᵀ and AV; per-chunk KᵀV and Q·state
+    chunks = math.ceil(n / c)
+    state = 4 * dh * dh if chunks > 1 else 0  # per-chunk KᵀV and Q·state; a single chunk carries no state
+    return h * chunks * c * (4 * c * dh + state)  # + intra-chunk QKᵀ and AV
 
 
 def gate_flops(arch: ArchSpec, n: int) -> int:

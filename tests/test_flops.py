@@ -68,6 +68,10 @@ def test_linear_attention_flops_by_hand():
     arch = ArchSpec(hidden=32, inner=64, heads=4, layers=1, attention="linear")
     # N = 150: three chunks of 50; per head: QKᵀ and AV inside chunks (2·2·N·C·dh), KᵀV and Q·state (2·2·N·dh²)
     assert attention_matmul_flops(arch, 150) == 4 * (4 * 150 * 50 * 8 + 4 * 150 * 8 * 8)
+    # N ≤ 64 is one chunk: the quadratic form alone, the same products as softmax attention
+    assert attention_matmul_flops(arch, 50) == 4 * (4 * 50 * 50 * 8)
+    soft = ArchSpec(hidden=32, inner=64, heads=4, layers=1, attention="softmax")
+    assert all(attention_matmul_flops(arch, n) == attention_matmul_flops(soft, n) for n in (1, 20, 50, 64))
 
 
 def test_attention_flops_grow_quadratically_for_softmax_and_linearly_for_linear():
@@ -75,6 +79,7 @@ def test_attention_flops_grow_quadratically_for_softmax_and_linearly_for_linear(
     lin = ArchSpec(hidden=32, inner=64, heads=2, layers=2, attention="linear")
     for n in (64, 100, 128, 256):
         assert attention_matmul_flops(soft, 2 * n) == 4 * attention_matmul_flops(soft, n)
+    for n in (100, 128, 256):  # several chunks each (at N ≤ 64 linear attention is softmax's quadratic form)
         assert attention_matmul_flops(lin, 2 * n) == pytest.approx(2 * attention_matmul_flops(lin, n), rel=0.05)
     assert attention_matmul_flops(lin, 256) == 2 * attention_matmul_flops(lin, 128)  # whole 64-chunks: exact
 

@@ -50,6 +50,8 @@ def causal_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     q, k, v = (t.reshape(b, h, m, c, dh) for t in (q, k, v))  # (B, H, M, C, dh)
     scores = (q @ k.transpose(-1, -2)).tril()  # (B, H, M, C, C), causal inside the chunk
     intra = scores @ v
+    if m == 1:  # N ≤ 64: one chunk, no earlier chunk whose state it would add (the quadratic form alone)
+        return (intra / math.sqrt(dh)).reshape(b, h, c, dh)[:, :, :n]
     kv = k.transpose(-1, -2) @ v  # (B, H, M, dh, dh), one state per chunk
     # exclusive prefix (chunks strictly before) by shifting, not cumsum − kv: the subtraction's rounding
     # would let a chunk's own (future) keys leak into its state and cancel badly when they are large
