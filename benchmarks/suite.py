@@ -4,14 +4,17 @@
     COMPRESS_DATA_DIR=../shared/data python benchmarks/suite.py run --preset cpu   # hours on a 2-core CPU
     COMPRESS_DATA_DIR=../shared/data python benchmarks/suite.py run --preset paper --device cuda
     python benchmarks/suite.py report --preset smoke              # tables + plots from results.jsonl
+    python benchmarks/suite.py remeasure --preset smoke           # costs again, side by side, current code
 
 `run` appends one JSON line per finished cell to OUT/results.jsonl (default OUT:
 benchmarks/results/suite_<preset>) and keeps each cell's run directory in OUT_runs/; run it again
 (after a crash, or with more seeds or variants) and finished cells are skipped. `--variants`,
 `--seeds` and `--datasets` narrow the preset. `report` writes OUT/report.md and its PNGs from the
 results file alone; `--readme FILE` (repeatable) also writes the summary table between FILE's
-`<!-- suite:PRESET -->` and `<!-- /suite:PRESET -->` markers. Bad input ends in a one-line
-`error: ...` and exit code 2.
+`<!-- suite:PRESET -->` and `<!-- /suite:PRESET -->` markers. `remeasure` loads the saved model of
+every finished cell and measures their cost again side by side with the current code (FLOPs,
+parameters, latency interleaved across models, peak memory), keeping the replaced figures in each
+record. Bad input ends in a one-line `error: ...` and exit code 2.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from compress.errors import CompressError, ConfigError  # noqa: E402
 from compress.perf import tune_allocator  # noqa: E402
 from compress.suite import load_plan, run_plan, write_report  # noqa: E402
 from compress.suite.blocks import markers, replace_block  # noqa: E402
+from compress.suite.remeasure import remeasure  # noqa: E402
 from compress.suite.report import readme_block  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -43,20 +47,22 @@ def _list(text: Optional[str], cast=str) -> Optional[List]:
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
-    for name in ("run", "report"):
+    for name in ("run", "report", "remeasure"):
         p = sub.add_parser(name)
         p.add_argument("--preset", default="smoke", help="smoke, cpu or paper (see --suite)")
         p.add_argument("--suite", default=os.path.join(HERE, "suite.yaml"), help="the experiment list (YAML)")
         p.add_argument("--out", default=None, help="default: benchmarks/results/suite_<preset>")
         p.add_argument("--readme", action="append", default=[],
                        help="a Markdown file whose <!-- suite:PRESET --> block gets the summary table (repeatable)")
+    for name in ("run", "remeasure"):
+        p = sub.choices[name]
+        p.add_argument("--runs", default=None, help="run directories (default: OUT_runs)")
+        p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (one GPU per parallel slice)")
+        p.add_argument("--datasets", default=None, help="comma-separated subset of the preset's datasets")
+        p.add_argument("--no-report", action="store_true", help="skip writing the report afterwards")
     run = sub.choices["run"]
-    run.add_argument("--runs", default=None, help="run directories (default: OUT_runs)")
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (one GPU per parallel slice)")
     run.add_argument("--variants", default=None, help="comma-separated subset (what they build on is added)")
     run.add_argument("--seeds", default=None, help="comma-separated seeds instead of the preset's")
-    run.add_argument("--datasets", default=None, help="comma-separated subset of the preset's datasets")
-    run.add_argument("--no-report", action="store_true", help="skip writing the report after the run")
     return ap
 
 
@@ -67,6 +73,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command == "report":
             load_plan(args.suite, args.preset)  # an unknown preset or a broken suite file is an error here too
+        elif args.command == "remeasure":
+            plan = load_plan(args.suite, args.preset)
+            n = remeasure(results, args.runs or out.rstrip("/") + "_runs", plan.batches, plan.repeats, args.device,
+                          _list(args.datasets), log=lambda line: print(line, flush=True))
+            print(f"{n} cells re-measured side by side; results in {results}")
+            if args.no_report:
+                return 0
         else:
             tune_allocator()
             plan = load_plan(args.suite, args.preset, _list(args.variants), _list(args.seeds, int),

@@ -15,7 +15,8 @@ from compress.flops import model_flops
 from compress.suite import load_plan, paired_t_test, read_results, run_plan, write_report
 from compress.suite.pareto import dominance, pareto
 from compress.suite.blocks import replace_block
-from compress.suite.results import append_result
+from compress.suite.remeasure import remeasure
+from compress.suite.results import append_result, rewrite_results
 from compress.suite.stats import t_two_sided
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,6 +109,18 @@ def test_unknown_preset_and_variant_end_in_one_error_line(tmp_path, capsys):
     assert err.startswith("error: ") and "unknown variant 'nope'" in err and "\n" not in err
     assert main(["report", "--out", str(tmp_path / "empty")]) == 2
     assert "holds no finished cells" in capsys.readouterr().err
+    assert main(["remeasure", "--out", str(tmp_path / "empty"), "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: ") and not (tmp_path / "empty").exists()
+
+
+def test_rewrite_replaces_the_file_and_appends_follow_it(tmp_path):
+    path = tmp_path / "r.jsonl"
+    for key in "ab":
+        append_result(str(path), {"key": key})
+    rewrite_results(str(path), [{"key": "a", "x": 1}, {"key": "b", "x": 2}])
+    append_result(str(path), {"key": "c"})
+    assert read_results(str(path)) == [{"key": "a", "x": 1}, {"key": "b", "x": 2}, {"key": "c"}]
+    assert not (tmp_path / "r.jsonl.tmp").exists()
 
 
 def test_results_file_survives_a_torn_last_line(tmp_path):
@@ -185,10 +198,22 @@ def test_smoke_preset_runs_resumes_and_reports(tmp_path):
     assert run_plan(plan, str(results), str(runs), "cpu") == {"run": 0, "skipped": 5}
     assert results.read_bytes() == before
 
+    assert remeasure(str(results), str(runs), [1, 8], 1, "cpu") == 5  # all five side by side, current code
+    again = {r["variant"]: r for r in read_results(str(results))}
+    assert list(again) == list(by)
+    for name, r in again.items():
+        assert r["cost_before"] == by[name]["cost"] and set(r["cost"]) == set(by[name]["cost"])
+        assert r["metrics"] == by[name]["metrics"] and r["measured"]["side_by_side"] == 5
+        model = compress.load(str(runs / r["run"] / ("retrained" if r["method"] == "dnsrec" else "")))
+        assert r["cost"]["flops_analytic"] == model_flops(model)["total"]
+    with pytest.raises(ConfigError, match="5 cell model"):
+        remeasure(str(results), str(tmp_path / "elsewhere"), [1], 1, "cpu")
+
     report_dir = tmp_path / "report"
     files = write_report(str(results), str(report_dir))
     text = (report_dir / "report.md").read_text()
     assert "| default | 960 | 3,381 |" in text and "Torch-Pruning" in text and "## default" in text
+    assert "Costs of 5 of the 5 cells were re-measured side by side" in text
     assert [Path(p).name for p in files["plots"]] == ["pareto_default.png", "controllers_default.png"]
     assert (report_dir / "pareto_default.png").stat().st_size > 1000
 

@@ -268,6 +268,13 @@ def write_report(results: str, out_dir: str) -> Dict[str, Any]:
     presets = sorted({r["preset"] for r in records})
     commits = sorted({r["versions"]["commit"] for r in records if "commit" in r["versions"]})
     at = f" (commit {', '.join(commits)})" if commits else ""
+    remeasured = [r["measured"] for r in records if "measured" in r]
+    if remeasured:
+        code = sorted({m["versions"].get("commit", m["versions"]["compress"]) for m in remeasured})
+        when = sorted({m["at"] for m in remeasured})
+        at += (f". Costs of {len(remeasured)} of the {len(records)} cells were re-measured side by side from their "
+               f"saved models (`suite.py remeasure`, {', '.join(when)}, code {', '.join(code)}); the other costs are "
+               "as measured when each cell finished")
     r0 = records[0]
     parts = [f"# Benchmark suite report\n\nFrom `{os.path.basename(results)}`: {len(records)} cells, "
              f"preset(s) {', '.join(presets)}; compress {r0['versions']['compress']}{at}, "

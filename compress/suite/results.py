@@ -8,9 +8,10 @@ another's line in progress for a torn one.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from typing import Any, Dict, List
+from typing import IO, Any, Dict, Iterator, List
 
 try:
     import fcntl
@@ -41,13 +42,40 @@ def read_results(path: str) -> List[Dict[str, Any]]:
     return out
 
 
+@contextlib.contextmanager
+def _locked(path: str, mode: str) -> Iterator[IO[bytes]]:
+    """``path`` opened and exclusively locked; if a rewrite replaced the file while we waited for the
+    lock, the new file is opened and locked instead, so no append lands in a replaced file."""
+    while True:
+        fh = open(path, mode)
+        if fcntl is None:
+            break
+        fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file is closed
+        if os.path.exists(path) and os.fstat(fh.fileno()).st_ino == os.stat(path).st_ino:
+            break
+        fh.close()
+    try:
+        yield fh
+    finally:
+        fh.close()
+
+
+def rewrite_results(path: str, records: List[Dict[str, Any]]) -> None:
+    """Replace the whole file with ``records`` (atomically, holding the appenders' lock)."""
+    with _locked(path, "rb"):
+        tmp = f"{path}.tmp"
+        with open(tmp, "wb") as out:
+            out.writelines((json.dumps(r, default=_json_default, sort_keys=False) + "\n").encode() for r in records)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+
+
 def append_result(path: str, record: Dict[str, Any]) -> None:
     """Append ``record`` as one line, first cutting off an unfinished line a crash may have left."""
     line = (json.dumps(record, default=_json_default, sort_keys=False) + "\n").encode()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "ab+") as fh:
-        if fcntl is not None:
-            fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file is closed
+    with _locked(path, "ab+") as fh:
         fh.seek(0)
         data = fh.read()
         if data and not data.endswith(b"\n"):

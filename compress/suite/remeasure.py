@@ -1,0 +1,59 @@
+"""Measure the cost of finished cells again, from their saved models, side by side.
+
+A cell's latency is measured when it finishes, so it reflects the machine at that moment (other
+jobs on other cores), and its FLOPs reflect the code of that day. ``remeasure`` loads the models of
+every cell of a dataset together and measures them in one pass with the current code: FLOPs and
+parameters per model, latency interleaved across all of them (``compress.benchmark.profile``), so
+the ratios between methods are measured under the same load. Each record's ``cost`` is replaced;
+the figures it replaces are kept under ``cost_before``, and ``measured`` says when, with which code
+and on which machine the new ones were taken. Metrics and training times are not touched.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Callable, List, Optional
+
+from compress.artifacts import RETRAINED, load, resolve_device
+from compress.benchmark import profile
+from compress.errors import ConfigError
+from compress.runs import versions
+from compress.suite.pareto import by_field
+from compress.suite.results import read_results, rewrite_results
+from compress.suite.runner import machine
+
+KEPT = ("train_peak_memory_MB",)  # measured while training: not something a saved model can re-measure
+
+
+def model_dir(runs_dir: str, record: dict) -> str:
+    """Where a cell's final model is saved: the run directory, or its retrained/ for DNS-Rec cells."""
+    run = os.path.join(runs_dir, record["run"])
+    return os.path.join(run, RETRAINED) if record["method"] == "dnsrec" else run
+
+
+def remeasure(results: str, runs_dir: str, batches: List[int], repeats: int, device: str = "cpu",
+              datasets: Optional[List[str]] = None, log: Optional[Callable[[str], None]] = None) -> int:
+    """Re-measure the cost of every finished cell (of ``datasets``, default all); returns how many."""
+    log = log or (lambda line: None)
+    records = read_results(results)
+    if not records:
+        raise ConfigError(f"{results} holds no finished cells yet; run the suite first")
+    dev = resolve_device(device)
+    chosen = [r for r in records if datasets is None or r["dataset"] in datasets]
+    missing = [model_dir(runs_dir, r) for r in chosen if not os.path.isdir(model_dir(runs_dir, r))]
+    if missing:
+        raise ConfigError(f"{len(missing)} cell model(s) are not in {runs_dir} (first: {missing[0]}); "
+                          "pass --runs with the run directories the cells were run in")
+    when = datetime.datetime.now().isoformat(timespec="seconds")
+    stamp = {"at": when, "versions": versions(), "machine": machine(str(dev))}
+    for dataset, rows in by_field(chosen, "dataset").items():
+        models = {r["key"]: load(model_dir(runs_dir, r), str(dev)) for r in rows}
+        costs = profile(models, batches, repeats)
+        for r in rows:
+            old = r["cost"]
+            r["cost_before"] = old
+            r["cost"] = {**{k: old[k] for k in KEPT if k in old}, **costs[r["key"]]}
+            r["measured"] = {**stamp, "side_by_side": len(rows)}
+        log(f"{dataset}: {len(rows)} models measured side by side")
+    rewrite_results(results, records)
+    return len(chosen)
