@@ -50,7 +50,7 @@ def _p_value(rows: Records, base: Optional[Records]) -> str:
     mine, theirs = {r["seed"]: _test(r, "full") for r in rows}, {r["seed"]: _test(r, "full") for r in base}
     seeds = sorted(set(mine) & set(theirs))
     if rows is base or len(seeds) < MIN_SEEDS:
-        return "—" if rows is base else f"n/a ({len(seeds)} paired seeds)"
+        return "—" if rows is base else f"n/a ({len(seeds)} paired seed{'' if len(seeds) == 1 else 's'})"
     return f"{paired_t_test([mine[s] for s in seeds], [theirs[s] for s in seeds]):.3g}"
 
 
@@ -110,13 +110,18 @@ def dominance_lines(rows_by_variant: Dict[str, Records]) -> str:
     def at(p) -> str:  # a mean point: its label, NDCG@10 and FLOPs
         return f"{rows_by_variant[p[0]][0]['label']} ({p[2]:.4f} @ {_mega(p[1])})"
 
+    def against(p, base) -> str:  # the accuracy gap, and whether the seeds say it is more than noise
+        gap = f"ΔNDCG@10 {p[2] - base[2]:+.4f}"
+        paired = _p_value(rows_by_variant[p[0]], rows_by_variant[base[0]])
+        return f"{gap}, paired p = {paired}" if not paired.startswith("n/a") else f"{gap}, {paired[5:-1]}"
+
     def verdict(row: Dict[str, Any]) -> str:
-        by, best = row["dominated_by"], row["best_within"]
+        by, best, base = row["dominated_by"], row["best_within"], row["baseline"]
         if by is not None:
-            return f"dominated by {at(by)}"
+            return f"dominated by {at(by)}; {against(by, base)}"
         if best is None:
             return "not dominated: no DNS-Rec point within its FLOPs"
-        return f"not dominated: the best DNS-Rec point within its FLOPs is {at(best)}"
+        return f"not dominated: the best DNS-Rec point within its FLOPs is {at(best)}; {against(best, base)}"
 
     lines = [f"- {at(row['baseline'])}, {row['seeds']} seed(s): {verdict(row)}" for row in dominance(rows_by_variant)]
     return "\n".join(lines) if lines else "No baseline variants (uniform shrinking, pruning) in these results."
