@@ -282,7 +282,7 @@ def test_report_summary_verdicts_controllers_and_sequence_order(tmp_path):
                                          stats={**STATS, "timed": False}))
     files = write_report(str(path), str(tmp_path / "rep"))
     text = Path(files["report"]).read_text()
-    assert "| toy | 0.3150 ± 0.0071 @ 12.0 M (2) | 0.3100 @ 5.00 M (2) | 0.2900 @ 6.00 M (2) | uniform: yes |" in text
+    assert "| toy | 0.3150 ± 0.0071 @ 12.0 M (2) | 0.3100 @ 5.00 M (2) | 0.2900 @ 6.00 M (2) | uniform: yes (dnsrec) |" in text
     assert "- uniform (0.2900 @ 6.00 M), 2 seed(s): dominated by dnsrec (0.3100 @ 5.00 M); ΔNDCG@10 +0.0200, " \
         "2 paired seeds" in text
     assert "| untimed | 10 | 20 | 50 | 5.00 | 25.0000% | file order (no timestamps) |" in text

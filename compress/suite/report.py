@@ -128,10 +128,13 @@ def dominance_lines(rows_by_variant: Dict[str, Records]) -> str:
 
 
 def summary_table(records: Records) -> str:
-    """Per dataset: mean test NDCG@10 (full) @ FLOPs of SASRec, DNS-Rec and each baseline, and the verdicts."""
+    """Per dataset: mean test NDCG@10 (full) @ FLOPs of SASRec, DNS-Rec, the DNS-Rec ablations run on
+    every dataset and each baseline, and the verdicts (naming the DNS-Rec variant that dominates)."""
     datasets = _by(records, "dataset")
     baselines = sorted({r["variant"] for r in records if r["method"] in BASELINE_METHODS})
-    columns = [v for v in (BASELINE, OURS) if any(r["variant"] == v for r in records)] + baselines
+    everywhere = [v for v, rows in _by(records, "variant").items()  # other DNS-Rec points run on every dataset
+                  if v != OURS and is_dnsrec(rows) and {r["dataset"] for r in rows} == set(datasets)]
+    columns = [v for v in (BASELINE, OURS) if any(r["variant"] == v for r in records)] + everywhere + baselines
     labels = {r["variant"]: r["label"] for r in records}
     lines = ["| dataset | " + " | ".join(labels[v] for v in columns) + " | DNS-Rec dominates at equal FLOPs |",
              "|---|" + "---:|" * len(columns) + "---|"]
@@ -145,7 +148,7 @@ def summary_table(records: Records) -> str:
             flops = mean_std([r["cost"]["flops_analytic"] for r in by_variant[v]])[0]
             cells.append(f"{_fmt([_test(r, 'full') for r in by_variant[v]])} @ {_mega(flops)} "
                          f"({len(by_variant[v])})")
-        verdicts = [f"{row['baseline'][0]}: {'yes' if row['dominated_by'] else 'no'}"
+        verdicts = [f"{row['baseline'][0]}: " + (f"yes ({row['dominated_by'][0]})" if row["dominated_by"] else "no")
                     for row in dominance(by_variant)]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {', '.join(verdicts) or '—'} |")
     return "\n".join(lines)
