@@ -55,12 +55,16 @@ def atomic_dir(out: str, overwrite: bool = False) -> Iterator[str]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_json(path: str, obj: Any) -> None:
+def write_text(path: str, text: str) -> None:
+    """Write ``text`` to a temporary name beside ``path``, then rename: never a half-written file."""
     tmp = f"{path}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=False, default=_json_default)
-        fh.write("\n")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
     os.replace(tmp, path)
+
+
+def write_json(path: str, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
 def _json_default(o: Any) -> Any:

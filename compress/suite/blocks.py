@@ -9,9 +9,9 @@ Everything outside the markers is left as it is; the file is rewritten atomicall
 """
 from __future__ import annotations
 
-import os
 from typing import Tuple
 
+from compress.artifacts import write_text
 from compress.errors import ConfigError
 
 
@@ -32,9 +32,5 @@ def replace_block(path: str, preset: str, body: str) -> bool:
         return False
     if i < 0 or j < i or text.count(begin) > 1 or text.count(end) > 1:
         raise ConfigError(f"{path}: the markers {begin} and {end} must each appear once, in that order")
-    new = f"{text[:i + len(begin)]}\n{body.strip()}\n{text[j:]}"
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(new)
-    os.replace(tmp, path)
+    write_text(path, f"{text[:i + len(begin)]}\n{body.strip()}\n{text[j:]}")
     return True

@@ -19,6 +19,7 @@ import os
 from collections import defaultdict
 from typing import Any, Dict, List, Optional
 
+from compress.artifacts import write_text
 from compress.errors import ConfigError
 from compress.plots import _pyplot, draw_controllers
 from compress.suite.pareto import by_field as _by
@@ -315,8 +316,5 @@ def write_report(results: str, out_dir: str) -> Dict[str, Any]:
             files["plots"].append(png)
             section.append(f"![λ sweep on {dataset}]({os.path.basename(png)})")
         parts.append("\n\n".join(section))
-    tmp = files["report"] + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.write("\n\n".join(parts) + "\n")
-    os.replace(tmp, files["report"])
+    write_text(files["report"], "\n\n".join(parts) + "\n")
     return files
