@@ -86,14 +86,14 @@ def epoch_batches(model, inputs: torch.Tensor, targets: torch.Tensor, batch_size
     """(index, items, targets) of an epoch's training batches on ``device``, from batch ``skip`` on.
     Skipped batches are still drawn (cloze masking consumes ``gen``), so a resumed epoch sees exactly
     the batches the uninterrupted one would have."""
-    cuda = torch.device(device).type == "cuda"
+    device = torch.device(device)
     for i, (items, tgt) in enumerate(batches(inputs, targets, batch_size, gen)):
         items, tgt = training_batch(model, items, tgt, gen)
         if i >= skip:
-            if cuda:  # page-locked host copies let the transfer run asynchronously to the host
+            if device.type == "cuda":  # page-locked host copies let the transfer run asynchronously to the host
                 yield i, items.pin_memory().to(device, non_blocking=True), tgt.pin_memory().to(device, non_blocking=True)
             else:
-                yield i, items, tgt
+                yield i, items.to(device), tgt.to(device)
 
 
 def shard_loss(step_loss: StepLoss, model: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor],

@@ -94,7 +94,7 @@ class Supernet(nn.Module):
 
     def expected_flops(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         """Σ_l q_l Σ_k p_k FLOPs(k, l) / FLOPs(full): differentiable in p and q, 1.0 for the full model."""
-        table = self.flops.to(p.dtype)
+        table = self.flops.to(p.device, p.dtype)  # p, q may be a host copy for the epoch record
         return p @ table @ q / table[0, -1]
 
     def flops_of(self, k: int, l: int) -> float:
