@@ -14,8 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from compress.errors import CompressError
-from compress.checkpoint import Interrupted
+from compress.errors import CompressError, Interrupted
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="DNS-Rec compression for sequential recommenders: train, search, export, evaluate.")
@@ -27,8 +26,8 @@ def clean_errors(fn: Callable) -> Callable:
     """Turn the library's typed errors into a one-line message and exit code 2."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from compress import distributed
-        from compress.perf import tune_allocator
+        from compress.runtime import distributed
+        from compress.runtime.allocator import tune_allocator
 
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
         tune_allocator()
@@ -54,7 +53,7 @@ def clean_errors(fn: Callable) -> Callable:
 def quiet_unless_main():
     """On ranks other than 0 of a distributed run: no progress and no results on stdout or stderr
     (rank 0 prints them once); errors are still printed by every rank."""
-    from compress import distributed
+    from compress.runtime import distributed
 
     if distributed.is_main():
         yield
@@ -153,9 +152,9 @@ def train(
     json_out: bool = typer.Option(False, "--json", help="Print the final metrics as one JSON object."),
 ) -> None:
     """Train a dense backbone with early stopping on validation NDCG@10."""
-    from compress.progress import RichReporter
-    from compress.recipes import resolve_options
-    from compress.runs import train_run
+    from compress.engine.progress import RichReporter
+    from compress.app.recipes import resolve_options
+    from compress.app.jobs import train_run
 
     flags = dict(backbone=backbone, data=data, data_dir=data_dir, format=format, user_col=user_col,
                  item_col=item_col, time_col=time_col, sep=sep, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -187,8 +186,8 @@ def evaluate(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Recall, MRR and NDCG @k of a saved model on the leave-one-out split."""
-    from compress.recipes import resolve_options
-    from compress.runs import evaluate_path
+    from compress.app.recipes import resolve_options
+    from compress.app.jobs import evaluate_path
 
     opts = resolve_options(None, dict(data=data, data_dir=data_dir, format=format, seed=seed, device=device))
     result = evaluate_path(path, opts, split, protocol, k)
@@ -250,12 +249,12 @@ def search(
     """DNS-Rec: search width and depth under a FLOPs penalty, then retrain the sliced model.
 
     RUN_DIR gets arch.json, search_card.json, supernet/ and (stage retrain/all) retrained/."""
-    from compress.artifacts import RETRAINED
-    from compress.checkpoint import partial_dir
+    from compress.store.artifacts import RETRAINED
+    from compress.engine.checkpoint import partial_dir
     from compress.errors import ConfigError
-    from compress.progress import SearchReporter
-    from compress.recipes import resolve_options
-    from compress.runs import search_run
+    from compress.engine.progress import SearchReporter
+    from compress.app.recipes import resolve_options
+    from compress.app.jobs import search_run
 
     if stage not in ("search", "retrain", "all"):
         raise ConfigError(f"unknown --stage {stage!r}; choose search, retrain or all")
@@ -304,8 +303,8 @@ def search(
 
 def _retrain_result(run_dir: str, epochs: Optional[int], batch_size: Optional[int], from_scratch: bool,
                     overwrite: bool, resume: bool = False, gate_layers: Optional[int] = None) -> dict:
-    from compress.progress import RichReporter
-    from compress.runs import retrain_run
+    from compress.engine.progress import RichReporter
+    from compress.app.jobs import retrain_run
 
     reporter = RichReporter(err_console)
     try:
@@ -349,9 +348,9 @@ def export(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Write a dense, physically smaller MODEL_DIR: config.json, model.safetensors, items.json, card.json."""
-    from compress.export import export as export_model
+    from compress.app.jobs import export_run
 
-    result = export_model(run_dir, out, format, overwrite)
+    result = export_run(run_dir, out, format, overwrite)
     if json_out:
         print(json.dumps(result))
         return
@@ -400,7 +399,7 @@ def flops(
 ) -> None:
     """Analytic and FlopCounterMode FLOPs (2 x multiply-adds) of one length-N history, and parameters."""
     import compress
-    from compress.flops import measured_flops, model_flops, params_count
+    from compress.measure.flops import measured_flops, model_flops, params_count
 
     model = compress.load(path)
     analytic = model_flops(model)
@@ -431,7 +430,7 @@ def bench(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """FLOPs (analytic and measured), parameters, peak inference memory and latency, side by side with a baseline."""
-    from compress.benchmark import compare
+    from compress.measure.cost import compare
 
     try:
         batches = [int(b) for b in batch.split(",") if b.strip()]
@@ -468,7 +467,9 @@ def inspect(
     """A summary of a run or model: architecture, decision, α/β history, metrics, FLOPs, files."""
     import os
 
-    from compress.artifacts import load_config, read_json
+    from compress.files import read_json
+
+    from compress.store.artifacts import load_config
 
     cfg = load_config(path)
     out_console.print(f"[bold]{path}[/bold]  kind: {cfg.get('kind')}")
@@ -486,7 +487,7 @@ def inspect(
                          " ".join(f"{v:.2f}" for v in row["q"]), str(row["decision"]), f"{row['valid_ndcg@10']:.4f}")
         out_console.print(hist)
         if plot:
-            from compress.plots import plot_run
+            from compress.app.plots import plot_run
 
             for png in plot_run(path, card):
                 out_console.print(f"wrote {png}")

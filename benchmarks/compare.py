@@ -21,11 +21,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import compress  # noqa: E402
-from compress.artifacts import write_json  # noqa: E402
-from compress.benchmark import profile  # noqa: E402
-from compress.perf import tune_allocator  # noqa: E402
-from compress.recipes import resolve_options  # noqa: E402
-from compress.runs import retrain_run, search_run, train_run, versions  # noqa: E402
+from compress.files import write_json  # noqa: E402
+from compress.measure.cost import profile  # noqa: E402
+from compress.runtime.allocator import tune_allocator  # noqa: E402
+from compress.app.recipes import resolve_options  # noqa: E402
+from compress.app.jobs import retrain_run, search_run, train_run  # noqa: E402
+from compress.store.provenance import versions  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 METRICS = ("ndcg@10", "recall@10", "mrr@10")

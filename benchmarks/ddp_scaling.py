@@ -7,7 +7,7 @@ and with K gloo processes (torch.distributed, as `torchrun` runs them), measured
 Each process gets ``--threads`` intra-op threads (default 1), so K processes use K cores; the
 single-process run is also timed with K threads, the fair comparison on the same cores. Every
 configuration times the same ``--steps`` global batches after ``--warmup`` steps, with the step
-code of ``compress.training.fit`` (shard, weighted loss, gradient all-reduce, Adam). Writes
+code of ``compress.engine.train.fit`` (shard, weighted loss, gradient all-reduce, Adam). Writes
 benchmarks/results/ddp_scaling.json.
 """
 from __future__ import annotations
@@ -25,13 +25,13 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import compress  # noqa: E402
-from compress.artifacts import write_json  # noqa: E402
-from compress.losses import StepLoss  # noqa: E402
-from compress.objectives import training_data  # noqa: E402
-from compress.perf import tune_allocator  # noqa: E402
-from compress.precision import Precision  # noqa: E402
-from compress.runs import versions  # noqa: E402
-from compress.training import epoch_batches, shard_loss  # noqa: E402
+from compress.files import write_json  # noqa: E402
+from compress.engine.losses import StepLoss  # noqa: E402
+from compress.backbones.objectives import training_data  # noqa: E402
+from compress.runtime.allocator import tune_allocator  # noqa: E402
+from compress.engine.precision import Precision  # noqa: E402
+from compress.store.provenance import versions  # noqa: E402
+from compress.engine.train import epoch_batches, shard_loss  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

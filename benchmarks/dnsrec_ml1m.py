@@ -24,16 +24,17 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import compress  # noqa: E402
-from compress.perf import tune_allocator  # noqa: E402
+from compress.runtime.allocator import tune_allocator  # noqa: E402
 from compress.arch import ArchSpec  # noqa: E402
-from compress.artifacts import read_json, write_json  # noqa: E402
+from compress.files import read_json, write_json  # noqa: E402
 from compress.backbones import get_backbone  # noqa: E402
-from compress.batching import training_windows  # noqa: E402
-from compress.flops import analytic_flops  # noqa: E402
-from compress.benchmark import profile  # noqa: E402
-from compress.recipes import resolve_options  # noqa: E402
-from compress.runs import dataset_from_options, retrain_run, search_run, versions  # noqa: E402
-from compress.training import next_item_loss  # noqa: E402
+from compress.data.batching import training_windows  # noqa: E402
+from compress.measure.flops import analytic_flops  # noqa: E402
+from compress.measure.cost import profile  # noqa: E402
+from compress.app.recipes import resolve_options  # noqa: E402
+from compress.app.jobs import dataset_from_options, retrain_run, search_run  # noqa: E402
+from compress.store.provenance import versions  # noqa: E402
+from compress.engine.losses import next_item_loss  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")

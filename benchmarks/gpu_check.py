@@ -22,11 +22,13 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import compress  # noqa: E402
-from compress.artifacts import write_json  # noqa: E402
-from compress.benchmark import profile  # noqa: E402
+from compress.files import write_json  # noqa: E402
+from compress.runtime.devices import resolve_device  # noqa: E402
+from compress.measure.cost import profile  # noqa: E402
 from compress.nas.controllers import one_hot  # noqa: E402
-from compress.runs import test_metrics, versions  # noqa: E402
-from compress.training import next_item_loss  # noqa: E402
+from compress.app.jobs import test_metrics  # noqa: E402
+from compress.store.provenance import versions  # noqa: E402
+from compress.engine.losses import next_item_loss  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -94,7 +96,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
     args = ap.parse_args()
-    device = compress.artifacts.resolve_device(args.device)
+    device = resolve_device(args.device)
     out = {"command": " ".join(["python", "benchmarks/gpu_check.py", *sys.argv[1:]]), "versions": versions(),
            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
     out["parity"] = parity(device)

@@ -43,11 +43,11 @@ from compress.arch import ArchSpec  # noqa: E402
 from compress.backbones.sasrec import SASRec  # noqa: E402
 from compress.data import load_dataset  # noqa: E402
 from compress.data.dataset import SequenceDataset  # noqa: E402
-from compress.evaluation import evaluate  # noqa: E402
-from compress.losses import LOSSES, item_log_frequency, training_loss  # noqa: E402
-from compress.objectives import training_data  # noqa: E402
-from compress.runs import versions  # noqa: E402
-from compress.training import batches  # noqa: E402
+from compress.measure.evaluation import evaluate  # noqa: E402
+from compress.engine.losses import LOSSES, item_log_frequency, training_loss  # noqa: E402
+from compress.backbones.objectives import training_data  # noqa: E402
+from compress.store.provenance import versions  # noqa: E402
+from compress.engine.train import batches  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 MAX_LEN = 50

@@ -14,7 +14,7 @@ Settings (LinRec, SIGIR 2023, SASRec baseline on ML-1M): N = 200 (seq_len), d = 
 (full ranking). LinRec trains with batch 2048; on CPU the default here is --batch-size 256 (2048 does not fit in
 memory on a 23 GB machine; 256 was as fast per sequence as 512 at half the peak memory).
 
-Training runs through ``compress.training.fit``. The budget is a Reporter whose ``epoch_end``
+Training runs through ``compress.engine.train.fit``. The budget is a Reporter whose ``epoch_end``
 raises once the elapsed time passes ``--max-minutes`` (the epoch that crosses the budget is
 finished and validated first); the reporter keeps its own copy of the best-validation weights,
 which the script restores, because ``fit`` never reaches its own restore when interrupted.
@@ -36,14 +36,16 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root: run from anywhere
 import compress  # noqa: E402
 from compress.arch import ArchSpec  # noqa: E402
-from compress.artifacts import resolve_device, save_model, write_json  # noqa: E402
+from compress.files import write_json  # noqa: E402
+from compress.runtime.devices import resolve_device  # noqa: E402
+from compress.store.artifacts import save_model  # noqa: E402
 from compress.backbones import get_backbone  # noqa: E402
-from compress.batching import training_windows  # noqa: E402
+from compress.data.batching import training_windows  # noqa: E402
 from compress.data import load_dataset  # noqa: E402
-from compress.perf import tune_allocator  # noqa: E402
-from compress.progress import Reporter  # noqa: E402
-from compress.runs import test_metrics  # noqa: E402
-from compress.training import TrainConfig, fit  # noqa: E402
+from compress.runtime.allocator import tune_allocator  # noqa: E402
+from compress.engine.progress import Reporter  # noqa: E402
+from compress.app.jobs import test_metrics  # noqa: E402
+from compress.engine.train import TrainConfig, fit  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")

@@ -25,7 +25,7 @@ from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from compress.errors import CompressError, ConfigError  # noqa: E402
-from compress.perf import tune_allocator  # noqa: E402
+from compress.runtime.allocator import tune_allocator  # noqa: E402
 from compress.suite import load_plan, run_plan, write_report  # noqa: E402
 from compress.suite.blocks import markers, replace_block  # noqa: E402
 from compress.suite.remeasure import remeasure  # noqa: E402

@@ -22,10 +22,11 @@ from typing import Dict, List, Optional
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from compress.artifacts import read_json, write_json  # noqa: E402
-from compress.perf import tune_allocator  # noqa: E402
-from compress.recipes import resolve_options  # noqa: E402
-from compress.runs import search_run, train_run, versions  # noqa: E402
+from compress.files import read_json, write_json  # noqa: E402
+from compress.runtime.allocator import tune_allocator  # noqa: E402
+from compress.app.recipes import resolve_options  # noqa: E402
+from compress.app.jobs import search_run, train_run  # noqa: E402
+from compress.store.provenance import versions  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

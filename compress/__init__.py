@@ -1,23 +1,44 @@
-"""compress: DNS-Rec neural architecture search that makes sequential recommenders smaller and faster."""
+"""compress: DNS-Rec neural architecture search that makes sequential recommenders smaller and faster.
+
+The public API below is imported on first use (PEP 562), so ``import compress`` and the command
+line's ``--help`` do not pay for torch until a name that needs it is touched.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-from compress.adapters import Adapter, DeclaredAdapter, get_adapter, list_adapters, register_adapter
-from compress.arch import ArchSpec
-from compress.artifacts import load
-from compress.backbones import get_backbone, list_backbones, register_backbone
-from compress.data import SequenceDataset, load_dataset
-from compress.errors import CheckpointError, CompressError, ConfigError, DataError, SearchError
-from compress.evaluation import evaluate
-from compress.flops import analytic_flops, measured_flops
-from compress.nas.search import SearchConfig, SearchResult, search
-from compress.nas.space import SearchSpace
-from compress.nas.supernet import Supernet
-from compress.nas.wrap import load_supernet, save_supernet, wrap
-from compress.reorder import channel_importance, reorder
-from compress.training import TrainConfig, fit
+# public name -> the module that defines it
+_API = {
+    "Adapter": "compress.adapters", "DeclaredAdapter": "compress.adapters", "get_adapter": "compress.adapters",
+    "list_adapters": "compress.adapters", "register_adapter": "compress.adapters",
+    "ArchSpec": "compress.arch",
+    "get_backbone": "compress.backbones", "list_backbones": "compress.backbones",
+    "register_backbone": "compress.backbones",
+    "SequenceDataset": "compress.data", "load_dataset": "compress.data",
+    "CheckpointError": "compress.errors", "CompressError": "compress.errors", "ConfigError": "compress.errors",
+    "DataError": "compress.errors", "SearchError": "compress.errors",
+    "TrainConfig": "compress.engine.train", "fit": "compress.engine.train",
+    "evaluate": "compress.measure.evaluation",
+    "analytic_flops": "compress.measure.flops", "measured_flops": "compress.measure.flops",
+    "SearchConfig": "compress.nas.search", "SearchResult": "compress.nas.search", "search": "compress.nas.search",
+    "SearchSpace": "compress.nas.space", "Supernet": "compress.nas.supernet",
+    "load_supernet": "compress.nas.wrap", "save_supernet": "compress.nas.wrap", "wrap": "compress.nas.wrap",
+    "channel_importance": "compress.nas.reorder", "reorder": "compress.nas.reorder",
+    "load": "compress.store.artifacts",
+}
+__all__ = sorted(_API) + ["__version__"]
 
-__all__ = ["Adapter", "DeclaredAdapter", "channel_importance", "reorder", "get_adapter", "list_adapters", "register_adapter", "ArchSpec", "load", "get_backbone",
-           "list_backbones", "register_backbone", "SequenceDataset", "load_dataset", "CheckpointError",
-           "CompressError", "ConfigError", "DataError", "SearchError", "evaluate", "analytic_flops",
-           "measured_flops", "SearchConfig", "SearchResult", "search", "SearchSpace", "Supernet", "load_supernet",
-           "save_supernet", "wrap", "TrainConfig", "fit", "__version__"]
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'compress' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -25,3 +25,7 @@ class SearchError(CompressError):
     def __init__(self, message: str, last_good=None, history=None) -> None:
         super().__init__(message)
         self.last_good, self.history = last_good, history or []
+
+
+class Interrupted(CompressError):
+    """The run stopped on SIGINT or SIGTERM after writing a checkpoint it can resume from."""

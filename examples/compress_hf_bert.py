@@ -15,8 +15,8 @@ import torch.nn.functional as F
 import transformers
 
 import compress
-from compress.batching import pad_right
-from compress.runs import test_metrics
+from compress.data.batching import pad_right
+from compress.app.jobs import test_metrics
 
 
 def train_cloze(bert: transformers.BertModel, data: compress.SequenceDataset, epochs: int) -> None:

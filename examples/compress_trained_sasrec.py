@@ -9,7 +9,7 @@ import argparse
 import torch
 
 import compress
-from compress.runs import test_metrics
+from compress.app.jobs import test_metrics
 
 
 def main() -> None:

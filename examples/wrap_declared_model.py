@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import compress
-from compress.batching import training_windows
+from compress.data.batching import training_windows
 
 D, HEADS, INNER, N = 64, 4, 128, 30
 

@@ -1,7 +1,7 @@
 """A reporter that kills a training loop at a chosen step, for the resume tests."""
 from __future__ import annotations
 
-from compress.progress import Reporter
+from compress.engine.progress import Reporter
 
 
 class Crash(Exception):

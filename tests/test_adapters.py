@@ -15,7 +15,7 @@ from compress.backbones.transformer import SequenceTransformer
 from compress.data import Interactions, build_dataset
 from compress.errors import ConfigError
 from compress.nas.controllers import one_hot
-from compress.objectives import at, query
+from compress.backbones.objectives import at, query
 
 transformers = pytest.importorskip("transformers")
 
@@ -233,7 +233,7 @@ def test_importance_reordering_keeps_scores_and_the_users_model(kind, criterion,
     plain = compress.wrap(model, adapter=adapter, space=SPACE, attention="softmax", gate_layers=0).eval()
     batch = None
     if criterion == "taylor":
-        from compress.runs import importance_batch
+        from compress.app.jobs import importance_batch
         batch = importance_batch(plain.backbone, dataset, 32, 0)
     sn = compress.wrap(model, adapter=adapter, space=SPACE, attention="softmax", gate_layers=0,
                        reorder=criterion, reorder_batch=batch).eval()
@@ -267,7 +267,7 @@ def test_hf_decision_exports_as_the_users_class(kind, dataset, tmp_path):
     result = compress.search(sn, dataset, compress.SearchConfig(epochs=1, batch_size=64, seed=0, max_flops="60%"),
                              device="cpu")
     small = result.export(str(tmp_path / "m"), dataset).eval()
-    card = compress.artifacts.read_json(str(tmp_path / "m" / "card.json"))
+    card = compress.files.read_json(str(tmp_path / "m" / "card.json"))
     assert card["native"]["path"] == "native"
     native = getattr(transformers, type(model).__name__).from_pretrained(str(tmp_path / "m" / "native")).eval()
     size = native.config.hidden_size if kind == "hf-bert" else native.config.n_embd
@@ -285,7 +285,7 @@ def test_hf_decision_with_linear_attention_says_why_there_is_no_native_export(da
     result = compress.search(compress.wrap(model, space=SPACE), dataset,
                              compress.SearchConfig(epochs=1, batch_size=64, seed=0), device="cpu")
     result.export(str(tmp_path / "m"), dataset)
-    card = compress.artifacts.read_json(str(tmp_path / "m" / "card.json"))
+    card = compress.files.read_json(str(tmp_path / "m" / "card.json"))
     assert card["native"]["path"] is None and "linear attention" in card["native"]["note"]
     assert not (tmp_path / "m" / "native").exists()
 

@@ -13,7 +13,9 @@ from safetensors.torch import load_file, save_file
 
 import compress
 from compress.arch import ArchSpec
-from compress.artifacts import CONFIG, WEIGHTS, atomic_dir, load, resolve_device, save_model, write_json
+from compress.files import atomic_dir, write_json
+from compress.runtime.devices import resolve_device
+from compress.store.artifacts import CONFIG, WEIGHTS, load, save_model
 from compress.errors import CheckpointError, ConfigError
 
 N_ITEMS, MAX_LEN = 50, 20
@@ -241,7 +243,7 @@ def test_atomic_dir_creates_missing_parents(tmp_path):
 
 def test_versions_name_the_source_commit(monkeypatch, tmp_path):
     """Artifacts record the git commit of the code that wrote them when it runs from a checkout."""
-    from compress.runs import source_commit, versions
+    from compress.store.provenance import source_commit, versions
 
     repo = Path(compress.__file__).resolve().parents[1]
     head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True)

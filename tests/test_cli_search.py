@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from clihelp import error_line, invoke
 from compress.arch import ArchSpec
-from compress.flops import analytic_flops
+from compress.measure.flops import analytic_flops
 from compress.nas.wrap import load_supernet
 
 REPO = Path(__file__).resolve().parents[1]

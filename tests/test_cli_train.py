@@ -179,12 +179,12 @@ def test_train_bad_architecture(tmp_path, tiny_data_file):
 
 
 def test_train_interrupted_writes_nothing(tmp_path, tiny_data_file, monkeypatch):
-    import compress.runs
+    import compress.app.jobs
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(compress.runs, "fit", interrupted)
+    monkeypatch.setattr(compress.app.jobs, "fit", interrupted)
     out = tmp_path / "run"
     result = invoke("train", "--data", tiny_data_file, *TINY, "--out", out)
     assert result.exit_code == 130

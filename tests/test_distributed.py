@@ -16,12 +16,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import compress
-from compress import distributed
-from compress.checkpoint import Checkpointer
+from compress.runtime import distributed
+from compress.engine.checkpoint import Checkpointer
 from compress.errors import CheckpointError
-from compress.evaluation import evaluate
+from compress.measure.evaluation import evaluate
 from compress.nas.search import SearchConfig, search
-from compress.training import TrainConfig, fit
+from compress.engine.train import TrainConfig, fit
 
 from crash import Crash, CrashAt
 from synthetic import walking_dataset

@@ -13,8 +13,8 @@ from compress.arch import ArchSpec
 from compress.backbones.sasrec import SASRec
 from compress.data import SequenceDataset
 from compress.errors import ConfigError
-from compress.evaluation import PROTOCOLS, evaluate, full_ranks
-from compress.metrics import target_ranks
+from compress.measure.evaluation import PROTOCOLS, evaluate, full_ranks
+from compress.measure.metrics import target_ranks
 
 from synthetic import walking_dataset
 

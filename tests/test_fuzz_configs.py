@@ -22,12 +22,12 @@ from hypothesis import strategies as st
 
 import compress
 from compress.arch import ATTENTION_KINDS, GATE_PLACEMENTS, ArchSpec
-from compress.artifacts import CONFIG, ITEMS, WEIGHTS
+from compress.store.artifacts import CONFIG, ITEMS, WEIGHTS
 from compress.data.dataset import build_dataset
 from compress.data.readers import Interactions
 from compress.errors import CompressError, ConfigError
-from compress.export import save_model_dir
-from compress.recipes import DEFAULTS, FLOATS, load_recipe, parse_sets, resolve_options
+from compress.store.export import save_model_dir
+from compress.app.recipes import DEFAULTS, FLOATS, load_recipe, parse_sets, resolve_options
 from conftest import synthetic_rows
 
 # A fixed, fast run in the suite; COMPRESS_FUZZ_EXAMPLES=5000 runs a long randomised hunt instead.

@@ -23,11 +23,11 @@ from hypothesis import strategies as st
 
 import compress
 from compress.arch import ArchSpec
-from compress.batching import pad_right
+from compress.data.batching import pad_right
 from compress.data.dataset import build_dataset
 from compress.data.readers import Interactions
 from compress.errors import CompressError, ConfigError
-from compress.export import save_model_dir
+from compress.store.export import save_model_dir
 from conftest import synthetic_rows
 
 DEEP = int(os.environ.get("COMPRESS_FUZZ_EXAMPLES", 0))

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import compress
-from compress.latency import latencies_ms, latency_ms, peak_memory_bytes
+from compress.measure.latency import latencies_ms, latency_ms, peak_memory_bytes
 from clihelp import error_line, invoke, read
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -12,10 +12,11 @@ from compress.arch import ArchSpec
 from compress.backbones.sasrec import SASRec
 from compress.data import SequenceDataset
 from compress.errors import ConfigError
-from compress.evaluation import evaluate
-from compress.losses import LOSSES, inbatch_negatives, item_log_frequency, sampled_softmax_loss, training_loss
-from compress.objectives import training_data
-from compress.training import batches, next_item_loss
+from compress.measure.evaluation import evaluate
+from compress.engine.losses import LOSSES, inbatch_negatives, item_log_frequency, sampled_softmax_loss, training_loss
+from compress.backbones.objectives import training_data
+from compress.engine.losses import next_item_loss
+from compress.engine.train import batches
 
 from synthetic import walking_dataset
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from compress.metrics import metrics_from_ranks, target_ranks
+from compress.measure.metrics import metrics_from_ranks, target_ranks
 
 
 def test_metrics_from_ranks_by_hand():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import compress
-from compress.checkpoint import Checkpointer
+from compress.engine.checkpoint import Checkpointer
 from compress.errors import ConfigError
 
 from clihelp import error_line, invoke

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from compress.errors import ConfigError
-from compress.recipes import DEFAULTS, load_recipe, parse_sets, resolve_options
-from compress.runs import arch_from_options, search_space
+from compress.app.recipes import DEFAULTS, load_recipe, parse_sets, resolve_options
+from compress.app.jobs import arch_from_options, search_space
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 

@@ -9,7 +9,7 @@ import compress
 from compress.arch import ArchSpec
 from compress.errors import ConfigError
 from compress.nn.block import TransformerLayer
-from compress.reorder import channel_importance, reorder
+from compress.nas.reorder import channel_importance, reorder
 
 N_ITEMS, MAX_LEN, B = 50, 12, 6
 CRITERIA = ("magnitude", "taylor")

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import compress
-from compress.checkpoint import Checkpointer, flatten, unflatten
-from compress.objectives import training_data
+from compress.engine.checkpoint import Checkpointer, flatten, unflatten
+from compress.backbones.objectives import training_data
 
 from clihelp import error_line, invoke
 from crash import Crash, CrashAt
@@ -149,7 +149,7 @@ def test_resume_errors_are_one_line(tmp_path):
 def test_retrain_resumes_through_the_api(tmp_path, artifacts):
     import shutil
 
-    from compress.runs import retrain_run
+    from compress.app.jobs import retrain_run
 
     run = tmp_path / "search"
     shutil.copytree(artifacts["search"], run)
@@ -169,8 +169,8 @@ def test_retrain_resumes_through_the_api(tmp_path, artifacts):
 def test_a_checkpoint_from_an_earlier_version_still_resumes(tmp_path):
     """Checkpoints written before options were added (they take their defaults) or before one RNG
     state was kept per rank (a single state) resume."""
-    from compress.recipes import resolve_options
-    from compress.runs import train_run
+    from compress.app.recipes import resolve_options
+    from compress.app.jobs import train_run
 
     opts = resolve_options(str(TINY), {"epochs": 2, "checkpoint_every": 2})
     out = tmp_path / "run"

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 import compress
 from clihelp import DECIDED, error_line, invoke, read
-from compress.flops import params_count
+from compress.measure.flops import params_count
 
 RUN_FILES = {"config.json", "model.safetensors", "metrics.json", "train.log"}
 MODEL_FILES = {"config.json", "model.safetensors", "items.json", "card.json"}
@@ -40,7 +40,7 @@ def search_only(artifacts, tmp_path) -> Path:
 
 def histories(n: int = 16) -> torch.Tensor:
     """Right-padded (n, N) histories of the tiny run's dataset, a few of them short."""
-    from compress.batching import pad_right
+    from compress.data.batching import pad_right
     from compress.data import load_dataset
 
     seqs, _ = load_dataset().eval_pairs("test")
@@ -71,7 +71,7 @@ class Captured(Exception):
 
 
 def initial_weights(run_dir: Path, monkeypatch, from_scratch: bool, **overrides) -> Dict[str, torch.Tensor]:
-    import compress.runs
+    import compress.app.jobs
 
     seen = {}
 
@@ -79,9 +79,9 @@ def initial_weights(run_dir: Path, monkeypatch, from_scratch: bool, **overrides)
         seen.update({k: v.detach().clone() for k, v in model.state_dict().items()})
         raise Captured
 
-    monkeypatch.setattr(compress.runs, "fit", capture)
+    monkeypatch.setattr(compress.app.jobs, "fit", capture)
     with pytest.raises(Captured):
-        compress.runs.retrain_run(str(run_dir), {"epochs": 1, **overrides}, from_scratch=from_scratch)
+        compress.app.jobs.retrain_run(str(run_dir), {"epochs": 1, **overrides}, from_scratch=from_scratch)
     assert not (run_dir / "retrained").exists()  # interrupted: nothing written
     return seen
 
@@ -277,15 +277,15 @@ def test_load_rejects_an_items_json_of_another_size(model_copy):
 
 
 def test_interrupted_export_writes_nothing(artifacts, tmp_path, monkeypatch):
-    import compress.export
+    import compress.store.export
 
-    real = compress.export.write_json
+    real = compress.store.export.write_json
 
     def interrupted(path, obj):
         real(path, obj)  # items.json is written into the temporary directory, then the user hits Ctrl-C
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(compress.export, "write_json", interrupted)
+    monkeypatch.setattr(compress.store.export, "write_json", interrupted)
     out = tmp_path / "models" / "m"
     result = invoke("export", artifacts["search"], "--out", out)
     assert result.exit_code == 130, (result.stdout, result.stderr)

@@ -7,17 +7,17 @@ import re
 import pytest
 import torch
 
-import compress.losses as losses_module
+import compress.engine.losses as losses_module
 from compress.arch import ArchSpec
 from compress.backbones.sasrec import SASRec
-from compress.objectives import at, last_index
-from compress.batching import pad_right, training_windows
+from compress.backbones.objectives import at, last_index
+from compress.data.batching import pad_right, training_windows
 from compress.errors import ConfigError, SearchError
 from compress.nas.controllers import one_hot
 from compress.nas.search import SearchConfig, budget_flops, resource_loss, search
 from compress.nas.space import SearchSpace
 from compress.nas.wrap import wrap
-from compress.progress import Reporter
+from compress.engine.progress import Reporter
 
 from synthetic import walking_dataset
 

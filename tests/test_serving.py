@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import compress
-from compress.batching import pad_right
+from compress.data.batching import pad_right
 from clihelp import invoke, read
 
 N = 20  # the tiny recipe's seq_len

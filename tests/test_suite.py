@@ -11,7 +11,7 @@ import torch
 import compress
 from compress.arch import ArchSpec
 from compress.errors import CheckpointError, ConfigError
-from compress.flops import model_flops
+from compress.measure.flops import model_flops
 from compress.suite import load_plan, paired_t_test, read_results, run_plan, write_report
 from compress.suite.pareto import dominance, pareto
 from compress.suite.blocks import replace_block
@@ -292,7 +292,7 @@ def test_report_summary_verdicts_controllers_and_sequence_order(tmp_path):
 
 def test_torch_pruning_keeps_depth_and_meets_the_flops_target():
     pytest.importorskip("torch_pruning")
-    from compress.pruning import _PlainMirror, prune_to_flops
+    from compress.suite.pruning import _PlainMirror, prune_to_flops
 
     torch.manual_seed(0)
     model = compress.get_backbone("sasrec")(ArchSpec(hidden=64, inner=128, heads=4, layers=2), 500, 20).eval()

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from compress.arch import ArchSpec
-from compress.artifacts import CONFIG, WEIGHTS, atomic_dir, save_model
+from compress.files import atomic_dir
+from compress.store.artifacts import CONFIG, WEIGHTS, save_model
 from compress.backbones.sasrec import SASRec
-from compress.objectives import at, last_index
+from compress.backbones.objectives import at, last_index
 from compress.errors import CheckpointError, ConfigError
 from compress.nas.controllers import one_hot
 from compress.nas.space import SearchSpace

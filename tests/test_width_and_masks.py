@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from compress.arch import ArchSpec
 from compress.backbones.sasrec import SASRec
-from compress.objectives import at, last_index
+from compress.backbones.objectives import at, last_index
 from compress.errors import ConfigError
 from compress.nas.controllers import one_hot
 from compress.nas.space import SearchSpace

@@ -19,8 +19,8 @@ from compress.backbones.registry import register_backbone
 from compress.errors import ConfigError
 from compress.nn.block import ACTIVATIONS, NORMS, TransformerLayer
 from compress.nn.width import Width, layer_norm
-from compress.objectives import OBJECTIVES, at, query
-from compress.serving import Recommender
+from compress.backbones.objectives import OBJECTIVES, at, query
+from compress.store.serving import Recommender
 
 
 @dataclass(frozen=True)

@@ -21,21 +21,21 @@ from typing import Dict, List, Optional, Union
 import torch
 import torch.nn.functional as F
 
-from compress import distributed
+from compress.runtime import distributed
 from compress.arch import ArchSpec
-from compress.artifacts import resolve_device
-from compress.batching import pad_right
-from compress.checkpoint import Checkpointer, resume_point, rng_state, set_rng_state
+from compress.runtime.devices import resolve_device
+from compress.data.batching import pad_right
+from compress.engine.checkpoint import Checkpointer, resume_point, rng_state, set_rng_state
 from compress.data.dataset import SequenceDataset
 from compress.errors import ConfigError, SearchError
-from compress.evaluation import evaluate
-from compress.objectives import training_data
+from compress.measure.evaluation import evaluate
+from compress.backbones.objectives import training_data
 from compress.nas.controllers import SELECTIONS, TemperatureSchedule
 from compress.nas.supernet import Supernet
-from compress.progress import NullReporter, Reporter
-from compress.losses import StepLoss, check_loss
-from compress.precision import Precision, check_precision
-from compress.training import epoch_batches, over_budget, shard_loss, step_flags
+from compress.engine.progress import NullReporter, Reporter
+from compress.engine.losses import StepLoss, check_loss
+from compress.engine.precision import Precision, check_precision
+from compress.engine.train import epoch_batches, over_budget, shard_loss, step_flags
 
 ARCH_BATCHES = ("valid", "train")
 PENALTIES = ("dnsrec", "proxyless")
@@ -149,7 +149,7 @@ class SearchResult:
                overwrite: bool = False) -> torch.nn.Module:
         """Write a MODEL_DIR for ``model`` (default: the sliced decision, e.g. after retraining it
         pass the retrained one) and return the dense model."""
-        from compress.export import save_model_dir
+        from compress.store.export import save_model_dir
 
         model = model if model is not None else self.slice()
         save_model_dir(model, dataset, path, overwrite=overwrite, card={"kind": "api", "search": {

@@ -14,11 +14,11 @@ from torch import nn
 
 from compress.adapters.base import Adapter
 from compress.arch import ArchSpec
-from compress.flops import analytic_flops
+from compress.measure.flops import analytic_flops
 from compress.nas.controllers import Controller, one_hot
 from compress.nas.space import SearchSpace
 from compress.nn.width import Width, zero_pad
-from compress.objectives import at, query
+from compress.backbones.objectives import at, query
 
 
 class Supernet(nn.Module):

@@ -15,11 +15,12 @@ import torch
 from torch import nn
 
 from compress.adapters import Adapter, adapter_class, get_adapter
-from compress.artifacts import CONFIG, WEIGHTS, build_checked, load_state, read_json, save_model
+from compress.files import read_json
+from compress.store.artifacts import CONFIG, WEIGHTS, build_checked, load_state, save_model
 from compress.errors import CheckpointError
 from compress.nas.space import SearchSpace
 from compress.nas.supernet import Supernet
-from compress.reorder import reorder as channel_reorder
+from compress.nas.reorder import reorder as channel_reorder
 
 
 def wrap(model: nn.Module, adapter: Union[None, str, Adapter] = None, space: Optional[SearchSpace] = None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Tuple
 
-from compress.artifacts import write_text
+from compress.files import write_text
 from compress.errors import ConfigError
 
 

@@ -1,4 +1,4 @@
-"""The methods a suite cell can run, each through the library's own jobs (``compress.runs``).
+"""The methods a suite cell can run, each through the library's own jobs (``compress.app.jobs``).
 
 - ``dense``: train a backbone as configured (SASRec, SASRec + linear attention, BERT4Rec, ...).
 - ``dnsrec``: DNS-Rec search, then retraining of the decision (weights transferred, or
@@ -7,7 +7,7 @@
 - ``uniform``: uniform shrinking, the dense design of the variant's options trained from scratch at
   the widths and depth the ``reference`` DNS-Rec cell decided.
 - ``prune``: structured pruning of the trained ``base`` dense model with Torch-Pruning
-  (``compress.pruning``) to the analytic FLOPs of the ``reference`` cell's model, then fine-tuning.
+  (``compress.suite.pruning``) to the analytic FLOPs of the ``reference`` cell's model, then fine-tuning.
 
 Each returns the trained model (for cost measurement) and its valid/test metrics. Interrupted
 training resumes from its checkpoint in the cell's run directory.
@@ -21,13 +21,17 @@ from typing import Any, Callable, Dict
 
 import torch
 
-from compress.artifacts import RETRAINED, atomic_dir, load, read_json, resolve_device
-from compress.checkpoint import partial_dir
-from compress.pruning import prune_to_flops
-from compress.runs import (dataset_from_options, recorded_data, retrain_run, search_run, test_metrics, train_config,
-                           train_run, versions, write_trained)
+from compress.files import atomic_dir, read_json
+
+from compress.runtime.devices import resolve_device
+
+from compress.store.artifacts import RETRAINED, load
+from compress.engine.checkpoint import partial_dir
+from compress.suite.pruning import prune_to_flops
+from compress.app.jobs import dataset_from_options, recorded_data, retrain_run, search_run, test_metrics, train_config, train_run, write_trained
+from compress.store.provenance import versions
 from compress.suite.spec import Cell
-from compress.training import fit
+from compress.engine.train import fit
 
 
 @dataclass

@@ -3,7 +3,7 @@
 A cell's latency is measured when it finishes, so it reflects the machine at that moment (other
 jobs on other cores), and its FLOPs reflect the code of that day. ``remeasure`` loads the models of
 every cell of a dataset together and measures them in one pass with the current code: FLOPs and
-parameters per model, latency interleaved across all of them (``compress.benchmark.profile``), so
+parameters per model, latency interleaved across all of them (``compress.measure.cost.profile``), so
 the ratios between methods are measured under the same load. Each record's ``cost`` is replaced;
 the figures it replaces are kept under ``cost_before``, and ``measured`` says when, with which code
 and on which machine the new ones were taken. Metrics and training times are not touched.
@@ -14,10 +14,12 @@ import datetime
 import os
 from typing import Callable, List, Optional
 
-from compress.artifacts import RETRAINED, load, resolve_device
-from compress.benchmark import profile
+from compress.runtime.devices import resolve_device
+
+from compress.store.artifacts import RETRAINED, load
+from compress.measure.cost import profile
 from compress.errors import ConfigError
-from compress.runs import versions
+from compress.store.provenance import versions
 from compress.suite.pareto import by_field
 from compress.suite.results import read_results, rewrite_results
 from compress.suite.runner import machine

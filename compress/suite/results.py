@@ -18,7 +18,7 @@ try:
 except ImportError:  # Windows: one process per results file
     fcntl = None
 
-from compress.artifacts import _json_default
+from compress.files import json_default
 from compress.errors import CheckpointError
 
 
@@ -65,7 +65,7 @@ def rewrite_results(path: str, records: List[Dict[str, Any]]) -> None:
     with _locked(path, "rb"):
         tmp = f"{path}.tmp"
         with open(tmp, "wb") as out:
-            out.writelines((json.dumps(r, default=_json_default, sort_keys=False) + "\n").encode() for r in records)
+            out.writelines((json.dumps(r, default=json_default, sort_keys=False) + "\n").encode() for r in records)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
@@ -73,7 +73,7 @@ def rewrite_results(path: str, records: List[Dict[str, Any]]) -> None:
 
 def append_result(path: str, record: Dict[str, Any]) -> None:
     """Append ``record`` as one line, first cutting off an unfinished line a crash may have left."""
-    line = (json.dumps(record, default=_json_default, sort_keys=False) + "\n").encode()
+    line = (json.dumps(record, default=json_default, sort_keys=False) + "\n").encode()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with _locked(path, "ab+") as fh:
         fh.seek(0)

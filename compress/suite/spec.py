@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 from compress.errors import ConfigError
-from compress.recipes import _coerce, _parse_yaml, resolve_options
+from compress.app.recipes import _coerce, _parse_yaml, resolve_options
 
 METHODS = ("dense", "dnsrec", "uniform", "prune")
 NEEDS = {"dense": (), "dnsrec": (), "uniform": ("reference",), "prune": ("reference", "base")}

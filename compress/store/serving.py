@@ -15,7 +15,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from compress.batching import pad_right
+from compress.data.batching import pad_right
 from compress.errors import ConfigError
 
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from compress.arch import ArchSpec
 from compress.errors import ConfigError
-from compress.flops import analytic_flops
+from compress.measure.flops import analytic_flops
 from compress.nn.attention import softmax_attention
 from compress.nn.block import ACTIVATIONS
 
@@ -148,7 +148,7 @@ def tp_prune(model: nn.Module, hidden: int) -> nn.Module:
 
 def prune_to_flops(model: nn.Module, target_flops: float) -> Tuple[nn.Module, float]:
     """(pruned copy, ratio): the smallest uniform ratio whose pruned model's analytic FLOPs
-    (``compress.flops``) are at most ``target_flops``, found by bisection over the kept widths."""
+    (``compress.measure.flops``) are at most ``target_flops``, found by bisection over the kept widths."""
     def fits(hidden: int) -> bool:
         arch = pruned_arch(model, hidden)
         return analytic_flops(arch, model.max_len, model.n_items, model.causal)["total"] <= target_flops

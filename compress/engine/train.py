@@ -11,15 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress import distributed
-from compress.checkpoint import Checkpointer, resume_point, rng_state, set_rng_state
+from compress.runtime import distributed
+from compress.engine.checkpoint import Checkpointer, resume_point, rng_state, set_rng_state
 from compress.data.dataset import SequenceDataset
 from compress.errors import ConfigError, SearchError
-from compress.evaluation import evaluate
-from compress.losses import StepLoss, check_loss
-from compress.precision import Precision, check_precision
-from compress.objectives import training_batch, training_data
-from compress.progress import NullReporter, Reporter
+from compress.measure.evaluation import evaluate
+from compress.engine.losses import StepLoss, check_loss, next_item_loss
+from compress.engine.precision import Precision, check_precision
+from compress.backbones.objectives import training_batch, training_data
+from compress.engine.progress import NullReporter, Reporter
 
 
 @dataclass
@@ -33,7 +33,7 @@ class TrainConfig:
     k: int = 10
     eval_batch_size: int = 512
     max_minutes: Optional[float] = None  # wall-clock budget: stop at the step that exceeds it, after validating
-    loss: str = "full"  # full softmax over all items, or sampled: "uniform" / "inbatch" (compress.losses)
+    loss: str = "full"  # full softmax over all items, or sampled: "uniform" / "inbatch" (compress.engine.losses)
     negatives: int = 100  # negatives per step of a sampled loss
     precision: str = "fp32"  # fp32, bf16 (CPU/CUDA) or fp16 (CUDA) autocast of the forward pass
 
@@ -65,12 +65,6 @@ def past(start: float, max_minutes: Optional[float]) -> bool:
 def over_budget(start: float, max_minutes: Optional[float]) -> bool:
     """Whether the wall-clock budget is spent on any rank (their clocks differ: all must agree)."""
     return distributed.sum_floats(past(start, max_minutes))[0] > 0
-
-
-def next_item_loss(h: torch.Tensor, targets: torch.Tensor, score: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """Mean CE over every real position. h: (B, N, d); targets: (B, N), 0 = padding."""
-    real = targets > 0
-    return F.cross_entropy(score(h[real]), targets[real])  # score: (M, d) -> (M, n_items + 1)
 
 
 def batches(inputs: torch.Tensor, targets: torch.Tensor, batch_size: int,

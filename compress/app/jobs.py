@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import datetime
-import functools
 import os
-import platform
-import subprocess
 import tempfile
 from contextlib import contextmanager
 from dataclasses import replace
@@ -13,64 +10,33 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch
 
-from compress import distributed
+from compress.runtime import distributed
+from compress.store.provenance import versions
 from compress.arch import ArchSpec
-from compress.artifacts import (CONFIG, RETRAINED, atomic_dir, check_out_dir, load, load_config, read_json, resolve_device,
-                                save_model, write_json)
+from compress.files import atomic_dir, check_out_dir, read_json, write_json
+from compress.runtime.devices import resolve_device
+from compress.adapters import adapter_class
+from compress.store.artifacts import CONFIG, RETRAINED, load, load_config, model_dir, save_model
+from compress.store.export import save_model_dir
 from compress.backbones import get_backbone
-from compress.checkpoint import Checkpointer, partial_dir
-from compress.batching import pad_right
+from compress.engine.checkpoint import Checkpointer, partial_dir
+from compress.data.batching import pad_right
 from compress.data import ReadOptions, SequenceDataset, load_dataset
 from compress.data.registry import DATASETS, DEFAULT
 from compress.errors import CheckpointError, ConfigError, SearchError
-from compress.evaluation import evaluate
-from compress.flops import measured_flops, params_count
+from compress.measure.evaluation import evaluate
+from compress.measure.flops import measured_flops, params_count
 from compress.nas.controllers import one_hot
 from compress.nas.search import SearchConfig, search
 from compress.nas.space import SearchSpace
 from compress.nas.wrap import load_supernet, save_supernet, wrap
-from compress.objectives import training_batch, training_data
-from compress.progress import Reporter
-from compress.recipes import DEFAULTS
-from compress.reorder import CRITERIA
-from compress.training import TrainConfig, TrainResult, fit
+from compress.backbones.objectives import training_batch, training_data
+from compress.engine.progress import Reporter
+from compress.app.recipes import DEFAULTS
+from compress.nas.reorder import CRITERIA
+from compress.engine.train import TrainConfig, TrainResult, fit
 
 DATA_KEYS = ("data", "data_dir", "format", "user_col", "item_col", "time_col", "sep", "kcore")
-
-
-@functools.lru_cache(maxsize=1)
-def source_commit() -> Optional[str]:
-    """The git commit the package was imported from, with "+dirty" when tracked files differ from it;
-    None for an installed copy (a checkout only counts when the package sits at its top level)."""
-    import compress
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(compress.__file__)))
-
-    def git(*args: str) -> str:
-        out = subprocess.run(["git", "-C", root, *args], capture_output=True, text=True, timeout=10)
-        if out.returncode:
-            raise OSError(out.stderr)
-        return out.stdout.strip()
-
-    try:
-        if os.path.realpath(git("rev-parse", "--show-toplevel")) != os.path.realpath(root):
-            return None
-        return git("rev-parse", "--short=12", "HEAD") + ("+dirty" if git("status", "--porcelain", "-uno") else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def versions() -> Dict[str, Any]:
-    """What produced an artifact: package, torch and Python versions, the source commit when run from a
-    git checkout, and the number of processes."""
-    import compress
-
-    out = {"compress": compress.__version__, "torch": torch.__version__, "python": platform.python_version(),
-           "processes": distributed.world_size()}
-    commit = source_commit()
-    if commit is not None:
-        out["commit"] = commit
-    return out
 
 
 @contextmanager
@@ -354,3 +320,25 @@ def retrain_run(run_dir: str, overrides: Dict[str, Any], from_scratch: bool = Fa
     ckpt.remove()
     return {"out": out, "best_epoch": result.best_epoch, "metrics": metrics, "seconds": result.seconds,
             "arch": model.arch.to_dict(), "from_scratch": from_scratch}
+
+
+def export_run(run_dir: str, out: str, fmt: str = "safetensors", overwrite: bool = False) -> Dict[str, Any]:
+    """Write MODEL_DIR ``out`` from a train RUN_DIR or a retrained search RUN_DIR."""
+    src = model_dir(run_dir)
+    model = load(src)
+    cfg = load_config(src)
+    ds = dataset_from_options({**cfg["options"], **cfg.get("data", {})})
+    metrics_file = os.path.join(src, "metrics.json")
+    card: Dict[str, Any] = {"source": os.path.abspath(run_dir), "kind": load_config(run_dir).get("kind"),
+                            "metrics": read_json(metrics_file)["metrics"] if os.path.exists(metrics_file) else {}}
+    search_card = os.path.join(run_dir, "search_card.json")
+    if os.path.exists(search_card):
+        s = read_json(search_card)
+        card["search"] = {"decision": s["decision"], "best_epoch": s["best_epoch"], "full_flops": s["full_flops"],
+                          "seconds": s["seconds"], "choices": s.get("choices")}
+    adapter = None
+    supernet_cfg = os.path.join(run_dir, "supernet", CONFIG)
+    if os.path.exists(supernet_cfg):
+        saved = read_json(supernet_cfg)["supernet"]
+        adapter = adapter_class(saved["adapter"]).from_dict(saved.get("adapter_config", {}))
+    return {"out": out, "card": save_model_dir(model, ds, out, fmt, overwrite, card, cfg.get("data"), adapter)}

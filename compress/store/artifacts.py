@@ -1,4 +1,4 @@
-"""Artifacts on disk: ``config.json`` + ``model.safetensors`` (+ JSON side files), written atomically.
+"""Model directories: ``config.json`` + ``model.safetensors`` (+ JSON side files).
 
 Nothing is pickled: a model directory is rebuilt from its ``config.json`` alone and its tensors are
 loaded strictly, so a renamed, missing or reshaped tensor is an error, never a silent partial load.
@@ -6,14 +6,9 @@ loaded strictly, so a renamed, missing or reshaped tensor is an error, never a s
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
-import re
-import shutil
-import tempfile
-import uuid
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Optional
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -21,73 +16,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from compress.errors import CheckpointError, ConfigError
+from compress.files import first_line, read_json, write_json
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 FORMAT_VERSION = 1
-
-
-def check_out_dir(out: str, overwrite: bool) -> None:
-    if os.path.exists(out) and not overwrite:
-        raise ConfigError(f"output directory {out} already exists; pass --overwrite or choose another --out")
-
-
-@contextlib.contextmanager
-def atomic_dir(out: str, overwrite: bool = False) -> Iterator[str]:
-    """Yield a temporary directory beside ``out``; on success it replaces ``out`` in one rename, on
-    failure it is removed, so an interrupted write never leaves a half-written ``out``."""
-    check_out_dir(out, overwrite)
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(out)}.{uuid.uuid4().hex[:12]}")
-    os.mkdir(tmp)  # not mkdtemp: its 0o700 would make the final ``out`` private; mkdir honours the umask
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if os.path.exists(out):
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old.", dir=parent)
-        os.replace(out, os.path.join(old, "x"))
-    os.replace(tmp, out)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def write_text(path: str, text: str) -> None:
-    """Write ``text`` to a temporary name beside ``path``, then rename: never a half-written file."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
-def write_json(path: str, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "item"):
-        return o.item()
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def read_json(path: str) -> Dict[str, Any]:
-    try:
-        with open(path) as fh:
-            obj = json.load(fh)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing; is this a compress run or model directory?") from None
-    except (ValueError, RecursionError) as exc:  # ValueError: bad JSON, bad UTF-8, an int of > 4300 digits
-        raise CheckpointError(f"{path} is not valid JSON ({_first_line(exc)}); the artifact is corrupt") from None
-    except OSError as exc:
-        raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
-    if not isinstance(obj, dict):  # every artifact file is an object; callers index it by key
-        raise CheckpointError(f"{path} is not a JSON object; the artifact is corrupt")
-    return obj
 
 
 def save_model(model: nn.Module, directory: str, extra: Optional[Dict[str, Any]] = None,
@@ -136,9 +69,9 @@ def build_model(model_cfg: Dict[str, Any], device: Optional[str] = None) -> nn.M
         with torch.device(device) if device else contextlib.nullcontext():
             return backbone.from_config(model_cfg)
     except (KeyError, TypeError) as exc:
-        raise CheckpointError(f"config.json model section is incomplete ({_first_line(exc)})") from None
+        raise CheckpointError(f"config.json model section is incomplete ({first_line(exc)})") from None
     except (ValueError, RuntimeError, OverflowError) as exc:  # e.g. a size torch refuses
-        raise CheckpointError(f"config.json model section is invalid ({_first_line(exc)})") from None
+        raise CheckpointError(f"config.json model section is invalid ({first_line(exc)})") from None
     except ConfigError as exc:  # e.g. an ArchSpec edited by hand: a broken artifact, not a bad option
         raise CheckpointError(f"config.json model section is inconsistent ({exc})") from None
 
@@ -151,7 +84,7 @@ def tensor_shapes(path: str) -> Dict[str, tuple]:
         with safe_open(path, framework="pt") as fh:
             return {name: tuple(fh.get_slice(name).get_shape()) for name in fh.keys()}
     except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{path} is corrupt ({_first_line(exc)})") from None
+        raise CheckpointError(f"{path} is corrupt ({first_line(exc)})") from None
 
 
 def check_shapes(own: Dict[str, tuple], saved: Dict[str, tuple], path: str) -> None:
@@ -165,10 +98,6 @@ def check_shapes(own: Dict[str, tuple], saved: Dict[str, tuple], path: str) -> N
                                   f"config.json implies {tuple(own[name])}")
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
 def load_state(model: nn.Module, path: str) -> None:
     """Strictly load safetensors weights into ``model``; names and shapes must match exactly."""
     if not os.path.exists(path):
@@ -176,7 +105,7 @@ def load_state(model: nn.Module, path: str) -> None:
     try:
         state = load_file(path)
     except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{path} is corrupt ({_first_line(exc)})") from None
+        raise CheckpointError(f"{path} is corrupt ({first_line(exc)})") from None
     check_shapes({k: tuple(v.shape) for k, v in model.state_dict().items()},
                  {k: tuple(v.shape) for k, v in state.items()}, path)
     model.load_state_dict(state, strict=True)
@@ -253,15 +182,3 @@ def load_config(path: str) -> Dict[str, Any]:
     return read_json(os.path.join(path, CONFIG))
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not re.fullmatch(r"cuda:\d+", device):
-        raise ConfigError(f"unknown device {device!r}; choose auto, cpu, cuda or cuda:N")
-    if device.startswith("cuda"):
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        index = int(device.split(":")[1]) if ":" in device else 0
-        if index >= count:
-            raise ConfigError(f"--device {device} asked for, but {count} CUDA device(s) are available; "
-                              "use --device cpu, auto, or an index below the count")
-    return torch.device(device)

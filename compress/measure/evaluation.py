@@ -24,11 +24,11 @@ from typing import Dict, List, Optional
 
 import torch
 
-from compress import distributed
-from compress.batching import pad_right
+from compress.runtime import distributed
+from compress.data.batching import pad_right
 from compress.data.dataset import SequenceDataset
 from compress.errors import ConfigError
-from compress.metrics import metrics_from_ranks, target_ranks
+from compress.measure.metrics import metrics_from_ranks, target_ranks
 
 PROTOCOLS = ("full", "pop100", "uni100")
 N_NEGATIVES = 100

@@ -8,7 +8,7 @@ from typing import ContextManager, Optional
 
 import torch
 
-from compress import distributed
+from compress.runtime import distributed
 from compress.errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16")

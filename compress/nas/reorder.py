@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from compress.errors import ConfigError
-from compress.training import next_item_loss
+from compress.engine.losses import next_item_loss
 
 CRITERIA = ("magnitude", "taylor")
 Group = Tuple[str, Optional[int]]  # ("hidden", None) | ("heads", layer) | ("inner", layer)

@@ -5,9 +5,11 @@ from typing import Dict, List, Optional
 
 import torch
 
-from compress.artifacts import load, resolve_device
-from compress.flops import measured_flops, model_flops, params_count
-from compress.latency import latencies_ms, peak_memory_bytes
+from compress.runtime.devices import resolve_device
+
+from compress.store.artifacts import load
+from compress.measure.flops import measured_flops, model_flops, params_count
+from compress.measure.latency import latencies_ms, peak_memory_bytes
 
 
 def profile(models: Dict[str, torch.nn.Module], batches: List[int], repeats: int) -> Dict[str, Dict[str, float]]:

@@ -13,7 +13,7 @@ from typing import List, Tuple
 import numpy as np
 import torch
 
-from compress.batching import pad_right, training_windows
+from compress.data.batching import pad_right, training_windows
 
 OBJECTIVES = ("next", "cloze")
 

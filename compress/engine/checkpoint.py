@@ -25,16 +25,12 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from safetensors.torch import load_file, save_file
 
-from compress import distributed
-from compress.artifacts import atomic_dir, read_json, write_json
-from compress.errors import CheckpointError, CompressError
+from compress.runtime import distributed
+from compress.files import atomic_dir, read_json, write_json
+from compress.errors import CheckpointError, Interrupted
 
 TENSORS, STATE = "tensors.safetensors", "state.json"
 REF = "__tensor__"
-
-
-class Interrupted(CompressError):
-    """The run stopped on SIGINT or SIGTERM after writing a checkpoint it can resume from."""
 
 
 def flatten(obj: Any, prefix: str, tensors: Dict[str, torch.Tensor]) -> Any:

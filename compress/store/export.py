@@ -16,12 +16,14 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from compress.adapters import Adapter, adapter_class
-from compress.artifacts import CONFIG, ITEMS, atomic_dir, load, load_config, model_dir, read_json, save_model, write_json
+from compress.adapters import Adapter
+from compress.files import atomic_dir, write_json
+from compress.store.artifacts import ITEMS, save_model
 from compress.data.dataset import SequenceDataset
 from compress.errors import CheckpointError, ConfigError
-from compress.flops import measured_flops, model_flops, params_count
-from compress.latency import latency_ms
+from compress.measure.flops import measured_flops, model_flops, params_count
+from compress.measure.latency import latency_ms
+from compress.store.provenance import versions
 
 EXPORT_FORMATS = ("safetensors", "torchscript", "onnx")
 PARITY_TOL = 1e-5
@@ -90,8 +92,6 @@ def save_model_dir(model: torch.nn.Module, dataset: SequenceDataset, out: str, f
     """Write MODEL_DIR ``out`` for a dense ``model`` trained on ``dataset``; returns its card. With the
     ``adapter`` of a wrapped user model, MODEL_DIR/native/ also holds the model as the user's own
     class where that class can express it (Hugging Face: softmax attention, no gates)."""
-    from compress.runs import versions
-
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     if dataset.n_items != model.n_items:
@@ -119,30 +119,6 @@ def save_model_dir(model: torch.nn.Module, dataset: SequenceDataset, out: str, f
                                                            "(linear attention or gates); use MODEL_DIR itself"}
         write_json(os.path.join(tmp, "card.json"), card)
     return card
-
-
-def export(run_dir: str, out: str, fmt: str = "safetensors", overwrite: bool = False) -> Dict[str, Any]:
-    """Write MODEL_DIR ``out`` from a train RUN_DIR or a retrained search RUN_DIR."""
-    from compress.runs import dataset_from_options
-
-    src = model_dir(run_dir)
-    model = load(src)
-    cfg = load_config(src)
-    ds = dataset_from_options({**cfg["options"], **cfg.get("data", {})})
-    metrics_file = os.path.join(src, "metrics.json")
-    card: Dict[str, Any] = {"source": os.path.abspath(run_dir), "kind": load_config(run_dir).get("kind"),
-                            "metrics": read_json(metrics_file)["metrics"] if os.path.exists(metrics_file) else {}}
-    search_card = os.path.join(run_dir, "search_card.json")
-    if os.path.exists(search_card):
-        s = read_json(search_card)
-        card["search"] = {"decision": s["decision"], "best_epoch": s["best_epoch"], "full_flops": s["full_flops"],
-                          "seconds": s["seconds"], "choices": s.get("choices")}
-    adapter = None
-    supernet_cfg = os.path.join(run_dir, "supernet", CONFIG)
-    if os.path.exists(supernet_cfg):
-        saved = read_json(supernet_cfg)["supernet"]
-        adapter = adapter_class(saved["adapter"]).from_dict(saved.get("adapter_config", {}))
-    return {"out": out, "card": save_model_dir(model, ds, out, fmt, overwrite, card, cfg.get("data"), adapter)}
 
 
 def _check(diff, fmt: str):

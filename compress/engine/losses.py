@@ -17,7 +17,7 @@ cannot count against the target. Memory is O(M · (1 + n_negatives)) for M score
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -28,6 +28,12 @@ from compress.data.dataset import SequenceDataset
 from compress.errors import ConfigError
 
 LOSSES = ("full", "uniform", "inbatch")
+
+
+def next_item_loss(h: torch.Tensor, targets: torch.Tensor, score: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Mean CE over every real position. h: (B, N, d); targets: (B, N), 0 = padding."""
+    real = targets > 0
+    return F.cross_entropy(score(h[real]), targets[real])  # score: (M, d) -> (M, n_items + 1)
 
 
 def sampled_softmax_loss(h: torch.Tensor, targets: torch.Tensor, table: torch.Tensor, kind: str,
@@ -52,7 +58,7 @@ def sampled_softmax_loss(h: torch.Tensor, targets: torch.Tensor, table: torch.Te
     else:
         if log_q is None:
             raise ConfigError("the inbatch loss needs log_q, the items' log sampling probabilities "
-                              "(compress.losses.item_log_frequency(dataset))")
+                              "(compress.engine.losses.item_log_frequency(dataset))")
         neg = inbatch_negatives(targets, n_negatives, gen)
         log_q = log_q.to(h.device, h.dtype)
         pos_log_q, neg_log_q = log_q[targets], log_q[neg]  # (M,), (K,)
@@ -99,8 +105,6 @@ def training_loss(model: nn.Module, h: torch.Tensor, targets: torch.Tensor, kind
     if kind not in LOSSES:
         raise ConfigError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
     if kind == "full":
-        from compress.training import next_item_loss  # here, not at the top: training may import this module
-
         return next_item_loss(h, targets, model.score)
     real = targets > 0
     return sampled_softmax_loss(h[real], targets[real], model.item_table(h.shape[-1]), kind, n_negatives, gen,

@@ -1,0 +1,1 @@
+"""The jobs behind the command line: options, recipes, run directories and plots."""

@@ -1,0 +1,1 @@
+"""Training machinery: the loop, losses, mixed precision, checkpoints and progress reporting."""

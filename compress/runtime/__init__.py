@@ -1,0 +1,1 @@
+"""Process-level facilities: devices, data-parallel ranks and the allocator."""

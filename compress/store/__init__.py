@@ -1,0 +1,1 @@
+"""Artifacts on disk: model directories, export formats, serving and provenance."""
