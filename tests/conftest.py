@@ -28,6 +28,10 @@ def pytest_configure(config: pytest.Config) -> None:
     import torch
 
     torch.set_num_threads(1)
+    import fakegpu
+
+    if fakegpu.available():  # before any backward pass: autograd learns the devices at its first one
+        fakegpu.install()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
