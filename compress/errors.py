@@ -18,13 +18,17 @@ class CheckpointError(CompressError):
     """A missing, corrupt or mismatched artifact (config.json / model.safetensors)."""
 
 
-class SearchError(CompressError):
-    """The architecture search could not produce a decision (e.g. NaN loss). ``last_good`` holds the
-    state dict of the last good epoch (or the initial state) and ``history`` the epochs so far."""
+class DivergedError(CompressError):
+    """A training run's loss or weights became non-finite. ``last_good`` holds the state dict of the
+    best epoch so far (or the initial state) and ``history`` the epochs so far."""
 
     def __init__(self, message: str, last_good=None, history=None) -> None:
         super().__init__(message)
         self.last_good, self.history = last_good, history or []
+
+
+class SearchError(DivergedError):
+    """The architecture search could not produce a decision: it diverged."""
 
 
 class Interrupted(CompressError):

@@ -15,7 +15,7 @@ class CrashAt(Reporter):
     def __init__(self, at: int) -> None:
         self.at, self.steps = at, 0
 
-    def step(self, loss: float, n: int) -> None:
-        self.steps += 1
-        if self.steps == self.at:
+    def step(self, loss: float, n: int, steps: int = 1) -> None:
+        self.steps += steps
+        if self.steps >= self.at:
             raise Crash

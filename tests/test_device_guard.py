@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import compress
+from compress.engine import loop
 
 import fakegpu
 
@@ -56,3 +57,21 @@ def test_training_runs_on_the_accelerator(device, data, backbone):
     model = compress.get_backbone(backbone)(compress.ArchSpec(16, 32, 2, 1), data.n_items, 20)
     result = compress.fit(model, data, compress.TrainConfig(epochs=1, batch_size=256), device)
     assert result.best_epoch == 1 and next(model.parameters()).device == device
+
+
+@pytest.mark.parametrize("job", ["fit", "search"])
+def test_host_reads_per_epoch_do_not_grow_with_the_steps(device, data, monkeypatch, job):
+    """Steps keep their statistics on the device: with the time-based sync points off, one epoch reads
+    from the device as often with 30 steps as with 4 (the reads left: the epoch's end, validation)."""
+    monkeypatch.setattr(loop, "SYNC_SECONDS", float("inf"))
+    reads = {}
+    for batch_size in (256, 32):
+        fakegpu.reset()
+        if job == "fit":
+            compress.fit(small_model(data), data, compress.TrainConfig(epochs=1, batch_size=batch_size), device)
+        else:
+            space = compress.SearchSpace((0.0, 0.5), (0.0, 0.5))
+            compress.search(compress.wrap(small_model(data), space=space), data,
+                            compress.SearchConfig(epochs=1, batch_size=batch_size), device)
+        reads[batch_size] = len(fakegpu.READS)
+    assert reads[32] == reads[256], reads

@@ -16,7 +16,7 @@ from compress.measure.evaluation import evaluate
 from compress.engine.losses import LOSSES, inbatch_negatives, item_log_frequency, sampled_softmax_loss, training_loss
 from compress.backbones.objectives import training_data
 from compress.engine.losses import next_item_loss
-from compress.engine.train import batches
+from compress.engine.batches import TrainingBatches
 
 from synthetic import walking_dataset
 
@@ -135,13 +135,13 @@ def test_no_logits_over_the_catalog(kind):
 
 def fit_briefly(model: SASRec, dataset, kind: str, epochs: int = 4) -> None:
     """Adam over all-position windows with ``training_loss``: the loop a trainer runs, minus the rest."""
-    inputs, targets = training_data(model, dataset.train_sequences())
+    data = TrainingBatches(model, dataset, 32, 0, torch.device("cpu"))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(0)
     log_q = item_log_frequency(dataset)
     model.train()
-    for _ in range(epochs):
-        for items, tgt in batches(inputs, targets, 32, gen):
+    for epoch in range(epochs):
+        for _, items, tgt in data.epoch(epoch):
             loss = training_loss(model, model(items), tgt, kind, n_negatives=10, gen=gen, log_q=log_q)
             opt.zero_grad()
             loss.backward()

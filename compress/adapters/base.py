@@ -1,21 +1,21 @@
-"""The adapter protocol: the one place that knows where a backbone keeps its parts.
+"""The adapter protocol: the one place that knows where a user's model keeps its parts.
 
-An adapter converts a user's model into the sliceable ``SequenceTransformer`` (carrying every weight
-over), and, where it can, converts a smaller dense result back into the user's own class. The
-supernet, the search and the slicer only call the methods below, so a new model family needs a new
-adapter and nothing else. Every part works on the *leading* slices of full-size weights.
+An adapter does three things: it tells whether it fits a model (``matches``), converts the model into
+the intermediate form every search runs on, the sliceable ``SequenceTransformer``, carrying every
+weight over (``convert``), and, where the user's class can express a decision, writes the smaller
+dense result back as that class (``native``). Everything after ``convert`` (supernet, search,
+slicing, export) works on the intermediate form alone, so a new model family needs a new adapter
+and nothing else.
 """
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Type
 
-import torch
 from torch import nn
 
 from compress.arch import ArchSpec
 from compress.backbones.transformer import SequenceTransformer
 from compress.errors import ConfigError
-from compress.nn.width import Width
 
 
 class Adapter:
@@ -41,38 +41,6 @@ class Adapter:
         """Write ``dense`` as the user's own model class under ``directory`` when that class can
         express it; return the path written, or None when it cannot (e.g. linear attention)."""
         return None
-
-    def arch(self, model: SequenceTransformer) -> ArchSpec:
-        """The full-size architecture of ``model``."""
-        return model.arch
-
-    def embed(self, model: SequenceTransformer, items: torch.Tensor, hidden: int) -> torch.Tensor:
-        """items (B, N) -> embedding output E (B, N, hidden) over the kept leading dims."""
-        return model.embed(items, hidden)
-
-    def layer(self, model: SequenceTransformer, index: int, x: torch.Tensor, valid: torch.Tensor,
-              e: torch.Tensor, width: Width) -> torch.Tensor:
-        """Layer ``index`` at ``width``: x (B, N, ≥hidden) -> (B, N, hidden)."""
-        return model.layers[index](x, valid, e, width)
-
-    def finish(self, model: SequenceTransformer, x: torch.Tensor) -> torch.Tensor:
-        """An exit's output (B, N, hidden) -> the model output (the final LN of pre-LN models)."""
-        return model.finish(x)
-
-    def score(self, model: SequenceTransformer, h: torch.Tensor) -> torch.Tensor:
-        """h (..., d) -> item logits (..., n_items + 1)."""
-        return model.score(h)
-
-    def build(self, model: SequenceTransformer, arch: ArchSpec) -> SequenceTransformer:
-        """A fresh dense model of the same family at ``arch``."""
-        return model.rebuilt(arch)
-
-    @torch.no_grad()
-    def slice_into(self, model: SequenceTransformer, dense: SequenceTransformer) -> None:
-        """Same parameter names, smaller shapes: every tensor is the leading block of its source."""
-        source = model.state_dict()
-        for name, t in dense.state_dict().items():
-            t.copy_(source[name][tuple(slice(0, s) for s in t.shape)])
 
 
 def vanilla(arch: ArchSpec) -> bool:

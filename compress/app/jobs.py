@@ -34,7 +34,8 @@ from compress.backbones.objectives import training_batch, training_data
 from compress.engine.progress import Reporter
 from compress.app.recipes import DEFAULTS
 from compress.nas.reorder import CRITERIA
-from compress.engine.train import TrainConfig, TrainResult, fit
+from compress.engine.loop import LoopResult
+from compress.engine.train import TrainConfig, fit
 
 DATA_KEYS = ("data", "data_dir", "format", "user_col", "item_col", "time_col", "sep", "kcore")
 
@@ -147,7 +148,7 @@ def train_run(opts: Dict[str, Any], out: Optional[str], overwrite: bool = False,
             "dataset": ds.stats()}
 
 
-def write_trained(directory: str, model: torch.nn.Module, result: TrainResult, metrics: Dict,
+def write_trained(directory: str, model: torch.nn.Module, result: LoopResult, metrics: Dict,
                   meta: Dict[str, Any]) -> None:
     """config.json + model.safetensors, metrics.json (best epoch, metrics, history) and train.log."""
     save_model(model, directory, meta)
@@ -218,7 +219,7 @@ def importance_batch(model, ds: SequenceDataset, size: int, seed: int):
     inputs, targets = training_data(model, ds.train_sequences())
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(inputs), generator=gen)[:size]
-    return training_batch(model, inputs[idx], targets[idx], gen)
+    return training_batch(model, inputs[idx], targets[idx], torch.rand(len(idx), inputs.shape[1], generator=gen))
 
 
 def search_run(opts: Dict[str, Any], out: Optional[str], overwrite: bool = False,
@@ -307,7 +308,7 @@ def retrain_run(run_dir: str, overrides: Dict[str, Any], from_scratch: bool = Fa
     if gates is None:
         gates = model.arch.gate_layers
     if from_scratch:
-        model = supernet.adapter.build(supernet.backbone, replace(model.arch, gate_layers=gates))
+        model = supernet.backbone.rebuilt(replace(model.arch, gate_layers=gates))
     else:
         model = model.regated(gates)  # the paper's "retrain only" gate ablation when the depth changes
     with ckpt:

@@ -38,16 +38,16 @@ def training_data(model, seqs: List[np.ndarray]) -> Tuple[torch.Tensor, torch.Te
 
 
 def training_batch(model, items: torch.Tensor, targets: torch.Tensor,
-                   gen: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The batch the loss sees: unchanged for ``next``; for ``cloze`` each real item is masked with
-    probability ``mask_prob`` (a row with none masked gets its last item masked) and only masked
-    positions keep a target."""
+                   draws: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The batch the loss sees: unchanged for ``next``; for ``cloze`` each real item is masked where its
+    uniform draw in ``draws`` (B, N) is below ``mask_prob`` (a row with none masked gets its last item
+    masked) and only masked positions keep a target. Data-independent shapes: no host read on a GPU."""
     if model.style.objective == "next":
         return items, targets
     real = items > 0
-    masked = (torch.rand(items.shape, generator=gen) < model.style.mask_prob) & real  # (B, N)
-    rows = (~masked.any(1)).nonzero()[:, 0]
-    masked[rows, real[rows].sum(1) - 1] = True
+    masked = (draws < model.style.mask_prob) & real  # (B, N)
+    last = torch.arange(items.shape[1], device=items.device) == last_index(items)[:, None]  # (B, N)
+    masked |= last & real & ~masked.any(1, keepdim=True)
     return items.masked_fill(masked, model.n_items + 1), targets.masked_fill(~masked, 0)
 
 

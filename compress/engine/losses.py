@@ -17,7 +17,7 @@ cannot count against the target. Memory is O(M · (1 + n_negatives)) for M score
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 import torch
@@ -30,30 +30,49 @@ from compress.errors import ConfigError
 LOSSES = ("full", "uniform", "inbatch")
 
 
-def next_item_loss(h: torch.Tensor, targets: torch.Tensor, score: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """Mean CE over every real position. h: (B, N, d); targets: (B, N), 0 = padding."""
-    real = targets > 0
-    return F.cross_entropy(score(h[real]), targets[real])  # score: (M, d) -> (M, n_items + 1)
+REDUCTIONS = ("mean", "sum")
+
+
+def scored_positions(h: torch.Tensor, targets: torch.Tensor):
+    """(hidden states (M, d), targets (M,)) of the positions a loss scores. On the CPU only the real
+    ones; on an accelerator every position, padding keeping target 0 for the loss to skip, so shapes do
+    not depend on the data and the device never waits for the host to count the real positions."""
+    if h.device.type == "cpu":
+        real = targets > 0
+        return h[real], targets[real]
+    return h.reshape(-1, h.shape[-1]), targets.reshape(-1)
+
+
+def next_item_loss(h: torch.Tensor, targets: torch.Tensor, score: Callable[[torch.Tensor], torch.Tensor],
+                   reduction: str = "mean") -> torch.Tensor:
+    """CE over every real position, their mean or sum. h: (B, N, d); targets: (B, N), 0 = padding."""
+    h, targets = scored_positions(h, targets)
+    return F.cross_entropy(score(h), targets, ignore_index=0, reduction=reduction)  # score: (M, n_items + 1)
 
 
 def sampled_softmax_loss(h: torch.Tensor, targets: torch.Tensor, table: torch.Tensor, kind: str,
                          n_negatives: int, gen: Optional[torch.Generator] = None,
-                         log_q: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Mean CE of each target against sampled negatives (the target is class 0).
+                         log_q: Optional[torch.Tensor] = None, negatives: Optional[torch.Tensor] = None,
+                         reduction: str = "mean") -> torch.Tensor:
+    """CE of each target against sampled negatives (the target is class 0), their mean or sum;
+    rows with target 0 (padding) count for nothing.
 
-    h: (M, d) hidden states at real positions; targets: (M,) item ids >= 1; table: (n_items + 1, d)
-    the tied item embedding. ``gen`` draws the negatives (``uniform``, and ``inbatch`` when the batch
-    holds more than ``n_negatives`` distinct targets). ``log_q`` (``inbatch`` only): (n_items + 1,)
-    log sampling probability of each item, see ``item_log_frequency``.
+    h: (M, d) hidden states; targets: (M,) item ids, 0 for a padding row; table: (n_items + 1, d) the
+    tied item embedding. ``uniform`` takes its ``negatives`` (K,) drawn already, or draws them with
+    ``gen``; ``inbatch`` uses ``gen`` when the batch holds more than ``n_negatives`` distinct targets.
+    ``log_q`` (``inbatch`` only): (n_items + 1,) log sampling probability of each item, see
+    ``item_log_frequency``.
     """
     if kind not in LOSSES[1:]:
         raise ConfigError(f"unknown sampled loss {kind!r}; choose one of {', '.join(LOSSES[1:])}")
     if n_negatives < 1:
         raise ConfigError(f"n_negatives must be >= 1, got {n_negatives}")
+    real = targets > 0
+    safe = targets.clamp(min=1)  # a padding row scores item 1, then counts for nothing: no inf, no NaN
     if kind == "uniform":
         n_items = table.shape[0] - 1
-        neg = torch.randint(1, n_items + 1, (n_negatives,), generator=gen,
-                            device=gen.device if gen is not None else "cpu").to(targets.device)
+        neg = negatives if negatives is not None else uniform_negatives(n_items, n_negatives, gen)
+        neg = neg.to(targets.device)
         pos_log_q = neg_log_q = -math.log(n_items)  # every draw is any item with probability 1/n_items
     else:
         if log_q is None:
@@ -61,12 +80,19 @@ def sampled_softmax_loss(h: torch.Tensor, targets: torch.Tensor, table: torch.Te
                               "(compress.engine.losses.item_log_frequency(dataset))")
         neg = inbatch_negatives(targets, n_negatives, gen)
         log_q = log_q.to(h.device, h.dtype)
-        pos_log_q, neg_log_q = log_q[targets], log_q[neg]  # (M,), (K,)
-    pos = (h * table[targets]).sum(-1) - pos_log_q  # (M,)
+        pos_log_q, neg_log_q = log_q[safe], log_q[neg]  # (M,), (K,)
+    pos = (h * table[safe]).sum(-1) - pos_log_q  # (M,)
     negs = h @ table[neg].T - neg_log_q  # (M, K)
-    negs = negs.masked_fill(neg[None, :] == targets[:, None], float("-inf"))  # accidental hits
+    negs = negs.masked_fill(neg[None, :] == safe[:, None], float("-inf"))  # accidental hits
     logits = torch.cat([pos[:, None], negs], 1)  # (M, 1 + K)
-    return F.cross_entropy(logits, torch.zeros_like(targets))
+    ce = torch.where(real, F.cross_entropy(logits, torch.zeros_like(safe), reduction="none"), 0.0)  # (M,)
+    return ce.sum() if reduction == "sum" else ce.sum() / real.sum()
+
+
+def uniform_negatives(n_items: int, n_negatives: int, gen: Optional[torch.Generator] = None) -> torch.Tensor:
+    """(n_negatives,) items drawn uniformly from 1..n_items, on the generator's device."""
+    return torch.randint(1, n_items + 1, (n_negatives,), generator=gen,
+                         device=gen.device if gen is not None else "cpu")
 
 
 def inbatch_negatives(targets: torch.Tensor, n_negatives: int, gen: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -74,10 +100,12 @@ def inbatch_negatives(targets: torch.Tensor, n_negatives: int, gen: Optional[tor
     items of ``n_negatives`` positions drawn without replacement, so that an item is still picked
     about in proportion to its count in the batch (the frequency ``log_q`` corrects for)."""
     items = targets.unique()
+    items = items[items > 0]  # padding rows (target 0) are no item
     if len(items) <= n_negatives:
         return items
-    pick = torch.randperm(len(targets), generator=gen, device=gen.device if gen is not None else "cpu")
-    return targets[pick[:n_negatives].to(targets.device)].unique()
+    real = targets[targets > 0]
+    pick = torch.randperm(len(real), generator=gen, device=gen.device if gen is not None else "cpu")
+    return real[pick[:n_negatives].to(targets.device)].unique()
 
 
 def item_log_frequency(dataset: SequenceDataset) -> torch.Tensor:
@@ -99,16 +127,19 @@ def item_log_frequency(dataset: SequenceDataset) -> torch.Tensor:
 
 def training_loss(model: nn.Module, h: torch.Tensor, targets: torch.Tensor, kind: str = "full",
                   n_negatives: int = 100, gen: Optional[torch.Generator] = None,
-                  log_q: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """The training loss of ``kind`` over every position with a target; a drop-in for
+                  log_q: Optional[torch.Tensor] = None, negatives: Optional[torch.Tensor] = None,
+                  reduction: str = "mean") -> torch.Tensor:
+    """The training loss of ``kind`` over every position with a target (mean or sum); a drop-in for
     ``next_item_loss(h, targets, model.score)``. h: (B, N, d); targets: (B, N), 0 = no target."""
     if kind not in LOSSES:
         raise ConfigError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
+    if reduction not in REDUCTIONS:
+        raise ConfigError(f"unknown reduction {reduction!r}; choose mean or sum")
     if kind == "full":
-        return next_item_loss(h, targets, model.score)
-    real = targets > 0
-    return sampled_softmax_loss(h[real], targets[real], model.item_table(h.shape[-1]), kind, n_negatives, gen,
-                                log_q)  # h[real]: (M, d)
+        return next_item_loss(h, targets, model.score, reduction)
+    h, targets = scored_positions(h, targets)  # (M, d), (M,)
+    return sampled_softmax_loss(h, targets, model.item_table(h.shape[-1]), kind, n_negatives, gen, log_q,
+                                negatives, reduction)
 
 
 def check_loss(kind: str, n_negatives: int) -> None:
@@ -121,14 +152,36 @@ def check_loss(kind: str, n_negatives: int) -> None:
 
 class StepLoss:
     """The training loss a loop calls once per step: ``kind`` with its negatives drawn from a generator
-    seeded by the step number, so a resumed run draws exactly the negatives an uninterrupted one would."""
+    seeded by the step number, so a resumed run draws exactly the negatives an uninterrupted one would.
+    Uniform negatives are drawn on the host a block of steps at a time and moved to the device once."""
+
+    BLOCK = 256  # steps of uniform negatives drawn at once
 
     def __init__(self, kind: str, n_negatives: int, seed: int, dataset: SequenceDataset) -> None:
         check_loss(kind, n_negatives)
-        self.kind, self.n_negatives, self.seed = kind, n_negatives, seed
+        self.kind, self.n_negatives, self.seed, self.n_items = kind, n_negatives, seed, dataset.n_items
         self.log_q = item_log_frequency(dataset) if kind == "inbatch" else None
+        self.block: Tuple[Optional[int], Optional[torch.Tensor]] = (None, None)  # (first step, (BLOCK, K))
 
-    def __call__(self, model: nn.Module, h: torch.Tensor, targets: torch.Tensor, step: int) -> torch.Tensor:
-        gen = None if self.kind == "full" else torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        log_q = None if self.log_q is None else self.log_q.to(h.device)
-        return training_loss(model, h, targets, self.kind, self.n_negatives, gen, log_q)
+    def generator(self, step: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+
+    def __call__(self, model: nn.Module, h: torch.Tensor, targets: torch.Tensor, step: int,
+                 reduction: str = "mean") -> torch.Tensor:
+        if self.kind == "full":
+            return training_loss(model, h, targets, reduction=reduction)
+        if self.log_q is not None and self.log_q.device != h.device:
+            self.log_q = self.log_q.to(h.device)
+        negatives = self.uniform_block(step, h.device) if self.kind == "uniform" else None
+        return training_loss(model, h, targets, self.kind, self.n_negatives, self.generator(step), self.log_q,
+                             negatives, reduction)
+
+    def uniform_block(self, step: int, device: torch.device) -> torch.Tensor:
+        """This step's (K,) uniform negatives, from the block of steps drawn with it."""
+        first, block = self.block
+        if first != step - step % self.BLOCK or block.device != device:
+            first = step - step % self.BLOCK
+            block = torch.stack([uniform_negatives(self.n_items, self.n_negatives, self.generator(s))
+                                 for s in range(first, first + self.BLOCK)]).to(device)
+            self.block = (first, block)
+        return block[step - first]

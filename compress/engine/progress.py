@@ -15,7 +15,8 @@ class Reporter:
 
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None: ...
 
-    def step(self, loss: float, n_seqs: int, extra: Optional[Dict] = None) -> None: ...
+    def step(self, loss: float, n_seqs: int, steps: int = 1) -> None:
+        """``steps`` steps of ``n_seqs`` sequences in all, with mean loss ``loss``, since the last call."""
 
     def epoch_end(self, row: Dict, improved: bool) -> None: ...
 
@@ -45,10 +46,10 @@ class RichReporter(Reporter):
         self.task = self.progress.add_task("train", total=steps, epoch=f"{epoch}/{epochs}", loss=0.0, rate=0.0)
         self.t0, self.seen = time.perf_counter(), 0
 
-    def step(self, loss: float, n_seqs: int, extra: Optional[Dict] = None) -> None:
+    def step(self, loss: float, n_seqs: int, steps: int = 1) -> None:
         self.seen += n_seqs
         rate = self.seen / max(time.perf_counter() - self.t0, 1e-9)
-        self.progress.update(self.task, advance=1, loss=loss, rate=rate)
+        self.progress.update(self.task, advance=steps, loss=loss, rate=rate)
 
     def epoch_end(self, row: Dict, improved: bool) -> None:
         extra = "".join(f"  {k} {v}" for k, v in row.items() if k in ("tau", "decision", "exp_flops"))

@@ -6,32 +6,39 @@
   protocol).
 - ``uni100``: the same with uniform sampling.
 
-Sampling is seeded, so two runs (or two models) see the same negatives.
+Sampling is seeded and done on the host (inverse CDF over the item weights, the target rejected and
+redrawn), so two runs, two models, or one model on two devices see the same negatives.
 
-Models with ``query_hidden`` and ``item_table`` (all of ours) are scored from their hidden state
-without ever building the (B, n_items + 1) score matrix, which is 2 GB for 512 users and a million
-items: ``full`` ranks in chunks of ``item_chunk`` items, the sampled protocols score only the target
-and its negatives. Other models go through ``predict``. Both paths score in float32 and rank by
-``target_ranks``' rule. The chunked full ranking counts exactly over the chunk matmuls' scores,
-which are the whole matmul's wherever the BLAS computes a column the same way in a chunk (MKL does at
-the default chunk); the sampled protocols take their 101 dot products directly, which may differ from
-the matmul's in the last bit, so only a negative within float32 rounding of the target can move a rank.
+Everything else runs where the model lives: a split's histories, targets and negatives are moved to
+the device once (``EvalSet``), and ranks stay there until the metrics are computed. Models with
+``query_hidden`` and ``item_table`` (all of ours) are scored from their hidden state without ever
+building the (B, n_items + 1) score matrix, which is 2 GB for 512 users and a million items: ``full``
+ranks in chunks of ``item_chunk`` items, the sampled protocols score only the target and its
+negatives. Other models go through ``predict``. Both paths score in float32 and rank by
+``target_ranks``' rule: ties count against the target, and a non-finite target score is never a hit
+(a diverged model scores zero, not one). The chunked full ranking counts exactly over the chunk
+matmuls' scores, which are the whole matmul's wherever the BLAS computes a column the same way in a
+chunk (MKL does at the default chunk); the sampled protocols take their 101 dot products directly,
+which may differ from the matmul's in the last bit, so only a negative within float32 rounding of
+the target can move a rank.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import torch
 
-from compress.runtime import distributed
 from compress.data.batching import pad_right
 from compress.data.dataset import SequenceDataset
 from compress.errors import ConfigError
 from compress.measure.metrics import metrics_from_ranks, target_ranks
+from compress.runtime import distributed
 
 PROTOCOLS = ("full", "pop100", "uni100")
 N_NEGATIVES = 100
+EVAL_SEED = 2024  # the negatives' seed when none is given: the CLI's, the API's and the loops' alike
 
 
 def sample_negatives(targets: torch.Tensor, weights: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
@@ -39,10 +46,17 @@ def sample_negatives(targets: torch.Tensor, weights: torch.Tensor, n: int, gen: 
     if (weights.sum() - weights[targets] <= 0).any():  # rejection below would never terminate
         raise ConfigError("no negative items to sample: every item with non-zero weight is a target; "
                           "the dataset needs at least 2 items for a sampled protocol")
-    neg = torch.multinomial(weights.expand(len(targets), -1), n, replacement=True, generator=gen)
+    cdf = weights.double().cumsum(0)
+    cdf = cdf / cdf[-1]  # the last entry is exactly 1
+
+    def draw(count: int) -> torch.Tensor:  # the first item whose cumulative weight exceeds a uniform draw
+        u = torch.rand(count, generator=gen, dtype=torch.float64)
+        return torch.searchsorted(cdf, u, right=True).clamp_(max=len(weights) - 1)
+
+    neg = draw(len(targets) * n).view(len(targets), n)
     clash = neg == targets[:, None]
     while clash.any():  # rejection keeps the distribution exactly "weights without the target"
-        neg[clash] = torch.multinomial(weights, int(clash.sum()), replacement=True, generator=gen)
+        neg[clash] = draw(int(clash.sum()))
         clash = neg == targets[:, None]
     return neg
 
@@ -57,44 +71,73 @@ def negative_weights(dataset: SequenceDataset, protocol: str) -> Optional[torch.
     return w
 
 
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, dataset: SequenceDataset, split: str = "valid", protocol: str = "full",
-             k: int = 10, batch_size: int = 512, seed: int = 0, device: Optional[str] = None,
-             item_chunk: int = 65536) -> Dict[str, float]:
-    """Recall/MRR/NDCG@k of ``model`` on the leave-one-out ``split``; ``item_chunk`` bounds the
-    (batch_size, item_chunk) scores held at once by a full ranking from the hidden state."""
+@dataclass
+class EvalSet:
+    """A split ready to score on a device: right-padded histories (U, N), targets (U,), and for a
+    sampled protocol the negatives (U, 100)."""
+
+    histories: torch.Tensor
+    targets: torch.Tensor
+    negatives: Optional[torch.Tensor]
+    protocol: str
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+def eval_set(dataset: SequenceDataset, split: str, protocol: str, max_len: int, seed: int = EVAL_SEED,
+             device=None) -> EvalSet:
+    """``split`` of ``dataset`` under ``protocol``, histories cut to the last ``max_len`` items."""
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    if k < 1:
-        raise ConfigError(f"k must be >= 1, got {k}")
-    if item_chunk < 1:
-        raise ConfigError(f"item_chunk must be >= 1, got {item_chunk}")
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     histories, targets = dataset.eval_pairs(split)
     targets = torch.from_numpy(targets)
     weights = negative_weights(dataset, protocol)
-    gen = torch.Generator().manual_seed(seed)
+    # every process draws every user's negatives, so a sharded evaluation sees a single process's
+    negatives = None if weights is None else \
+        sample_negatives(targets, weights, N_NEGATIVES, torch.Generator().manual_seed(seed)).to(device)
+    return EvalSet(pad_right(histories, max_len).to(device), targets.to(device), negatives, protocol)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, dataset: SequenceDataset, split: str = "valid", protocol: str = "full",
+             k: int = 10, batch_size: int = 512, seed: int = EVAL_SEED, device: Optional[str] = None,
+             item_chunk: int = 65536) -> Dict[str, float]:
+    """Recall/MRR/NDCG@k of ``model`` on the leave-one-out ``split``; ``item_chunk`` bounds the
+    (batch_size, item_chunk) scores held at once by a full ranking from the hidden state."""
+    check_sizes(k, batch_size, item_chunk)
+    device = device or next(model.parameters()).device
+    return score_set(model, eval_set(dataset, split, protocol, model.max_len, seed, device), k, batch_size, item_chunk)
+
+
+def check_sizes(k: int, batch_size: int, item_chunk: int) -> None:
+    for name, value in (("k", k), ("batch_size", batch_size), ("item_chunk", item_chunk)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value!r}")
+
+
+@torch.no_grad()
+def score_set(model: torch.nn.Module, data: EvalSet, k: int = 10, batch_size: int = 512,
+              item_chunk: int = 65536) -> Dict[str, float]:
+    """Metrics @k of ``model`` on a prepared ``EvalSet`` (what a training loop validates on each epoch)."""
+    check_sizes(k, batch_size, item_chunk)
+    was_training = model.training
+    model.eval()
     from_hidden = hasattr(model, "query_hidden") and hasattr(model, "item_table")
-    starts = list(range(0, len(targets), batch_size))
+    starts = list(range(0, len(data), batch_size))
     mine = distributed.shard(len(starts))  # this rank's contiguous block of batches
     ranks = []
     start = time.perf_counter()
-    for b, lo in enumerate(starts):
-        tgt = targets[lo:lo + batch_size]
-        # every rank draws every batch's negatives, so each batch sees a single process's negatives
-        negatives = None if weights is None else sample_negatives(tgt, weights, N_NEGATIVES, gen)
-        if not mine.start <= b < mine.stop:
-            continue
-        items = pad_right(histories[lo:lo + batch_size], model.max_len).to(device)
+    for lo in starts[mine]:
+        items, tgt = data.histories[lo:lo + batch_size], data.targets[lo:lo + batch_size]
+        negatives = None if data.negatives is None else data.negatives[lo:lo + batch_size]
         if from_hidden:
             ranks.append(hidden_ranks(model, items, tgt, negatives, item_chunk))
         else:
-            ranks.append(logit_ranks(model.predict(items).float().cpu(), tgt, negatives))  # (B, n_items + 1)
+            ranks.append(logit_ranks(model.predict(items).float(), tgt, negatives))  # (B, n_items + 1)
     model.train(was_training)
-    local = torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long)
-    out = metrics_from_ranks(distributed.gather_rows(local, shard_sizes(len(targets), batch_size)), k)
+    local = torch.cat(ranks).cpu() if ranks else torch.zeros(0, dtype=torch.long)  # one host read
+    out = metrics_from_ranks(distributed.gather_rows(local, shard_sizes(len(data), batch_size)), k)
     out["eval_seconds"] = round(time.perf_counter() - start, 3)
     return out
 
@@ -125,10 +168,10 @@ def hidden_ranks(model: torch.nn.Module, items: torch.Tensor, tgt: torch.Tensor,
     h = model.query_hidden(items).float()  # (B, d)
     table = model.item_table(h.shape[-1])  # (n_items + 1, d); rows are cast to float32 as they are read
     if negatives is None:
-        return full_ranks(h, table, tgt.to(h.device), item_chunk).cpu()
-    candidates = torch.cat([negatives, tgt[:, None]], 1).to(h.device)
+        return full_ranks(h, table, tgt, item_chunk)
+    candidates = torch.cat([negatives, tgt[:, None]], 1)
     scores = (table[candidates].float() * h[:, None, :]).sum(-1)  # (B, N_NEGATIVES + 1), the target last
-    return target_ranks(scores, scores[:, -1]).cpu()
+    return target_ranks(scores, scores[:, -1])
 
 
 def full_ranks(h: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, item_chunk: int) -> torch.Tensor:
@@ -141,7 +184,8 @@ def full_ranks(h: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, item
     t~ = h · e_target: items beyond the distance that float32 rounding could put between t~ and the
     exact score are decided on the spot, and the few within it are kept and compared with the exact
     score at the end. (Bound: a float32 dot product of length d is within γ_d Σ|h_i e_i| of the true
-    value, γ_d ≈ d·2^-24, whatever the summation order.)
+    value, γ_d ≈ d·2^-24, whatever the summation order.) A NaN score counts against the target, and a
+    non-finite target score ranks last.
     """
     e_target = table[targets].float()  # (B, d)
     estimate = (h * e_target).sum(-1)  # (B,)
@@ -158,9 +202,10 @@ def full_ranks(h: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, item
         column = targets[own] - lo
         exact[own] = scores[own, column]
         scores[own, column] = float("-inf")  # the target's own column: the tie target_ranks takes off again
-        above += (scores > high).sum(1)
+        above += ((scores > high) | scores.isnan()).sum(1)
         rows, cols = ((scores >= low) & (scores <= high)).nonzero(as_tuple=True)
         near_rows.append(rows)
         near_scores.append(scores[rows, cols])
     rows, scores = torch.cat(near_rows), torch.cat(near_scores)
-    return above.index_add_(0, rows, (scores >= exact[rows]).long())
+    ranks = above.index_add_(0, rows, (scores >= exact[rows]).long())
+    return torch.where(exact.isfinite(), ranks, table.shape[0] - 2)  # n_items - 1: last among the items

@@ -8,9 +8,12 @@ import torch
 
 def target_ranks(scores: torch.Tensor, target_scores: torch.Tensor) -> torch.Tensor:
     """Rank of each target among its candidates; ties count against the target (pessimistic), so a
-    model that scores everything alike earns nothing. scores: (B, C) incl. the target; target_scores: (B,)."""
+    model that scores everything alike earns nothing, and so does a NaN candidate; a non-finite target
+    score ranks last, so a diverged model earns nothing either. scores: (B, C) incl. the target;
+    target_scores: (B,)."""
     t = target_scores[:, None]
-    return (scores > t).sum(1) + (scores == t).sum(1) - 1
+    ranks = (scores > t).sum(1) + (scores == t).sum(1) + scores.isnan().sum(1) - 1
+    return torch.where(target_scores.isfinite(), ranks, scores.shape[1] - 1)
 
 
 def metrics_from_ranks(ranks: torch.Tensor, k: int) -> Dict[str, float]:

@@ -6,6 +6,7 @@ Selection turns logits into weights: Gumbel-softmax (paper Eq. 9) or tempered so
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -33,13 +34,16 @@ class Controller(nn.Module):
         super().__init__()
         self.logits = nn.Parameter(torch.zeros(n))
 
-    def sample(self, tau: float, selection: str, generator: torch.Generator = None) -> torch.Tensor:
-        """Soft selection weights (n,) summing to 1; Gumbel noise only under ``selection='gumbel'``."""
+    def sample(self, tau: float, selection: str, generator: Optional[torch.Generator] = None,
+               uniforms: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Soft selection weights (n,) summing to 1; Gumbel noise only under ``selection='gumbel'``, from
+        ``uniforms`` (n,) drawn already (on the logits' device), or drawn on the host with ``generator``."""
         if selection not in SELECTIONS:
             raise ConfigError(f"unknown selection {selection!r}; choose gumbel or softmax")
         logits = self.logits
         if selection == "gumbel":
-            u = torch.rand(logits.shape, generator=generator).to(logits.device).clamp_(1e-10, 1.0 - 1e-10)
+            u = uniforms if uniforms is not None else torch.rand(logits.shape, generator=generator)
+            u = u.to(logits.device).clamp(1e-10, 1.0 - 1e-10)
             logits = logits - torch.log(-torch.log(u))
         return F.softmax(logits / tau, dim=0)
 

@@ -12,30 +12,29 @@ The decision is (argmax α, argmax β) at the best validation epoch, restricted 
 """
 from __future__ import annotations
 
-import copy
 import math
-import time
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import torch
 import torch.nn.functional as F
 
-from compress.runtime import distributed
 from compress.arch import ArchSpec
-from compress.runtime.devices import resolve_device
 from compress.data.batching import pad_right
-from compress.engine.checkpoint import Checkpointer, resume_point, rng_state, set_rng_state
 from compress.data.dataset import SequenceDataset
-from compress.errors import ConfigError, SearchError
-from compress.measure.evaluation import evaluate
-from compress.backbones.objectives import training_data
+from compress.engine.batches import TrainingBatches
+from compress.engine.checkpoint import Checkpointer
+from compress.engine.losses import StepLoss, check_loss
+from compress.engine.loop import Loop, Task
+from compress.engine.precision import Precision, check_precision
+from compress.engine.progress import NullReporter, Reporter
+from compress.engine.train import adam, shard_loss, weight_step
+from compress.errors import ConfigError
+from compress.measure.evaluation import EVAL_SEED, eval_set, score_set
 from compress.nas.controllers import SELECTIONS, TemperatureSchedule
 from compress.nas.supernet import Supernet
-from compress.engine.progress import NullReporter, Reporter
-from compress.engine.losses import StepLoss, check_loss
-from compress.engine.precision import Precision, check_precision
-from compress.engine.train import epoch_batches, over_budget, shard_loss, step_flags
+from compress.runtime import distributed
+from compress.runtime.devices import resolve_device
 
 ARCH_BATCHES = ("valid", "train")
 PENALTIES = ("dnsrec", "proxyless")
@@ -66,6 +65,7 @@ class SearchConfig:
     precision: str = "fp32"  # autocast of the weight steps: fp32, bf16 or fp16 (CUDA); α/β steps stay fp32
     penalty: str = "dnsrec"  # CE + λ·L_RC (paper), or "proxyless": CE · (log F / log F_ref)^0.6, F_ref the
     # hard budget when one is given, else the full supernet; λ is unused there (ProxylessNAS, Cai et al. 2019)
+    compile: bool = False  # torch.compile the supernet's training forward
 
     def __post_init__(self) -> None:
         check_loss(self.loss, self.negatives)
@@ -78,7 +78,7 @@ class SearchConfig:
             raise ConfigError(f"unknown arch_batches {self.arch_batches!r}; choose valid or train")
         for name in ("epochs", "batch_size", "arch_every", "patience", "k"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.tradeoff < 0:
             raise ConfigError(f"tradeoff λ must be >= 0, got {self.tradeoff}")
 
@@ -165,21 +165,128 @@ class SearchResult:
 
 
 class ValidBatches:
-    """Shuffled (history, validation target) batches for the architecture steps; batch ``i`` is a pure
-    function of ``i`` (pass r of the data uses a permutation seeded by r), so a resumed search draws
-    the batches an uninterrupted one would."""
+    """Shuffled (history, validation target) batches for the architecture steps, on the device; batch
+    ``i`` is a pure function of ``i`` (pass r over the users follows a permutation drawn on the host
+    from a generator seeded by r, moved once per pass), so a resumed search draws the batches an
+    uninterrupted one would."""
 
-    def __init__(self, dataset: SequenceDataset, max_len: int, batch_size: int, seed: int) -> None:
+    def __init__(self, dataset: SequenceDataset, max_len: int, batch_size: int, seed: int, device) -> None:
         histories, targets = dataset.eval_pairs("valid")
-        self.items, self.targets = pad_right(histories, max_len), torch.from_numpy(targets)
+        self.items, self.targets = pad_right(histories, max_len).to(device), torch.from_numpy(targets).to(device)
         self.batch_size, self.seed = batch_size, seed
         self.per_pass = math.ceil(len(self.items) / batch_size)
+        self.order = (None, None)  # (pass, permutation on the device)
 
     def __getitem__(self, i: int):
         r, j = divmod(i, self.per_pass)
-        order = torch.randperm(len(self.items), generator=torch.Generator().manual_seed(self.seed + r))
-        idx = order[j * self.batch_size:(j + 1) * self.batch_size]
+        if self.order[0] != r:
+            perm = torch.randperm(len(self.items), generator=torch.Generator().manual_seed(self.seed + r))
+            self.order = (r, perm.to(self.items.device))
+        idx = self.order[1][j * self.batch_size:(j + 1) * self.batch_size]
         return self.items[idx], self.targets[idx]
+
+
+class SearchTask(Task):
+    """The bilevel search as a loop task: each step samples p, q and takes a weight step of the
+    supernet; every ``arch_every`` steps it also takes an α/β step (``arch_step``). Gumbel noise is
+    drawn on the host per epoch, from a generator seeded by (seed, epoch), and moved to the device once."""
+
+    def __init__(self, supernet: Supernet, dataset: SequenceDataset, cfg: SearchConfig, device: torch.device) -> None:
+        self.model, self.cfg, self.device = supernet.to(device), cfg, device
+        self.budget = budget_flops(cfg.max_flops, supernet)
+        self.batches = TrainingBatches(supernet, dataset, cfg.batch_size, cfg.seed, device)
+        self.w_opt = adam(supernet.weight_parameters(), cfg.lr, 0.0, device)
+        self.a_opt = adam(supernet.architecture_parameters(), cfg.arch_lr, 0.0, device)
+        self.step_loss = StepLoss(cfg.loss, cfg.negatives, cfg.seed, dataset)
+        self.amp = Precision(cfg.precision, torch.device(device))
+        self.arch_data = ValidBatches(dataset, supernet.max_len, cfg.batch_size, cfg.seed + 1, device)
+        self.valid = eval_set(dataset, "valid", "full", supernet.max_len, EVAL_SEED, device)
+        self.schedule, self.full_flops = cfg.schedule(), supernet.flops_of(0, supernet.full.layers - 1)
+        self.ref_flops = self.budget or self.full_flops
+        self.forward = torch.compile(supernet) if cfg.compile else supernet
+        self.arch_steps, self.epoch_arch_steps = 0, 0
+        self.decision: Optional[Dict] = None  # of the epoch just validated
+        self.best_decision: Optional[Dict] = None
+        self.noise: Optional[torch.Tensor] = None
+
+    def begin_epoch(self, epoch: int) -> None:
+        sn = self.model
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        # per step: the weight step's p, q and the α/β step's p, q
+        self.noise = torch.rand(len(self.batches), 2, len(sn.widths) + sn.full.layers, generator=gen).to(self.device)
+        self.epoch_arch_steps = 0
+
+    def sample(self, tau: float, index: int, which: int):
+        """p (K,), q (L,): this step's soft selection (``which`` 0: weight step, 1: α/β step)."""
+        sn, cfg = self.model, self.cfg
+        u = self.noise[index, which]
+        k = len(sn.widths)
+        return sn.alpha.sample(tau, cfg.selection, uniforms=u[:k]), sn.beta.sample(tau, cfg.selection, uniforms=u[k:])
+
+    def step(self, step: int, index: int, items: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
+        sn = self.model
+        tau = sn.tau = self.schedule(step)
+        p, q = (w.detach() for w in self.sample(tau, index, 0))
+        ce = weight_step(sn, lambda x: self.forward(x, p, q), self.w_opt, self.amp, self.step_loss, items, targets,
+                         step)
+        stats = {} if ce is None else {"loss": ce}
+        if step % self.cfg.arch_every == 0:
+            stats["penalty"] = self.arch_step(*self.sample(tau, index, 1), items, targets, step)
+            self.arch_steps += 1
+            self.epoch_arch_steps += 1  # counted, not derived: the global step makes an epoch's share vary
+        return stats
+
+    def arch_step(self, p: torch.Tensor, q: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
+                  step: int) -> torch.Tensor:
+        """One Adam step of α and β on CE (a validation batch, paper Eq. 14, or this training batch)
+        plus the resource penalty; returns the penalty L_RC (a device scalar). The weights do not move."""
+        sn, cfg = self.model, self.cfg
+        l_t = sn.beta.logits.detach().argmax() + 1  # the depth of the current hard choice, on the device
+        if cfg.arch_batches == "valid":
+            a_items, a_tgt = self.arch_data[self.arch_steps]
+            part = distributed.shard(len(a_items))
+            a_ce = None if part.start == part.stop else F.cross_entropy(
+                sn.predict(a_items[part], p, q), a_tgt[part]) * distributed.share(part.stop - part.start, len(a_items))
+        else:
+            a_ce = shard_loss(self.step_loss, sn, lambda x: sn(x, p, q), items, targets, step)
+        share = sn.expected_flops(p, q)  # E[FLOPs] / FLOPs(full)
+        penalty = (l_t / sn.full.layers) * share
+        self.a_opt.zero_grad(set_to_none=True)
+        arch_loss = resource_loss(a_ce, penalty, share * self.full_flops, self.ref_flops, cfg)
+        if arch_loss is not None:
+            arch_loss.backward()
+        self.w_opt.zero_grad(set_to_none=True)  # α/β steps never move the weights
+        distributed.sum_gradients(sn.architecture_parameters())
+        self.a_opt.step()
+        return penalty.detach()
+
+    def validate(self) -> Dict[str, float]:
+        return score_set(self.model, self.valid, self.cfg.k)
+
+    def record(self, sums: Dict[str, float]) -> Dict[str, Any]:
+        sn = self.model
+        self.decision = decide(sn, self.budget)
+        p_soft, q_soft = (torch.softmax(c.logits.detach().cpu() / sn.tau, 0) for c in (sn.alpha, sn.beta))
+        return {"penalty": sums.get("penalty", 0.0) / max(1, self.epoch_arch_steps), "tau": sn.tau,
+                "alpha": sn.alpha.logits.detach().cpu().tolist(), "beta": sn.beta.logits.detach().cpu().tolist(),
+                "p": p_soft.tolist(), "q": q_soft.tolist(), "exp_flops": float(sn.expected_flops(p_soft, q_soft)),
+                "decision": [self.decision["width"], self.decision["depth"] + 1],
+                "decision_flops": self.decision["flops"]}
+
+    def improved(self, epoch: int) -> None:
+        self.best_decision = self.decision
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
+                "scaler": self.amp.scaler.state_dict(), "arch_steps": self.arch_steps,
+                "epoch_arch_steps": self.epoch_arch_steps, "best_decision": self.best_decision}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.w_opt.load_state_dict(state["w_opt"])
+        self.a_opt.load_state_dict(state["a_opt"])
+        self.amp.scaler.load_state_dict(state["scaler"])
+        self.arch_steps, self.epoch_arch_steps = state["arch_steps"], state["epoch_arch_steps"]
+        self.best_decision = state["best_decision"]
 
 
 def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchConfig] = None,
@@ -192,123 +299,11 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
     device = resolve_device(device or "auto") if not isinstance(device, torch.device) else device
     reporter = reporter or NullReporter()
     torch.manual_seed(cfg.seed + distributed.rank())
-    budget = budget_flops(cfg.max_flops, supernet)
+    task = SearchTask(supernet, dataset, cfg, device)
     reporter.begin({"widths": [w._asdict() for w in supernet.widths], "layers": supernet.full.layers})
-    supernet.to(device)
-    inputs, targets = training_data(supernet, dataset.train_sequences())
-    if len(inputs) == 0:
-        raise ConfigError("no training pairs: every user has fewer than 4 interactions")
-    w_opt = torch.optim.Adam(supernet.weight_parameters(), lr=cfg.lr)
-    a_opt = torch.optim.Adam(supernet.architecture_parameters(), lr=cfg.arch_lr)
-    noise = torch.Generator().manual_seed(cfg.seed)
-    step_loss = StepLoss(cfg.loss, cfg.negatives, cfg.seed, dataset)
-    amp = Precision(cfg.precision, device)
-    arch_data = ValidBatches(dataset, supernet.max_len, cfg.batch_size, cfg.seed + 1)
-    schedule, n_layers = cfg.schedule(), supernet.full.layers
-    full_flops = supernet.flops_of(0, n_layers - 1)
-    ref_flops = budget or full_flops
-    key = f"ndcg@{cfg.k}"
-    run = {"step": 0, "arch_steps_total": 0, "l_t": n_layers, "best": -1.0, "best_epoch": 0, "best_dec": None,
-           "sums": {"ce": 0.0, "penalty": 0.0, "seen": 0, "arch_steps": 0}, "stopped": False}
-    history: List[Dict] = []
-    best_state = copy.deepcopy(supernet.state_dict())
-    saved = checkpoint.load() if checkpoint else None
-    if saved:
-        supernet.load_state_dict(saved["supernet"])
-        w_opt.load_state_dict(saved["w_opt"])
-        a_opt.load_state_dict(saved["a_opt"])
-        amp.scaler.load_state_dict(saved["scaler"])
-        noise.set_state(saved["noise"])
-        run, history, best_state = saved["run"], saved["history"], saved["best_state"]
-        supernet.tau = schedule(max(run["step"] - 1, 0))
-        set_rng_state(saved["rng"])  # nothing draws from the global RNG before the next step
-    first_epoch, done = resume_point(saved)
-    if run["stopped"]:
-        first_epoch = cfg.epochs + 1
-    sums = run["sums"]
-
-    def state(epoch: int, batch: int) -> Dict:
-        return {"epoch": epoch, "batch": batch, "supernet": supernet.state_dict(), "w_opt": w_opt.state_dict(),
-                "a_opt": a_opt.state_dict(), "scaler": amp.scaler.state_dict(), "noise": noise.get_state(),
-                "run": run, "history": history, "best_state": best_state, "rng": rng_state()}
-
-    start = time.perf_counter()
-    for epoch in range(first_epoch, cfg.epochs + 1):
-        supernet.train()
-        reporter.epoch_start(epoch, cfg.epochs, math.ceil(len(inputs) / cfg.batch_size))
-        t0 = time.perf_counter()
-        if not done:
-            sums.update(ce=0.0, penalty=0.0, seen=0, arch_steps=0)
-        gen = torch.Generator().manual_seed(cfg.seed + epoch)
-        for i, items, tgt in epoch_batches(supernet, inputs, targets, cfg.batch_size, gen, device, done):
-            step = run["step"]
-            tau = supernet.tau = schedule(step)
-            p = supernet.alpha.sample(tau, cfg.selection, noise).detach()
-            q = supernet.beta.sample(tau, cfg.selection, noise).detach()
-            with amp.autocast():
-                ce, ce_sum = shard_loss(step_loss, supernet, lambda x: supernet(x, p, q), items, tgt, step)
-            try:
-                ce_sum, late = step_flags(ce, ce_sum, checkpoint, start, cfg.max_minutes)
-            except SearchError as exc:
-                raise SearchError(f"{exc} at step {step} (epoch {epoch}); lower --lr (the checkpoint of epoch "
-                                  f"{run['best_epoch']} is kept)", best_state, history) from None
-            amp.step(ce, w_opt)
-            if step % cfg.arch_every == 0:
-                run["l_t"] = supernet.beta.choice() + 1
-                p = supernet.alpha.sample(tau, cfg.selection, noise)
-                q = supernet.beta.sample(tau, cfg.selection, noise)
-                if cfg.arch_batches == "valid":
-                    a_items, a_tgt = arch_data[run["arch_steps_total"]]
-                    part = distributed.shard(len(a_items))
-                    a_ce = None if part.start == part.stop else F.cross_entropy(
-                        supernet.predict(a_items[part].to(device), p, q), a_tgt[part].to(device)) * \
-                        distributed.share(part.stop - part.start, len(a_items))
-                else:
-                    a_ce = shard_loss(step_loss, supernet, lambda x: supernet(x, p, q), items, tgt, step)[0]
-                share = supernet.expected_flops(p, q)  # E[FLOPs] / FLOPs(full)
-                penalty = (run["l_t"] / n_layers) * share
-                a_opt.zero_grad(set_to_none=True)
-                arch_loss = resource_loss(a_ce, penalty, share * full_flops, ref_flops, cfg)
-                if arch_loss is not None:
-                    arch_loss.backward()
-                w_opt.zero_grad(set_to_none=True)  # α/β steps never move the weights
-                distributed.sum_gradients(supernet.architecture_parameters())
-                a_opt.step()
-                sums["penalty"] += penalty.item()
-                sums["arch_steps"] += 1  # counted, not derived: the global step makes an epoch's share vary
-                run["arch_steps_total"] += 1
-            sums["ce"] += ce_sum
-            sums["seen"] += len(items)
-            run["step"] += 1
-            reporter.step(ce_sum / len(items), len(items))
-            if checkpoint and checkpoint.due(run["step"]):
-                checkpoint.save(state(epoch, i + 1))
-            if late:
-                break  # the budget is spent: validate this partial epoch and stop
-        done = 0
-        train_s = time.perf_counter() - t0
-        valid = evaluate(supernet, dataset, "valid", "full", cfg.k, seed=cfg.seed, device=device)
-        dec = decide(supernet, budget)
-        p_soft, q_soft = (t.detach().cpu() for t in supernet.selection())
-        row = {"epoch": epoch, "loss": sums["ce"] / sums["seen"], "penalty": sums["penalty"] / max(1, sums["arch_steps"]),
-               "tau": supernet.tau, "alpha": supernet.alpha.logits.detach().cpu().tolist(),
-               "beta": supernet.beta.logits.detach().cpu().tolist(), "p": p_soft.tolist(), "q": q_soft.tolist(),
-               "exp_flops": float(supernet.expected_flops(p_soft, q_soft)),
-               "decision": [dec["width"], dec["depth"] + 1], "decision_flops": dec["flops"],
-               "seqs_per_s": sums["seen"] / train_s, "train_seconds": train_s,
-               **{f"valid_{m}": v for m, v in valid.items()}}
-        history.append(row)
-        improved = valid[key] > run["best"]
-        if improved:
-            run.update(best=valid[key], best_epoch=epoch, best_dec=dec)
-            best_state = copy.deepcopy(supernet.state_dict())
-        reporter.epoch_end(row, improved)
-        run["stopped"] = epoch - run["best_epoch"] >= cfg.patience or over_budget(start, cfg.max_minutes)
-        if checkpoint:
-            checkpoint.save(state(epoch + 1, 0))
-        if run["stopped"]:
-            break
-    supernet.load_state_dict(best_state)
-    best_dec = run["best_dec"]
-    arch = supernet.arch_for(best_dec["width"], best_dec["depth"])
-    return SearchResult(supernet, best_dec, arch, run["best_epoch"], history, cfg, time.perf_counter() - start)
+    loop = Loop(task, cfg.epochs, cfg.patience, f"ndcg@{cfg.k}", cfg.max_minutes, reporter, checkpoint)
+    result = loop.run()
+    supernet.tau = cfg.schedule()(max(loop.step - 1, 0))
+    best = task.best_decision
+    arch = supernet.arch_for(best["width"], best["depth"])
+    return SearchResult(supernet, best, arch, result.best_epoch, result.history, cfg, result.seconds)

@@ -7,7 +7,7 @@ kept dimensions), so with one-hot p and q the supernet computes exactly the slic
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -25,7 +25,7 @@ class Supernet(nn.Module):
     def __init__(self, backbone: nn.Module, adapter: Adapter, space: SearchSpace) -> None:
         super().__init__()
         self.backbone, self.adapter, self.space = backbone, adapter, space
-        self.full: ArchSpec = adapter.arch(backbone)
+        self.full: ArchSpec = backbone.arch
         self.widths: List[Width] = space.widths(self.full)
         self.alpha = Controller(len(self.widths))  # transformer controller, shared by all layers
         self.beta = Controller(self.full.layers)  # depth controller: exit after layer l
@@ -46,33 +46,43 @@ class Supernet(nn.Module):
     def weight_parameters(self) -> List[nn.Parameter]:
         return list(self.backbone.parameters())
 
-    def forward(self, items: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        """items (B, N); p (K,) width weights; q (L,) exit weights -> Y (B, N, d)."""
-        d = self.full.hidden
+    def mixture(self, w: Union[int, torch.Tensor], n: int) -> Tuple[torch.Tensor, List[int]]:
+        """(weights (n,), the choices to compute) of ``w``: an int is a one-hot choice; a tensor mixes,
+        computing only its non-zero entries where the host sees them for free (the CPU), every entry on
+        an accelerator (0 · x adds nothing, and reading the weights would make the host wait)."""
+        if isinstance(w, int):
+            return one_hot(w, n, self.alpha.logits.device), [w]
+        if w.device.type == "cpu":
+            return w, [i for i, v in enumerate(w.tolist()) if v != 0]
+        return w, list(range(n))
+
+    def forward(self, items: torch.Tensor, p: Union[int, torch.Tensor], q: Union[int, torch.Tensor]) -> torch.Tensor:
+        """items (B, N); p (K,) width weights or a width index; q (L,) exit weights or an exit index
+        -> Y (B, N, d)."""
+        d, backbone = self.full.hidden, self.backbone
         valid = items > 0
-        active = [k for k in range(len(self.widths)) if p[k] != 0]  # one-hot p computes one candidate
-        last = max(l for l in range(len(q)) if q[l] != 0)  # layers after the last exit are not needed
-        emb = {k: self.adapter.embed(self.backbone, items, self.widths[k].hidden) for k in active}
+        p, active = self.mixture(p, len(self.widths))  # a one-hot p computes one candidate
+        q, exits = self.mixture(q, self.full.layers)
+        emb = {k: backbone.embed(items, self.widths[k].hidden) for k in active}
         x = sum(p[k] * zero_pad(emb[k], d) for k in active)  # (B, N, d)
         y = None
-        for l in range(last + 1):
-            outs = {k: self.adapter.layer(self.backbone, l, x, valid, emb[k], self.widths[k]) for k in active}
+        for l in range(max(exits) + 1):  # layers after the last exit are not needed
+            outs = {k: backbone.layers[l](x, valid, emb[k], self.widths[k]) for k in active}
             x = sum(p[k] * zero_pad(outs[k], d) for k in active)  # (B, N, d)
-            if q[l] != 0:
+            if l in exits:
                 # each candidate's exit gets its own final LN (pre-LN models), as its dense model would
                 out = x if not self.style.final_norm else \
-                    sum(p[k] * zero_pad(self.adapter.finish(self.backbone, outs[k]), d) for k in active)
+                    sum(p[k] * zero_pad(backbone.finish(outs[k]), d) for k in active)
                 y = q[l] * out if y is None else y + q[l] * out
         return y
 
     def score(self, h: torch.Tensor) -> torch.Tensor:
-        return self.adapter.score(self.backbone, h)
+        return self.backbone.score(h)
 
-    def selection(self) -> Tuple[torch.Tensor, torch.Tensor]:
+    def selection(self) -> Tuple[Union[int, torch.Tensor], Union[int, torch.Tensor]]:
         """The weights predict() uses: tempered softmax without noise, or the current hard decision."""
-        dev = self.alpha.logits.device
         if self.eval_selection == "hard":
-            return one_hot(self.alpha.choice(), len(self.widths), dev), one_hot(self.beta.choice(), self.full.layers, dev)
+            return self.alpha.choice(), self.beta.choice()
         return (torch.softmax(self.alpha.logits / self.tau, 0), torch.softmax(self.beta.logits / self.tau, 0))
 
     def item_table(self, hidden: Optional[int] = None) -> torch.Tensor:
@@ -110,10 +120,14 @@ class Supernet(nn.Module):
 
     def params_of(self, k: int, l: int) -> int:
         arch = self.arch_for(k, l)
-        return sum(p.numel() for p in self.adapter.build(self.backbone, arch).parameters())
+        with torch.device("meta"):  # shapes only
+            return sum(p.numel() for p in self.backbone.rebuilt(arch).parameters())
 
     def slice(self, k: int, l: int) -> nn.Module:
         """The dense model of candidate (k, l) holding the leading slices of the shared weights."""
-        dense = self.adapter.build(self.backbone, self.arch_for(k, l))
-        self.adapter.slice_into(self.backbone, dense)
+        dense = self.backbone.rebuilt(self.arch_for(k, l))
+        source = self.backbone.state_dict()
+        with torch.no_grad():  # same parameter names, smaller shapes: each tensor is the leading block of its source
+            for name, t in dense.state_dict().items():
+                t.copy_(source[name][tuple(slice(0, s) for s in t.shape)])
         return dense.to(self.alpha.logits.device)

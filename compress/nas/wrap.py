@@ -37,8 +37,8 @@ def wrap(model: nn.Module, adapter: Union[None, str, Adapter] = None, space: Opt
     if reorder is not None:
         model = copy.deepcopy(model)  # convert() may return the user's own (built-in) model
         channel_reorder(model, reorder, reorder_batch)
-    arch = replace(adapter.arch(model), attention=attention, gate_layers=gate_layers, gate_placement=gate_placement)
-    shared = adapter.build(model, arch)
+    arch = replace(model.arch, attention=attention, gate_layers=gate_layers, gate_placement=gate_placement)
+    shared = model.rebuilt(arch)
     source = model.state_dict()
     own = shared.state_dict()
     with torch.no_grad():
