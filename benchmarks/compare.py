@@ -21,11 +21,11 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import compress  # noqa: E402
+from compress.app.jobs import dnsrec_run, train_run  # noqa: E402
+from compress.app.recipes import resolve_options  # noqa: E402
 from compress.files import write_json  # noqa: E402
 from compress.measure.cost import profile  # noqa: E402
 from compress.runtime.allocator import tune_allocator  # noqa: E402
-from compress.app.recipes import resolve_options  # noqa: E402
-from compress.app.jobs import retrain_run, search_run, train_run  # noqa: E402
 from compress.store.provenance import versions  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -61,14 +61,14 @@ def main() -> None:
            "threads": torch.get_num_threads(), "settings": common, "methods": {}}
     paths = {}
     for method, extra in ((args.backbone, {"attention": "softmax"}), (f"{args.backbone}_linear", {"attention": "linear"})):
-        opts = resolve_options(None, {**common, **extra, "gate_layers": 0})
+        opts = resolve_options("train", None, {**common, **extra, "gate_layers": 0})
         res = train_run(opts, os.path.join(runs, method))
         paths[method] = res["out"]
         out["methods"][method] = {"metrics": res["metrics"], "best_epoch": res["best_epoch"], "seconds": res["seconds"]}
         print(method, json.dumps(res["metrics"]["test/full"]), flush=True)
-    opts = resolve_options(None, common, command="search")
-    res = search_run(opts, os.path.join(runs, "dnsrec"))
-    ret = retrain_run(res["out"], {})
+    opts = resolve_options("search", None, common)
+    res = dnsrec_run(opts, os.path.join(runs, "dnsrec"))
+    ret = res["retrain"]
     paths["dnsrec"] = res["out"]
     out["methods"]["dnsrec"] = {"metrics": ret["metrics"], "best_epoch": ret["best_epoch"],
                                 "seconds": res["seconds"] + ret["seconds"], "search_seconds": res["seconds"],

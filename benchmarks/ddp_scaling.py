@@ -25,13 +25,11 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import compress  # noqa: E402
+from compress.engine.config import TrainConfig  # noqa: E402
+from compress.engine.train import DenseTask  # noqa: E402
 from compress.files import write_json  # noqa: E402
-from compress.engine.losses import StepLoss  # noqa: E402
-from compress.backbones.objectives import training_data  # noqa: E402
 from compress.runtime.allocator import tune_allocator  # noqa: E402
-from compress.engine.precision import Precision  # noqa: E402
 from compress.store.provenance import versions  # noqa: E402
-from compress.engine.train import epoch_batches, shard_loss  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -42,18 +40,14 @@ def timed_steps(args) -> float:
     torch.manual_seed(0)
     arch = compress.ArchSpec(args.hidden, 2 * args.hidden, 2, args.layers)
     model = compress.get_backbone("sasrec")(arch, ds.n_items, args.seq_len)
-    inputs, targets = training_data(model, ds.train_sequences())
-    opt = torch.optim.Adam(model.parameters())
-    step_loss, amp = StepLoss("full", 1, 0, ds), Precision("fp32", torch.device("cpu"))
-    gen = torch.Generator().manual_seed(0)
-    batches = epoch_batches(model, inputs.repeat(4, 1), targets.repeat(4, 1), args.batch_size, gen, "cpu")
-    for i, items, tgt in batches:
-        if i == args.warmup:
+    task = DenseTask(model, ds, TrainConfig(batch_size=args.batch_size), torch.device("cpu"))
+    steps = ((i, items, tgt) for epoch in (1, 2, 3, 4) for i, items, tgt in task.batches.epoch(epoch))
+    for step, (i, items, tgt) in enumerate(steps):
+        if step == args.warmup:
             t0 = time.perf_counter()
-        if i == args.warmup + args.steps:
+        if step == args.warmup + args.steps:
             return time.perf_counter() - t0
-        loss, _ = shard_loss(step_loss, model, model, items, tgt, i)
-        amp.step(loss, opt)
+        task.step(step, i, items, tgt)
     raise SystemExit("the dataset has too few batches for --warmup + --steps; lower them")
 
 

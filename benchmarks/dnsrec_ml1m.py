@@ -24,17 +24,22 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import compress  # noqa: E402
-from compress.runtime.allocator import tune_allocator  # noqa: E402
-from compress.arch import ArchSpec  # noqa: E402
-from compress.files import read_json, write_json  # noqa: E402
-from compress.backbones import get_backbone  # noqa: E402
-from compress.data.batching import training_windows  # noqa: E402
-from compress.measure.flops import analytic_flops  # noqa: E402
-from compress.measure.cost import profile  # noqa: E402
+from compress.app.jobs import dnsrec_run  # noqa: E402
+from compress.app.options import build  # noqa: E402
 from compress.app.recipes import resolve_options  # noqa: E402
-from compress.app.jobs import dataset_from_options, retrain_run, search_run  # noqa: E402
+from compress.app.rundirs import dataset_from_options  # noqa: E402
+from compress.arch import ArchSpec  # noqa: E402
+from compress.backbones import get_backbone  # noqa: E402
+from compress.engine.config import TrainConfig  # noqa: E402
+from compress.engine.train import DenseTask  # noqa: E402
+from compress.files import read_json, write_json  # noqa: E402
+from compress.measure.cost import profile  # noqa: E402
+from compress.measure.flops import analytic_flops  # noqa: E402
+from compress.nas.config import SearchConfig  # noqa: E402
+from compress.nas.search import SearchTask  # noqa: E402
+from compress.nas.space import SearchSpace  # noqa: E402
+from compress.runtime.allocator import tune_allocator  # noqa: E402
 from compress.store.provenance import versions  # noqa: E402
-from compress.engine.losses import next_item_loss  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -55,40 +60,20 @@ def interleaved_seconds(first, second, steps: int):
 
 
 def time_steps(ds, opts, batch: int, steps: int) -> dict:
-    """Seconds per training step of the supernet (weight step + α/β step) vs the dense SASRec with
-    the same d, D, L and softmax attention, on the same batch."""
-    inputs, targets = training_windows(ds.train_sequences(), opts["seq_len"])
-    items, tgt = inputs[:batch], targets[:batch]
+    """Seconds per training step of the supernet (``SearchTask.step``: a weight step and an α/β step)
+    vs the dense SASRec with the same d, D, L and softmax attention (``DenseTask.step``), both the
+    library's own steps on the same batch."""
+    device = torch.device(opts["device"] if opts["device"] != "auto" else "cpu")
     full = ArchSpec(opts["hidden"], opts["inner"], opts["heads"], opts["layers"])
     dense = get_backbone("sasrec")(full, ds.n_items, opts["seq_len"])
-    d_opt = torch.optim.Adam(dense.parameters())
-
-    def dense_step():
-        loss = next_item_loss(dense(items), tgt, dense.score)
-        d_opt.zero_grad()
-        loss.backward()
-        d_opt.step()
-
-    supernet = compress.wrap(dense, space=compress.SearchSpace(tuple(opts["hidden_ratios"]), tuple(opts["inner_ratios"])))
-    w_opt = torch.optim.Adam(supernet.weight_parameters())
-    a_opt = torch.optim.Adam(supernet.architecture_parameters())
-
-    def search_step():
-        p, q = supernet.alpha.sample(1.0, "gumbel"), supernet.beta.sample(1.0, "gumbel")
-        loss = next_item_loss(supernet(items, p.detach(), q.detach()), tgt, supernet.score)
-        w_opt.zero_grad()
-        loss.backward()
-        w_opt.step()
-        p, q = supernet.alpha.sample(1.0, "gumbel"), supernet.beta.sample(1.0, "gumbel")
-        h = supernet(items, p, q)[:, -1]
-        a_loss = torch.nn.functional.cross_entropy(supernet.score(h), tgt[:, -1].clamp(min=1)) + \
-            0.1 * supernet.expected_flops(p, q)
-        a_opt.zero_grad()
-        a_loss.backward()
-        a_opt.step()
-
-    d, s = interleaved_seconds(dense_step, search_step, steps)
-    windows = len(inputs)
+    dense_task = DenseTask(dense, ds, build(TrainConfig, {**opts, "batch_size": batch}), device)
+    supernet = compress.wrap(dense, space=build(SearchSpace, opts))
+    search_task = SearchTask(supernet, ds, build(SearchConfig, {**opts, "search_batch_size": batch}), device)
+    _, items, targets = next(dense_task.batches.epoch(1))
+    search_task.begin_epoch(1)
+    d, s = interleaved_seconds(lambda: dense_task.step(0, 0, items, targets),
+                               lambda: search_task.step(0, 0, items, targets), steps)
+    windows = dense_task.batches.windows
     return {"batch": batch, "steps": steps, "dense_step_s": d, "search_step_s": s, "ratio": s / d,
             "dense_epoch_s_est": d * windows / batch, "search_epoch_s_est": s * windows / batch}
 
@@ -111,11 +96,11 @@ def main() -> None:
     overrides = {"search_batch_size": args.batch_size, "batch_size": args.batch_size,
                  "search_max_minutes": args.search_minutes, "max_minutes": args.retrain_minutes,
                  "device": "cpu", "search_epochs": args.search_epochs, "epochs": args.retrain_epochs}
-    opts = resolve_options(RECIPE, overrides, command="search")
+    opts = resolve_options("search", RECIPE, overrides)
     ds = dataset_from_options(opts)
     if args.budget_vs_dense:
         dense_flops = analytic_flops(DENSE, opts["seq_len"], ds.n_items)["total"]
-        opts = resolve_options(RECIPE, {**overrides, "max_flops": dense_flops / args.budget_vs_dense}, command="search")
+        opts = resolve_options("search", RECIPE, {**overrides, "max_flops": dense_flops / args.budget_vs_dense})
     out = {"command": " ".join(["python", "benchmarks/dnsrec_ml1m.py", *sys.argv[1:]]), "versions": versions(),
            "threads": torch.get_num_threads(), "options": opts}
     if not args.resume:
@@ -132,9 +117,10 @@ def main() -> None:
         out["options"] = opts = meta["settings"]
         out["resumed"] = "the search continued from its last epoch checkpoint; its wall-clock budget counts " \
                          "from the resume"
-    out["search"] = search_run(opts, run_dir, overwrite=not args.resume, resume=args.resume)
-    print("search", json.dumps(out["search"]), flush=True)
-    out["retrain"] = retrain_run(run_dir, {}, overwrite=True)
+    result = dnsrec_run(opts, run_dir, overwrite=not args.resume, resume=args.resume,
+                        on_search=lambda found: print("search", json.dumps(found), flush=True))
+    out["retrain"] = result.pop("retrain")
+    out["search"] = result
     print("retrain", json.dumps(out["retrain"]), flush=True)
     card = read_json(os.path.join(run_dir, "search_card.json"))
     out["search_history"] = [{k: row[k] for k in ("epoch", "tau", "p", "q", "decision", "valid_ndcg@10",

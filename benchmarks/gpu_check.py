@@ -22,13 +22,13 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import compress  # noqa: E402
-from compress.files import write_json  # noqa: E402
-from compress.runtime.devices import resolve_device  # noqa: E402
-from compress.measure.cost import profile  # noqa: E402
-from compress.nas.controllers import one_hot  # noqa: E402
-from compress.app.jobs import test_metrics  # noqa: E402
-from compress.store.provenance import versions  # noqa: E402
 from compress.engine.losses import next_item_loss  # noqa: E402
+from compress.files import write_json  # noqa: E402
+from compress.measure.cost import profile  # noqa: E402
+from compress.measure.evaluation import split_metrics  # noqa: E402
+from compress.nas.controllers import one_hot  # noqa: E402
+from compress.runtime.devices import resolve_device  # noqa: E402
+from compress.store.provenance import versions  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -81,7 +81,7 @@ def short_runs(device: torch.device) -> dict:
         small = result.slice()
         compress.fit(small, data, compress.TrainConfig(epochs=3, batch_size=256, precision=precision), device)
         out[precision] = {"seconds": round(time.perf_counter() - t0, 1), "decision": result.arch.to_dict(),
-                          "test_ndcg@10_full": test_metrics(small, data, 10, 0, device)["test/full"]["ndcg@10"]}
+                          "test_ndcg@10_full": split_metrics(small, data, device=device)["test/full"]["ndcg@10"]}
         print(precision, json.dumps(out[precision]), flush=True)
     return out
 

@@ -43,11 +43,11 @@ from compress.arch import ArchSpec  # noqa: E402
 from compress.backbones.sasrec import SASRec  # noqa: E402
 from compress.data import load_dataset  # noqa: E402
 from compress.data.dataset import SequenceDataset  # noqa: E402
+from compress.engine.batches import TrainingBatches  # noqa: E402
+from compress.engine.config import LOSSES  # noqa: E402
+from compress.engine.losses import item_log_frequency, training_loss  # noqa: E402
 from compress.measure.evaluation import evaluate  # noqa: E402
-from compress.engine.losses import LOSSES, item_log_frequency, training_loss  # noqa: E402
-from compress.backbones.objectives import training_data  # noqa: E402
 from compress.store.provenance import versions  # noqa: E402
-from compress.engine.train import batches  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 MAX_LEN = 50
@@ -101,11 +101,11 @@ def train_phase(args: argparse.Namespace, kind: str) -> Dict[str, Any]:
     """Throughput of ``--steps`` Adam steps (after one warm-up step) with the ``kind`` loss."""
     data = synthetic(args.items, args.interactions, args.avg_len, args.zipf, args.seed)
     model = model_for(data, args.device)
-    inputs, targets = training_data(model, data.train_sequences())  # (W, N) each
     log_q = item_log_frequency(data).to(args.device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(args.seed)
-    stream = batches(inputs, targets, args.batch, gen)
+    stream = (batch[1:] for epoch in range(1, 1000) for batch in
+              TrainingBatches(model, data, args.batch, args.seed, torch.device(args.device)).epoch(epoch))
     out = start_measuring(args.device)
     model.train()
     seen, losses = 0, []

@@ -36,16 +36,17 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root: run from anywhere
 import compress  # noqa: E402
 from compress.arch import ArchSpec  # noqa: E402
+from compress.backbones import get_backbone  # noqa: E402
+from compress.data import load_dataset  # noqa: E402
+from compress.data.batching import training_windows  # noqa: E402
+from compress.engine.config import TrainConfig  # noqa: E402
+from compress.engine.progress import Reporter  # noqa: E402
+from compress.engine.train import fit  # noqa: E402
 from compress.files import write_json  # noqa: E402
+from compress.measure.evaluation import split_metrics  # noqa: E402
+from compress.runtime.allocator import tune_allocator  # noqa: E402
 from compress.runtime.devices import resolve_device  # noqa: E402
 from compress.store.artifacts import save_model  # noqa: E402
-from compress.backbones import get_backbone  # noqa: E402
-from compress.data.batching import training_windows  # noqa: E402
-from compress.data import load_dataset  # noqa: E402
-from compress.runtime.allocator import tune_allocator  # noqa: E402
-from compress.engine.progress import Reporter  # noqa: E402
-from compress.app.jobs import test_metrics  # noqa: E402
-from compress.engine.train import TrainConfig, fit  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -157,7 +158,7 @@ def main(argv=None) -> Dict:
     best = history[reporter.best_epoch - 1]
 
     t0 = time.perf_counter()
-    metrics = test_metrics(model, ds, cfg.k, cfg.seed, device)
+    metrics = split_metrics(model, ds, cfg.k, device=device)
     final_eval_s = time.perf_counter() - t0
 
     train_s = sum(r["train_seconds"] for r in history)

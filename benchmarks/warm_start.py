@@ -22,10 +22,10 @@ from typing import Dict, List, Optional
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from compress.app.jobs import search_run, train_run  # noqa: E402
+from compress.app.recipes import resolve_options  # noqa: E402
 from compress.files import read_json, write_json  # noqa: E402
 from compress.runtime.allocator import tune_allocator  # noqa: E402
-from compress.app.recipes import resolve_options  # noqa: E402
-from compress.app.jobs import search_run, train_run  # noqa: E402
 from compress.store.provenance import versions  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -68,7 +68,7 @@ def main() -> None:
            "threads": torch.get_num_threads(), "settings": common, "searches": {}}
     dense_dir = os.path.join(runs, "dense")
     if not os.path.exists(dense_dir):
-        train_run(resolve_options(None, {**common, "attention": "softmax", "gate_layers": 0}), dense_dir)
+        train_run(resolve_options("train", None, {**common, "attention": "softmax", "gate_layers": 0}), dense_dir)
     dense = read_json(os.path.join(dense_dir, "metrics.json"))
     out["dense"] = {"valid_ndcg@10": dense["metrics"]["valid/full"]["ndcg@10"], "best_epoch": dense["best_epoch"]}
     print("dense", json.dumps(out["dense"]), flush=True)
@@ -76,7 +76,7 @@ def main() -> None:
                           ("warm_reorder", {"init": dense_dir, "reorder": "magnitude"})):
         run = os.path.join(runs, method)
         if not os.path.exists(run):
-            search_run(resolve_options(None, {**common, **extra}, command="search"), run, overwrite=True)
+            search_run(resolve_options("search", None, {**common, **extra}), run, overwrite=True)
         card = read_json(os.path.join(run, "search_card.json"))
         history = card["history"]
         out["searches"][method] = {"valid_ndcg@10_by_epoch": [round(r["valid_ndcg@10"], 5) for r in history],

@@ -20,14 +20,15 @@ _API = {
     "SequenceDataset": "compress.data", "load_dataset": "compress.data",
     "CheckpointError": "compress.errors", "CompressError": "compress.errors", "ConfigError": "compress.errors",
     "DataError": "compress.errors", "SearchError": "compress.errors",
-    "TrainConfig": "compress.engine.train", "fit": "compress.engine.train",
-    "evaluate": "compress.measure.evaluation",
+    "TrainConfig": "compress.engine.config", "fit": "compress.engine.train",
+    "evaluate": "compress.measure.evaluation", "split_metrics": "compress.measure.evaluation",
+    "pad_right": "compress.data.batching", "training_windows": "compress.data.batching",
     "analytic_flops": "compress.measure.flops", "measured_flops": "compress.measure.flops",
-    "SearchConfig": "compress.nas.search", "SearchResult": "compress.nas.search", "search": "compress.nas.search",
+    "SearchConfig": "compress.nas.config", "SearchResult": "compress.nas.search", "search": "compress.nas.search",
     "SearchSpace": "compress.nas.space", "Supernet": "compress.nas.supernet",
     "load_supernet": "compress.nas.wrap", "save_supernet": "compress.nas.wrap", "wrap": "compress.nas.wrap",
     "channel_importance": "compress.nas.reorder", "reorder": "compress.nas.reorder",
-    "load": "compress.store.artifacts",
+    "load": "compress.store.artifacts", "Recommender": "compress.store.serving",
 }
 __all__ = sorted(_API) + ["__version__"]
 

@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Dict
+from typing import Any, Dict, NamedTuple
 
 from compress.errors import ConfigError
 
 ATTENTION_KINDS = ("softmax", "linear")
+
+
+class Width(NamedTuple):
+    """The kept leading dimensions of a width candidate: ``hidden`` of d, ``inner`` of D."""
+
+    hidden: int
+    inner: int
+
 GATE_PLACEMENTS = ("code", "paper")
 
 

@@ -15,7 +15,7 @@ from compress.errors import CheckpointError, ConfigError
 
 def check_out_dir(out: str, overwrite: bool) -> None:
     if os.path.exists(out) and not overwrite:
-        raise ConfigError(f"output directory {out} already exists; pass --overwrite or choose another --out")
+        raise ConfigError(f"output directory {out} already exists; pass `overwrite` or choose another `out`")
 
 
 @contextlib.contextmanager

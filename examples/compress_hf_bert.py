@@ -15,13 +15,11 @@ import torch.nn.functional as F
 import transformers
 
 import compress
-from compress.data.batching import pad_right
-from compress.app.jobs import test_metrics
 
 
 def train_cloze(bert: transformers.BertModel, data: compress.SequenceDataset, epochs: int) -> None:
     """The user's own training loop: mask 20% of each history, predict the masked items."""
-    windows = pad_right(data.train_sequences(), bert.config.max_position_embeddings)  # (U, N)
+    windows = compress.pad_right(data.train_sequences(), bert.config.max_position_embeddings)  # (U, N)
     opt = torch.optim.Adam(bert.parameters(), lr=1e-3)
     bert.train()
     for _ in range(epochs):
@@ -56,7 +54,7 @@ def main() -> None:
     small = result.slice()
     compress.fit(small, data, compress.TrainConfig(epochs=args.epochs, batch_size=128), torch.device("cpu"))
     print("adapter:", supernet.adapter.name, "decision:", result.arch)
-    print("test NDCG@10 (full):", round(test_metrics(small, data, 10, 0, "cpu")["test/full"]["ndcg@10"], 4))
+    print("test NDCG@10 (full):", round(compress.split_metrics(small, data)["test/full"]["ndcg@10"], 4))
     result.export(args.out, data, model=small, overwrite=True)
     smaller = transformers.BertModel.from_pretrained(f"{args.out}/native")
     print(f"BertModel hidden_size {config.hidden_size} -> {smaller.config.hidden_size}, layers "

@@ -9,7 +9,6 @@ import argparse
 import torch
 
 import compress
-from compress.app.jobs import test_metrics
 
 
 def main() -> None:
@@ -34,9 +33,9 @@ def main() -> None:
     compress.fit(small, data, compress.TrainConfig(epochs=args.epochs, batch_size=128), torch.device("cpu"))
     print("decision:", result.arch)
     print("FLOPs:", compress.measured_flops(small, small.max_len), "vs", compress.measured_flops(model, model.max_len))
-    print("test NDCG@10 (full):", round(test_metrics(small, data, 10, 0, "cpu")["test/full"]["ndcg@10"], 4))
+    print("test NDCG@10 (full):", round(compress.split_metrics(small, data)["test/full"]["ndcg@10"], 4))
     result.export(args.out, data, model=small, overwrite=True)
-    print("exported to", args.out, "->", compress.load(args.out).recommend([["0", "1"]], k=3)[0])
+    print("exported to", args.out, "->", compress.Recommender.load(args.out).recommend([["0", "1"]], k=3)[0])
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import compress
-from compress.data.batching import training_windows
 
 D, HEADS, INNER, N = 64, 4, 128, 30
 
@@ -59,7 +58,7 @@ def main() -> None:
     torch.manual_seed(0)
     data = compress.load_dataset()
     model = MyRecommender(data.n_items)
-    inputs, targets = training_windows(data.train_sequences(), N)  # (W, N) each, 0 = padding
+    inputs, targets = compress.training_windows(data.train_sequences(), N)  # (W, N) each, 0 = padding
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     for _ in range(args.epochs):  # the user's own next-item training loop
         for idx in torch.randperm(len(inputs)).split(128):
@@ -79,7 +78,7 @@ def main() -> None:
     result.export(args.out, data, model=small, overwrite=True)
     served = compress.load(args.out)
     print("decision:", result.arch)
-    print("exported to", args.out, "->", served.recommend([["0", "1"]], k=3)[0])
+    print("exported to", args.out, "->", compress.Recommender(served).recommend([["0", "1"]], k=3)[0])
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from clihelp import root_logging_kept, tiny_artifacts
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,11 +11,11 @@ from torch import nn
 import compress
 from compress.adapters import DeclaredAdapter, list_adapters
 from compress.arch import ArchSpec
+from compress.backbones.objectives import at, query
 from compress.backbones.transformer import SequenceTransformer
 from compress.data import Interactions, build_dataset
 from compress.errors import ConfigError
 from compress.nas.controllers import one_hot
-from compress.backbones.objectives import at, query
 
 transformers = pytest.importorskip("transformers")
 

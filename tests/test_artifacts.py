@@ -13,10 +13,11 @@ from safetensors.torch import load_file, save_file
 
 import compress
 from compress.arch import ArchSpec
-from compress.files import atomic_dir, write_json
-from compress.runtime.devices import resolve_device
-from compress.store.artifacts import CONFIG, WEIGHTS, load, save_model
 from compress.errors import CheckpointError, ConfigError
+from compress.files import atomic_dir, write_json
+from compress.layout import CONFIG, WEIGHTS
+from compress.runtime.devices import resolve_device
+from compress.store.artifacts import load, save_model
 
 N_ITEMS, MAX_LEN = 50, 20
 
@@ -168,12 +169,12 @@ def test_unknown_backbone_name():
 
 def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu")
-    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
+    with pytest.raises(ConfigError, match="unknown `device` 'tpu'"):
         resolve_device("tpu")
-    with pytest.raises(ConfigError, match="unknown device 'cuda:x'"):
+    with pytest.raises(ConfigError, match="unknown `device` 'cuda:x'"):
         resolve_device("cuda:x")
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    with pytest.raises(ConfigError, match=f"--device cuda:{count} asked for, but {count} CUDA device"):
+    with pytest.raises(ConfigError, match=f"`device` cuda:{count} asked for, but {count} CUDA device"):
         resolve_device(f"cuda:{count}")
     if count == 0:
         with pytest.raises(ConfigError, match="0 CUDA device"):
@@ -214,7 +215,7 @@ def test_atomic_dir_refuses_and_overwrites(tmp_path):
     with atomic_dir(str(out)) as tmp:
         Path(tmp, "a.txt").write_text("a")
     assert os.listdir(out) == ["a.txt"]
-    with pytest.raises(ConfigError, match="already exists; pass --overwrite"):
+    with pytest.raises(ConfigError, match="already exists; pass `overwrite`"):
         with atomic_dir(str(out)):
             pytest.fail("the body must not run")
     with atomic_dir(str(out), overwrite=True) as tmp:

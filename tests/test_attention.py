@@ -9,8 +9,15 @@ import torch.nn.functional as F
 
 from compress.arch import ArchSpec
 from compress.backbones.sasrec import SASRec
-from compress.nn.attention import (MAX_CHUNK, NORM_EPS, bidirectional_linear_attention, causal_linear_attention,
-                                   chunk_size, linear_feature, softmax_attention)
+from compress.nn.attention import (
+    MAX_CHUNK,
+    NORM_EPS,
+    bidirectional_linear_attention,
+    causal_linear_attention,
+    chunk_size,
+    linear_feature,
+    softmax_attention,
+)
 
 
 def naive_linear_attention(q, k, v, valid=None):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from clihelp import error_line, invoke
 from safetensors.torch import load_file
 
-from clihelp import error_line, invoke
 from compress.arch import ArchSpec
 from compress.measure.flops import analytic_flops
 from compress.nas.wrap import load_supernet
@@ -99,8 +99,8 @@ def test_max_flops_below_the_smallest_candidate_exits_2_and_writes_nothing(tmp_p
 @pytest.mark.parametrize("args, words", [
     (["--set", "no_such_key=1"], "unknown key(s) no_such_key"),
     (["--set", "tradeoff=lots"], "tradeoff"),
-    (["--selection", "argmax"], "unknown selection"),
-    (["--penalty", "latency"], "unknown penalty"),
+    (["--selection", "argmax"], "--selection: 'argmax' is not one of"),
+    (["--penalty", "latency"], "--penalty: 'latency' is not one of"),
     (["--max-flops", "half"], "neither a percentage"),
 ])
 def test_bad_options_exit_2_with_one_line(tmp_path, tiny_data_file, args, words):

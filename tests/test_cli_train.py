@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file, save_file
-
 from clihelp import error_line, invoke
+from safetensors.torch import load_file, save_file
 
 TINY = ["--epochs", "1", "--hidden", "16", "--inner", "32", "--layers", "1", "--heads", "1", "--seq-len", "20",
         "--batch-size", "64", "--device", "cpu"]
@@ -169,7 +168,7 @@ def test_train_unknown_recipe_key(tmp_path, tiny_data_file):
 def test_train_wrong_type_recipe_value(tmp_path, tiny_data_file):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("dropout: lots\n")
-    assert "option 'dropout' expects float, got 'lots'" in bad_train(tmp_path, "--data", tiny_data_file,
+    assert "expects a number, got 'lots'" in bad_train(tmp_path, "--data", tiny_data_file,
                                                                        "--recipe", recipe)
 
 
@@ -228,8 +227,8 @@ def test_evaluate_other_data(run_copy, tmp_path):
 
 
 def test_evaluate_bad_options(run_dir, tmp_path):
-    assert "unknown protocol 'pop50'" in error_line(invoke("evaluate", run_dir, "--protocol", "pop50"))
-    assert "unknown split 'train'" in error_line(invoke("evaluate", run_dir, "--split", "train"))
+    assert "--protocol: 'pop50' is not one of" in error_line(invoke("evaluate", run_dir, "--protocol", "pop50"))
+    assert "--split: 'train' is not one of" in error_line(invoke("evaluate", run_dir, "--split", "train"))
     line = error_line(invoke("evaluate", tmp_path / "nothing"))
     assert "nothing/config.json is missing; is this a compress run" in line
 
@@ -270,7 +269,7 @@ def test_train_with_a_sampled_loss_learns(tmp_path, loss):
 
 
 def test_train_with_an_unknown_loss_is_one_line(tmp_path):
-    assert "unknown loss 'bogus'" in error_line(invoke("train", *TINY, "--loss", "bogus", "--out", tmp_path / "r"))
+    assert "--loss: 'bogus' is not one of" in error_line(invoke("train", *TINY, "--loss", "bogus", "--out", tmp_path / "r"))
 
 
 def test_backbones_lists_every_registered_backbone_with_its_description():

@@ -6,14 +6,14 @@ import torch
 import torch.nn.functional as F
 
 from compress.arch import ArchSpec
-from compress.backbones.sasrec import SASRec
 from compress.backbones.objectives import at, last_index
+from compress.backbones.sasrec import SASRec
+from compress.engine.losses import next_item_loss
 from compress.errors import ConfigError
-from compress.nas.controllers import Controller, TemperatureSchedule, one_hot
-from compress.nas.search import SearchConfig
+from compress.nas.config import SearchConfig, TemperatureSchedule
+from compress.nas.controllers import Controller, one_hot
 from compress.nas.space import SearchSpace
 from compress.nas.wrap import wrap
-from compress.engine.losses import next_item_loss
 
 
 @pytest.mark.parametrize("step, tau", [(0, 1.0), (1, 1.0 - 5e-5), (1000, 0.95), (10_000, 0.5), (19_000, 0.05),

@@ -170,7 +170,7 @@ def test_wrong_delimiter(tmp_path):
     p = write(tmp_path / "r.csv", "1,2,5,9\n3,4,5,9\n")
     with pytest.raises(DataError, match="one column"):
         read_interactions(str(p), ReadOptions(sep="\t"))
-    with pytest.raises(DataError, match=r"r\.csv:1: expected at least 4 fields.*--sep"):
+    with pytest.raises(DataError, match=r"r\.csv:1: expected at least 4 fields.*`sep`"):
         read_interactions(str(p), ReadOptions(format="ml-dat"))
 
 
@@ -198,7 +198,7 @@ def test_column_name_for_headerless_file(tmp_path):
 
 def test_unknown_header_names(tmp_path):
     p = write(tmp_path / "r.csv", "who,what\n1,2\n")
-    with pytest.raises(DataError, match="--user-col/--item-col"):
+    with pytest.raises(DataError, match="`user_col`/`item_col`"):
         read_interactions(str(p))
 
 

@@ -3,13 +3,12 @@ decision and penalty), slicing and evaluation run with the model on ``fakegpu``,
 accelerator whose tensors, like CUDA's, refuse to mix with CPU tensors (tests/fakegpu.py)."""
 from __future__ import annotations
 
+import fakegpu
 import pytest
 import torch
 
 import compress
 from compress.engine import loop
-
-import fakegpu
 
 pytestmark = pytest.mark.skipif(not fakegpu.available(), reason="this torch has no Python PrivateUse1 backend")
 

@@ -14,17 +14,18 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
-import compress
-from compress.runtime import distributed
-from compress.engine.checkpoint import Checkpointer
-from compress.errors import CheckpointError
-from compress.measure.evaluation import evaluate
-from compress.nas.search import SearchConfig, search
-from compress.engine.train import TrainConfig, fit
-
 from crash import Crash, CrashAt
 from synthetic import walking_dataset
+
+import compress
+from compress.engine.checkpoint import Checkpointer
+from compress.engine.config import TrainConfig
+from compress.engine.train import fit
+from compress.errors import CheckpointError
+from compress.measure.evaluation import evaluate
+from compress.nas.config import SearchConfig
+from compress.nas.search import search
+from compress.runtime import distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "recipes" / "tiny.yaml"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from synthetic import walking_dataset
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -15,8 +16,6 @@ from compress.data import SequenceDataset
 from compress.errors import ConfigError
 from compress.measure.evaluation import PROTOCOLS, evaluate, full_ranks
 from compress.measure.metrics import target_ranks
-
-from synthetic import walking_dataset
 
 SEQ_LEN = 20
 

@@ -25,7 +25,7 @@ def test_compress_trained_sasrec_example(tmp_path):
     assert "decision: ArchSpec(" in run_example("compress_trained_sasrec.py", out, tmp_path)
     model = compress.load(str(out))
     assert model.arch.hidden in (16, 32)  # a candidate of the example's search space
-    recs = model.recommend([["0", "1"]], k=3)[0]
+    recs = compress.Recommender(model).recommend([["0", "1"]], k=3)[0]
     assert len(recs) == 3 and all(isinstance(item, str) for item, _ in recs)
 
 
@@ -42,4 +42,4 @@ def test_wrap_declared_model_example(tmp_path):
     out = tmp_path / "model"
     stdout = run_example("wrap_declared_model.py", out, tmp_path)
     assert "decision: ArchSpec(" in stdout
-    assert len(compress.load(str(out)).recommend([["0"]], k=2)[0]) == 2
+    assert len(compress.Recommender.load(str(out)).recommend([["0"]], k=2)[0]) == 2

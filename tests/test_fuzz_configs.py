@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import os
+import re
 import shutil
 import tempfile
 from typing import Any, List
@@ -17,18 +17,19 @@ from typing import Any, List
 import numpy as np
 import pytest
 import yaml
+from conftest import synthetic_rows
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 import compress
+from compress.app.options import BY_KEY, OPTIONS, defaults
+from compress.app.recipes import load_recipe, parse_sets, resolve_options
 from compress.arch import ATTENTION_KINDS, GATE_PLACEMENTS, ArchSpec
-from compress.store.artifacts import CONFIG, ITEMS, WEIGHTS
 from compress.data.dataset import build_dataset
 from compress.data.readers import Interactions
 from compress.errors import CompressError, ConfigError
+from compress.layout import CONFIG, ITEMS, WEIGHTS
 from compress.store.export import save_model_dir
-from compress.app.recipes import DEFAULTS, FLOATS, load_recipe, parse_sets, resolve_options
-from conftest import synthetic_rows
 
 # A fixed, fast run in the suite; COMPRESS_FUZZ_EXAMPLES=5000 runs a long randomised hunt instead.
 DEEP = int(os.environ.get("COMPRESS_FUZZ_EXAMPLES", 0))
@@ -59,26 +60,28 @@ SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(-3, 300
                                      "gumbel", "code", "paper", "auto", "cpu", "64", " 8 ", "nan", "-1"]))
 JSONISH = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) |
                        st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6)
-KEYS = st.one_of(st.sampled_from(sorted(DEFAULTS)), st.sampled_from(sorted(DEFAULTS)), st.text(max_size=8),
+RECIPE_KEYS = sorted(o.key for o in OPTIONS if o.recipe)
+KEYS = st.one_of(st.sampled_from(RECIPE_KEYS), st.sampled_from(RECIPE_KEYS), st.text(max_size=8),
                  st.integers(), st.none(), st.booleans())
+TYPES = {"int": int, "float": float, "str": str, "name": str, "choice": str, "budget": str, "device": str,
+         "bool": bool}
 
 
 # ---------------------------------------------------------------- resolved options
 
 
 def check_options(opts) -> None:
-    """Every option present, each of the type its default declares."""
-    assert set(opts) == set(DEFAULTS)
+    """Every recipe option present, each of its option's type (or None where it may be empty)."""
+    assert set(RECIPE_KEYS) <= set(opts)
     for key, value in opts.items():
-        default = DEFAULTS[key]
-        if default is None:
-            assert value is None or isinstance(value, float if key in FLOATS else str), (key, value)
-        elif key in FLOATS:
-            assert isinstance(value, float), (key, value)
-        elif isinstance(default, list):
-            assert isinstance(value, list) and all(isinstance(v, float) for v in value), (key, value)
+        opt = BY_KEY[key]
+        if value is None:
+            assert opt.nullable or opt.default_for("retrain") is None, (key, value)
+        elif opt.kind in ("floats", "ints"):
+            item = float if opt.kind == "floats" else int
+            assert isinstance(value, list) and all(type(v) is item for v in value), (key, value)
         else:
-            assert type(value) is type(default), (key, value)  # bool is not int here, nor int bool
+            assert type(value) is TYPES[opt.kind], (key, value)  # bool is not int here, nor int bool
 
 
 def write_recipe(content: bytes):
@@ -90,30 +93,41 @@ def write_recipe(content: bytes):
 
 
 def good_value(key: str):
-    default = DEFAULTS[key]
-    if isinstance(default, list):
-        return st.lists(st.floats(0, 0.9), max_size=4)
-    if key in FLOATS:
-        return st.floats(allow_nan=False, allow_infinity=False) | st.integers(-10 ** 6, 10 ** 6)
-    if isinstance(default, bool):
+    """Values of the option's type inside its range."""
+    opt = BY_KEY[key]
+    low = opt.low if opt.low is not None else (opt.above + 1e-6 if opt.above is not None else -10 ** 6)
+    high = opt.high if opt.high is not None else 10 ** 6
+    if opt.kind == "floats":
+        return st.lists(st.floats(0, 0.9), min_size=1, max_size=4)
+    if opt.kind == "float":
+        return st.floats(low, high) | st.integers(math.ceil(low), math.floor(high))
+    if opt.kind == "int":
+        return st.integers(int(math.ceil(low)), int(high))
+    if opt.kind == "bool":
         return st.booleans()
-    if isinstance(default, int):
-        return st.integers()
-    # str, or None-default: a path, a column, ...; no control or line-break characters, which YAML
-    # itself folds (PyYAML writes '\x85' and reads back ' ')
+    if opt.choices:
+        return st.sampled_from(opt.choices)
+    if opt.kind == "budget":
+        return st.sampled_from(["50%", "1e6", "25.5%"])
+    if opt.kind == "device":
+        return st.sampled_from(["auto", "cpu", "cuda", "cuda:1"])
+    if opt.kind == "name":
+        return st.sampled_from(["sasrec", "bert4rec"])
+    # a path, a column, ...; no control or line-break characters, which YAML itself folds (PyYAML
+    # writes '\x85' and reads back ' ')
     return st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=8)
 
 
 @st.composite
 def good_recipes(draw):
-    keys = draw(st.lists(st.sampled_from(sorted(DEFAULTS)), unique=True, max_size=8))
+    keys = draw(st.lists(st.sampled_from(RECIPE_KEYS), unique=True, max_size=8))
     return {k: draw(good_value(k)) for k in keys}
 
 
 @st.composite
 def recipes(draw):
     """Mostly known keys with well- or ill-typed values, sometimes an unknown key."""
-    keys = draw(st.lists(st.sampled_from(sorted(DEFAULTS)), unique=True, max_size=6))
+    keys = draw(st.lists(st.sampled_from(RECIPE_KEYS), unique=True, max_size=6))
     out = {k: draw(st.one_of(good_value(k), JSONISH)) for k in keys}
     if draw(st.integers(0, 4)) == 0:
         out[draw(KEYS)] = draw(JSONISH)
@@ -134,7 +148,7 @@ def recipes(draw):
 def test_random_recipe_objects(recipe, command):
     tmp, path = write_recipe(yaml.safe_dump(recipe, allow_unicode=True, sort_keys=False).encode())
     with tmp:
-        opts = clean(resolve_options, path, {}, [], command)
+        opts = clean(resolve_options, command, path, {}, [])
         if opts is not None:
             check_options(opts)
 
@@ -144,11 +158,13 @@ def test_random_recipe_objects(recipe, command):
 def test_well_typed_recipes_are_taken_as_written(recipe):
     tmp, path = write_recipe(yaml.safe_dump(recipe, allow_unicode=True, sort_keys=False).encode())
     with tmp:
-        opts = resolve_options(path, {})
+        opts = resolve_options("train", path, {})
     check_options(opts)
     for key, value in recipe.items():
-        want = [float(v) for v in value] if isinstance(value, list) else \
-            float(value) if key in FLOATS else value
+        kind = BY_KEY[key].kind
+        want = [float(v) for v in value] if isinstance(value, list) else float(value) if kind == "float" else \
+            value.strip().lower() if kind in ("choice", "name", "device") else value.strip() if kind == "budget" \
+            else value
         assert opts[key] == want, (key, value, opts[key])
 
 
@@ -175,7 +191,7 @@ def test_random_recipe_text(text):
     with tmp:
         recipe = clean(load_recipe, path)
         if recipe is not None:
-            check_options({**DEFAULTS, **recipe})
+            check_options({**defaults("train"), **recipe})
 
 
 @FUZZ
@@ -188,17 +204,17 @@ def test_random_recipe_bytes(content):
     with tmp:
         recipe = clean(load_recipe, path)
         if recipe is not None:
-            check_options({**DEFAULTS, **recipe})
+            check_options({**defaults("train"), **recipe})
 
 
 SET_TEXT = st.one_of(
     st.text(max_size=20),
-    st.tuples(st.sampled_from(sorted(DEFAULTS) + ["epochz", "search-epochs", " lr "]), YAML_TEXT)
+    st.tuples(st.sampled_from(RECIPE_KEYS + ["epochz", "search-epochs", " lr "]), YAML_TEXT)
     .map(lambda kv: f"{kv[0]}={kv[1]}"))
 
 
 @FUZZ
-@given(st.lists(SET_TEXT, max_size=4), st.dictionaries(st.sampled_from(sorted(DEFAULTS) + ["nope"]), SCALARS,
+@given(st.lists(SET_TEXT, max_size=4), st.dictionaries(st.sampled_from(RECIPE_KEYS + ["nope"]), SCALARS,
                                                         max_size=4))
 @example(["epochs=["], {}).via("--set value that is not YAML")
 @example(["epochs=!!int "], {}).via("--set value PyYAML's constructor fails on")
@@ -206,7 +222,7 @@ SET_TEXT = st.one_of(
 @example([], {"nope": 3}).via("an unknown flag")
 @example([], {"coupled": False}).via("a bool flag")
 def test_random_sets_and_flags(sets, flags):
-    opts = clean(resolve_options, None, flags, sets)
+    opts = clean(resolve_options, "train", None, flags, sets)
     if opts is not None:
         check_options(opts)
 
@@ -215,9 +231,9 @@ def test_bool_options_parse_as_bools(tmp_path):
     path = tmp_path / "r.yaml"
     for text, want in [("coupled: false\n", False), ("coupled: 'no'\n", False), ("coupled: 'True'\n", True)]:
         path.write_text(text)
-        assert resolve_options(str(path), {})["coupled"] is want
+        assert resolve_options("search", str(path), {})["coupled"] is want
     assert parse_sets(["coupled=false"]) == {"coupled": False}
-    with pytest.raises(ConfigError, match="expects bool"):
+    with pytest.raises(ConfigError, match="expects true or false"):
         parse_sets(["coupled=maybe"])
 
 
@@ -349,7 +365,7 @@ def check_loaded(model) -> None:
     """A loaded model serves: raw ids out, scores finite, within the catalogue."""
     ids = model.item_ids
     assert isinstance(ids, list) and len(ids) == model.n_items
-    recs = model.recommend([[ids[0], ids[1]]], k=3, exclude_seen=True)
+    recs = compress.Recommender(model).recommend([[ids[0], ids[1]]], k=3, exclude_seen=True)
     assert len(recs) == 1 and len(recs[0]) <= 3
     assert all(i in ids and i not in (ids[0], ids[1]) and isinstance(s, float) for i, s in recs[0])
 
@@ -464,5 +480,5 @@ def test_damaged_weights(model_dir, data):
         if model is not None:
             assert how == "flip-data" or how == "flip-header", how  # a cut or grown file never loads
             ids = model.item_ids
-            recs = model.recommend([[ids[0]]], k=3)  # changed weights still serve (scores may be odd)
+            recs = compress.Recommender(model).recommend([[ids[0]]], k=3)  # changed weights still serve (scores may be odd)
             assert len(recs[0]) <= 3 and all(math.isnan(s) or isinstance(s, float) for _, s in recs[0])

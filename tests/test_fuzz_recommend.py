@@ -1,4 +1,4 @@
-"""Property-based tests of ``model.recommend(histories, k, exclude_seen)`` on a tiny exported
+"""Property-based tests of ``compress.Recommender(model).recommend(histories, k, exclude_seen)`` on a tiny exported
 MODEL_DIR (raw ids through items.json, popularity for empty histories) and on a built model
 (indices as ids, no popularity).
 
@@ -18,6 +18,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import synthetic_rows
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
@@ -28,7 +29,6 @@ from compress.data.dataset import build_dataset
 from compress.data.readers import Interactions
 from compress.errors import CompressError, ConfigError
 from compress.store.export import save_model_dir
-from conftest import synthetic_rows
 
 DEEP = int(os.environ.get("COMPRESS_FUZZ_EXAMPLES", 0))
 FUZZ = settings(max_examples=DEEP or 80, deadline=3000, derandomize=not DEEP, database=None,
@@ -117,7 +117,7 @@ def run(model, histories, k, exclude_seen):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            result = model.recommend(histories, k=k, exclude_seen=exclude_seen)
+            result = compress.Recommender(model).recommend(histories, k=k, exclude_seen=exclude_seen)
         except CompressError as exc:
             assert isinstance(exc, ConfigError), exc
             msg = str(exc)
@@ -172,12 +172,12 @@ def test_recommend_built(built, data, k, exclude_seen):
 def test_histories_of_the_wrong_shape(exported, histories):
     """A bare string is not a history of its characters; a scalar is not a history at all."""
     with pytest.raises(ConfigError, match="histor") as info:
-        exported.recommend(histories, k=3)
+        compress.Recommender(exported).recommend(histories, k=3)
     assert "\n" not in str(info.value)
 
 
 def test_iterators_are_histories(exported):
     ids = catalogue(exported)
-    want = exported.recommend([ids[:3]], k=4)
-    assert exported.recommend(iter([iter(ids[:3])]), k=4) == want
-    assert exported.recommend([tuple(ids[:3])], k=np.int64(4)) == want
+    want = compress.Recommender(exported).recommend([ids[:3]], k=4)
+    assert compress.Recommender(exported).recommend(iter([iter(ids[:3])]), k=4) == want
+    assert compress.Recommender(exported).recommend([tuple(ids[:3])], k=np.int64(4)) == want

@@ -5,11 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from compress.arch import ArchSpec
+from compress.arch import ArchSpec, Width
 from compress.backbones.sasrec import SASRec
 from compress.nn.block import TransformerLayer
 from compress.nn.gates import GAMMA, Gate, GatePair
-from compress.nn.width import Width
 
 D, DI = 16, 32  # hidden d, inner D
 

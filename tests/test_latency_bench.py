@@ -6,11 +6,11 @@ import os
 
 import pytest
 import torch
+from clihelp import error_line, invoke, read
 from torch import nn
 
 import compress
 from compress.measure.latency import latencies_ms, latency_ms, peak_memory_bytes
-from clihelp import error_line, invoke, read
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -58,7 +58,7 @@ def test_bench_table(artifacts):
 
 def test_bench_bad_batch(artifacts):
     line = error_line(invoke("bench", artifacts["model"], "--batch", "1,big"))
-    assert "--batch expects comma-separated integers" in line
+    assert "--batch expects a comma-separated list like 1,256" in line
 
 
 def test_latencies_ms_one_median_per_model(artifacts):

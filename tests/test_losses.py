@@ -7,20 +7,24 @@ import math
 import numpy as np
 import pytest
 import torch
+from synthetic import walking_dataset
+from test_evaluation_chunked import LargestTensor
 
 from compress.arch import ArchSpec
+from compress.backbones.objectives import training_data
 from compress.backbones.sasrec import SASRec
 from compress.data import SequenceDataset
+from compress.engine.batches import TrainingBatches
+from compress.engine.config import LOSSES
+from compress.engine.losses import (
+    inbatch_negatives,
+    item_log_frequency,
+    next_item_loss,
+    sampled_softmax_loss,
+    training_loss,
+)
 from compress.errors import ConfigError
 from compress.measure.evaluation import evaluate
-from compress.engine.losses import LOSSES, inbatch_negatives, item_log_frequency, sampled_softmax_loss, training_loss
-from compress.backbones.objectives import training_data
-from compress.engine.losses import next_item_loss
-from compress.engine.batches import TrainingBatches
-
-from synthetic import walking_dataset
-
-from test_evaluation_chunked import LargestTensor
 
 SEQ_LEN = 20
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from clihelp import error_line, invoke
+from synthetic import walking_dataset
+from test_resume import TINY, Crash, CrashAt
 
 import compress
 from compress.engine.checkpoint import Checkpointer
 from compress.errors import ConfigError
-
-from clihelp import error_line, invoke
-from synthetic import walking_dataset
-from test_resume import TINY, Crash, CrashAt
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,15 @@
-"""Recipes: defaults < recipe < flags < --set, strict keys and types."""
+"""Recipes: defaults < recipe < flags < --set, strict keys and types, RecBole's names as aliases."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
+from compress.app.options import build, defaults
+from compress.app.recipes import load_recipe, parse_sets, resolve_options
+from compress.arch import ArchSpec
 from compress.errors import ConfigError
-from compress.app.recipes import DEFAULTS, load_recipe, parse_sets, resolve_options
-from compress.app.jobs import arch_from_options, search_space
+from compress.nas.space import SearchSpace
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -22,18 +24,20 @@ def recipe(tmp_path):
 
 
 def test_defaults_alone():
-    assert resolve_options(None, {}) == DEFAULTS
-    assert resolve_options(None, {"epochs": None, "lr": None}) == DEFAULTS  # flags not given are None
+    assert resolve_options("train") == defaults("train")
+    assert resolve_options("train", None, {"epochs": None, "lr": None}) == defaults("train")  # None: not given
+    search = resolve_options("search")
+    assert (search["attention"], search["gate_layers"], search["heads"]) == ("linear", 2, 4)  # the search's own
 
 
 def test_precedence(recipe):
     path = recipe("# compress train --recipe r.yaml\nepochs: 3\nhidden: 32\nlr: 0.01\nbackbone: sasrec\n")
-    opts = resolve_options(path, {"hidden": 48, "lr": 0.005, "seed": None}, ["lr=0.002"])
+    opts = resolve_options("train", path, {"hidden": "48", "lr": 0.005, "seed": None}, ["lr=0.002"])
     assert opts["epochs"] == 3  # recipe over default
-    assert opts["hidden"] == 48  # flag over recipe
+    assert opts["hidden"] == 48  # flag over recipe (a command-line string, parsed)
     assert opts["lr"] == 0.002  # --set over flag over recipe
-    assert opts["seed"] == DEFAULTS["seed"]  # untouched default
-    assert opts["inner"] == DEFAULTS["inner"]
+    assert opts["seed"] == defaults("train")["seed"]  # untouched default
+    assert opts["inner"] == defaults("train")["inner"]
 
 
 def test_later_set_wins():
@@ -42,13 +46,17 @@ def test_later_set_wins():
 
 @pytest.mark.parametrize("text,match", [
     ("epochz: 3\n", "unknown key.*epochz.*known keys: .*epochs"),
-    ("epochs: many\n", "option 'epochs' expects int, got 'many'"),
-    ("epochs: 2.5\n", "option 'epochs' expects int"),
-    ("epochs: true\n", "option 'epochs' expects int, got True"),
-    ("hidden: [64, 32]\n", "option 'hidden' expects int"),
-    ("lr: fast\n", "option 'lr' expects float"),
-    ("lr: false\n", "option 'lr' expects float"),
-    ("backbone: 5\n", "option 'backbone' expects str"),
+    ("epochs: many\n", "epochs in recipe .* expects a whole number, got 'many'"),
+    ("epochs: 2.5\n", "epochs in recipe .* expects a whole number"),
+    ("epochs: true\n", "epochs in recipe .* expects a whole number, got True"),
+    ("epochs: 0\n", "epochs in recipe .* must be >= 1, got 0"),
+    ("hidden: [64, 32]\n", "hidden in recipe .* expects a whole number"),
+    ("lr: fast\n", "lr in recipe .* expects a number"),
+    ("lr: .nan\n", "lr in recipe .* must be a finite number"),
+    ("lr: false\n", "lr in recipe .* expects a number"),
+    ("dropout: 5\n", r"dropout in recipe .* must be in \[0, 0.99\], got 5"),
+    ("attention: quadratic\n", "attention in recipe .*: 'quadratic' is not one of softmax, linear"),
+    ("backbone: 5\n", "backbone in recipe .* expects a string"),
     ("- epochs\n- 3\n", "must be a mapping"),
     ("epochs: [\n", "not valid YAML"),
 ])
@@ -59,17 +67,26 @@ def test_bad_recipes(recipe, text, match):
 
 def test_missing_recipe(tmp_path):
     with pytest.raises(ConfigError, match="recipe .*nope.yaml not found"):
-        resolve_options(str(tmp_path / "nope.yaml"), {})
+        resolve_options("train", str(tmp_path / "nope.yaml"))
 
 
 def test_empty_recipe_is_no_change(recipe):
-    assert resolve_options(recipe("# nothing yet\n"), {}) == DEFAULTS
+    assert resolve_options("train", recipe("# nothing yet\n")) == defaults("train")
 
 
 def test_value_coercion(recipe):
     opts = load_recipe(recipe("lr: 1e-3\ndropout: 0\nuser_col: 0\ndata: 123\nseq_len: '20'\n"))
     assert opts == {"lr": 0.001, "dropout": 0.0, "user_col": "0", "data": "123", "seq_len": 20}
     assert isinstance(opts["dropout"], float)
+
+
+def test_recbole_names_are_aliases(recipe):
+    """A RecBole config's keys read as ours; a backbone name in any case."""
+    opts = load_recipe(recipe("hidden_size: 32\ninner_size: 64\nn_layers: 3\nn_heads: 4\nMAX_ITEM_LIST_LENGTH: 30\n"
+                              "learning_rate: 0.002\ntrain_batch_size: 64\nstopping_step: 5\nbackbone: SASRec\n"))
+    assert opts == {"hidden": 32, "inner": 64, "layers": 3, "heads": 4, "seq_len": 30, "lr": 0.002,
+                    "batch_size": 64, "patience": 5, "backbone": "sasrec"}
+    assert parse_sets(["hidden_size=16"]) == {"hidden": 16}
 
 
 def test_sets():
@@ -80,17 +97,40 @@ def test_sets():
 @pytest.mark.parametrize("item,match", [
     ("epochs", "--set expects key=value"),
     ("epochz=3", "unknown key.*epochz in --set"),
-    ("epochs=three", "option 'epochs' expects int"),
-    ("layers=yes", "option 'layers' expects int, got True"),
+    ("epochs=three", "--set epochs expects a whole number"),
+    ("layers=yes", "--set layers expects a whole number, got True"),
+    ("arch_lr=nan", "--set arch_lr must be a finite number"),
+    ("weight_decay=-5", r"--set weight_decay must be in \[0, 1\], got -5"),
+    ("seed=1180591620717411303424", "--set seed must be in"),
 ])
 def test_bad_sets(item, match):
     with pytest.raises(ConfigError, match=match):
-        resolve_options(None, {}, [item])
+        resolve_options("train", None, {}, [item])
 
 
-def test_flags_are_type_checked_too():
-    with pytest.raises(ConfigError, match="option 'heads' expects int"):
-        resolve_options(None, {"heads": 1.5})
+@pytest.mark.parametrize("flags,match", [
+    ({"heads": 1.5}, "--heads expects a whole number"),
+    ({"seq_len": "0"}, "--seq-len must be in"),
+    ({"dropout": "5"}, "--dropout must be in"),
+    ({"batch_size": "-3"}, "--batch-size must be >= 1"),
+    ({"device": "tpu"}, "--device: 'tpu' is not a device"),
+])
+def test_flags_are_checked_too(flags, match):
+    with pytest.raises(ConfigError, match=match):
+        resolve_options("train", None, flags)
+
+
+@pytest.mark.parametrize("flags,match", [
+    ({"tradeoff": "nan"}, "--tradeoff must be a finite number"),
+    ({"tradeoff": "inf"}, "--tradeoff must be a finite number"),
+    ({"max_flops": "nan"}, "--max-flops is neither a percentage like 50% nor a finite number"),
+    ({"max_flops": "-5%"}, "--max-flops must be a positive number"),
+    ({"epochs": "0"}, "--retrain-epochs must be >= 1, got 0"),
+    ({"hidden_ratios": "0,1.5"}, r"--hidden-ratios must be in \[0, 0.99\]"),
+])
+def test_search_flags_are_checked_before_any_data(flags, match):
+    with pytest.raises(ConfigError, match=match):
+        resolve_options("search", None, flags)
 
 
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
@@ -99,7 +139,7 @@ def test_shipped_recipes_resolve_and_name_their_command(path):
     gives valid candidate widths (heads that divide them, nothing empty)."""
     header = [line for line in path.read_text().splitlines() if line.startswith("#")]
     assert any(f"--recipe recipes/{path.name}" in line and "compress " in line for line in header)
-    opts = resolve_options(str(path), {})
-    widths = search_space(opts).widths(arch_from_options(opts))
+    opts = resolve_options("search", str(path))
+    widths = build(SearchSpace, opts).widths(build(ArchSpec, opts))
     assert widths[0].hidden == opts["hidden"] and widths[0].inner == opts["inner"]
     assert all(w.hidden > 0 and w.inner > 0 for w in widths)

@@ -8,8 +8,8 @@ from torch import nn
 import compress
 from compress.arch import ArchSpec
 from compress.errors import ConfigError
-from compress.nn.block import TransformerLayer
 from compress.nas.reorder import channel_importance, reorder
+from compress.nn.block import TransformerLayer
 
 N_ITEMS, MAX_LEN, B = 50, 12, 6
 CRITERIA = ("magnitude", "taylor")

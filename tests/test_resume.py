@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
-import compress
-from compress.engine.checkpoint import Checkpointer, flatten, unflatten
-from compress.backbones.objectives import training_data
-
 from clihelp import error_line, invoke
 from crash import Crash, CrashAt
+
+import compress
+from compress.backbones.objectives import training_data
+from compress.engine.checkpoint import Checkpointer, flatten, unflatten
 
 TINY = Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml"
 
@@ -158,7 +157,7 @@ def test_retrain_resumes_through_the_api(tmp_path, artifacts):
     shutil.rmtree(run / "retrained")
     with pytest.raises(Crash):
         retrain_run(str(run), {"epochs": 3, "checkpoint_every": 2}, reporter=CrashAt(5))
-    with pytest.raises(compress.ConfigError, match="--resume"):
+    with pytest.raises(compress.ConfigError, match="continue it with `resume`"):
         retrain_run(str(run), {"epochs": 3})
     resumed = retrain_run(str(run), {}, resume=True)
     assert resumed["metrics"] == {k: {**v, "eval_seconds": resumed["metrics"][k]["eval_seconds"]}
@@ -169,10 +168,10 @@ def test_retrain_resumes_through_the_api(tmp_path, artifacts):
 def test_a_checkpoint_from_an_earlier_version_still_resumes(tmp_path):
     """Checkpoints written before options were added (they take their defaults) or before one RNG
     state was kept per rank (a single state) resume."""
-    from compress.app.recipes import resolve_options
     from compress.app.jobs import train_run
+    from compress.app.recipes import resolve_options
 
-    opts = resolve_options(str(TINY), {"epochs": 2, "checkpoint_every": 2})
+    opts = resolve_options("train", str(TINY), {"epochs": 2, "checkpoint_every": 2})
     out = tmp_path / "run"
     with pytest.raises(Crash):
         train_run(opts, str(out), reporter=CrashAt(3))

@@ -15,11 +15,11 @@ from typing import Dict
 
 import pytest
 import torch
+from clihelp import DECIDED, error_line, invoke, read
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import compress
-from clihelp import DECIDED, error_line, invoke, read
 from compress.measure.flops import params_count
 
 RUN_FILES = {"config.json", "model.safetensors", "metrics.json", "train.log"}
@@ -40,8 +40,8 @@ def search_only(artifacts, tmp_path) -> Path:
 
 def histories(n: int = 16) -> torch.Tensor:
     """Right-padded (n, N) histories of the tiny run's dataset, a few of them short."""
-    from compress.data.batching import pad_right
     from compress.data import load_dataset
+    from compress.data.batching import pad_right
 
     seqs, _ = load_dataset().eval_pairs("test")
     return pad_right([s[-(3 + i):] if i % 3 == 0 else s for i, s in enumerate(seqs[:n])], 20)
@@ -81,7 +81,7 @@ def initial_weights(run_dir: Path, monkeypatch, from_scratch: bool, **overrides)
 
     monkeypatch.setattr(compress.app.jobs, "fit", capture)
     with pytest.raises(Captured):
-        compress.app.jobs.retrain_run(str(run_dir), {"epochs": 1, **overrides}, from_scratch=from_scratch)
+        compress.app.jobs.retrain_run(str(run_dir), {"epochs": 1, "from_scratch": from_scratch, **overrides})
     assert not (run_dir / "retrained").exists()  # interrupted: nothing written
     return seen
 
@@ -99,7 +99,7 @@ def test_retrain_starts_from_the_supernet_slices(search_only, monkeypatch):
     for name, t in start.items():
         assert torch.equal(t, sliced[name]), name
         assert torch.equal(t, full[name][tuple(slice(0, s) for s in t.shape)]), name  # the leading block
-    assert supernet.adapter.arch(supernet.backbone).hidden == 16
+    assert supernet.backbone.arch.hidden == 16
 
 
 def test_retrain_from_scratch_starts_from_fresh_weights(search_only, monkeypatch):
@@ -131,7 +131,7 @@ def test_cli_retrain_with_other_gates(search_only):
     decision = read(search_only / "search_card.json")["decision"]["arch"]
     assert {**cfg["model"]["arch"], "gate_layers": decision["gate_layers"]} == decision
     bad = invoke("retrain", str(search_only), "--gate-layers", "-1", "--overwrite")
-    assert bad.exit_code != 0 and error_line(bad) == "error: gate_layers must be >= 0, got -1"
+    assert bad.exit_code != 0 and error_line(bad) == "error: --gate-layers must be in [0, 16], got -1"
     assert sorted(os.listdir(search_only)) == sorted(SEARCH_FILES + ("retrained",))  # nothing half-written
 
 
@@ -350,13 +350,13 @@ def test_load_in_a_fresh_process_without_pickle(artifacts, subprocess_env):
             "def refuse(*a, **k): raise AssertionError('unpickling was attempted')\n"
             "torch.load = pickle.load = pickle.loads = refuse\n"
             "import compress, json\n"
-            f"m = compress.load({str(artifacts['model'])!r})\n"
+            f"m = compress.Recommender.load({str(artifacts['model'])!r})\n"
             f"print(json.dumps(m.recommend([{history!r}], k=5)))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     recs = json.loads(proc.stdout)
     assert len(recs) == 1 and len(recs[0]) == 5
-    in_process = compress.load(str(artifacts["model"])).recommend([history], k=5)
+    in_process = compress.Recommender.load(str(artifacts["model"])).recommend([history], k=5)
     assert [item for item, _ in recs[0]] == [item for item, _ in in_process[0]]
     assert [s for _, s in recs[0]] == pytest.approx([s for _, s in in_process[0]], abs=1e-5)

@@ -6,20 +6,20 @@ import re
 
 import pytest
 import torch
+from synthetic import walking_dataset
 
 import compress.engine.losses as losses_module
 from compress.arch import ArchSpec
-from compress.backbones.sasrec import SASRec
 from compress.backbones.objectives import at, last_index
+from compress.backbones.sasrec import SASRec
 from compress.data.batching import pad_right, training_windows
+from compress.engine.progress import Reporter
 from compress.errors import ConfigError, SearchError
+from compress.nas.config import SearchConfig
 from compress.nas.controllers import one_hot
-from compress.nas.search import SearchConfig, budget_flops, resource_loss, search
+from compress.nas.search import budget_flops, resource_loss, search
 from compress.nas.space import SearchSpace
 from compress.nas.wrap import wrap
-from compress.engine.progress import Reporter
-
-from synthetic import walking_dataset
 
 SEQ_LEN, BATCH = 20, 32
 LAMBDAS = (0.0, 0.1, 0.3, 1e3)

@@ -8,10 +8,10 @@ from typing import Dict, List
 
 import pytest
 import torch
+from clihelp import invoke, read
 
 import compress
 from compress.data.batching import pad_right
-from clihelp import invoke, read
 
 N = 20  # the tiny recipe's seq_len
 
@@ -50,7 +50,7 @@ def scores_of(model, items, history: List[str]) -> torch.Tensor:
 def recommend(model, histories, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # known ids only: no warning expected
-        return model.recommend(histories, **kwargs)
+        return compress.Recommender(model).recommend(histories, **kwargs)
 
 
 def test_raw_ids_best_first(model, items):
@@ -90,7 +90,7 @@ def test_unknown_ids_are_skipped_with_one_warning(model, items):
     hists = user_histories(model, items)[:2]
     noisy = [["nope-1", *hists[0][:2], "nope-2", *hists[0][2:]], [*hists[1], "nope-3"]]
     with pytest.warns(UserWarning) as caught:
-        recs = model.recommend(noisy, k=5)
+        recs = compress.Recommender(model).recommend(noisy, k=5)
     assert len(caught) == 1 and "skipped 3 unknown item id(s)" in str(caught[0].message)
     assert recs == recommend(model, hists, k=5)
 
@@ -99,7 +99,7 @@ def test_empty_history_gets_the_most_popular_items(model, items):
     k = 10
     pop = items["popularity"]
     with pytest.warns(UserWarning, match="skipped 1 unknown"):
-        recs = model.recommend([[], ["nope"], user_histories(model, items)[0]], k=k)
+        recs = compress.Recommender(model).recommend([[], ["nope"], user_histories(model, items)[0]], k=k)
     assert recs[0] == recs[1]
     index = {tok: i + 1 for i, tok in enumerate(items["item_ids"])}
     counts = [pop[index[item]] for item, _ in recs[0]]
@@ -127,7 +127,7 @@ def test_long_history_equals_its_last_n_items(model, items):
 
 def test_bad_k(model):
     with pytest.raises(compress.ConfigError, match="k must be >= 1"):
-        model.recommend([["1"]], k=0)
+        compress.Recommender(model).recommend([["1"]], k=0)
 
 
 def test_recommend_cli_json(model_dir, model, items):

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from compress.arch import ArchSpec
+from compress.arch import ArchSpec, Width
 from compress.errors import ConfigError
 from compress.nas.space import SearchSpace
-from compress.nn.width import Width
 
 ML1M = ArchSpec(hidden=128, inner=256, heads=4, layers=4)  # paper Table 2: head width 32
 

@@ -12,9 +12,15 @@ import compress
 from compress.arch import ArchSpec
 from compress.errors import CheckpointError, ConfigError
 from compress.measure.flops import model_flops
-from compress.suite import load_plan, paired_t_test, read_results, run_plan, write_report
-from compress.suite.pareto import dominance, pareto
+from compress.suite import (
+    load_plan,
+    paired_t_test,
+    read_results,
+    run_plan,
+    write_report,
+)
 from compress.suite.blocks import replace_block
+from compress.suite.pareto import dominance, pareto
 from compress.suite.remeasure import remeasure
 from compress.suite.results import append_result, rewrite_results
 from compress.suite.stats import t_two_sided
@@ -85,7 +91,7 @@ def test_committed_results_are_found_by_the_current_plans():
     ("variants: {x: {method: dense, retrain: {gate_layers: 0}}}\npresets: {smoke: {}}", "dnsrec variants only"),
     ("variants: {x: {method: dnsrec, retrain: {hidden: 8}}}\npresets: {smoke: {}}", "unknown key(s) hidden"),
     ("variants: {x: {method: dnsrec, retrain: {gate_layers: none}}}\npresets: {smoke: {}}",
-     "option 'gate_layers' expects int"),
+     "retrain gate_layers expects a whole number"),
     ("variants: {x: {method: dnsrec}, y: {method: dnsrec, reference: x}}\npresets: {smoke: {variants: [y]}}",
      "retrains it the same way"),
     ("variants: {x: {method: dnsrec}, y: {method: dnsrec, reference: x, options: {tradeoff: 1.0}, "

@@ -8,16 +8,16 @@ import os
 import pytest
 import torch
 
-from compress.arch import ArchSpec
-from compress.files import atomic_dir
-from compress.store.artifacts import CONFIG, WEIGHTS, save_model
-from compress.backbones.sasrec import SASRec
+from compress.arch import ArchSpec, Width
 from compress.backbones.objectives import at, last_index
+from compress.backbones.sasrec import SASRec
 from compress.errors import CheckpointError, ConfigError
+from compress.files import atomic_dir
+from compress.layout import CONFIG, WEIGHTS
 from compress.nas.controllers import one_hot
 from compress.nas.space import SearchSpace
 from compress.nas.wrap import load_supernet, save_supernet, wrap
-from compress.nn.width import Width
+from compress.store.artifacts import save_model
 
 N_ITEMS, MAX_LEN = 40, 24
 FULL = ArchSpec(hidden=32, inner=64, heads=4, layers=3)  # head width 8

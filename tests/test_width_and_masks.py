@@ -13,16 +13,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from compress.arch import ArchSpec
-from compress.backbones.sasrec import SASRec
+from compress.arch import ArchSpec, Width
 from compress.backbones.objectives import at, last_index
+from compress.backbones.sasrec import SASRec
 from compress.errors import ConfigError
 from compress.nas.controllers import one_hot
 from compress.nas.space import SearchSpace
 from compress.nas.wrap import wrap
 from compress.nn.attention import NORM_EPS
 from compress.nn.gates import GAMMA
-from compress.nn.width import Width, layer_norm, linear, zero_pad
+from compress.nn.width import layer_norm, linear, zero_pad
 
 N_ITEMS, MAX_LEN = 40, 24
 FULL = dict(hidden=32, inner=64, heads=4, layers=3)  # head width 8

@@ -35,14 +35,22 @@ from torch import nn
 
 from compress.adapters.base import Adapter, register_adapter
 from compress.arch import ArchSpec
-from compress.backbones.transformer import SequenceTransformer, Style
+from compress.backbones.transformer import (
+    MODEL_PARTS,
+    SequenceTransformer,
+    Style,
+    part_path,
+)
 from compress.errors import CheckpointError, ConfigError
+from compress.nn.block import LAYER_PARTS
 
 DOCS = "see the declared-adapter format in compress/adapters/declared.py or README 'Wrap your own model'"
 REQUIRED = ("item_embedding", "position_embedding", "layers", "attention", "ffn_in", "ffn_out", "attention_norm",
             "ffn_norm", "heads")
 OPTIONAL = ("embedding_norm", "final_norm", "norm", "causal", "activation", "objective", "dropout", "mask_prob")
 STYLE_KEYS = ("norm", "causal", "activation", "objective", "mask_prob")
+ROLE_NAMES = {"ffn_in": "FFN input projection", "ffn_out": "FFN output projection",
+              "attention_norm": "attention LayerNorm", "ffn_norm": "FFN LayerNorm"}
 
 
 def read_mapping(mapping: Union[str, Dict[str, Any]]) -> Dict[str, Any]:
@@ -150,29 +158,40 @@ class DeclaredAdapter(Adapter):
         """(role, the user's module, the matching part of ``dense`` or None) for every mapped part."""
         m = self._mapping()
 
-        def part(layer: Optional[nn.Module], path: str) -> Optional[nn.Module]:
-            return None if layer is None else layer.get_submodule(path)
+        def part(layer: Optional[nn.Module], role: str) -> Optional[nn.Module]:
+            return None if layer is None else layer.get_submodule(LAYER_PARTS[role])
 
-        for role, ours in (("item_embedding", "item_embedding"), ("position_embedding", "position_embedding"),
-                           ("embedding_norm", "emb_norm"), ("final_norm", "final_norm")):
+        for role in ("item_embedding", "position_embedding", "embedding_norm", "final_norm"):
             if role in m:
-                yield role, find(model, m[role], "", role), getattr(dense, ours, None)
+                yield role, find(model, m[role], "", role), getattr(dense, MODEL_PARTS[role], None)
         layers = self.layer_modules(model)
         for i, layer in enumerate(layers):
             where = f"{m['layers']}.{i}"
             ours = dense.layers[i] if dense is not None else None
             att = m["attention"]
-            if "qkv" in att:
-                yield "qkv", find(layer, att["qkv"], where, "packed qkv projection"), part(ours, "attention")
+            if "qkv" in att:  # the three projections' common parent on our side
+                yield "qkv", find(layer, att["qkv"], where, "packed qkv projection"), \
+                    None if ours is None else ours.get_submodule(LAYER_PARTS["query"].rsplit(".", 1)[0])
             else:
                 for name in ("query", "key", "value"):
-                    yield name, find(layer, att[name], where, f"attention {name} projection"), \
-                        part(ours, f"attention.{name}")
-            yield "output", find(layer, att["output"], where, "attention output projection"), part(ours, "attention.out")
-            yield "ffn_in", find(layer, m["ffn_in"], where, "FFN input projection"), part(ours, "ffn_in")
-            yield "ffn_out", find(layer, m["ffn_out"], where, "FFN output projection"), part(ours, "ffn_out")
-            yield "attention_norm", find(layer, m["attention_norm"], where, "attention LayerNorm"), part(ours, "attn_norm")
-            yield "ffn_norm", find(layer, m["ffn_norm"], where, "FFN LayerNorm"), part(ours, "ffn_norm")
+                    yield name, find(layer, att[name], where, f"attention {name} projection"), part(ours, name)
+            yield "output", find(layer, att["output"], where, "attention output projection"), part(ours, "output")
+            for role in ("ffn_in", "ffn_out", "attention_norm", "ffn_norm"):
+                yield role, find(layer, m[role], where, ROLE_NAMES[role]), part(ours, role)
+
+    def user_names(self, layers: int) -> Dict[str, str]:
+        """Our parameter name -> the user's, for every mapped part of a model of ``layers`` layers (a
+        packed qkv has no name of its own per projection and is left out)."""
+        m, out = self._mapping(), {}
+        for role in ("item_embedding", "position_embedding", "embedding_norm", "final_norm"):
+            if role in m:
+                out[MODEL_PARTS[role]] = m[role]
+        for i in range(layers):
+            parts = {role: path for role, path in m["attention"].items() if role != "qkv"}
+            parts.update({role: m[role] for role in ROLE_NAMES})
+            for role, path in parts.items():
+                out[part_path(role, i)] = f"{m['layers']}.{i}.{path}"
+        return {f"{ours}.{p}": f"{theirs}.{p}" for ours, theirs in out.items() for p in ("weight", "bias")}
 
     def read_shape(self, model: nn.Module) -> Tuple[ArchSpec, int, int, float]:
         """(full ArchSpec, n_items, N, LayerNorm eps) read off the user's modules."""

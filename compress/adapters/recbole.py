@@ -9,7 +9,6 @@ RecBole builds SASRec from (``native/config.yaml``: hidden_size, inner_size, n_l
 from __future__ import annotations
 
 import os
-import re
 from typing import Any, Dict, Optional
 
 import yaml
@@ -20,23 +19,23 @@ from compress.adapters.base import register_adapter, vanilla
 from compress.adapters.declared import DeclaredAdapter, activation_from
 from compress.backbones.transformer import SequenceTransformer
 from compress.errors import ConfigError
+from compress.layout import WEIGHTS
 
 ACTIVATIONS = {"gelu": "gelu", "relu": "relu"}
-# our parameter name -> RecBole's
-RENAMES = ((r"^emb_norm\.", "LayerNorm."),
-           (r"^layers\.(\d+)\.attention\.(query|key|value)\.", r"trm_encoder.layer.\1.multi_head_attention.\2."),
-           (r"^layers\.(\d+)\.attention\.out\.", r"trm_encoder.layer.\1.multi_head_attention.dense."),
-           (r"^layers\.(\d+)\.attn_norm\.", r"trm_encoder.layer.\1.multi_head_attention.LayerNorm."),
-           (r"^layers\.(\d+)\.ffn_in\.", r"trm_encoder.layer.\1.feed_forward.dense_1."),
-           (r"^layers\.(\d+)\.ffn_out\.", r"trm_encoder.layer.\1.feed_forward.dense_2."),
-           (r"^layers\.(\d+)\.ffn_norm\.", r"trm_encoder.layer.\1.feed_forward.LayerNorm."))
+# RecBole's SASRec module names, by role (compress.nn.block.LAYER_PARTS, MODEL_PARTS)
+PATHS = {"item_embedding": "item_embedding", "position_embedding": "position_embedding",
+         "embedding_norm": "LayerNorm", "layers": "trm_encoder.layer",
+         "attention": {"query": "multi_head_attention.query", "key": "multi_head_attention.key",
+                       "value": "multi_head_attention.value", "output": "multi_head_attention.dense"},
+         "ffn_in": "feed_forward.dense_1", "ffn_out": "feed_forward.dense_2",
+         "attention_norm": "multi_head_attention.LayerNorm", "ffn_norm": "feed_forward.LayerNorm"}
 
 
-def recbole_name(name: str) -> str:
-    for pattern, repl in RENAMES:
-        if re.match(pattern, name):
-            return re.sub(pattern, repl, name)
-    return name
+def recbole_mapping(config: Dict[str, Any]) -> Dict[str, Any]:
+    """The declared mapping of a RecBole SASRec with this config (hidden_size, n_heads, hidden_act, ...)."""
+    return {**PATHS, "heads": config["n_heads"], "norm": "post", "causal": True, "objective": "next",
+            "activation": activation_from(ACTIVATIONS, config["hidden_act"], "RecBole hidden_act"),
+            "dropout": config["hidden_dropout_prob"]}
 
 
 @register_adapter
@@ -61,21 +60,12 @@ class RecBoleSASRecAdapter(DeclaredAdapter):
     def convert(self, model: nn.Module) -> SequenceTransformer:
         if not self.matches(model):
             raise ConfigError(f"{type(model).__name__} is not a RecBole SASRec (no trm_encoder)")
-        activation = activation_from(ACTIVATIONS, model.hidden_act, "RecBole hidden_act")
         self.recbole_config = {"hidden_size": model.hidden_size, "inner_size": model.inner_size,
                                "n_layers": model.n_layers, "n_heads": model.n_heads,
                                "hidden_dropout_prob": model.hidden_dropout_prob,
                                "attn_dropout_prob": model.attn_dropout_prob, "hidden_act": model.hidden_act,
                                "layer_norm_eps": model.layer_norm_eps, "MAX_ITEM_LIST_LENGTH": model.max_seq_length}
-        self.mapping = {"item_embedding": "item_embedding", "position_embedding": "position_embedding",
-                        "embedding_norm": "LayerNorm", "layers": "trm_encoder.layer",
-                        "attention": {"query": "multi_head_attention.query", "key": "multi_head_attention.key",
-                                      "value": "multi_head_attention.value", "output": "multi_head_attention.dense"},
-                        "ffn_in": "feed_forward.dense_1", "ffn_out": "feed_forward.dense_2",
-                        "attention_norm": "multi_head_attention.LayerNorm", "ffn_norm": "feed_forward.LayerNorm",
-                        "heads": model.n_heads, "norm": "post", "causal": True,
-                        "activation": activation, "objective": "next",
-                        "dropout": model.hidden_dropout_prob}
+        self.mapping = recbole_mapping(self.recbole_config)
         return super().convert(model)
 
     def native(self, dense: SequenceTransformer, directory: str) -> Optional[str]:
@@ -85,8 +75,9 @@ class RecBoleSASRecAdapter(DeclaredAdapter):
         config = {**(self.recbole_config or {}), "hidden_size": a.hidden, "inner_size": a.inner,
                   "n_layers": a.layers, "n_heads": a.heads, "MAX_ITEM_LIST_LENGTH": dense.max_len}
         os.makedirs(directory, exist_ok=True)
-        save_file({recbole_name(k): v.contiguous() for k, v in dense.state_dict().items()},
-                  os.path.join(directory, "model.safetensors"))
+        self.mapping = recbole_mapping(config)
+        names = self.user_names(a.layers)
+        save_file({names[k]: v.contiguous() for k, v in dense.state_dict().items()}, os.path.join(directory, WEIGHTS))
         with open(os.path.join(directory, "config.yaml"), "w") as fh:
             yaml.safe_dump(config, fh, sort_keys=False)
         return directory

@@ -9,18 +9,17 @@ its full-size weights, which is what makes width search and exact slicing possib
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
 
-from compress.arch import ArchSpec
+from compress.arch import ArchSpec, Width
+from compress.backbones.objectives import OBJECTIVES, at, query
 from compress.backbones.registry import register_backbone
 from compress.errors import ConfigError
-from compress.nn.block import ACTIVATIONS, NORMS, TransformerLayer
-from compress.nn.width import Width, layer_norm
-from compress.backbones.objectives import OBJECTIVES, at, query
-from compress.store.serving import Recommender
+from compress.nn.block import ACTIVATIONS, LAYER_PARTS, NORMS, TransformerLayer
+from compress.nn.width import layer_norm
 
 
 @dataclass(frozen=True)
@@ -66,8 +65,18 @@ class Style:
         return cls(**d)
 
 
+# The roles of the model's own parts and where each lives (with LAYER_PARTS inside ``layers.{i}``).
+MODEL_PARTS = {"item_embedding": "item_embedding", "position_embedding": "position_embedding",
+               "embedding_norm": "emb_norm", "final_norm": "final_norm", "layers": "layers"}
+
+
+def part_path(role: str, layer: Optional[int] = None) -> str:
+    """The module path of ``role`` in a SequenceTransformer (of layer ``layer`` for a layer's part)."""
+    return MODEL_PARTS[role] if layer is None else f"{MODEL_PARTS['layers']}.{layer}.{LAYER_PARTS[role]}"
+
+
 @register_backbone("transformer")
-class SequenceTransformer(Recommender, nn.Module):
+class SequenceTransformer(nn.Module):
     """The generic sliceable transformer; what wrapped Hugging Face, RecBole and declared models become."""
     default_style = Style()
 
@@ -76,6 +85,8 @@ class SequenceTransformer(Recommender, nn.Module):
         super().__init__()
         self.style = style or self.default_style
         self.arch, self.n_items, self.max_len = arch, n_items, max_len
+        self.item_ids: Optional[List[str]] = None  # raw id of embedding row i + 1 (compress.load sets them)
+        self.popularity: Optional[List[float]] = None  # (n_items + 1,) interaction counts, index 0 unused
         self.dropout, self.layer_norm_eps, self.init_std = dropout, layer_norm_eps, init_std
         vocab = n_items + (2 if self.style.objective == "cloze" else 1)  # + padding (+ mask token)
         self.item_embedding = nn.Embedding(vocab, arch.hidden, padding_idx=0)

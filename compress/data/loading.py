@@ -55,7 +55,7 @@ def resolve_source(data: Optional[str], data_dir: Optional[str] = None,
         data = _pick_file(data)
     if not os.path.exists(data):
         known = ", ".join([DEFAULT, *DATASETS])
-        raise DataError(f"--data {data!r} is neither an existing path nor a known dataset ({known})")
+        raise DataError(f"`data` {data!r} is neither an existing path nor a known dataset ({known})")
     name = os.path.basename(data).split(".")[0]
     return data, options, name
 

@@ -175,7 +175,7 @@ def read_interactions(path: str, options: Optional[ReadOptions] = None) -> Inter
     if options.format not in FORMATS:
         raise DataError(f"unknown format {options.format!r}; choose one of {', '.join(FORMATS)}")
     if options.sep == "":
-        raise DataError("the field delimiter (--sep) is empty; give a character such as ',' or leave it out to detect")
+        raise DataError("the field delimiter (`sep`) is empty; give a character such as ',' or leave it out to detect")
     fmt = detect_format(path) if options.format == "auto" else options.format
     if fmt == "sequence":
         return _read_sequence(path, options.sep)
@@ -245,7 +245,7 @@ def _read_delimited(path: str, options: ReadOptions) -> Interactions:
     ncols = len(first)
     if ncols < 2:
         raise DataError(f"{path}: found one column with delimiter {sep or 'whitespace'!r}; "
-                        "give --sep or --format (expected user and item columns)")
+                        "give `sep` or `data_format` (expected user and item columns)")
     u = _resolve_col(options.user_col, header, USER_NAMES, "user", path, ncols)
     i = _resolve_col(options.item_col, header, ITEM_NAMES, "item", path, ncols)
     no_time = (options.time_col or "").lower() == "none"
@@ -259,7 +259,7 @@ def _read_delimited(path: str, options: ReadOptions) -> Interactions:
                 t = None
     elif u is None or i is None:
         raise DataError(f"{path}: cannot find user/item columns in header {header}; "
-                        "name them with --user-col/--item-col")
+                        "name them with `user_col`/`item_col`")
     return _read_columns(path, sep, header=header, cols=(u, i, t))
 
 
@@ -285,7 +285,7 @@ def _read_columns(path: str, sep: Optional[str], header: Optional[list], cols: t
         toks = _split(line, sep)
         if len(toks) < need:
             raise DataError(f"{path}:{lineno}: expected at least {need} fields separated by "
-                            f"{sep or 'whitespace'!r}, got {len(toks)}; check the delimiter (--sep) or --format")
+                            f"{sep or 'whitespace'!r}, got {len(toks)}; check the delimiter (`sep`) or `data_format`")
         users.add(toks[u].strip())
         items.add(toks[i].strip())
         if t is not None:
@@ -293,10 +293,10 @@ def _read_columns(path: str, sep: Optional[str], header: Optional[list], cols: t
                 times.append(float(toks[t]))
             except ValueError:
                 raise DataError(f"{path}:{lineno}: non-numeric timestamp {toks[t]!r} in column {t}; "
-                                "convert it to unix seconds or pick another --time-col") from None
+                                "convert it to unix seconds or pick another `time_col`") from None
             if not math.isfinite(times[-1]):  # NaN would sort nowhere in particular, inf after every real time
                 raise DataError(f"{path}:{lineno}: timestamp {toks[t]!r} in column {t} is not a finite number; "
-                                "fix or drop the row, or pick another --time-col")
+                                "fix or drop the row, or pick another `time_col`")
     if not len(users):
         raise DataError(f"{path} has a header but no rows")
     order = np.arange(len(users), dtype=np.float64) if t is None else np.frombuffer(times, dtype=np.float64)

@@ -90,7 +90,7 @@ def resolve(name: str, data_dir: Optional[str] = None, download: bool = True) ->
         return _download(name, spec), ReadOptions()
     where = ", ".join(search_dirs(data_dir))
     raise DataError(f"dataset {name!r} not found under {where}; put one of {', '.join(spec.files)} "
-                    f"there or pass --data-dir")
+                    f"there or pass `data_dir`")
 
 
 def _download(name: str, spec: NamedDataset) -> str:
@@ -104,7 +104,7 @@ def _download(name: str, spec: NamedDataset) -> str:
                 shutil.copyfileobj(resp, out)
         except OSError as exc:
             raise DataError(f"dataset {name!r} is not on disk and downloading {spec.url} failed ({exc}); "
-                            "download it by hand and pass --data-dir") from None
+                            "download it by hand and pass `data_dir`") from None
         digest = hashlib.md5(open(archive, "rb").read()).hexdigest()
         if digest != spec.md5:
             raise DataError(f"download of {name!r} has MD5 {digest}, expected {spec.md5}; try again")

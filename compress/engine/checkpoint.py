@@ -25,9 +25,10 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from safetensors.torch import load_file, save_file
 
-from compress.runtime import distributed
-from compress.files import atomic_dir, read_json, write_json
 from compress.errors import CheckpointError, Interrupted
+from compress.files import atomic_dir, read_json, write_json
+from compress.layout import CHECKPOINT, PARTIAL, RUN_META
+from compress.runtime import distributed
 
 TENSORS, STATE = "tensors.safetensors", "state.json"
 REF = "__tensor__"
@@ -66,7 +67,7 @@ class Checkpointer:
         # before it (bad data, a bad option) leaves nothing behind
 
     def exists(self) -> bool:
-        return os.path.exists(os.path.join(self.directory, "checkpoint", STATE))
+        return os.path.exists(os.path.join(self.directory, CHECKPOINT, STATE))
 
     def due(self, step: int) -> bool:
         return self.stopping or (self.every > 0 and step % self.every == 0)
@@ -80,22 +81,22 @@ class Checkpointer:
         if distributed.is_main():
             self.write(state)
         if self.stopping:
-            raise Interrupted(f"interrupted; checkpoint written to {self.directory}; continue with --resume")
+            raise Interrupted(f"interrupted; checkpoint written to {self.directory}; continue with `resume`")
 
     def write(self, state: Dict[str, Any]) -> None:
         tensors: Dict[str, torch.Tensor] = {}
         flat = flatten(state, "s", tensors)
-        if self.meta is not None and not os.path.exists(os.path.join(self.directory, "run.json")):
+        if self.meta is not None and not os.path.exists(os.path.join(self.directory, RUN_META)):
             os.makedirs(self.directory, exist_ok=True)
-            write_json(os.path.join(self.directory, "run.json"), self.meta)
-        with atomic_dir(os.path.join(self.directory, "checkpoint"), overwrite=True) as tmp:
+            write_json(os.path.join(self.directory, RUN_META), self.meta)
+        with atomic_dir(os.path.join(self.directory, CHECKPOINT), overwrite=True) as tmp:
             save_file(tensors, os.path.join(tmp, TENSORS))
             write_json(os.path.join(tmp, STATE), {"state": flat})
 
     def load(self) -> Optional[Dict[str, Any]]:
         if not self.exists():
             return None
-        path = os.path.join(self.directory, "checkpoint")
+        path = os.path.join(self.directory, CHECKPOINT)
         try:
             tensors = load_file(os.path.join(path, TENSORS))
         except Exception as exc:  # safetensors raises its own error types for truncated or foreign files
@@ -111,7 +112,7 @@ class Checkpointer:
         return {**state, "rng": state["rng"][distributed.rank()]}
 
     def read_meta(self) -> Dict[str, Any]:
-        return read_json(os.path.join(self.directory, "run.json"))
+        return read_json(os.path.join(self.directory, RUN_META))
 
     def remove(self) -> None:
         if distributed.is_main():
@@ -149,7 +150,7 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 
 def partial_dir(out: str) -> str:
     """Where a run writing ``out`` keeps its checkpoint until ``out`` is complete."""
-    return os.path.abspath(out).rstrip(os.sep) + ".partial"
+    return os.path.abspath(out).rstrip(os.sep) + PARTIAL
 
 
 def resume_point(saved: Optional[Dict[str, Any]]) -> Tuple[int, int]:

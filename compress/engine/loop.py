@@ -218,7 +218,7 @@ class Loop:
         kept = f"the weights of epoch {self.best_epoch} are kept" if self.best_epoch else \
             "no epoch finished; the initial weights are kept"
         self.task.model.load_state_dict(self.best_state)
-        return self.task.diverged(f"{message}; {kept}; lower the learning rate", self.best_state, self.history)
+        return self.task.diverged(f"{message}; {kept}; lower the learning rate (`lr`)", self.best_state, self.history)
 
     def _over_budget(self, start: float) -> bool:
         return distributed.sum_floats(_past(start, self.max_minutes))[0] > 0

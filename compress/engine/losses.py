@@ -25,10 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.data.dataset import SequenceDataset
+from compress.engine.config import LOSSES, check_loss
 from compress.errors import ConfigError
-
-LOSSES = ("full", "uniform", "inbatch")
-
 
 REDUCTIONS = ("mean", "sum")
 
@@ -140,14 +138,6 @@ def training_loss(model: nn.Module, h: torch.Tensor, targets: torch.Tensor, kind
     h, targets = scored_positions(h, targets)  # (M, d), (M,)
     return sampled_softmax_loss(h, targets, model.item_table(h.shape[-1]), kind, n_negatives, gen, log_q,
                                 negatives, reduction)
-
-
-def check_loss(kind: str, n_negatives: int) -> None:
-    """A loss name and negative count a training configuration may hold."""
-    if kind not in LOSSES:
-        raise ConfigError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
-    if n_negatives < 1:
-        raise ConfigError(f"negatives must be >= 1, got {n_negatives}")
 
 
 class StepLoss:

@@ -8,15 +8,9 @@ from typing import ContextManager, Optional
 
 import torch
 
-from compress.runtime import distributed
+from compress.engine.config import check_precision
 from compress.errors import ConfigError
-
-PRECISIONS = ("fp32", "bf16", "fp16")
-
-
-def check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+from compress.runtime import distributed
 
 
 class Precision:
@@ -25,7 +19,7 @@ class Precision:
     def __init__(self, precision: str, device: torch.device) -> None:
         check_precision(precision)
         if precision == "fp16" and device.type != "cuda":
-            raise ConfigError("--precision fp16 needs a CUDA device; use bf16 on CPU")
+            raise ConfigError("`precision` fp16 needs a CUDA device; use bf16 on CPU")
         self.precision, self.device = precision, device
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 

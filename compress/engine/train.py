@@ -2,7 +2,6 @@
 stopping on validation NDCG@k. ``weight_step`` is the step itself, shared with the search's weight steps."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import torch
@@ -11,39 +10,14 @@ from torch import nn
 from compress.data.dataset import SequenceDataset
 from compress.engine.batches import TrainingBatches
 from compress.engine.checkpoint import Checkpointer
-from compress.engine.losses import StepLoss, check_loss
+from compress.engine.config import TrainConfig
 from compress.engine.loop import Loop, LoopResult, Task
-from compress.engine.precision import Precision, check_precision
+from compress.engine.losses import StepLoss
+from compress.engine.precision import Precision
 from compress.engine.progress import Reporter
-from compress.errors import ConfigError, DivergedError
+from compress.errors import DivergedError
 from compress.measure.evaluation import EVAL_SEED, eval_set, score_set
 from compress.runtime import distributed
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 50
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    patience: int = 10  # epochs without validation gain before stopping
-    seed: int = 2024
-    k: int = 10
-    eval_batch_size: int = 512
-    max_minutes: Optional[float] = None  # wall-clock budget: stop at the step that exceeds it, after validating
-    loss: str = "full"  # full softmax over all items, or sampled: "uniform" / "inbatch" (compress.engine.losses)
-    negatives: int = 100  # negatives per step of a sampled loss
-    precision: str = "fp32"  # fp32, bf16 (CPU/CUDA) or fp16 (CUDA) autocast of the forward pass
-    compile: bool = False  # torch.compile the training forward (pays on GPUs for long runs)
-
-    def __post_init__(self) -> None:
-        check_loss(self.loss, self.negatives)
-        check_precision(self.precision)
-        for name in ("epochs", "batch_size", "patience", "k", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
 
 
 def adam(params: Iterable[nn.Parameter], lr: float, weight_decay: float, device: torch.device) -> torch.optim.Adam:

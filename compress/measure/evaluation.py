@@ -209,3 +209,11 @@ def full_ranks(h: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, item
     rows, scores = torch.cat(near_rows), torch.cat(near_scores)
     ranks = above.index_add_(0, rows, (scores >= exact[rows]).long())
     return torch.where(exact.isfinite(), ranks, table.shape[0] - 2)  # n_items - 1: last among the items
+
+
+def split_metrics(model: torch.nn.Module, dataset: SequenceDataset, k: int = 10, seed: int = EVAL_SEED,
+                  device=None, batch_size: int = 512) -> Dict[str, Dict[str, float]]:
+    """Validation and test metrics under the full and pop100 protocols, keyed ``valid/full``,
+    ``valid/pop100``, ``test/full``, ``test/pop100``: what every run records."""
+    return {f"{split}/{proto}": evaluate(model, dataset, split, proto, k, batch_size, seed, device)
+            for split in ("valid", "test") for proto in ("full", "pop100")}

@@ -1,5 +1,6 @@
-"""Inference cost measured on the real model: latency (median of repeats after warm-up) and peak
-memory (parameters plus the largest set of tensors alive at once during ``predict``)."""
+"""Inference cost measured on the real model: latency (median of repeats after warm-up; eager, and
+on CUDA also replayed as CUDA graphs) and peak memory (parameters plus the largest set of tensors
+alive at once during ``predict``)."""
 from __future__ import annotations
 
 import statistics
@@ -10,6 +11,8 @@ from typing import Dict, Iterable, List
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
+
+from compress.runtime.replay import Replayed
 
 
 def _batch(model: torch.nn.Module, batch: int) -> torch.Tensor:
@@ -24,22 +27,25 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def latencies_ms(models: List[torch.nn.Module], batch: int, repeats: int = 30, warmup: int = 5) -> List[float]:
+def latencies_ms(models: List[torch.nn.Module], batch: int, repeats: int = 30, warmup: int = 5,
+                 graphs: bool = False) -> List[float]:
     """Median wall time of one ``predict`` on ``batch`` full-length histories, in milliseconds, for each
-    model. Repeats alternate between the models, so load from elsewhere on a shared machine hits all
-    of them alike and their ratio stays meaningful."""
-    inputs = []
+    model; with ``graphs``, replayed as a CUDA graph (``compress.runtime.replay``; the same call
+    elsewhere). Repeats alternate between the models, so load from elsewhere on a shared machine hits
+    all of them alike and their ratio stays meaningful."""
+    inputs, calls = [], []
     for model in models:
         model.eval()
         inputs.append(_batch(model, batch))
+        calls.append(Replayed(model.predict, inputs[-1].device) if graphs else model.predict)
         for _ in range(warmup):
-            model.predict(inputs[-1])
+            calls[-1](inputs[-1])
         _sync(inputs[-1].device)
     times: List[List[float]] = [[] for _ in models]
     for _ in range(repeats):
-        for model, items, bucket in zip(models, inputs, times):
+        for call, items, bucket in zip(calls, inputs, times):
             t0 = time.perf_counter()
-            model.predict(items)
+            call(items)
             _sync(items.device)
             bucket.append(time.perf_counter() - t0)
     return [1000.0 * statistics.median(t) for t in times]

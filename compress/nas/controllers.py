@@ -5,7 +5,6 @@ Selection turns logits into weights: Gumbel-softmax (paper Eq. 9) or tempered so
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -13,18 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.errors import ConfigError
-
-SELECTIONS = ("gumbel", "softmax")
-
-
-@dataclass(frozen=True)
-class TemperatureSchedule:
-    start: float = 1.0
-    rate: float = 5e-5
-    minimum: float = 0.01
-
-    def __call__(self, step: int) -> float:
-        return max(self.minimum, self.start - self.rate * step)
+from compress.nas.config import SELECTIONS
 
 
 class Controller(nn.Module):

@@ -25,28 +25,41 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from compress.errors import ConfigError
+from compress.backbones.transformer import MODEL_PARTS
 from compress.engine.losses import next_item_loss
+from compress.errors import ConfigError
+from compress.nn.block import LAYER_PARTS
 
 CRITERIA = ("magnitude", "taylor")
 Group = Tuple[str, Optional[int]]  # ("hidden", None) | ("heads", layer) | ("inner", layer)
 HIDDEN: Group = ("hidden", None)
 
+def _part(role: str, tail: str) -> str:
+    """The pattern of the parameters ``tail`` of a layer's part ``role`` (compress.nn.block.LAYER_PARTS)."""
+    return rf"layers\.\d+\.{re.escape(LAYER_PARTS[role])}\.{tail}"
+
+
+def _model_parts(*roles: str) -> str:
+    return "(" + "|".join(re.escape(MODEL_PARTS[r]) for r in roles) + ")"
+
+
+_GATES = _part("gates", r"\w+")
 _RULES = (  # (parameter name, {axis: channel group}); the first full match wins
-    (r"\w*embedding\.weight", {1: "hidden"}),
-    (r"(layers\.\d+\.)?\w*norm\.(weight|bias)", {0: "hidden"}),
-    (r"layers\.\d+\.attention\.(query|key|value)\.weight", {0: "heads", 1: "hidden"}),
-    (r"layers\.\d+\.attention\.(query|key|value)\.bias", {0: "heads"}),
-    (r"layers\.\d+\.attention\.out\.weight", {0: "hidden", 1: "heads"}),
-    (r"layers\.\d+\.attention\.out\.bias", {0: "hidden"}),
-    (r"layers\.\d+\.ffn_in\.weight", {0: "inner", 1: "hidden"}),
-    (r"layers\.\d+\.ffn_in\.bias", {0: "inner"}),
-    (r"layers\.\d+\.ffn_out\.weight", {0: "hidden", 1: "inner"}),
-    (r"layers\.\d+\.ffn_out\.bias", {0: "hidden"}),
-    (r"layers\.\d+\.gates\.\w+\.hidden_layers\.0\.weight", {1: "hidden"}),  # the gates read E
-    (r"layers\.\d+\.gates\.\w+\.hidden_layers\.\d+\.(weight|bias)", {}),  # gate-internal outputs stay in place
-    (r"layers\.\d+\.gates\.\w+\.score\.weight", {0: "gate_out", 1: "gate_in"}),
-    (r"layers\.\d+\.gates\.\w+\.score\.bias", {0: "gate_out"}),
+    (_model_parts("item_embedding", "position_embedding") + r"\.weight", {1: "hidden"}),
+    (_model_parts("embedding_norm", "final_norm") + r"\.(weight|bias)", {0: "hidden"}),
+    ("|".join(_part(n, r"(weight|bias)") for n in ("attention_norm", "ffn_norm")), {0: "hidden"}),
+    ("|".join(_part(q, "weight") for q in ("query", "key", "value")), {0: "heads", 1: "hidden"}),
+    ("|".join(_part(q, "bias") for q in ("query", "key", "value")), {0: "heads"}),
+    (_part("output", "weight"), {0: "hidden", 1: "heads"}),
+    (_part("output", "bias"), {0: "hidden"}),
+    (_part("ffn_in", "weight"), {0: "inner", 1: "hidden"}),
+    (_part("ffn_in", "bias"), {0: "inner"}),
+    (_part("ffn_out", "weight"), {0: "hidden", 1: "inner"}),
+    (_part("ffn_out", "bias"), {0: "hidden"}),
+    (_GATES + r"\.hidden_layers\.0\.weight", {1: "hidden"}),  # the gates read E
+    (_GATES + r"\.hidden_layers\.\d+\.(weight|bias)", {}),  # gate-internal outputs stay in place
+    (_GATES + r"\.score\.weight", {0: "gate_out", 1: "gate_in"}),
+    (_GATES + r"\.score\.bias", {0: "gate_out"}),
 )
 
 

@@ -24,66 +24,17 @@ from compress.data.batching import pad_right
 from compress.data.dataset import SequenceDataset
 from compress.engine.batches import TrainingBatches
 from compress.engine.checkpoint import Checkpointer
-from compress.engine.losses import StepLoss, check_loss
 from compress.engine.loop import Loop, Task
-from compress.engine.precision import Precision, check_precision
+from compress.engine.losses import StepLoss
+from compress.engine.precision import Precision
 from compress.engine.progress import NullReporter, Reporter
 from compress.engine.train import adam, shard_loss, weight_step
 from compress.errors import ConfigError
 from compress.measure.evaluation import EVAL_SEED, eval_set, score_set
-from compress.nas.controllers import SELECTIONS, TemperatureSchedule
+from compress.nas.config import PROXYLESS_EXPONENT, SearchConfig
 from compress.nas.supernet import Supernet
 from compress.runtime import distributed
 from compress.runtime.devices import resolve_device
-
-ARCH_BATCHES = ("valid", "train")
-PENALTIES = ("dnsrec", "proxyless")
-PROXYLESS_EXPONENT = 0.6  # β of ProxylessNAS's CE · (log F / log F_ref)^β
-
-
-@dataclass
-class SearchConfig:
-    epochs: int = 10
-    batch_size: int = 256
-    lr: float = 1e-3  # weights (paper Table 2)
-    arch_lr: float = 1e-2  # α/β: Adam moves logits ≈ lr per step, so 1e-3 barely moves them in 10 epochs
-    arch_every: int = 1  # f; one all-position batch holds ~B·N next-item pairs, about as many as 10 of the
-    # paper's per-prefix batches, so f=1 here matches the paper's f=10 in α/β steps per training pair
-    tradeoff: float = 0.1  # λ (paper); the official code uses 0.01
-    selection: str = "gumbel"  # paper; "softmax" = the official code's tempered softmax without noise
-    arch_batches: str = "valid"  # paper; "train" = the official code's current training batch
-    tau_start: float = 1.0
-    tau_rate: float = 5e-5
-    tau_min: float = 0.01
-    max_flops: Optional[Union[float, str]] = None  # "50%" of the full supernet, or absolute FLOPs
-    patience: int = 10
-    seed: int = 2024
-    k: int = 10
-    max_minutes: Optional[float] = None  # wall-clock budget: stop at the step that exceeds it, after validating
-    loss: str = "full"  # the weight steps' loss: full softmax, or sampled "uniform" / "inbatch"
-    negatives: int = 100
-    precision: str = "fp32"  # autocast of the weight steps: fp32, bf16 or fp16 (CUDA); α/β steps stay fp32
-    penalty: str = "dnsrec"  # CE + λ·L_RC (paper), or "proxyless": CE · (log F / log F_ref)^0.6, F_ref the
-    # hard budget when one is given, else the full supernet; λ is unused there (ProxylessNAS, Cai et al. 2019)
-    compile: bool = False  # torch.compile the supernet's training forward
-
-    def __post_init__(self) -> None:
-        check_loss(self.loss, self.negatives)
-        check_precision(self.precision)
-        if self.selection not in SELECTIONS:
-            raise ConfigError(f"unknown selection {self.selection!r}; choose gumbel or softmax")
-        if self.penalty not in PENALTIES:
-            raise ConfigError(f"unknown penalty {self.penalty!r}; choose dnsrec or proxyless")
-        if self.arch_batches not in ARCH_BATCHES:
-            raise ConfigError(f"unknown arch_batches {self.arch_batches!r}; choose valid or train")
-        for name in ("epochs", "batch_size", "arch_every", "patience", "k"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.tradeoff < 0:
-            raise ConfigError(f"tradeoff λ must be >= 0, got {self.tradeoff}")
-
-    def schedule(self) -> TemperatureSchedule:
-        return TemperatureSchedule(self.tau_start, self.tau_rate, self.tau_min)
 
 
 def budget_flops(max_flops: Optional[Union[float, str]], supernet: Supernet) -> Optional[float]:
@@ -95,10 +46,10 @@ def budget_flops(max_flops: Optional[Union[float, str]], supernet: Supernet) -> 
     try:
         budget = full * float(text[:-1]) / 100 if text.endswith("%") else float(text)
     except ValueError:
-        raise ConfigError(f"--max-flops {max_flops!r} is neither a percentage like 50% nor a number") from None
+        raise ConfigError(f"`max_flops` {max_flops!r} is neither a percentage like 50% nor a number") from None
     smallest = float(supernet.flops.min())
     if budget < smallest:
-        raise ConfigError(f"--max-flops {max_flops} ({budget:.3g} FLOPs) is below the smallest candidate "
+        raise ConfigError(f"`max_flops` {max_flops} ({budget:.3g} FLOPs) is below the smallest candidate "
                           f"({smallest:.3g} FLOPs = {100 * smallest / full:.1f}% of the full model)")
     return budget
 

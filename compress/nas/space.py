@@ -10,9 +10,8 @@ from dataclasses import asdict, dataclass
 from itertools import product
 from typing import Dict, List, Tuple
 
-from compress.arch import ArchSpec
+from compress.arch import ArchSpec, Width
 from compress.errors import ConfigError
-from compress.nn.width import Width
 
 
 @dataclass(frozen=True)

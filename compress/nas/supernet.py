@@ -13,12 +13,12 @@ import torch
 from torch import nn
 
 from compress.adapters.base import Adapter
-from compress.arch import ArchSpec
+from compress.arch import ArchSpec, Width
+from compress.backbones.objectives import at, query
 from compress.measure.flops import analytic_flops
 from compress.nas.controllers import Controller, one_hot
 from compress.nas.space import SearchSpace
-from compress.nn.width import Width, zero_pad
-from compress.backbones.objectives import at, query
+from compress.nn.width import zero_pad
 
 
 class Supernet(nn.Module):

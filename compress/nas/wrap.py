@@ -15,12 +15,13 @@ import torch
 from torch import nn
 
 from compress.adapters import Adapter, adapter_class, get_adapter
-from compress.files import read_json
-from compress.store.artifacts import CONFIG, WEIGHTS, build_checked, load_state, save_model
 from compress.errors import CheckpointError
+from compress.files import read_json
+from compress.layout import CONFIG, WEIGHTS
+from compress.nas.reorder import reorder as channel_reorder
 from compress.nas.space import SearchSpace
 from compress.nas.supernet import Supernet
-from compress.nas.reorder import reorder as channel_reorder
+from compress.store.artifacts import build_checked, load_state, save_model
 
 
 def wrap(model: nn.Module, adapter: Union[None, str, Adapter] = None, space: Optional[SearchSpace] = None,

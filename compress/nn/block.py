@@ -13,12 +13,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress.arch import ArchSpec
+from compress.arch import ArchSpec, Width
 from compress.nn.attention import MultiHeadAttention
 from compress.nn.gates import GatePair
-from compress.nn.width import Width, layer_norm, linear
+from compress.nn.width import layer_norm, linear
 
 NORMS = ("post", "pre")
+# The roles of a layer's parts, and where each lives in a TransformerLayer: the contract every
+# adapter (declared, Hugging Face, RecBole), importance reordering and the pruning baseline read.
+LAYER_PARTS = {"query": "attention.query", "key": "attention.key", "value": "attention.value",
+               "output": "attention.out", "attention_norm": "attn_norm", "ffn_in": "ffn_in", "ffn_out": "ffn_out",
+               "ffn_norm": "ffn_norm", "gates": "gates"}
 ACTIVATIONS = {"gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "relu": F.relu}
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compress.nn.width import Width, linear
+from compress.arch import Width
+from compress.nn.width import linear
 
 GAMMA = 2.0
 

@@ -1,16 +1,11 @@
-"""Width: the kept leading dimensions of a candidate, and the zero-mask helpers around it."""
+"""The zero-mask helpers around a ``Width`` (the kept leading dimensions of a candidate)."""
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-
-class Width(NamedTuple):
-    hidden: int
-    inner: int
 
 
 def linear(layer: nn.Linear, x: torch.Tensor, out: Optional[int] = None) -> torch.Tensor:

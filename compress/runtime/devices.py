@@ -12,11 +12,11 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device not in ("cpu", "cuda") and not re.fullmatch(r"cuda:\d+", device):
-        raise ConfigError(f"unknown device {device!r}; choose auto, cpu, cuda or cuda:N")
+        raise ConfigError(f"unknown `device` {device!r}; choose auto, cpu, cuda or cuda:N")
     if device.startswith("cuda"):
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = int(device.split(":")[1]) if ":" in device else 0
         if index >= count:
-            raise ConfigError(f"--device {device} asked for, but {count} CUDA device(s) are available; "
-                              "use --device cpu, auto, or an index below the count")
+            raise ConfigError(f"`device` {device} asked for, but {count} CUDA device(s) are available; "
+                              "use `device` cpu, auto, or an index below the count")
     return torch.device(device)

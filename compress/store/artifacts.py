@@ -17,9 +17,8 @@ from torch import nn
 
 from compress.errors import CheckpointError, ConfigError
 from compress.files import first_line, read_json, write_json
+from compress.layout import CONFIG, ITEMS, RETRAINED, WEIGHTS
 
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
 FORMAT_VERSION = 1
 
 
@@ -111,8 +110,6 @@ def load_state(model: nn.Module, path: str) -> None:
     model.load_state_dict(state, strict=True)
 
 
-ITEMS = "items.json"
-RETRAINED = "retrained"
 
 
 def model_dir(path: str) -> str:

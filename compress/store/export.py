@@ -17,17 +17,17 @@ from typing import Any, Dict, Optional
 import torch
 
 from compress.adapters import Adapter
-from compress.files import atomic_dir, write_json
-from compress.store.artifacts import ITEMS, save_model
 from compress.data.dataset import SequenceDataset
 from compress.errors import CheckpointError, ConfigError
+from compress.files import atomic_dir, write_json
+from compress.layout import CARD, ITEMS, NATIVE
 from compress.measure.flops import measured_flops, model_flops, params_count
 from compress.measure.latency import latency_ms
+from compress.store.artifacts import save_model
 from compress.store.provenance import versions
 
 EXPORT_FORMATS = ("safetensors", "torchscript", "onnx")
 PARITY_TOL = 1e-5
-NATIVE = "native"
 
 
 class _Scorer(torch.nn.Module):
@@ -64,7 +64,7 @@ def _export_torchscript(model: torch.nn.Module, path: str) -> float:
 
 def _export_onnx(model: torch.nn.Module, path: str) -> Any:
     if importlib.util.find_spec("onnx") is None:
-        raise ConfigError("--format onnx needs the onnx package: pip install onnx onnxruntime")
+        raise ConfigError("`format` onnx needs the onnx package: pip install onnx onnxruntime")
     items = _sample_items(model)
     with torch.no_grad():
         torch.onnx.export(_Scorer(model), (items,), path, input_names=["items"], output_names=["scores"],
@@ -117,7 +117,7 @@ def save_model_dir(model: torch.nn.Module, dataset: SequenceDataset, out: str, f
             card["native"] = {"adapter": adapter.name, "path": NATIVE if written else None,
                               "note": None if written else "the user's model class cannot express this decision "
                                                            "(linear attention or gates); use MODEL_DIR itself"}
-        write_json(os.path.join(tmp, "card.json"), card)
+        write_json(os.path.join(tmp, CARD), card)
     return card
 
 

@@ -1,81 +1,109 @@
-"""Serving: top-k recommendations for raw item-id histories.
+"""Serving: top-k recommendations of a model for histories of raw item ids.
 
-Histories speak the dataset's raw item ids (through the MODEL_DIR's ``items.json``). Unknown ids are
-skipped with one warning that counts them; a history longer than N keeps its last N items (what the
-model was trained to see); an empty history gets the most popular items (interaction counts over
-the whole dataset), with their interaction counts as scores.
+A ``Recommender`` wraps a model (anything with ``predict(items) -> (B, n_items + 1)``, ``max_len``
+and ``n_items``) and the item vocabulary of a MODEL_DIR (``items.json``: the raw id of every
+embedding row, and item popularity). Unknown ids are skipped with one warning that counts them; a
+history longer than N keeps its last N items (what the model was trained to see); an empty history
+gets the most popular items (interaction counts over the whole dataset) with those counts as scores.
 """
 from __future__ import annotations
 
 import numbers
 import warnings
 from collections.abc import Iterable
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from torch import nn
 
 from compress.data.batching import pad_right
 from compress.errors import ConfigError
+from compress.runtime.replay import Replayed
+
+Recommendations = List[List[Tuple[str, float]]]
 
 
 class Recommender:
-    """Mixin for backbones with ``predict(items) -> (B, n_items + 1)``, ``max_len`` and ``n_items``."""
+    """Top-k (raw item id, score) lists from ``model``; the vocabulary defaults to the one
+    ``compress.load`` attached to the model (``item_ids``, ``popularity``). On CUDA the model's
+    ``predict`` is replayed as CUDA graphs, one per batch size bucket (a power of two: a batch is
+    padded with empty histories up to it), so a small model's latency follows its FLOPs."""
 
-    item_ids: Optional[List[str]] = None  # raw id of item index i + 1; None: indices are the ids
-    popularity: Optional[List[float]] = None  # (n_items + 1,) counts, index 0 unused
+    def __init__(self, model: nn.Module, item_ids: Optional[List[str]] = None,
+                 popularity: Optional[List[float]] = None, graphs: bool = True) -> None:
+        self.model = model
+        device = next(model.parameters()).device
+        self.predict = Replayed(model.predict, device) if graphs else model.predict
+        self.item_ids = item_ids if item_ids is not None else getattr(model, "item_ids", None)
+        self.popularity = popularity if popularity is not None else getattr(model, "popularity", None)
+        self.ids = self.item_ids or [str(i) for i in range(1, model.n_items + 1)]  # raw id of index i + 1
+        self.index: Dict[str, int] = {tok: i + 1 for i, tok in enumerate(self.ids)}
 
-    def _index(self):
-        ids = self.item_ids or [str(i) for i in range(1, self.n_items + 1)]
-        return ids, {tok: i + 1 for i, tok in enumerate(ids)}
+    @classmethod
+    def load(cls, path: str, device: str = "cpu") -> "Recommender":
+        """The MODEL_DIR (or RUN_DIR) at ``path``, ready to serve."""
+        from compress.store.artifacts import load
+
+        return cls(load(path, device))
 
     @torch.no_grad()
-    def recommend(self, histories: Sequence[Sequence], k: int = 10,
-                  exclude_seen: bool = True) -> List[List[Tuple[str, float]]]:
+    def recommend(self, histories: Sequence[Sequence], k: int = 10, exclude_seen: bool = True) -> Recommendations:
         """Top-``k`` (raw item id, score) per history, best first."""
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
             raise ConfigError(f"k must be >= 1 (a whole number), got {k!r}")
+        seqs = self.indices(histories)
+        k = min(int(k), self.model.n_items)
+        out: Recommendations = [[] for _ in seqs]
+        filled = [i for i, s in enumerate(seqs) if len(s)]
+        for i in set(range(len(seqs))) - set(filled):
+            out[i] = self.most_popular(k)
+        if filled:
+            for i, recs in zip(filled, self.top_k([seqs[i] for i in filled], k, exclude_seen)):
+                out[i] = recs
+        return out
+
+    def indices(self, histories: Sequence[Sequence]) -> List[np.ndarray]:
+        """Each history as embedding indices, unknown ids skipped (and counted in one warning)."""
         if isinstance(histories, (str, bytes)) or not isinstance(histories, Iterable):
             raise ConfigError(f"histories must be a list of histories (lists of item ids), got {_short(histories)}")
-        ids, index = self._index()
         unknown, seqs = 0, []
         for hist in histories:
             if isinstance(hist, (str, bytes)) or not isinstance(hist, Iterable):  # "123" is not ["1", "2", "3"]
                 raise ConfigError(f"each history must be a list of item ids, got {_short(hist)}")
             hist = list(hist)
-            known = [index[str(t)] for t in hist if str(t) in index]
+            known = [self.index[str(t)] for t in hist if str(t) in self.index]
             unknown += len(hist) - len(known)
             seqs.append(np.asarray(known, dtype=np.int64))
         if unknown:
-            warnings.warn(f"skipped {unknown} unknown item id(s) in the histories", stacklevel=2)
-        k = min(int(k), self.n_items)
-        out: List[List[Tuple[str, float]]] = [[] for _ in seqs]
-        filled = [i for i, s in enumerate(seqs) if len(s)]
-        if len(filled) < len(seqs):
-            if self.popularity is None:
-                raise ConfigError("an empty history (after skipping unknown ids) needs the popularity of a "
-                                  "MODEL_DIR; export the model with `compress export`")
-            pop = torch.tensor(self.popularity, dtype=torch.float64)[1:]
-            top = pop.topk(k)
-            fallback = [(ids[int(i)], float(v)) for v, i in zip(top.values, top.indices)]
-            for i in set(range(len(seqs))) - set(filled):
-                out[i] = list(fallback)
-        if filled:
-            device = next(self.parameters()).device
-            items = pad_right([seqs[i] for i in filled], self.max_len).to(device)
-            was_training = self.training
-            self.eval()
-            scores = self.predict(items).float()  # (B, n_items + 1)
-            self.train(was_training)
-            if exclude_seen:  # every known item of the history, also those older than the last N
-                for row, i in enumerate(filled):
-                    scores[row, torch.from_numpy(seqs[i]).to(device)] = float("-inf")
-            scores[:, 0] = float("-inf")
-            top = scores.topk(k, dim=1)
-            for row, i in enumerate(filled):
-                out[i] = [(ids[int(j) - 1], float(v)) for v, j in zip(top.values[row], top.indices[row])
-                          if v > float("-inf")]
-        return out
+            warnings.warn(f"skipped {unknown} unknown item id(s) in the histories", stacklevel=3)
+        return seqs
+
+    def most_popular(self, k: int) -> List[Tuple[str, float]]:
+        """What an empty history gets: the ``k`` most interacted-with items."""
+        if self.popularity is None:
+            raise ConfigError("an empty history (after skipping unknown ids) needs the popularity of a "
+                              "MODEL_DIR; export the model with `compress export`")
+        top = torch.tensor(self.popularity, dtype=torch.float64)[1:].topk(k)
+        return [(self.ids[int(i)], float(v)) for v, i in zip(top.values, top.indices)]
+
+    def top_k(self, seqs: List[np.ndarray], k: int, exclude_seen: bool) -> Recommendations:
+        """The model's top ``k`` for non-empty index histories."""
+        model = self.model
+        device = next(model.parameters()).device
+        bucket = 1 << (len(seqs) - 1).bit_length()  # padded rows are empty histories, scored and dropped
+        items = pad_right(seqs + [np.zeros(0, dtype=np.int64)] * (bucket - len(seqs)), model.max_len).to(device)
+        was_training = model.training
+        model.eval()
+        scores = self.predict(items)[:len(seqs)].float()  # (B, n_items + 1)
+        model.train(was_training)
+        if exclude_seen:  # every known item of the history, also those older than the last N
+            for row, seq in enumerate(seqs):
+                scores[row, torch.from_numpy(seq).to(device)] = float("-inf")
+        scores[:, 0] = float("-inf")
+        top = scores.topk(k, dim=1)
+        values, indices = top.values.cpu().tolist(), top.indices.cpu().tolist()
+        return [[(self.ids[j - 1], v) for v, j in zip(vs, js) if v > float("-inf")] for vs, js in zip(values, indices)]
 
 
 def _short(value) -> str:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Tuple
 
-from compress.files import write_text
 from compress.errors import ConfigError
+from compress.files import write_text
 
 
 def markers(preset: str) -> Tuple[str, str]:

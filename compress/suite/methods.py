@@ -21,17 +21,20 @@ from typing import Any, Callable, Dict
 
 import torch
 
-from compress.files import atomic_dir, read_json
-
-from compress.runtime.devices import resolve_device
-
-from compress.store.artifacts import RETRAINED, load
+from compress.app.jobs import dnsrec_run, retrain_run, train_run
+from compress.app.options import build
+from compress.app.rundirs import dataset_from_options, recorded_data, write_trained
 from compress.engine.checkpoint import partial_dir
-from compress.suite.pruning import prune_to_flops
-from compress.app.jobs import dataset_from_options, recorded_data, retrain_run, search_run, test_metrics, train_config, train_run, write_trained
-from compress.store.provenance import versions
-from compress.suite.spec import Cell
+from compress.engine.config import TrainConfig
 from compress.engine.train import fit
+from compress.files import atomic_dir, read_json
+from compress.layout import ARCH, CONFIG, RETRAINED, SEARCH_CARD, SUPERNET
+from compress.measure.evaluation import split_metrics
+from compress.runtime.devices import resolve_device
+from compress.store.artifacts import load
+from compress.store.provenance import versions
+from compress.suite.pruning import prune_to_flops
+from compress.suite.spec import Cell
 
 
 @dataclass
@@ -67,7 +70,7 @@ def controller_trace(card: Dict[str, Any]) -> Dict[str, Any]:
             "history": [{k: row[k] for k in fields if k in row} for row in card["history"]]}
 
 
-SEARCH_FILES = ("config.json", "arch.json", "search_card.json", "supernet")
+SEARCH_FILES = (CONFIG, ARCH, SEARCH_CARD, SUPERNET)
 
 
 def _reuse_search(source: str, out: str) -> None:
@@ -79,16 +82,16 @@ def _reuse_search(source: str, out: str) -> None:
 
 
 def dnsrec(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:
-    card_path = os.path.join(out, "search_card.json")
+    card_path, retrained = os.path.join(out, SEARCH_CARD), os.path.join(out, RETRAINED)
     shared = deps.get("reference")
+    retrain = {"device": opts["device"], "from_scratch": cell.variant.from_scratch, **cell.variant.retrain}
     if shared is not None and not os.path.exists(card_path):
         _reuse_search(shared["path"], out)
-    elif _interrupted(out) or not os.path.exists(card_path) or "failed" in read_json(card_path):
-        search_run(opts, out, overwrite=True, resume=_interrupted(out))
+    if _interrupted(out) or not os.path.exists(card_path) or "failed" in read_json(card_path):
+        res = dnsrec_run(opts, out, overwrite=True, resume=_interrupted(out), retrain=retrain)["retrain"]
+    else:
+        res = retrain_run(out, retrain, overwrite=True, resume=_interrupted(retrained))
     card = read_json(card_path)
-    retrained = os.path.join(out, RETRAINED)
-    res = retrain_run(out, {"device": opts["device"], **cell.variant.retrain}, from_scratch=cell.variant.from_scratch,
-                      overwrite=True, resume=_interrupted(retrained))
     seconds = {"retrain": res["seconds"]} if shared else {"search": card["seconds"], "retrain": res["seconds"]}
     return Outcome(load(res["out"], opts["device"]), res["metrics"], seconds,
                    {"decision": card["decision"], "search_best_epoch": card["best_epoch"],
@@ -111,9 +114,9 @@ def prune(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:
     target = deps["reference"]["cost"]["flops_analytic"]
     model, ratio = prune_to_flops(base, target)
     ds = dataset_from_options(opts)
-    before = test_metrics(model, ds, opts["k"], opts["seed"], device)
-    result = fit(model, ds, train_config(opts), device)
-    metrics = test_metrics(model, ds, opts["k"], opts["seed"], device)
+    before = split_metrics(model, ds, opts["k"], opts["eval_seed"], device)
+    result = fit(model, ds, build(TrainConfig, opts), device)
+    metrics = split_metrics(model, ds, opts["k"], opts["eval_seed"], device)
     info = {"ratio": ratio, "target_flops": target, "pruned_from": deps["base"]["key"],
             "flops_of": deps["reference"]["key"], "before_finetune": before, "best_epoch": result.best_epoch,
             "criterion": "Torch-Pruning MetaPruner, GroupMagnitudeImportance(p=2), uniform ratio, depth kept"}

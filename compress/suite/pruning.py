@@ -22,10 +22,11 @@ import torch
 from torch import nn
 
 from compress.arch import ArchSpec
+from compress.backbones.transformer import MODEL_PARTS
 from compress.errors import ConfigError
 from compress.measure.flops import analytic_flops
 from compress.nn.attention import softmax_attention
-from compress.nn.block import ACTIVATIONS
+from compress.nn.block import ACTIVATIONS, LAYER_PARTS
 
 ROUND_TO = 8
 
@@ -38,31 +39,39 @@ def _torch_pruning():
     return tp
 
 
-class _PlainAttention(nn.Module):
-    def __init__(self, hidden: int) -> None:
-        super().__init__()
-        self.query, self.key, self.value, self.out = (nn.Linear(hidden, hidden) for _ in range(4))
+def _put(root: nn.Module, path: str, module: nn.Module) -> None:
+    """Place ``module`` at dotted ``path`` under ``root``, creating plain containers on the way."""
+    *parents, name = path.split(".")
+    for part in parents:
+        if not hasattr(root, part):
+            root.add_module(part, nn.Module())
+        root = getattr(root, part)
+    root.add_module(name, module)
 
 
 class _PlainLayer(nn.Module):
-    """A post-LN transformer layer calling its modules directly, so Torch-Pruning can trace it."""
+    """A post-LN transformer layer calling its modules directly, so Torch-Pruning can trace it; its
+    parts sit where a TransformerLayer keeps them (``LAYER_PARTS``), so the parameter names match."""
 
     def __init__(self, arch: ArchSpec, eps: float, causal: bool, activation: str) -> None:
         super().__init__()
         self.heads, self.causal, self.act = arch.heads, causal, ACTIVATIONS[activation]
-        self.attention = _PlainAttention(arch.hidden)
-        self.attn_norm = nn.LayerNorm(arch.hidden, eps=eps)
-        self.ffn_in = nn.Linear(arch.hidden, arch.inner)
-        self.ffn_out = nn.Linear(arch.inner, arch.hidden)
-        self.ffn_norm = nn.LayerNorm(arch.hidden, eps=eps)
+        d, inner = arch.hidden, arch.inner
+        for role, module in (("query", nn.Linear(d, d)), ("key", nn.Linear(d, d)), ("value", nn.Linear(d, d)),
+                             ("output", nn.Linear(d, d)), ("attention_norm", nn.LayerNorm(d, eps=eps)),
+                             ("ffn_in", nn.Linear(d, inner)), ("ffn_out", nn.Linear(inner, d)),
+                             ("ffn_norm", nn.LayerNorm(d, eps=eps))):
+            _put(self, LAYER_PARTS[role], module)
+
+    def part(self, role: str) -> nn.Module:
+        return self.get_submodule(LAYER_PARTS[role])
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
-        a = self.attention
-        q, k, v = (m(x).view(b, n, self.heads, -1).transpose(1, 2) for m in (a.query, a.key, a.value))  # (B, H, N, dh)
+        q, k, v = (self.part(r)(x).view(b, n, self.heads, -1).transpose(1, 2) for r in ("query", "key", "value"))
         y = softmax_attention(q, k, v, valid, self.causal, 0.0).transpose(1, 2).reshape(b, n, -1)  # (B, N, d)
-        h = self.attn_norm(x + a.out(y))
-        return self.ffn_norm(h + self.ffn_out(self.act(self.ffn_in(h))))
+        h = self.part("attention_norm")(x + self.part("output")(y))
+        return self.part("ffn_norm")(h + self.part("ffn_out")(self.act(self.part("ffn_in")(h))))
 
 
 class _PlainMirror(nn.Module):
@@ -77,25 +86,29 @@ class _PlainMirror(nn.Module):
             raise ConfigError("Torch-Pruning baseline: prune a dense post-LN model with softmax attention and "
                               f"no gates (SASRec, BERT4Rec); got {arch.attention} attention, "
                               f"{arch.gate_layers} gate layers, {style.norm}-LN")
-        self.item_embedding = nn.Embedding(*model.item_embedding.weight.shape, padding_idx=0)
-        self.position_embedding = nn.Embedding(*model.position_embedding.weight.shape)
-        self.emb_norm = nn.LayerNorm(arch.hidden, eps=model.layer_norm_eps)
-        self.layers = nn.ModuleList(_PlainLayer(arch, model.layer_norm_eps, style.causal, style.activation)
-                                    for _ in range(arch.layers))
+        for role, module in (("item_embedding", nn.Embedding(*model.item_embedding.weight.shape, padding_idx=0)),
+                             ("position_embedding", nn.Embedding(*model.position_embedding.weight.shape)),
+                             ("embedding_norm", nn.LayerNorm(arch.hidden, eps=model.layer_norm_eps)),
+                             ("layers", nn.ModuleList(_PlainLayer(arch, model.layer_norm_eps, style.causal,
+                                                                  style.activation) for _ in range(arch.layers)))):
+            _put(self, MODEL_PARTS[role], module)
         self.load_state_dict(model.state_dict(), strict=True)
+
+    def part(self, role: str) -> nn.Module:
+        return self.get_submodule(MODEL_PARTS[role])
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         """items (B, N) -> hidden states (B, N, d)."""
         pos = torch.arange(items.shape[1], device=items.device)
-        x = self.emb_norm(self.item_embedding(items) + self.position_embedding(pos))
+        x = self.part("embedding_norm")(self.part("item_embedding")(items) + self.part("position_embedding")(pos))
         valid = items > 0
-        for layer in self.layers:
+        for layer in self.part("layers"):
             x = layer(x, valid)
         return x
 
     def scores(self, items: torch.Tensor) -> torch.Tensor:
         """Last-position logits through the tied item embedding, so the graph couples the head too."""
-        return self(items)[:, -1] @ self.item_embedding.weight.T
+        return self(items)[:, -1] @ self.part("item_embedding").weight.T
 
 
 def _ratio(model: nn.Module, hidden: int) -> float:
@@ -128,17 +141,18 @@ def tp_prune(model: nn.Module, hidden: int) -> nn.Module:
                           f"choose one of {hidden_choices(model)}")
     device = next(model.parameters()).device
     mirror = _PlainMirror(model).to(device).eval()
-    qkv = {getattr(layer.attention, name): model.arch.heads for layer in mirror.layers
-           for name in ("query", "key", "value")}
+    layers = mirror.part("layers")
+    qkv = {layer.part(role): model.arch.heads for layer in layers for role in ("query", "key", "value")}
     example = torch.randint(1, model.n_items + 1, (2, model.max_len), device=device)
     ratio = _ratio(model, hidden)
     if ratio > 0:
         tp.pruner.MetaPruner(mirror, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
                              pruning_ratio=ratio, num_heads=qkv, forward_fn=lambda m, x: m.scores(x)).step()
     arch = pruned_arch(model, hidden)
-    got = {(layer.attention.query.out_features, layer.ffn_in.out_features) for layer in mirror.layers}
-    if mirror.emb_norm.normalized_shape[0] != arch.hidden or got != {(arch.hidden, arch.inner)}:
-        raise ConfigError(f"Torch-Pruning kept {mirror.emb_norm.normalized_shape[0]} hidden channels and "
+    got = {(layer.part("query").out_features, layer.part("ffn_in").out_features) for layer in layers}
+    kept = mirror.part("embedding_norm").normalized_shape[0]
+    if kept != arch.hidden or got != {(arch.hidden, arch.inner)}:
+        raise ConfigError(f"Torch-Pruning kept {kept} hidden channels and "
                           f"(attention, FFN) widths {sorted(got)}, not {arch.hidden} / {arch.inner}; "
                           "this torch-pruning version counts channels differently")
     pruned = model.rebuilt(arch).to(device)

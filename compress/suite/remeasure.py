@@ -14,11 +14,11 @@ import datetime
 import os
 from typing import Callable, List, Optional
 
-from compress.runtime.devices import resolve_device
-
-from compress.store.artifacts import RETRAINED, load
-from compress.measure.cost import profile
 from compress.errors import ConfigError
+from compress.layout import RETRAINED
+from compress.measure.cost import profile
+from compress.runtime.devices import resolve_device
+from compress.store.artifacts import load
 from compress.store.provenance import versions
 from compress.suite.pareto import by_field
 from compress.suite.results import read_results, rewrite_results

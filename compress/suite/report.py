@@ -19,11 +19,11 @@ import os
 from collections import defaultdict
 from typing import Any, Dict, List, Optional
 
-from compress.files import write_text
-from compress.errors import ConfigError
 from compress.app.plots import _pyplot, draw_controllers
-from compress.suite.pareto import by_field as _by
+from compress.errors import ConfigError
+from compress.files import write_text
 from compress.suite.pareto import BASELINE_METHODS, dominance, is_dnsrec, pareto, point
+from compress.suite.pareto import by_field as _by
 from compress.suite.pareto import score as _test
 from compress.suite.results import read_results
 from compress.suite.stats import mean_std, paired_t_test

@@ -18,8 +18,8 @@ try:
 except ImportError:  # Windows: one process per results file
     fcntl = None
 
-from compress.files import json_default
 from compress.errors import CheckpointError
+from compress.files import json_default
 
 
 def read_results(path: str) -> List[Dict[str, Any]]:

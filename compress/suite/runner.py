@@ -15,8 +15,8 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
+from compress.app.rundirs import dataset_from_options
 from compress.measure.cost import profile
-from compress.app.jobs import dataset_from_options
 from compress.store.provenance import versions
 from compress.suite.methods import METHOD_FUNCTIONS
 from compress.suite.results import append_result, read_results

@@ -16,17 +16,23 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
+from compress.app.options import BY_KEY, options_for
+from compress.app.recipes import _parse_yaml, resolve_options
 from compress.errors import ConfigError
-from compress.app.recipes import _coerce, _parse_yaml, resolve_options
 
 METHODS = ("dense", "dnsrec", "uniform", "prune")
 NEEDS = {"dense": (), "dnsrec": (), "uniform": ("reference",), "prune": ("reference", "base")}
 OPTIONAL_NEEDS = {"dnsrec": ("reference",)}  # a dnsrec variant that only retrains differently reuses a search
-VOLATILE = ("device", "data_dir", "checkpoint_every")  # where and how often, not what
+VOLATILE = ("device", "data_dir", "checkpoint_every", "compile", "eval_batch_size")  # where, how often or how
+# fast, not what
+# Options added after the first suite runs: in a cell's identity only when set otherwise, so that the
+# cells recorded before keep their keys; and options renamed since, under their first name.
+LATER = {"eval_seed": 2024, "from_scratch": False}
+FIRST_NAMES = {"data_format": "format"}
 DEFAULT_DATA = "default"
 TOP_KEYS = {"variants", "presets"}
 VARIANT_KEYS = {"method", "label", "options", "from_scratch", "retrain", "reference", "base"}
-RETRAIN_KEYS = {"gate_layers", "epochs", "batch_size", "lr", "weight_decay", "patience"}  # what retraining reads
+RETRAIN_KEYS = {o.key for o in options_for("retrain")}  # what a retraining stage may change
 PRESET_KEYS = {"about", "seeds", "variants", "datasets", "options", "measure"}
 DATASET_KEYS = {"recipe", "options"}
 MEASURE_KEYS = {"batches", "repeats"}
@@ -70,8 +76,10 @@ def cell_key(dataset: str, method: str, seed: int, options: Dict[str, Any], from
              needs: Dict[str, str], retrain: Optional[Dict[str, Any]] = None) -> str:
     """16 hex digits of SHA-256 over the cell's identity, as canonical JSON. Retraining options enter
     the identity only when a variant sets them, so the keys of every other cell stay what they were."""
+    named = {FIRST_NAMES.get(k, k): v for k, v in sorted(options.items())
+             if k not in VOLATILE and not (k in LATER and v == LATER[k])}
     ident = {"dataset": dataset, "method": method, "seed": seed, "from_scratch": from_scratch, "needs": needs,
-             "options": {k: v for k, v in sorted(options.items()) if k not in VOLATILE}}
+             "options": named}
     if retrain:
         ident["retrain"] = dict(sorted(retrain.items()))
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
@@ -113,7 +121,7 @@ def _variant(name: str, raw: Any, path: str) -> Variant:
     if method == "dnsrec" and "reference" in needs and not (retrain or raw.get("from_scratch")):
         raise ConfigError(f"{path}: variant {name!r} reuses the search of {needs['reference']!r} but retrains "
                           "it the same way; give it retrain options or from_scratch")
-    retrain = {k: _coerce(k, v) for k, v in retrain.items()}
+    retrain = {k: BY_KEY[k].parse(v, f"{path}: variant {name!r} retrain {k}") for k, v in retrain.items()}
     return Variant(name, method, str(raw.get("label", name)), options, raw.get("from_scratch", False), needs,
                    retrain)
 
@@ -194,7 +202,7 @@ def load_plan(path: str, preset: str, variants: Optional[Sequence[str]] = None,
                 flags = {**_mapping(p.get("options"), f"{where} options"), **_mapping(d.get("options"), f"{where} "
                          f"dataset {data!r} options"), **v.options, "data": None if data == DEFAULT_DATA else data,
                          "seed": seed}
-                opts = resolve_options(recipe, flags, command="search")
+                opts = resolve_options("search", recipe, flags)
                 needs = {role: keys[dep] for role, dep in v.needs.items()}
                 if v.method == "dnsrec" and "reference" in v.needs:
                     _same_search(v, known[v.needs["reference"]], opts, by_key[needs["reference"]], path)

@@ -1,0 +1,49 @@
+"""The training configuration, free of torch so that options and ``--help`` load without it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from compress.errors import ConfigError
+
+LOSSES = ("full", "uniform", "inbatch")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def check_loss(kind: str, n_negatives: int) -> None:
+    """A loss name and negative count a training configuration may hold."""
+    if kind not in LOSSES:
+        raise ConfigError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
+    if n_negatives < 1:
+        raise ConfigError(f"negatives must be >= 1, got {n_negatives}")
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 50
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 10  # epochs without validation gain before stopping
+    seed: int = 2024
+    k: int = 10
+    eval_batch_size: int = 512
+    max_minutes: Optional[float] = None  # wall-clock budget: stop at the step that exceeds it, after validating
+    loss: str = "full"  # full softmax over all items, or sampled: "uniform" / "inbatch" (compress.engine.losses)
+    negatives: int = 100  # negatives per step of a sampled loss
+    precision: str = "fp32"  # fp32, bf16 (CPU/CUDA) or fp16 (CUDA) autocast of the forward pass
+    compile: bool = False  # torch.compile the training forward (pays on GPUs for long runs)
+
+    def __post_init__(self) -> None:
+        check_loss(self.loss, self.negatives)
+        check_precision(self.precision)
+        for name in ("epochs", "batch_size", "patience", "k", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")

@@ -1,0 +1,29 @@
+"""The names of the files and folders compress writes, in one place.
+
+MODEL_DIR (a dense model; ``compress export``, or a train RUN_DIR):
+    config.json        the model (backbone, ArchSpec, N, item count, style) and what wrote it
+    model.safetensors  the weights, strictly loaded
+    items.json         raw item id of every embedding row, item popularity (MODEL_DIR)
+    card.json          decision, metrics, FLOPs, params, latency (MODEL_DIR)
+    metrics.json       best epoch, metrics, history (RUN_DIR)      train.log  one line per epoch
+
+search RUN_DIR:
+    config.json, arch.json (the decided ArchSpec), search_card.json, supernet/ (a MODEL_DIR-like
+    checkpoint with α and β), retrained/ (the retrained MODEL_DIR)
+
+RUN_DIR.partial/ (a run in progress): run.json (kind and options), checkpoint/ (tensors + state)
+"""
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+ITEMS = "items.json"
+CARD = "card.json"
+METRICS = "metrics.json"
+TRAIN_LOG = "train.log"
+ARCH = "arch.json"
+SEARCH_CARD = "search_card.json"
+SUPERNET = "supernet"
+RETRAINED = "retrained"
+NATIVE = "native"
+RUN_META = "run.json"
+CHECKPOINT = "checkpoint"
+PARTIAL = ".partial"

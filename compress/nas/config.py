@@ -1,0 +1,71 @@
+"""The search configuration and the temperature schedule, free of torch so that options and
+``--help`` load without it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+from compress.engine.config import check_loss, check_precision
+from compress.errors import ConfigError
+
+SELECTIONS = ("gumbel", "softmax")
+
+
+@dataclass(frozen=True)
+class TemperatureSchedule:
+    start: float = 1.0
+    rate: float = 5e-5
+    minimum: float = 0.01
+
+    def __call__(self, step: int) -> float:
+        return max(self.minimum, self.start - self.rate * step)
+
+
+ARCH_BATCHES = ("valid", "train")
+PENALTIES = ("dnsrec", "proxyless")
+PROXYLESS_EXPONENT = 0.6  # β of ProxylessNAS's CE · (log F / log F_ref)^β
+
+
+@dataclass
+class SearchConfig:
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 1e-3  # weights (paper Table 2)
+    arch_lr: float = 1e-2  # α/β: Adam moves logits ≈ lr per step, so 1e-3 barely moves them in 10 epochs
+    arch_every: int = 1  # f; one all-position batch holds ~B·N next-item pairs, about as many as 10 of the
+    # paper's per-prefix batches, so f=1 here matches the paper's f=10 in α/β steps per training pair
+    tradeoff: float = 0.1  # λ (paper); the official code uses 0.01
+    selection: str = "gumbel"  # paper; "softmax" = the official code's tempered softmax without noise
+    arch_batches: str = "valid"  # paper; "train" = the official code's current training batch
+    tau_start: float = 1.0
+    tau_rate: float = 5e-5
+    tau_min: float = 0.01
+    max_flops: Optional[Union[float, str]] = None  # "50%" of the full supernet, or absolute FLOPs
+    patience: int = 10
+    seed: int = 2024
+    k: int = 10
+    max_minutes: Optional[float] = None  # wall-clock budget: stop at the step that exceeds it, after validating
+    loss: str = "full"  # the weight steps' loss: full softmax, or sampled "uniform" / "inbatch"
+    negatives: int = 100
+    precision: str = "fp32"  # autocast of the weight steps: fp32, bf16 or fp16 (CUDA); α/β steps stay fp32
+    penalty: str = "dnsrec"  # CE + λ·L_RC (paper), or "proxyless": CE · (log F / log F_ref)^0.6, F_ref the
+    # hard budget when one is given, else the full supernet; λ is unused there (ProxylessNAS, Cai et al. 2019)
+    compile: bool = False  # torch.compile the supernet's training forward
+
+    def __post_init__(self) -> None:
+        check_loss(self.loss, self.negatives)
+        check_precision(self.precision)
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"unknown selection {self.selection!r}; choose gumbel or softmax")
+        if self.penalty not in PENALTIES:
+            raise ConfigError(f"unknown penalty {self.penalty!r}; choose dnsrec or proxyless")
+        if self.arch_batches not in ARCH_BATCHES:
+            raise ConfigError(f"unknown arch_batches {self.arch_batches!r}; choose valid or train")
+        for name in ("epochs", "batch_size", "arch_every", "patience", "k"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.tradeoff < 0:
+            raise ConfigError(f"tradeoff λ must be >= 0, got {self.tradeoff}")
+
+    def schedule(self) -> TemperatureSchedule:
+        return TemperatureSchedule(self.tau_start, self.tau_rate, self.tau_min)
