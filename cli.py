@@ -27,6 +27,11 @@ out_console = Console()
 err_console = Console(stderr=True)
 
 
+def printable(text: str) -> str:
+    """Text from data (item ids, paths) as the terminal may show it: control characters escaped."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def cli_words(message: str, command: str) -> str:
     """A library message as the command line says it: an option named `key` becomes its flag."""
     from compress.app.options import BY_KEY
@@ -54,12 +59,21 @@ def clean_errors(fn: Callable) -> Callable:
             err_console.print(escape(cli_words(str(exc), fn.__name__)), highlight=False, soft_wrap=True)
             raise typer.Exit(130)
         except CompressError as exc:
-            err_console.print(f"[red]error:[/red] {escape(cli_words(str(exc), fn.__name__))}", highlight=False,
-                              soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(printable(cli_words(str(exc), fn.__name__)))}",
+                              highlight=False, soft_wrap=True)
             raise typer.Exit(2)
         except KeyboardInterrupt:
             err_console.print("interrupted; nothing was written")
             raise typer.Exit(130)
+        except OSError as exc:  # the disk, not the input: full, read-only, gone
+            where = f"{printable(str(exc.filename))}: " if exc.filename else ""
+            err_console.print(f"[red]error:[/red] {escape(where)}{escape(exc.strerror or str(exc))}", highlight=False,
+                              soft_wrap=True)
+            raise typer.Exit(2)
+        except MemoryError:
+            err_console.print("[red]error:[/red] out of memory; lower the batch size or the model size",
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(2)
         finally:
             distributed.shutdown()
     return wrapper
@@ -308,16 +322,16 @@ def recommend(
         warnings.simplefilter("always")
         recs = recommender.recommend([[t.strip() for t in history.split(",") if t.strip()]], k, not keep_seen)[0]
     for w in caught:
-        err_console.print(f"warning: {w.message}")
+        err_console.print(f"warning: {escape(printable(str(w.message)))}", highlight=False)
     if json_out:
         print(json.dumps([{"item": i, "score": s} for i, s in recs]))
         return
-    table = Table(title=f"top-{k} for history {history}")
+    table = Table(title=f"top-{k} for history {escape(printable(history))}")
     table.add_column("rank", justify="right")
     table.add_column("item")
     table.add_column("score", justify="right")
     for r, (item, score) in enumerate(recs, 1):
-        table.add_row(str(r), item, f"{score:.4f}")
+        table.add_row(str(r), escape(printable(item)), f"{score:.4f}")
     out_console.print(table)
 
 
@@ -392,7 +406,7 @@ def inspect(
     from compress.store.artifacts import load_config
 
     cfg = load_config(path)
-    out_console.print(f"[bold]{escape(path)}[/bold]  kind: {cfg.get('kind')}")
+    out_console.print(f"[bold]{escape(printable(path))}[/bold]  kind: {escape(printable(str(cfg.get('kind'))))}")
     card_path = os.path.join(path, SEARCH_CARD)
     if os.path.exists(card_path):
         card = read_json(card_path)
@@ -426,7 +440,7 @@ def inspect(
     for root, _, files in os.walk(path):
         for f in sorted(files):
             full = os.path.join(root, f)
-            out_console.print(f"  {escape(os.path.relpath(full, path)):<40} {os.path.getsize(full):>12,} bytes")
+            out_console.print(f"  {escape(printable(os.path.relpath(full, path))):<40} {os.path.getsize(full):>12,} bytes")
 
 
 @app.command("backbones")

@@ -1,56 +1,191 @@
-"""Files on disk, written so that a reader never sees half of one: whole-directory and whole-file
-replacement by rename, and JSON that reads back as a typed error when it is missing or corrupt."""
+"""Files on disk, written so that a reader never sees half of one, and so that compress only ever
+replaces what it wrote.
+
+- A directory is written into a hidden temporary sibling, its files flushed to disk (fsync) and
+  made readable as the umask allows, a marker file added, then published by one rename; replacing
+  an existing directory is one atomic exchange where the file system offers it (Linux
+  ``renameat2``), else two renames that ``recover`` can finish after a kill between them.
+- ``overwrite`` replaces only a directory that carries the marker (or an artifact compress wrote
+  before markers existed), never a file, never the working directory or one of its parents, never
+  an input of the same command.
+- JSON is written strictly (no NaN or Infinity) and read back as a typed error when missing or corrupt.
+"""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
-import tempfile
 import uuid
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterable, Iterator, Optional
 
 from compress.errors import CheckpointError, ConfigError
+from compress.layout import CONFIG, MARKER
+
+_TMP, _OLD = ".tmp-", ".old-"
 
 
-def check_out_dir(out: str, overwrite: bool) -> None:
-    if os.path.exists(out) and not overwrite:
+def _real(path: str) -> str:
+    return os.path.realpath(os.path.abspath(path))
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or below it (both real paths)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def written_by_compress(path: str) -> bool:
+    """A directory compress published: it holds the marker, or a ``config.json`` compress wrote before
+    markers existed (it records a ``format_version``)."""
+    if os.path.isfile(os.path.join(path, MARKER)):
+        return True
+    try:
+        with open(os.path.join(path, CONFIG)) as fh:
+            return "format_version" in json.load(fh)
+    except (OSError, ValueError):
+        return False
+
+
+def check_out_dir(out: str, overwrite: bool, inputs: Iterable[Optional[str]] = ()) -> None:
+    """Refuse an output compress may not write: one that exists (unless ``overwrite``), a file or a
+    directory compress did not write, the working directory or one of its parents, or the path of
+    an input of the same command (or a directory holding one, or one inside an input directory)."""
+    real = _real(out)
+    if _inside(_real(os.getcwd()), real):
+        raise ConfigError(f"output {out} is the working directory or one of its parents; choose a new `out`")
+    for given in inputs:
+        if given and (_inside(_real(given), real) or _inside(real, _real(given))):
+            raise ConfigError(f"output {out} is, holds or lies inside the input {given}; choose another `out`")
+    if not os.path.lexists(out):
+        return
+    if not overwrite:
         raise ConfigError(f"output directory {out} already exists; pass `overwrite` or choose another `out`")
+    if not os.path.isdir(out) or os.path.islink(out):
+        raise ConfigError(f"output {out} exists and is not a directory; `overwrite` replaces only directories "
+                          "compress wrote; choose another `out`")
+    if not written_by_compress(out):
+        raise ConfigError(f"output directory {out} was not written by compress (no {MARKER}); `overwrite` only "
+                          "replaces compress's own directories; choose another `out`")
 
 
 @contextlib.contextmanager
-def atomic_dir(out: str, overwrite: bool = False) -> Iterator[str]:
-    """Yield a temporary directory beside ``out``; on success it replaces ``out`` in one rename, on
-    failure it is removed, so an interrupted write never leaves a half-written ``out``."""
-    check_out_dir(out, overwrite)
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(out)}.{uuid.uuid4().hex[:12]}")
-    os.mkdir(tmp)  # not mkdtemp: its 0o700 would make the final ``out`` private; mkdir honours the umask
+def atomic_dir(out: str, overwrite: bool = False, inputs: Iterable[Optional[str]] = ()) -> Iterator[str]:
+    """Yield a temporary directory beside ``out``; on success it is flushed, marked and published as
+    ``out`` (replacing the old one, see the module note), on failure it is removed, so an
+    interrupted write never leaves a half-written ``out``."""
+    check_out_dir(out, overwrite, inputs)
+    parent, name = os.path.split(os.path.abspath(out))
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = os.path.join(parent, f".{name}{_TMP}{uuid.uuid4().hex[:12]}")
+        os.mkdir(tmp)  # not mkdtemp: its 0o700 would make the final ``out`` private; mkdir honours the umask
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out}: {exc.strerror}") from None
     try:
         yield tmp
+        write_text(os.path.join(tmp, MARKER), '{"written_by": "compress"}\n')
+        settle(tmp)
+        publish(tmp, os.path.abspath(out))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = None
-    if os.path.exists(out):
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old.", dir=parent)
-        os.replace(out, os.path.join(old, "x"))
-    os.replace(tmp, out)
-    if old:
+    for stale in os.listdir(parent):  # what writes of this ``out`` killed while publishing left
+        path = os.path.join(parent, stale)
+        if stale.startswith(f".{name}{_OLD}") or (stale.startswith(f".{name}{_TMP}")
+                                                  and os.path.isfile(os.path.join(path, MARKER))):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def settle(directory: str) -> None:
+    """Make every file under ``directory`` durable (fsync) and readable as the umask allows
+    (safetensors writes its files owner-only)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for root, _, files in os.walk(directory):
+        for f in files:
+            path = os.path.join(root, f)
+            os.chmod(path, 0o666 & ~mask)
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(root)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def publish(tmp: str, out: str) -> None:
+    """``tmp`` becomes ``out``: one rename when ``out`` is new, one exchange when it exists (the old
+    content is then removed from ``tmp``'s name), or, without exchange, two renames."""
+    if not os.path.exists(out):
+        os.rename(tmp, out)
+    elif _exchange(tmp, out):
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        parent, name = os.path.split(out)
+        old = os.path.join(parent, f".{name}{_OLD}{uuid.uuid4().hex[:12]}")
+        os.rename(out, old)
+        os.rename(tmp, out)  # a kill just before this line: ``recover`` publishes ``tmp``
         shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(os.path.dirname(out))
+
+
+def recover(out: str) -> None:
+    """Finish a publish a kill interrupted between its two renames: when ``out`` is missing, the newest
+    complete (marked) temporary write of it becomes ``out``, else the copy it was replacing does."""
+    if os.path.exists(out):
+        return
+    parent, name = os.path.split(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        return
+    siblings = [os.path.join(parent, s) for s in os.listdir(parent) if s.startswith(f".{name}.")]
+    done = [s for s in siblings if s.startswith(os.path.join(parent, f".{name}{_TMP}"))
+            and os.path.isfile(os.path.join(s, MARKER))]
+    old = [s for s in siblings if s.startswith(os.path.join(parent, f".{name}{_OLD}"))]
+    for candidates in (done, old):
+        if candidates:
+            os.rename(max(candidates, key=os.path.getmtime), out)
+            return
 
 
 def write_text(path: str, text: str) -> None:
-    """Write ``text`` to a temporary name beside ``path``, then rename: never a half-written file."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    """Write ``text`` to a temporary name beside ``path``, flush it to disk, then rename: never a
+    half-written file, and two writers never share a temporary file."""
+    tmp = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 def write_json(path: str, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
+    """Strict JSON: a NaN or an infinity is a bug to report, not a value other tools cannot read."""
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=False, default=json_default, allow_nan=False)
+    except ValueError as exc:
+        raise CheckpointError(f"refusing to write {path}: {exc} (a non-finite number)") from None
+    write_text(path, text + "\n")
 
 
 def json_default(o: Any) -> Any:
@@ -64,7 +199,7 @@ def json_default(o: Any) -> Any:
 def read_json(path: str) -> Dict[str, Any]:
     try:
         with open(path) as fh:
-            obj = json.load(fh)
+            obj = json.load(fh, parse_constant=_no_constant)
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing; is this a compress run or model directory?") from None
     except (ValueError, RecursionError) as exc:  # ValueError: bad JSON, bad UTF-8, an int of > 4300 digits
@@ -74,6 +209,10 @@ def read_json(path: str) -> Dict[str, Any]:
     if not isinstance(obj, dict):  # every artifact file is an object; callers index it by key
         raise CheckpointError(f"{path} is not a JSON object; the artifact is corrupt")
     return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
 
 
 def first_line(exc: BaseException) -> str:

@@ -11,8 +11,13 @@ search RUN_DIR:
     config.json, arch.json (the decided ArchSpec), search_card.json, supernet/ (a MODEL_DIR-like
     checkpoint with α and β), retrained/ (the retrained MODEL_DIR)
 
-RUN_DIR.partial/ (a run in progress): run.json (kind and options), checkpoint/ (tensors + state)
+RUN_DIR.partial/ (a run in progress): run.json (kind and options), checkpoint/ (tensors + state),
+lock (the writing process)
+
+Every published directory also holds ``.compress``, the marker that lets ``overwrite`` replace it.
 """
+MARKER = ".compress"  # in every directory compress publishes: `overwrite` replaces only those
+LOCK = "lock"  # in RUN_DIR.partial/: the one process writing the run
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 ITEMS = "items.json"

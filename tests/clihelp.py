@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Dict, Iterator
@@ -24,6 +25,11 @@ DECIDED = {"hidden": 8, "inner": 16, "heads": 1, "layers": 1}
 # The dense baseline: the supernet's full size (16/32, 2 layers) with SASRec's softmax attention.
 BASELINE = ["--hidden", "16", "--inner", "32", "--layers", "2", "--heads", "2", "--seq-len", "20", "--epochs", "1",
             "--batch-size", "128", "--device", "cpu"]
+def listing(path) -> list:
+    """The entries of a directory compress wrote, its marker file left out."""
+    return [n for n in os.listdir(path) if n != ".compress"]
+
+
 def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 

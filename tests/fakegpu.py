@@ -44,9 +44,7 @@ def install() -> torch.device:
     """Register the ``fakegpu`` device once per process; returns it."""
     global _installed
     if not _installed:
-        from torch.utils.backend_registration import (
-            _setup_privateuseone_for_python_backend,
-        )
+        from torch.utils.backend_registration import _setup_privateuseone_for_python_backend
 
         _setup_privateuseone_for_python_backend(NAME)
         _LIB.fallback(_dispatch, "PrivateUse1")

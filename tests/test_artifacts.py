@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from clihelp import listing
 from safetensors.torch import load_file, save_file
 
 import compress
@@ -46,7 +47,7 @@ def saved(tmp_path):
 
 def test_round_trip_identical_predictions(saved):
     model, out = saved
-    assert sorted(os.listdir(out)) == [CONFIG, WEIGHTS]
+    assert sorted(listing(out)) == [CONFIG, WEIGHTS]
     back = compress.load(str(out))
     assert type(back) is type(model) and not back.training
     assert back.config() == model.config()
@@ -200,13 +201,13 @@ def test_atomic_dir_leaves_nothing_when_the_body_raises(tmp_path):
 
 def test_atomic_dir_keeps_the_old_output_when_an_overwrite_fails(tmp_path):
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "old.txt").write_text("old")
+    with atomic_dir(str(out)) as tmp:
+        Path(tmp, "old.txt").write_text("old")
     with pytest.raises(KeyboardInterrupt):
         with atomic_dir(str(out), overwrite=True) as tmp:
             Path(tmp, "new.txt").write_text("new")
             raise KeyboardInterrupt
-    assert os.listdir(out) == ["old.txt"]
+    assert listing(out) == ["old.txt"]
     assert leftovers(tmp_path) == []
 
 
@@ -214,13 +215,13 @@ def test_atomic_dir_refuses_and_overwrites(tmp_path):
     out = tmp_path / "run"
     with atomic_dir(str(out)) as tmp:
         Path(tmp, "a.txt").write_text("a")
-    assert os.listdir(out) == ["a.txt"]
+    assert listing(out) == ["a.txt"]
     with pytest.raises(ConfigError, match="already exists; pass `overwrite`"):
         with atomic_dir(str(out)):
             pytest.fail("the body must not run")
     with atomic_dir(str(out), overwrite=True) as tmp:
         Path(tmp, "b.txt").write_text("b")
-    assert os.listdir(out) == ["b.txt"]
+    assert listing(out) == ["b.txt"]
     assert leftovers(tmp_path) == []
 
 

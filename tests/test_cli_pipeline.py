@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from clihelp import listing
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,14 +32,15 @@ def test_search_export_evaluate_recommend(tmp_path, subprocess_env):
                    "--retrain-epochs", "1", "--device", "cpu", "--out", "runs/tiny")
     run_dir = tmp_path / "runs" / "tiny"
     assert searched["out"] == "runs/tiny"
-    assert set(os.listdir(run_dir)) == {"config.json", "arch.json", "search_card.json", "supernet", "retrained"}
-    assert set(os.listdir(run_dir / "retrained")) == {"config.json", "model.safetensors", "metrics.json", "train.log"}
+    assert set(listing(run_dir)) == {"config.json", "arch.json", "search_card.json", "supernet", "retrained"}
+    assert set(listing(run_dir / "retrained")) == {"config.json", "model.safetensors", "items.json", "metrics.json",
+                                                   "train.log"}
     arch = searched["decision"]["arch"]
     assert searched["retrain"]["arch"] == arch and searched["retrain"]["from_scratch"] is False
 
     exported = run(subprocess_env, tmp_path, "export", "runs/tiny", "--out", "models/tiny")
     model_dir = tmp_path / "models" / "tiny"
-    assert set(os.listdir(model_dir)) == {"config.json", "model.safetensors", "items.json", "card.json"}
+    assert set(listing(model_dir)) == {"config.json", "model.safetensors", "items.json", "card.json"}
     assert exported["card"]["arch"] == arch
 
     # from another working directory: the MODEL_DIR alone says which data it was trained on

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from clihelp import error_line, invoke
+from clihelp import error_line, invoke, listing
 from safetensors.torch import load_file
 
 from compress.arch import ArchSpec
@@ -38,8 +38,8 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def test_search_writes_a_run_dir(run_dir):
-    assert set(os.listdir(run_dir)) - {"retrained"} == SEARCH_FILES  # retrained/: the stage after the search
-    assert set(os.listdir(run_dir / "supernet")) == {"config.json", "model.safetensors"}
+    assert set(listing(run_dir)) - {"retrained"} == SEARCH_FILES  # retrained/: the stage after the search
+    assert set(listing(run_dir / "supernet")) == {"config.json", "model.safetensors"}
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["kind"] == "search"
     assert cfg["options"]["seq_len"] == 20 and cfg["options"]["hidden"] == 16 and cfg["options"]["inner"] == 32
@@ -120,7 +120,7 @@ def test_search_as_a_subprocess(tmp_path, tiny_data_file, subprocess_env):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["out"] == str(out) and result["slice_max_abs_diff"] <= 1e-5
-    assert set(os.listdir(out)) == SEARCH_FILES
+    assert set(listing(out)) == SEARCH_FILES
     card = json.loads((out / "search_card.json").read_text())
     assert card["decision"]["flops"] <= 0.6 * card["full_flops"]
     assert card["options"]["max_flops"] == "60%" and card["options"]["epochs"] == 1

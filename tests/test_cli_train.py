@@ -3,17 +3,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from clihelp import error_line, invoke
+from clihelp import error_line, invoke, listing
 from safetensors.torch import load_file, save_file
 
 TINY = ["--epochs", "1", "--hidden", "16", "--inner", "32", "--layers", "1", "--heads", "1", "--seq-len", "20",
         "--batch-size", "64", "--device", "cpu"]
-RUN_FILES = {"config.json", "model.safetensors", "metrics.json", "train.log"}
+RUN_FILES = {"config.json", "model.safetensors", "items.json", "metrics.json", "train.log"}
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def run_dir(tiny_data_file, tmp_path_factory) -> Path:
 
 
 def test_train_writes_a_run_dir(run_dir, tiny_data_file):
-    assert set(os.listdir(run_dir)) == RUN_FILES
+    assert set(listing(run_dir)) == RUN_FILES
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["kind"] == "train"
     assert cfg["model"]["backbone"] == "sasrec" and cfg["model"]["max_len"] == 20
@@ -81,15 +82,24 @@ def test_overwrite_refused_then_allowed(run_dir, tiny_data_file):
     assert {f: (run_dir / f).stat().st_mtime_ns for f in RUN_FILES} == before
 
 
-def test_overwrite(tiny_data_file, tmp_path):
+def test_overwrite(tiny_data_file, tmp_path, run_dir):
+    """--overwrite replaces a directory compress wrote, and nothing else: not a directory of the
+    user's, not a file."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's")
+    line = error_line(invoke("train", "--data", tiny_data_file, *TINY, "--out", mine, "--overwrite"))
+    assert "was not written by compress" in line and (mine / "notes.txt").read_text() == "the user's"
+    (tmp_path / "file").write_text("x")
+    assert "is not a directory" in error_line(invoke("train", "--data", tiny_data_file, *TINY, "--out",
+                                                      tmp_path / "file", "--overwrite"))
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "stale.txt").write_text("old")
+    shutil.copytree(run_dir, out)
     result = invoke("train", "--data", tiny_data_file, *TINY, "--out", out, "--overwrite", "--json")
     assert result.exit_code == 0, result.stderr
-    assert set(os.listdir(out)) == RUN_FILES
+    assert set(listing(out)) == RUN_FILES
     assert json.loads(result.stdout)["out"] == str(out)
-    assert [n for n in os.listdir(tmp_path) if n != "run"] == []
+    assert sorted(os.listdir(tmp_path)) == ["file", "mine", "run"]
 
 
 def test_recipe_and_set(tiny_data_file, tmp_path):
@@ -144,7 +154,7 @@ def test_train_wrong_delimiter(tmp_path, tiny_data_file):
 
 def test_train_wrong_columns(tmp_path, tiny_data_file):
     line = bad_train(tmp_path, "--data", tiny_data_file, "--user-col", "visitor")
-    assert "no user column named 'visitor'; columns are user_id, item_id, timestamp" in line
+    assert "no user column named 'visitor'; columns are 'user_id, item_id, timestamp'" in line
 
 
 def test_train_non_numeric_timestamps(tmp_path):
@@ -223,14 +233,14 @@ def test_evaluate_other_data(run_copy, tmp_path):
     other = tmp_path / "other.csv"
     other.write_text("user_id,item_id\n" + "".join(f"1,{i}\n" for i in range(5)))
     line = error_line(invoke("evaluate", run_copy, "--data", other))
-    assert "trained on" in line and "pass the --data it was trained on" in line
+    assert "number their items differently" in line
 
 
 def test_evaluate_bad_options(run_dir, tmp_path):
     assert "--protocol: 'pop50' is not one of" in error_line(invoke("evaluate", run_dir, "--protocol", "pop50"))
     assert "--split: 'train' is not one of" in error_line(invoke("evaluate", run_dir, "--split", "train"))
     line = error_line(invoke("evaluate", tmp_path / "nothing"))
-    assert "nothing/config.json is missing; is this a compress run" in line
+    assert "nothing is not a directory with config.json" in line
 
 
 # ---------------------------------------------------------------- as real processes
@@ -243,7 +253,7 @@ def test_python_m_compress_and_console_script(tiny_data_file, tmp_path, subproce
                           capture_output=True, text=True, env=subprocess_env, cwd=str(tmp_path), timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["out"] == str(out)
-    assert set(os.listdir(out)) == RUN_FILES
+    assert set(listing(out)) == RUN_FILES
 
     script = Path(sys.executable).parent / "compress"
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "compress"]

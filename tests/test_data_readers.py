@@ -181,7 +181,7 @@ def test_ragged_rows_name_the_line(tmp_path):
 
 
 @pytest.mark.parametrize("opts,match", [
-    (ReadOptions(user_col="visitor"), "no user column named 'visitor'; columns are user_id, item_id"),
+    (ReadOptions(user_col="visitor"), "no user column named 'visitor'; columns are 'user_id, item_id'"),
     (ReadOptions(item_col="7"), "item column 7 does not exist"),
 ])
 def test_wrong_columns(tmp_path, opts, match):

@@ -11,12 +11,7 @@ from torch import nn
 from compress.data import SequenceDataset, build_dataset
 from compress.data.readers import Interactions
 from compress.errors import ConfigError, DataError
-from compress.measure.evaluation import (
-    N_NEGATIVES,
-    evaluate,
-    negative_weights,
-    sample_negatives,
-)
+from compress.measure.evaluation import N_NEGATIVES, evaluate, negative_weights, sample_negatives
 
 N_ITEMS = 30
 

@@ -8,11 +8,7 @@ import torch
 
 from compress.arch import ArchSpec
 from compress.backbones.sasrec import SASRec
-from compress.measure.flops import (
-    analytic_flops,
-    attention_matmul_flops,
-    measured_flops,
-)
+from compress.measure.flops import analytic_flops, attention_matmul_flops, measured_flops
 from compress.nas.controllers import one_hot
 from compress.nas.space import SearchSpace
 from compress.nas.wrap import wrap

@@ -27,6 +27,7 @@ from compress.arch import ArchSpec
 from compress.data.batching import pad_right
 from compress.data.dataset import build_dataset
 from compress.data.readers import Interactions
+from compress.data.vocabulary import ItemVocabulary
 from compress.errors import CompressError, ConfigError
 from compress.store.export import save_model_dir
 
@@ -48,19 +49,21 @@ def exported(tmp_path_factory):
     torch.manual_seed(0)
     model = compress.get_backbone("sasrec")(ArchSpec(hidden=8, inner=16, heads=2, layers=1), N_ITEMS, MAX_LEN, 0.1)
     out = str(tmp_path_factory.mktemp("fuzz-recommend") / "model")
-    save_model_dir(model, data, out)
+    save_model_dir(model, out, vocabulary=data.vocabulary(), dataset_stats=data.stats())
     return compress.load(out)
 
 
 @pytest.fixture(scope="module")
 def built():
-    """A model never exported: indices are the ids, no popularity for empty histories."""
+    """A model never exported, its vocabulary given by hand: indices as ids, no popularity for empty histories."""
     torch.manual_seed(1)
-    return compress.get_backbone("sasrec")(ArchSpec(hidden=8, inner=16, heads=2, layers=1), N_ITEMS, MAX_LEN).eval()
+    model = compress.get_backbone("sasrec")(ArchSpec(hidden=8, inner=16, heads=2, layers=1), N_ITEMS, MAX_LEN).eval()
+    model.vocabulary = ItemVocabulary([str(i) for i in range(1, N_ITEMS + 1)])
+    return model
 
 
 def catalogue(model):
-    return model.item_ids or [str(i) for i in range(1, model.n_items + 1)]
+    return model.vocabulary.ids
 
 
 UNKNOWN = st.sampled_from(["", "zzz", "0", "-1", "99999", "1e3", " 101", "101.0", "𝔁", None, 1.5, True, -3, 0,
@@ -95,7 +98,7 @@ def check(model, histories, k, exclude_seen, result) -> None:
         assert len(set(rec_ids)) == len(rec_ids) <= want_len
         assert scores == sorted(scores, reverse=True)
         if not known:  # the popularity fallback: the most interacted-with items
-            pop = model.popularity
+            pop = model.vocabulary.popularity
             assert len(recs) == want_len
             assert scores == [float(pop[index[i]]) for i in rec_ids]
             assert min(scores) >= max([pop[j] for j in range(1, model.n_items + 1) if ids[j - 1] not in rec_ids],

@@ -27,6 +27,7 @@ def model_and_data():
     data = compress.load_dataset()
     torch.manual_seed(0)
     model = compress.get_backbone("sasrec")(compress.ArchSpec(16, 32, 2, 2, "linear", 1), data.n_items, 20).eval()
+    model.vocabulary = data.vocabulary()
     return model, data
 
 
@@ -68,6 +69,6 @@ def test_the_recommender_buckets_batches_and_keeps_its_answers():
     eager = compress.Recommender(model, graphs=False)
     served = compress.Recommender(model)
     served.predict = Replayed(model.predict, torch.device("cpu"), RecordedGraphs())
-    histories = [[str(i) for i in range(j + 1, j + 6)] for j in range(3)]  # ids of an unexported model: indices
+    histories = [data.item_tokens[j:j + 5] for j in range(3)]
     assert served.recommend(histories, k=5) == eager.recommend(histories, k=5)
     assert served.predict.graphs.captures == [(4, 20)]  # 3 histories -> the bucket of 4

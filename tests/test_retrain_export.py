@@ -15,14 +15,14 @@ from typing import Dict
 
 import pytest
 import torch
-from clihelp import DECIDED, error_line, invoke, read
+from clihelp import DECIDED, error_line, invoke, listing, read
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import compress
 from compress.measure.flops import params_count
 
-RUN_FILES = {"config.json", "model.safetensors", "metrics.json", "train.log"}
+RUN_FILES = {"config.json", "model.safetensors", "items.json", "metrics.json", "train.log"}
 MODEL_FILES = {"config.json", "model.safetensors", "items.json", "card.json"}
 SEARCH_FILES = ("config.json", "arch.json", "search_card.json", "supernet")
 
@@ -52,8 +52,8 @@ def histories(n: int = 16) -> torch.Tensor:
 
 def test_retrain_of_a_search_only_run(artifacts):
     run = artifacts["search"]
-    assert set(os.listdir(run)) == {"config.json", "arch.json", "search_card.json", "supernet", "retrained"}
-    assert set(os.listdir(run / "retrained")) == RUN_FILES
+    assert set(listing(run)) == {"config.json", "arch.json", "search_card.json", "supernet", "retrained"}
+    assert set(listing(run / "retrained")) == RUN_FILES
     cfg = read(run / "retrained" / "config.json")
     decision = read(run / "search_card.json")["decision"]
     assert cfg["kind"] == "retrain" and cfg["from_scratch"] is False
@@ -142,7 +142,7 @@ def test_stage_retrain_overwrites_from_scratch(artifacts, search_only):
                     "--overwrite", "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["from_scratch"] is True
-    assert set(os.listdir(search_only / "retrained")) == RUN_FILES
+    assert set(listing(search_only / "retrained")) == RUN_FILES
     assert read(search_only / "retrained" / "config.json")["from_scratch"] is True
     assert (search_only / "retrained" / "model.safetensors").read_bytes() != before
     assert sorted(os.listdir(search_only)) == sorted([*SEARCH_FILES, "retrained"])  # no temp dirs left
@@ -168,7 +168,7 @@ def test_retrain_of_a_train_run_is_refused(artifacts):
 
 def test_model_dir_files(artifacts):
     model = artifacts["model"]
-    assert set(os.listdir(model)) == MODEL_FILES
+    assert set(listing(model)) == MODEL_FILES
     cfg = read(model / "config.json")
     assert cfg["kind"] == "model" and cfg["model"]["arch"] == read(artifacts["search"] / "arch.json")
     items = read(model / "items.json")
@@ -298,7 +298,7 @@ def test_torchscript_export(artifacts, tmp_path):
     out = tmp_path / "ts"
     result = invoke("export", artifacts["search"], "--out", out, "--format", "torchscript", "--json")
     assert result.exit_code == 0, result.stderr
-    assert set(os.listdir(out)) == MODEL_FILES | {"model.pt"}
+    assert set(listing(out)) == MODEL_FILES | {"model.pt"}
     assert json.loads(result.stdout)["card"]["torchscript_max_abs_diff"] <= 1e-5
     scripted = torch.jit.load(str(out / "model.pt"))
     model = compress.load(str(out))
@@ -326,7 +326,7 @@ def test_onnx_export(artifacts, tmp_path):
     out = tmp_path / "onnx"
     result = invoke("export", artifacts["search"], "--out", out, "--format", "onnx", "--json")
     assert result.exit_code == 0, result.stderr
-    assert set(os.listdir(out)) == MODEL_FILES | {"model.onnx"}
+    assert set(listing(out)) == MODEL_FILES | {"model.onnx"}
     ort = pytest.importorskip("onnxruntime")
     assert json.loads(result.stdout)["card"]["onnx_max_abs_diff"] <= 1e-5
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])

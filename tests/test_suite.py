@@ -12,13 +12,7 @@ import compress
 from compress.arch import ArchSpec
 from compress.errors import CheckpointError, ConfigError
 from compress.measure.flops import model_flops
-from compress.suite import (
-    load_plan,
-    paired_t_test,
-    read_results,
-    run_plan,
-    write_report,
-)
+from compress.suite import load_plan, paired_t_test, read_results, run_plan, write_report
 from compress.suite.blocks import replace_block
 from compress.suite.pareto import dominance, pareto
 from compress.suite.remeasure import remeasure

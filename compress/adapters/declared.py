@@ -35,12 +35,7 @@ from torch import nn
 
 from compress.adapters.base import Adapter, register_adapter
 from compress.arch import ArchSpec
-from compress.backbones.transformer import (
-    MODEL_PARTS,
-    SequenceTransformer,
-    Style,
-    part_path,
-)
+from compress.backbones.transformer import MODEL_PARTS, SequenceTransformer, Style, part_path
 from compress.errors import CheckpointError, ConfigError
 from compress.nn.block import LAYER_PARTS
 

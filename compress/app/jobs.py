@@ -20,9 +20,10 @@ from compress.app.options import build
 from compress.app.rundirs import (
     dataset_from_options,
     default_out,
-    open_checkpoint,
     output_dir,
     recorded_data,
+    run_inputs,
+    run_state,
     saved_options,
     write_trained,
 )
@@ -35,7 +36,7 @@ from compress.engine.checkpoint import partial_dir
 from compress.engine.config import TrainConfig
 from compress.engine.progress import Reporter
 from compress.engine.train import fit
-from compress.errors import CheckpointError, ConfigError, SearchError
+from compress.errors import CheckpointError, ConfigError, DataError, SearchError
 from compress.files import check_out_dir, read_json, write_json
 from compress.layout import ARCH, CONFIG, METRICS, RETRAINED, SEARCH_CARD, SUPERNET
 from compress.measure.cost import profile
@@ -67,40 +68,56 @@ def train_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool =
     """Train a dense backbone and write RUN_DIR: config.json, model.safetensors, metrics.json, train.log.
     Until it completes, RUN_DIR.partial/ holds a checkpoint that ``resume=True`` continues from."""
     out = out or default_out("train", opts)
-    check_out_dir(out, overwrite)
-    opts, ckpt = open_checkpoint("train", opts, out, overwrite, resume)
-    ckpt.every = opts["checkpoint_every"]
-    arch, cfg = build(ArchSpec, opts), build(TrainConfig, opts)
-    get_backbone(opts["backbone"])
-    device = resolve_device(opts["device"])
-    ds = dataset_from_options(opts)
-    model = new_backbone(opts, arch, ds.n_items)
-    with ckpt:
-        result = fit(model, ds, cfg, device, reporter, ckpt)
-    metrics = split_metrics(model, ds, cfg.k, opts["eval_seed"], device, cfg.eval_batch_size)
-    with output_dir(out, overwrite) as tmp:
-        write_trained(tmp, model, result, metrics, {"kind": "train", "data": recorded_data(opts),
-                                                    "dataset": ds.stats(), "options": opts, "versions": versions()})
-    ckpt.remove()
+    check_out_dir(out, overwrite, run_inputs(opts))
+    with run_state("train", opts, out, overwrite, resume) as (opts, ckpt):
+        ckpt.every = opts["checkpoint_every"]
+        arch, cfg = build(ArchSpec, opts), build(TrainConfig, opts)
+        get_backbone(opts["backbone"])
+        device = resolve_device(opts["device"])
+        ds = dataset_from_options(opts)
+        model = new_backbone(opts, arch, ds.n_items)
+        with ckpt:
+            result = fit(model, ds, cfg, device, reporter, ckpt)
+        metrics = split_metrics(model, ds, cfg.k, opts["eval_seed"], device, cfg.eval_batch_size)
+        with output_dir(out, overwrite, run_inputs(opts)) as tmp:
+            write_trained(tmp, model, result, metrics, {"kind": "train", "data": recorded_data(opts),
+                                                        "dataset": ds.stats(), "options": opts,
+                                                        "versions": versions()})
+        ckpt.remove()
     return {"out": out, "best_epoch": result.best_epoch, "metrics": metrics, "seconds": result.seconds,
             "dataset": ds.stats()}
 
 
 def evaluate_run(path: str, opts: Dict[str, Any]) -> Dict[str, Any]:
     """Metrics of a RUN_DIR or MODEL_DIR under ``opts["protocol"]`` on ``opts["split"]``; the dataset
-    defaults to the one recorded at training time."""
-    cfg = load_config(path)
+    defaults to the one recorded at training time, read onto the model's item vocabulary."""
     model = load(path, str(resolve_device(opts["device"])))
-    data_opts = opts if opts.get("data") else {**opts, **cfg.get("data", {})}
-    ds = dataset_from_options(data_opts)
-    if ds.n_items != model.n_items:
-        raise CheckpointError(f"{path}/{CONFIG} was trained on {model.n_items} items but the data has "
-                              f"{ds.n_items}; pass the `data` it was trained on")
+    src = model_dir(path)
+    cfg = load_config(src)
+    if opts.get("data"):
+        ds = dataset_from_options(opts)
+        if model.vocabulary is None and ds.n_items != model.n_items:
+            raise CheckpointError(f"{path} was trained on {model.n_items} items but the data has {ds.n_items}; "
+                                  "pass the `data` it was trained on")
+    else:
+        ds = recorded_dataset(src, cfg, opts)
     metrics = evaluate(model, ds, opts["split"], opts["protocol"], opts["k"], opts["eval_batch_size"],
                        opts["eval_seed"])
     return {"metrics": metrics, "protocol": opts["protocol"], "split": opts["split"], "k": opts["k"], "path": path,
             "model": {"backbone": model.backbone_name, "arch": model.arch.to_dict(), "params": params_count(model)},
-            "dataset": data_opts.get("data") or "default"}
+            "dataset": opts.get("data") or (cfg.get("data") or {}).get("data") or "default"}
+
+
+def recorded_dataset(src: str, cfg: Dict[str, Any], opts: Dict[str, Any]) -> SequenceDataset:
+    """The dataset a run recorded in its config.json. The path comes from a file, not from the user: a
+    failure names it without quoting its content."""
+    if not isinstance(cfg.get("data"), dict):
+        raise ConfigError(f"{src}/{CONFIG} records no dataset (a model saved from Python); pass the `data` to use")
+    try:
+        return dataset_from_options({**opts, **cfg["data"]})
+    except DataError:
+        raise DataError(f"the dataset recorded in {src}/{CONFIG} ({cfg['data'].get('data') or 'default'}) cannot be "
+                        "read as interactions; pass the `data` to use") from None
 
 
 def hard_slice_gap(supernet, dense, k: int, l: int, ds: SequenceDataset, device) -> float:
@@ -167,35 +184,40 @@ def search_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool 
     """DNS-Rec search; RUN_DIR gets config.json, arch.json, search_card.json and supernet/. Until it
     completes, RUN_DIR.partial/ holds a checkpoint that ``resume=True`` continues from."""
     out = out or default_out("search", opts)
-    check_out_dir(out, overwrite)
-    opts, ckpt = open_checkpoint("search", opts, out, overwrite, resume)
-    ckpt.every = opts["checkpoint_every"]
-    cfg = build(SearchConfig, opts)
-    build(ArchSpec, opts), build(SearchSpace, opts), build(TrainConfig, opts)  # every setting checked up front
-    get_backbone(opts["backbone"])
-    device = resolve_device(opts["device"])
-    ds = dataset_from_options(opts)
-    supernet, opts = search_supernet(opts, ds)
-    run_config = {"kind": "search", "data": recorded_data(opts), "dataset": ds.stats(), "options": opts,
-                  "versions": versions()}
-    try:
-        with ckpt:
-            result = search(supernet, ds, cfg, device, reporter, ckpt)
-    except SearchError as exc:
-        supernet.load_state_dict(exc.last_good)
-        with output_dir(out, overwrite) as tmp:
-            write_json(os.path.join(tmp, CONFIG), {**run_config, "failed": str(exc)})
-            write_json(os.path.join(tmp, SEARCH_CARD), {"failed": str(exc), "history": exc.history})
+    check_out_dir(out, overwrite, run_inputs(opts))
+    with run_state("search", opts, out, overwrite, resume) as (opts, ckpt):
+        ckpt.every = opts["checkpoint_every"]
+        cfg = build(SearchConfig, opts)
+        build(ArchSpec, opts), build(SearchSpace, opts), build(TrainConfig, opts)  # every setting checked up front
+        get_backbone(opts["backbone"])
+        device = resolve_device(opts["device"])
+        ds = dataset_from_options(opts)
+        supernet, opts = search_supernet(opts, ds)
+        run_config = {"kind": "search", "data": recorded_data(opts), "dataset": ds.stats(), "options": opts,
+                      "versions": versions()}
+        try:
+            with ckpt:
+                result = search(supernet, ds, cfg, device, reporter, ckpt)
+        except SearchError as exc:
+            write_failed_search(out, overwrite, run_config, supernet, exc)
+            raise
+        card = search_card(result, opts, ds, device)
+        with output_dir(out, overwrite, run_inputs(opts)) as tmp:
+            write_json(os.path.join(tmp, CONFIG), run_config)
+            write_json(os.path.join(tmp, ARCH), result.arch.to_dict())
+            write_json(os.path.join(tmp, SEARCH_CARD), card)
             save_supernet(supernet, os.path.join(tmp, SUPERNET))
-        raise
-    card = search_card(result, opts, ds, device)
-    with output_dir(out, overwrite) as tmp:
-        write_json(os.path.join(tmp, CONFIG), run_config)
-        write_json(os.path.join(tmp, ARCH), result.arch.to_dict())
-        write_json(os.path.join(tmp, SEARCH_CARD), card)
-        save_supernet(supernet, os.path.join(tmp, SUPERNET))
-    ckpt.remove()
+        ckpt.remove()
     return search_summary(out, card)
+
+
+def write_failed_search(out: str, overwrite: bool, run_config: Dict[str, Any], supernet, exc: SearchError) -> None:
+    """A diverged search's RUN_DIR: its error, its history and the supernet of its best epoch."""
+    supernet.load_state_dict(exc.last_good)
+    with output_dir(out, overwrite) as tmp:
+        write_json(os.path.join(tmp, CONFIG), {**run_config, "failed": str(exc)})
+        write_json(os.path.join(tmp, SEARCH_CARD), {"failed": str(exc), "history": exc.history})
+        save_supernet(supernet, os.path.join(tmp, SUPERNET))
 
 
 def search_summary(out: str, card: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -232,25 +254,25 @@ def retrain_run(run_dir: str, overrides: Optional[Dict[str, Any]] = None, overwr
     out = os.path.join(run_dir, RETRAINED)
     if os.path.exists(out) and not overwrite:
         raise ConfigError(f"{out} already exists; pass `overwrite` to retrain again")
-    settings, ckpt = open_checkpoint("retrain", {"overrides": overrides or {}}, out, overwrite, resume)
-    overrides = settings["overrides"]
-    opts = {**saved_options(cfg["options"], "search"), **{k: v for k, v in overrides.items() if v is not None}}
-    from_scratch = opts["from_scratch"]
-    ckpt.every = opts["checkpoint_every"]
-    train_cfg = build(TrainConfig, opts)
-    device = resolve_device(opts["device"])
-    ds = dataset_from_options(opts)
-    supernet = load_supernet(os.path.join(run_dir, SUPERNET))
-    torch.manual_seed(opts["seed"])
-    model = retrained_start(run_dir, supernet, card["decision"], overrides.get("gate_layers"), from_scratch)
-    with ckpt:
-        result = fit(model, ds, train_cfg, device, reporter, ckpt)
-    metrics = split_metrics(model, ds, train_cfg.k, opts["eval_seed"], device, train_cfg.eval_batch_size)
-    with output_dir(out, overwrite) as tmp:
-        write_trained(tmp, model, result, metrics, {"kind": "retrain", "data": cfg["data"], "dataset": ds.stats(),
-                                                    "options": opts, "from_scratch": from_scratch,
-                                                    "versions": versions()})
-    ckpt.remove()
+    with run_state("retrain", {"overrides": overrides or {}}, out, overwrite, resume) as (settings, ckpt):
+        overrides = settings["overrides"]
+        opts = {**saved_options(cfg["options"], "search"), **{k: v for k, v in overrides.items() if v is not None}}
+        from_scratch = opts["from_scratch"]
+        ckpt.every = opts["checkpoint_every"]
+        train_cfg = build(TrainConfig, opts)
+        device = resolve_device(opts["device"])
+        ds = dataset_from_options(opts)
+        supernet = load_supernet(os.path.join(run_dir, SUPERNET))
+        torch.manual_seed(opts["seed"])
+        model = retrained_start(run_dir, supernet, card["decision"], overrides.get("gate_layers"), from_scratch)
+        with ckpt:
+            result = fit(model, ds, train_cfg, device, reporter, ckpt)
+        metrics = split_metrics(model, ds, train_cfg.k, opts["eval_seed"], device, train_cfg.eval_batch_size)
+        with output_dir(out, overwrite) as tmp:
+            write_trained(tmp, model, result, metrics, {"kind": "retrain", "data": cfg["data"],
+                                                        "dataset": ds.stats(), "options": opts,
+                                                        "from_scratch": from_scratch, "versions": versions()})
+        ckpt.remove()
     return {"out": out, "best_epoch": result.best_epoch, "metrics": metrics, "seconds": result.seconds,
             "arch": model.arch.to_dict(), "from_scratch": from_scratch}
 
@@ -278,11 +300,14 @@ def dnsrec_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool 
 
 
 def export_run(run_dir: str, out: str, fmt: str = "safetensors", overwrite: bool = False) -> Dict[str, Any]:
-    """Write MODEL_DIR ``out`` from a train RUN_DIR or a retrained search RUN_DIR."""
+    """Write MODEL_DIR ``out`` from a train RUN_DIR, a retrained search RUN_DIR or a MODEL_DIR."""
     src = model_dir(run_dir)
     model = load(src)
     cfg = load_config(src)
-    ds = dataset_from_options({**cfg.get("options", {}), **cfg.get("data", {})})
+    vocabulary, stats = model.vocabulary, cfg.get("dataset")
+    if vocabulary is None:  # a run written before runs kept their vocabulary: the data it recorded
+        ds = recorded_dataset(src, cfg, {})
+        vocabulary, stats = ds.vocabulary(), ds.stats()
     metrics_file = os.path.join(src, METRICS)
     card: Dict[str, Any] = {"source": os.path.abspath(run_dir), "kind": load_config(run_dir).get("kind"),
                             "metrics": read_json(metrics_file)["metrics"] if os.path.exists(metrics_file) else {}}
@@ -296,7 +321,8 @@ def export_run(run_dir: str, out: str, fmt: str = "safetensors", overwrite: bool
     if os.path.exists(supernet_cfg):
         saved = read_json(supernet_cfg)["supernet"]
         adapter = adapter_class(saved["adapter"]).from_dict(saved.get("adapter_config", {}))
-    return {"out": out, "card": save_model_dir(model, ds, out, fmt, overwrite, card, cfg.get("data"), adapter)}
+    card = save_model_dir(model, out, fmt, overwrite, card, cfg.get("data"), adapter, vocabulary, stats, [run_dir])
+    return {"out": out, "card": card}
 
 
 def bench_run(path: str, baseline: Optional[str], opts: Dict[str, Any]) -> Dict[str, Any]:

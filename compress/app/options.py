@@ -15,6 +15,7 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from compress.arch import ATTENTION_KINDS, GATE_PLACEMENTS, ArchSpec
+from compress.data.dataset import NUMBERINGS
 from compress.data.readers import FORMATS, ReadOptions
 from compress.engine.config import LOSSES, PRECISIONS, TrainConfig
 from compress.errors import ConfigError
@@ -218,6 +219,9 @@ OPTIONS: List[Option] = _section(
     Option("time_col", "str", "Timestamp column, or 'none' for file order.", DATA, feeds=("ReadOptions.time_col",),
            nullable=True),
     Option("sep", "str", "Field delimiter (default: detect).", DATA, feeds=("ReadOptions.sep",), nullable=True),
+    Option("item_numbering", "choice", "How items are numbered: compress (first appearance in time order) or "
+           "recbole (first appearance in the file, as RecBole numbers them).", DATA, default="compress",
+           choices=NUMBERINGS),
     Option("kcore", "int", "Keep users and items with at least this many interactions (0: no filter).", DATA,
            default=0, low=0),
 ) + _section(

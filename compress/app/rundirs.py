@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import datetime
+import logging
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -18,20 +20,22 @@ from compress.engine.checkpoint import Checkpointer, partial_dir
 from compress.engine.loop import LoopResult
 from compress.errors import CheckpointError, ConfigError
 from compress.files import atomic_dir, write_json, write_text
-from compress.layout import METRICS, TRAIN_LOG
+from compress.layout import ITEMS, LOCK, METRICS, TRAIN_LOG
 from compress.runtime import distributed
+from compress.runtime.lock import RunLock
 from compress.store.artifacts import save_model
 
-DATA_KEYS = ("data", "data_dir", "data_format", "user_col", "item_col", "time_col", "sep", "kcore")
+log = logging.getLogger(__name__)
+DATA_KEYS = ("data", "data_dir", "data_format", "user_col", "item_col", "time_col", "sep", "kcore", "item_numbering")
 
 
 @contextmanager
-def output_dir(out: str, overwrite: bool) -> Iterator[str]:
+def output_dir(out: str, overwrite: bool, inputs: Iterable[Optional[str]] = ()) -> Iterator[str]:
     """Where a job writes ``out``: atomically, on rank 0. The other ranks of a distributed run write
     into a scratch directory that is discarded (the same code path, nothing published), then every
     rank waits until ``out`` is complete, so a following stage can read it on any rank."""
     if distributed.is_main():
-        with atomic_dir(out, overwrite) as tmp:
+        with atomic_dir(out, overwrite, inputs) as tmp:
             yield tmp
     else:
         with tempfile.TemporaryDirectory() as tmp:
@@ -53,7 +57,14 @@ def saved_options(options: Dict[str, Any], command: str) -> Dict[str, Any]:
 
 def dataset_from_options(opts: Dict[str, Any]) -> SequenceDataset:
     opts = {canonical(k): v for k, v in opts.items()}
-    return load_dataset(opts.get("data"), opts.get("data_dir"), build(ReadOptions, opts), kcore=opts.get("kcore", 0))
+    return load_dataset(opts.get("data"), opts.get("data_dir"), build(ReadOptions, opts), kcore=opts.get("kcore", 0),
+                        numbering=opts.get("item_numbering", "compress"))
+
+
+def run_inputs(opts: Dict[str, Any]) -> List[Optional[str]]:
+    """The paths a run reads: its output may not be, hold or lie inside one of them."""
+    data = opts.get("data")
+    return [data if data and os.path.exists(data) else None, opts.get("init")]
 
 
 def recorded_data(opts: Dict[str, Any]) -> Dict[str, Any]:
@@ -67,32 +78,51 @@ def recorded_data(opts: Dict[str, Any]) -> Dict[str, Any]:
     return data
 
 
-def open_checkpoint(kind: str, settings: Dict[str, Any], out: str, overwrite: bool,
-                    resume: bool) -> Tuple[Dict[str, Any], Checkpointer]:
-    """(the run's settings, its Checkpointer in ``out.partial/``). Resuming reads the saved settings;
-    a fresh run refuses to silently discard an interrupted one."""
+@contextmanager
+def run_state(kind: str, settings: Dict[str, Any], out: str, overwrite: bool,
+              resume: bool) -> Iterator[Tuple[Dict[str, Any], Checkpointer]]:
+    """(the run's settings, its Checkpointer in ``out.partial/``), held by this process alone (a lock
+    file) while the block runs. Resuming reads the saved settings; a fresh run refuses to silently
+    discard an interrupted one. A run that fails before writing a checkpoint leaves nothing behind."""
     ckpt = Checkpointer(partial_dir(out))
+    try:
+        os.makedirs(ckpt.directory, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot write beside {out}: {exc.strerror}") from None
+    with RunLock(os.path.join(ckpt.directory, LOCK)) as lock:
+        if lock.note:
+            log.warning(lock.note)
+        try:
+            yield _settings(kind, settings, ckpt, overwrite, resume), ckpt
+        except BaseException:
+            if not ckpt.exists():
+                shutil.rmtree(ckpt.directory, ignore_errors=True)
+            raise
+
+
+def _settings(kind: str, settings: Dict[str, Any], ckpt: Checkpointer, overwrite: bool,
+              resume: bool) -> Dict[str, Any]:
     if resume:
         if not ckpt.exists():
             raise CheckpointError(f"nothing to resume: {ckpt.directory} holds no checkpoint of an interrupted run")
         meta = ckpt.read_meta()
         if meta.get("kind") != kind:
             raise CheckpointError(f"{ckpt.directory} holds a {meta.get('kind')!r} run, not a {kind!r} run")
-        settings = meta["settings"]
-        if kind in ("train", "search"):
-            settings = saved_options(settings, kind)
-        return settings, ckpt
+        return saved_options(meta["settings"], kind) if kind in ("train", "search") else meta["settings"]
     if ckpt.exists() and not overwrite:
-        raise ConfigError(f"{ckpt.directory} holds an interrupted run; continue it with `resume` or start over with `overwrite`")
-    ckpt.remove()
+        raise ConfigError(f"{ckpt.directory} holds an interrupted run; continue it with `resume` or start over "
+                          "with `overwrite`")
+    ckpt.clear()
     ckpt.meta = {"kind": kind, "settings": settings}
-    return settings, ckpt
+    return settings
 
 
 def write_trained(directory: str, model: torch.nn.Module, result: LoopResult, metrics: Dict,
                   meta: Dict[str, Any]) -> None:
-    """config.json + model.safetensors, metrics.json (best epoch, metrics, history) and train.log."""
-    save_model(model, directory, meta)
+    """config.json + model.safetensors, items.json (the model's item vocabulary), metrics.json (best
+    epoch, metrics, history) and train.log."""
+    save_model(model, directory, {**meta, "items": ITEMS})
+    write_json(os.path.join(directory, ITEMS), model.vocabulary.to_json())
     write_json(os.path.join(directory, METRICS), {"best_epoch": result.best_epoch, "metrics": metrics,
                                                   "seconds": result.seconds, "history": result.history})
     lines = [" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())

@@ -9,7 +9,7 @@ its full-size weights, which is what makes width search and exact slicing possib
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import torch
 from torch import nn
@@ -85,8 +85,7 @@ class SequenceTransformer(nn.Module):
         super().__init__()
         self.style = style or self.default_style
         self.arch, self.n_items, self.max_len = arch, n_items, max_len
-        self.item_ids: Optional[List[str]] = None  # raw id of embedding row i + 1 (compress.load sets them)
-        self.popularity: Optional[List[float]] = None  # (n_items + 1,) interaction counts, index 0 unused
+        self.vocabulary = None  # ItemVocabulary: the raw id of every item row, once known
         self.dropout, self.layer_norm_eps, self.init_std = dropout, layer_norm_eps, init_std
         vocab = n_items + (2 if self.style.objective == "cloze" else 1)  # + padding (+ mask token)
         self.item_embedding = nn.Embedding(vocab, arch.hidden, padding_idx=0)
@@ -127,9 +126,31 @@ class SequenceTransformer(nn.Module):
                    cfg.get("layer_norm_eps", 1e-12), cfg.get("init_std", 0.02), style)
 
     def rebuilt(self, arch: ArchSpec) -> "SequenceTransformer":
-        """A fresh model of the same class, style and data shape at ``arch``."""
-        return type(self)(arch, self.n_items, self.max_len, self.dropout, self.layer_norm_eps, self.init_std,
-                          self.style)
+        """A fresh model of the same class, style, data shape and item vocabulary at ``arch``."""
+        model = type(self)(arch, self.n_items, self.max_len, self.dropout, self.layer_norm_eps, self.init_std,
+                           self.style)
+        model.vocabulary = self.vocabulary
+        return model
+
+    def with_items(self, n_items: int) -> "SequenceTransformer":
+        """This model scoring ``n_items`` >= its own items: the new items get fresh embedding rows after
+        the known ones (a cloze model's mask row stays last); every other tensor is carried over."""
+        if n_items == self.n_items:
+            return self
+        if n_items < self.n_items:
+            raise ConfigError(f"cannot shrink the item table from {self.n_items} to {n_items} items")
+        model = type(self)(self.arch, n_items, self.max_len, self.dropout, self.layer_norm_eps, self.init_std,
+                           self.style).to(self.item_embedding.weight.device)
+        old, new = self.state_dict(), model.state_dict()
+        with torch.no_grad():
+            for name, t in new.items():
+                if name != "item_embedding.weight":
+                    t.copy_(old[name])
+            rows, table = self.n_items + 1, old["item_embedding.weight"]
+            new["item_embedding.weight"][:rows] = table[:rows]
+            if self.style.objective == "cloze":
+                new["item_embedding.weight"][-1] = table[-1]
+        return model
 
     def regated(self, gate_layers: int) -> "SequenceTransformer":
         """This model with gates of another depth (0: none), every other tensor carried over: the paper's

@@ -11,14 +11,14 @@ import os
 import tempfile
 import zipfile
 from dataclasses import asdict
-from typing import Optional
+from typing import Optional, Sequence
 
 from compress.data.dataset import MIN_INTERACTIONS, SequenceDataset, build_dataset
 from compress.data.readers import ReadOptions, read_interactions
 from compress.data.registry import DATASETS, DEFAULT, cache_root, resolve
 from compress.errors import DataError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: tokens packed as UTF-8 bytes
 DATA_SUFFIXES = (".inter", ".dat", ".data", ".tsv", ".csv", ".txt", ".gz")
 
 
@@ -62,18 +62,30 @@ def resolve_source(data: Optional[str], data_dir: Optional[str] = None,
 
 def load_dataset(data: Optional[str] = None, data_dir: Optional[str] = None,
                  options: Optional[ReadOptions] = None, kcore: int = 0,
-                 min_interactions: int = MIN_INTERACTIONS, use_cache: bool = True) -> SequenceDataset:
-    """Load ``data`` (a dataset name, file or directory; None = embedded default) as sequences."""
+                 min_interactions: int = MIN_INTERACTIONS, use_cache: bool = True, numbering: str = "compress",
+                 item_ids: Optional[Sequence[str]] = None, unknown_items: str = "drop") -> SequenceDataset:
+    """Load ``data`` (a dataset name, file or directory; None = embedded default) as sequences.
+
+    Items are numbered by ``numbering`` (``compress``, or ``recbole``: as RecBole numbers the same
+    file), or, given a model's vocabulary ``item_ids`` (row i + 1 is ``item_ids[i]``), as that model
+    numbers them, interactions with other items dropped or their items appended (``unknown_items``)."""
     path, opts, name = resolve_source(data, data_dir, options)
+    ds = _load(path, opts, name, kcore, min_interactions, use_cache, numbering)
+    return ds if item_ids is None else ds.aligned(item_ids, unknown_items)
+
+
+def _load(path: str, opts: ReadOptions, name: str, kcore: int, min_interactions: int, use_cache: bool,
+          numbering: str) -> SequenceDataset:
     key = hashlib.sha256(json.dumps({"v": CACHE_VERSION, "file": _file_hash(path), "opts": asdict(opts),
-                                     "kcore": kcore, "min": min_interactions}, sort_keys=True).encode())
+                                     "kcore": kcore, "min": min_interactions, "numbering": numbering},
+                                    sort_keys=True).encode())
     cache_file = os.path.join(cache_root(), "processed", f"{name}-{key.hexdigest()[:16]}.npz")
     if use_cache and os.path.exists(cache_file):
         try:
             return SequenceDataset.load(cache_file)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             os.remove(cache_file)  # corrupt or truncated cache entry: rebuild below
-    ds = build_dataset(read_interactions(path, opts), name=name, kcore_k=kcore, min_interactions=min_interactions)
+    ds = build_dataset(read_interactions(path, opts), name, kcore, min_interactions, numbering)
     if use_cache:
         _write_cache(ds, cache_file)
     return ds

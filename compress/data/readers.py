@@ -10,6 +10,7 @@ import gzip
 import io
 import math
 import os
+import stat
 import zlib
 from array import array
 from dataclasses import dataclass
@@ -84,15 +85,28 @@ class TokenColumn:
         return np.frombuffer(self.codes, dtype=np.int32)  # (rows,)
 
     def vocab(self) -> np.ndarray:
-        return np.array(list(self.index))  # (distinct,) str, by first appearance
+        """(distinct,) the tokens by first appearance, as Python strings: each costs its own length, not
+        the longest token's (a fixed-width array of one 200,000-character id among thousands is GBs)."""
+        out = np.empty(len(self.index), dtype=object)
+        out[:] = list(self.index)
+        return out
+
+
+MAX_LINE = 1 << 20  # characters; no interaction row is this long: a longer one is not a data file
 
 
 def open_text(path: str) -> io.TextIOBase:
-    """Open a text file, transparently gunzipping ``*.gz`` (checked by magic bytes too)."""
+    """Open a text file, transparently gunzipping ``*.gz`` (checked by magic bytes too). Only regular
+    files: a file is read more than once (format detection, then rows), which a pipe cannot do, and
+    a device such as /dev/zero never ends."""
     if not os.path.exists(path):
         raise DataError(f"data file not found: {path} (give an existing file, directory or dataset name)")
     if os.path.isdir(path):
         raise DataError(f"{path} is a directory, expected a file")
+    if not os.path.isfile(path):
+        kind = "a pipe" if stat.S_ISFIFO(os.stat(path).st_mode) else "not a regular file"
+        raise DataError(f"{path} is {kind}; data must be a regular file (it is read more than once): save it "
+                        "to a file first")
     try:
         with open(path, "rb") as fh:
             magic = fh.read(2)
@@ -106,7 +120,9 @@ def open_text(path: str) -> io.TextIOBase:
 def _lines(path: str) -> Iterator[str]:
     fh = open_text(path)
     try:
-        for lineno, line in enumerate(fh, 1):
+        for lineno, line in enumerate(iter(lambda: fh.readline(MAX_LINE + 1), ""), 1):
+            if len(line) > MAX_LINE:
+                raise DataError(f"{path}:{lineno} is longer than {MAX_LINE:,} characters; is it a data file?")
             if "\x00" in line:
                 raise DataError(f"{path}:{lineno} contains NUL bytes; is it a binary file? give a text or gzip file")
             line = line.strip()
@@ -138,6 +154,12 @@ def _detect_sep(line: str) -> Optional[str]:
 
 def _split(line: str, sep: Optional[str]) -> list:
     return line.split(sep) if sep is not None else line.split()
+
+
+def _quote(text: str, limit: int = 40) -> str:
+    """File content in a message: short, and printable (no terminal control characters)."""
+    text = text if len(text) <= limit else text[:limit] + "…"
+    return repr("".join(c if c.isprintable() else "?" for c in text))
 
 
 def _is_number(tok: str) -> bool:
@@ -193,7 +215,7 @@ def _read_sequence(path: str, sep: Optional[str]) -> Interactions:
     for lineno, line in enumerate(_lines(path), 1):
         toks = _split(line, sep)
         if len(toks) < 2:
-            raise DataError(f"{path}:{lineno}: a sequence line needs 'user item1 item2 ...', got {line[:60]!r}")
+            raise DataError(f"{path}:{lineno}: a sequence line needs 'user item1 item2 ...', got {_quote(line)}")
         for tok in toks[1:]:
             users.add(toks[0])
             items.add(tok)
@@ -216,7 +238,7 @@ def _resolve_col(spec: Optional[str], header: Optional[list], candidates: tuple,
             raise DataError(f"{path} has no header: give the {what} column by position (e.g. 0), not {spec!r}")
         names = [h.split(":")[0].lower() for h in header]
         if spec.lower() not in names:
-            raise DataError(f"{path}: no {what} column named {spec!r}; columns are {', '.join(header)}")
+            raise DataError(f"{path}: no {what} column named {spec!r}; columns are {_quote(', '.join(header), 200)}")
         return names.index(spec.lower())
     if header is None:
         return None
@@ -292,10 +314,14 @@ def _read_columns(path: str, sep: Optional[str], header: Optional[list], cols: t
             try:
                 times.append(float(toks[t]))
             except ValueError:
-                raise DataError(f"{path}:{lineno}: non-numeric timestamp {toks[t]!r} in column {t}; "
+                if lineno == 1 and not any(map(_is_number, toks)):
+                    raise DataError(f"{path}: the first line looks like a header of unknown column names "
+                                    f"({_quote(', '.join(toks))}); name the columns with `user_col`, `item_col` and "
+                                    "`time_col` (or `time_col` none)") from None
+                raise DataError(f"{path}:{lineno}: non-numeric timestamp {_quote(toks[t])} in column {t}; "
                                 "convert it to unix seconds or pick another `time_col`") from None
             if not math.isfinite(times[-1]):  # NaN would sort nowhere in particular, inf after every real time
-                raise DataError(f"{path}:{lineno}: timestamp {toks[t]!r} in column {t} is not a finite number; "
+                raise DataError(f"{path}:{lineno}: timestamp {_quote(toks[t])} in column {t} is not a finite number; "
                                 "fix or drop the row, or pick another `time_col`")
     if not len(users):
         raise DataError(f"{path} has a header but no rows")

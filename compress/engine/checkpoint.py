@@ -20,14 +20,14 @@ import os
 import shutil
 import signal
 import threading
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from compress.errors import CheckpointError, Interrupted
-from compress.files import atomic_dir, read_json, write_json
-from compress.layout import CHECKPOINT, PARTIAL, RUN_META
+from compress.files import atomic_dir, read_json, recover, write_json
+from compress.layout import CHECKPOINT, LOCK, PARTIAL, RUN_META
 from compress.runtime import distributed
 
 TENSORS, STATE = "tensors.safetensors", "state.json"
@@ -67,7 +67,9 @@ class Checkpointer:
         # before it (bad data, a bad option) leaves nothing behind
 
     def exists(self) -> bool:
-        return os.path.exists(os.path.join(self.directory, CHECKPOINT, STATE))
+        path = os.path.join(self.directory, CHECKPOINT)
+        recover(path)  # a kill between the two renames of a publish
+        return os.path.exists(os.path.join(path, STATE))
 
     def due(self, step: int) -> bool:
         return self.stopping or (self.every > 0 and step % self.every == 0)
@@ -86,12 +88,16 @@ class Checkpointer:
     def write(self, state: Dict[str, Any]) -> None:
         tensors: Dict[str, torch.Tensor] = {}
         flat = flatten(state, "s", tensors)
-        if self.meta is not None and not os.path.exists(os.path.join(self.directory, RUN_META)):
-            os.makedirs(self.directory, exist_ok=True)
-            write_json(os.path.join(self.directory, RUN_META), self.meta)
-        with atomic_dir(os.path.join(self.directory, CHECKPOINT), overwrite=True) as tmp:
-            save_file(tensors, os.path.join(tmp, TENSORS))
-            write_json(os.path.join(tmp, STATE), {"state": flat})
+        try:
+            if self.meta is not None and not os.path.exists(os.path.join(self.directory, RUN_META)):
+                os.makedirs(self.directory, exist_ok=True)
+                write_json(os.path.join(self.directory, RUN_META), self.meta)
+            with atomic_dir(os.path.join(self.directory, CHECKPOINT), overwrite=True) as tmp:
+                save_file(tensors, os.path.join(tmp, TENSORS))
+                write_json(os.path.join(tmp, STATE), {"state": flat})
+        except OSError as exc:
+            raise CheckpointError(f"cannot write a checkpoint in {self.directory} ({exc.strerror}); the last one "
+                                  "written is kept: free space or fix permissions, then `resume`") from None
 
     def load(self) -> Optional[Dict[str, Any]]:
         if not self.exists():
@@ -115,8 +121,17 @@ class Checkpointer:
         return read_json(os.path.join(self.directory, RUN_META))
 
     def remove(self) -> None:
+        """The run is complete: its partial directory goes."""
         if distributed.is_main():
             shutil.rmtree(self.directory, ignore_errors=True)
+
+    def clear(self) -> None:
+        """A fresh run: what an earlier run left goes, the lock of this one stays."""
+        if distributed.is_main() and os.path.isdir(self.directory):
+            for name in os.listdir(self.directory):
+                if name != LOCK:
+                    path = os.path.join(self.directory, name)
+                    shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
     def __enter__(self) -> "Checkpointer":
         """Within ``with``: SIGINT (Ctrl-C) and SIGTERM set ``stop_requested`` instead of raising mid-step."""
@@ -151,8 +166,3 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 def partial_dir(out: str) -> str:
     """Where a run writing ``out`` keeps its checkpoint until ``out`` is complete."""
     return os.path.abspath(out).rstrip(os.sep) + PARTIAL
-
-
-def resume_point(saved: Optional[Dict[str, Any]]) -> Tuple[int, int]:
-    """(first epoch, batches of it already done) to continue from; (1, 0) for a fresh run."""
-    return (saved["epoch"], saved["batch"]) if saved else (1, 0)

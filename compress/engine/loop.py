@@ -90,7 +90,7 @@ class Loop:
         self.max_minutes, self.checkpoint = max_minutes, checkpoint
         self.reporter = reporter or NullReporter()
         self.free_reads = task.batches.device.type == "cpu"  # the host is the device: read every step
-        self.step, self.best, self.best_epoch = 0, float("-inf"), 0
+        self.step, self.best, self.best_epoch = 0, -1.0, 0  # metrics lie in [0, 1]: any epoch improves on -1
         self.best_state: Optional[Dict[str, torch.Tensor]] = None
         self.history: List[Dict] = []
         self.sums: Dict[str, float] = {}

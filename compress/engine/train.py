@@ -16,7 +16,7 @@ from compress.engine.losses import StepLoss
 from compress.engine.precision import Precision
 from compress.engine.progress import Reporter
 from compress.errors import DivergedError
-from compress.measure.evaluation import EVAL_SEED, eval_set, score_set
+from compress.measure.evaluation import EVAL_SEED, check_model_and_data, eval_set, score_set
 from compress.runtime import distributed
 
 
@@ -80,12 +80,21 @@ class DenseTask(Task):
         return DivergedError(message, best_state, history)
 
 
+def adopt_vocabulary(model: nn.Module, dataset: SequenceDataset) -> None:
+    """A model meets its training data: the items must be numbered alike; a model that names no
+    vocabulary yet takes the data's (training on it makes row i that item)."""
+    check_model_and_data(model, dataset)
+    if getattr(model, "vocabulary", None) is None:
+        model.vocabulary = dataset.vocabulary()
+
+
 def fit(model: nn.Module, dataset: SequenceDataset, cfg: Optional[TrainConfig] = None, device=None,
         reporter: Optional[Reporter] = None, checkpoint: Optional[Checkpointer] = None) -> LoopResult:
     """Train ``model`` in place; on return it holds the weights of the best validation epoch. With a
     ``checkpoint``, state is saved after every epoch (and every ``checkpoint.every`` steps) and a
     saved state is resumed from, batch for batch, so a killed run ends as an uninterrupted one would."""
     cfg = cfg or TrainConfig()
+    adopt_vocabulary(model, dataset)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     torch.manual_seed(cfg.seed + distributed.rank())  # dropout differs per rank, as on different rows it should
     task = DenseTask(model, dataset, cfg, device)

@@ -32,6 +32,7 @@ import torch
 
 from compress.data.batching import pad_right
 from compress.data.dataset import SequenceDataset
+from compress.data.vocabulary import check_same
 from compress.errors import ConfigError
 from compress.measure.metrics import metrics_from_ranks, target_ranks
 from compress.runtime import distributed
@@ -104,10 +105,23 @@ def evaluate(model: torch.nn.Module, dataset: SequenceDataset, split: str = "val
              k: int = 10, batch_size: int = 512, seed: int = EVAL_SEED, device: Optional[str] = None,
              item_chunk: int = 65536) -> Dict[str, float]:
     """Recall/MRR/NDCG@k of ``model`` on the leave-one-out ``split``; ``item_chunk`` bounds the
-    (batch_size, item_chunk) scores held at once by a full ranking from the hidden state."""
+    (batch_size, item_chunk) scores held at once by a full ranking from the hidden state. The model and
+    the data must number their items alike (``model.vocabulary``, where the model has one)."""
     check_sizes(k, batch_size, item_chunk)
+    check_model_and_data(model, dataset)
     device = device or next(model.parameters()).device
     return score_set(model, eval_set(dataset, split, protocol, model.max_len, seed, device), k, batch_size, item_chunk)
+
+
+def check_model_and_data(model: torch.nn.Module, dataset: SequenceDataset) -> None:
+    """A model compress can score (``predict``, ``max_len``, ``n_items``) whose items are the data's."""
+    missing = [a for a in ("predict", "max_len", "n_items") if not hasattr(model, a)]
+    if missing:
+        raise ConfigError(f"a {type(model).__name__} has no {', '.join(missing)}: evaluate a compress model, "
+                          "e.g. compress.wrap(your_model).slice(0, layers - 1) or a model from compress.load")
+    check_same(getattr(model, "vocabulary", None), dataset.vocabulary(), "the model")
+    if model.n_items != dataset.n_items:
+        raise ConfigError(f"the model scores {model.n_items} items but the data has {dataset.n_items}")
 
 
 def check_sizes(k: int, batch_size: int, item_chunk: int) -> None:

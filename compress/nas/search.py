@@ -28,7 +28,7 @@ from compress.engine.loop import Loop, Task
 from compress.engine.losses import StepLoss
 from compress.engine.precision import Precision
 from compress.engine.progress import NullReporter, Reporter
-from compress.engine.train import adam, shard_loss, weight_step
+from compress.engine.train import adam, adopt_vocabulary, shard_loss, weight_step
 from compress.errors import ConfigError
 from compress.measure.evaluation import EVAL_SEED, eval_set, score_set
 from compress.nas.config import PROXYLESS_EXPONENT, SearchConfig
@@ -97,14 +97,16 @@ class SearchResult:
         return self.supernet.slice(self.decision["width"], self.decision["depth"])
 
     def export(self, path: str, dataset: SequenceDataset, model: Optional[torch.nn.Module] = None,
-               overwrite: bool = False) -> torch.nn.Module:
+               overwrite: bool = False, fmt: str = "safetensors") -> torch.nn.Module:
         """Write a MODEL_DIR for ``model`` (default: the sliced decision, e.g. after retraining it
-        pass the retrained one) and return the dense model."""
+        pass the retrained one) in ``fmt`` (safetensors, torchscript or onnx, as ``compress export``)
+        and return the dense model."""
         from compress.store.export import save_model_dir
 
         model = model if model is not None else self.slice()
-        save_model_dir(model, dataset, path, overwrite=overwrite, card={"kind": "api", "search": {
-            "decision": self.decision, "best_epoch": self.best_epoch}}, adapter=self.supernet.adapter)
+        save_model_dir(model, path, fmt, overwrite, card={"kind": "api", "search": {
+            "decision": self.decision, "best_epoch": self.best_epoch}}, adapter=self.supernet.adapter,
+            vocabulary=model.vocabulary or dataset.vocabulary(), dataset_stats=dataset.stats())
         return model
 
     def card(self) -> Dict:
@@ -247,6 +249,7 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
     With a ``checkpoint`` the search saves after every epoch (and every ``checkpoint.every`` steps) and
     resumes a saved state exactly (weights, α/β, optimisers, τ step, RNG, data position)."""
     cfg = cfg or SearchConfig()
+    adopt_vocabulary(supernet.backbone, dataset)
     device = resolve_device(device or "auto") if not isinstance(device, torch.device) else device
     reporter = reporter or NullReporter()
     torch.manual_seed(cfg.seed + distributed.rank())

@@ -36,6 +36,11 @@ class Supernet(nn.Module):
                   for l in range(self.full.layers)] for k in range(len(self.widths))]
         self.register_buffer("flops", torch.tensor(flops, dtype=torch.float64), persistent=False)  # (K, L)
 
+    @property
+    def vocabulary(self):
+        """The item vocabulary of the wrapped model (what every slice carries)."""
+        return self.backbone.vocabulary
+
     def arch_for(self, k: int, l: int) -> ArchSpec:
         """Dense architecture of width candidate ``k`` exiting after layer ``l`` (0-based)."""
         return self.full.narrowed(self.widths[k].hidden, self.widths[k].inner, l + 1)

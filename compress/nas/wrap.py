@@ -9,12 +9,13 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import replace
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from compress.adapters import Adapter, adapter_class, get_adapter
+from compress.data.vocabulary import ItemVocabulary
 from compress.errors import CheckpointError
 from compress.files import read_json
 from compress.layout import CONFIG, WEIGHTS
@@ -26,15 +27,22 @@ from compress.store.artifacts import build_checked, load_state, save_model
 
 def wrap(model: nn.Module, adapter: Union[None, str, Adapter] = None, space: Optional[SearchSpace] = None,
          attention: str = "linear", gate_layers: int = 2, gate_placement: str = "code",
-         reorder: Optional[str] = None, reorder_batch=None) -> Supernet:
+         reorder: Optional[str] = None, reorder_batch=None, item_ids: Optional[Sequence[str]] = None) -> Supernet:
     """A supernet around ``model``: zero-mask width candidates from ``space``, ``attention`` and gates injected.
 
-    ``reorder`` ("magnitude" or "taylor", Torch-Pruning's group criteria) first permutes hidden
-    channels, heads and FFN channels by importance, scores unchanged, so that the leading slices a
-    narrower candidate keeps are the important ones; "taylor" needs ``reorder_batch=(items, targets)``.
-    The user's ``model`` itself is never modified."""
+    ``item_ids`` names the raw item id of each of the model's item rows (row i + 1 is ``item_ids[i]``),
+    for a model that does not carry its vocabulary (one trained elsewhere); the search, slices and
+    exports then check data against it. More ids than rows add fresh rows for the extra items (data
+    loaded with ``unknown_items="append"``). ``reorder`` ("magnitude" or "taylor", Torch-Pruning's
+    group criteria) first permutes hidden channels, heads and FFN channels by importance, scores
+    unchanged, so that the leading slices a narrower candidate keeps are the important ones; "taylor"
+    needs ``reorder_batch=(items, targets)``. The user's ``model`` itself is never modified."""
     adapter = get_adapter(model, adapter)
     model = adapter.convert(model)
+    if item_ids is not None:
+        vocabulary = ItemVocabulary(list(item_ids))
+        model = model.with_items(len(vocabulary)) if len(vocabulary) != model.n_items else copy.copy(model)
+        model.vocabulary = vocabulary
     if reorder is not None:
         model = copy.deepcopy(model)  # convert() may return the user's own (built-in) model
         channel_reorder(model, reorder, reorder_batch)

@@ -15,6 +15,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from compress.data.vocabulary import ItemVocabulary
 from compress.errors import CheckpointError, ConfigError
 from compress.files import first_line, read_json, write_json
 from compress.layout import CONFIG, ITEMS, RETRAINED, WEIGHTS
@@ -147,8 +148,9 @@ def build_checked(model_cfg: Dict[str, Any], weights: str, prefix: str = "") -> 
 
 
 def load(path: str, device: str = "cpu") -> nn.Module:
-    """Rebuild a model from ``config.json`` alone and load ``model.safetensors`` strictly. A MODEL_DIR's
-    id mapping (``items.json``) is attached so ``model.recommend`` speaks raw item ids."""
+    """Rebuild a model from ``config.json`` alone and load ``model.safetensors`` strictly. The item
+    vocabulary (``items.json``) becomes ``model.vocabulary``; one that config.json names but that is
+    missing is an error, not a model serving its row numbers as item ids."""
     path = model_dir(path)
     cfg = read_json(os.path.join(path, CONFIG))
     weights = os.path.join(path, WEIGHTS)
@@ -156,23 +158,11 @@ def load(path: str, device: str = "cpu") -> nn.Module:
     load_state(model, weights)
     items_file = os.path.join(path, ITEMS)
     if os.path.exists(items_file):
-        model.item_ids, model.popularity = _item_table(read_json(items_file), model.n_items, items_file)
+        model.vocabulary = ItemVocabulary.from_json(read_json(items_file), model.n_items, items_file)
+    elif cfg.get("items"):
+        raise CheckpointError(f"{items_file} is missing, though {CONFIG} names it: without it the model cannot say "
+                              "which item each row is; restore the file or export the model again")
     return model.to(device).eval()
-
-
-def _item_table(items: Dict[str, Any], n_items: int, path: str):
-    """(raw item ids, popularity or None) from ``items.json``, checked against the model's item count."""
-    ids, pop = items.get("item_ids"), items.get("popularity")
-    if not isinstance(ids, list) or len(ids) != n_items:
-        count = len(ids) if isinstance(ids, list) else "no"
-        raise CheckpointError(f"{path} maps {count} items but config.json says {n_items}; "
-                              "the model directory is inconsistent")
-    if not all(isinstance(t, str) for t in ids) or len(set(ids)) != n_items:
-        raise CheckpointError(f"{path}: item_ids must be {n_items} distinct strings; the model directory is corrupt")
-    if pop is not None and not (isinstance(pop, list) and len(pop) == n_items + 1 and all(map(_finite, pop))):
-        raise CheckpointError(f"{path}: popularity must be {n_items + 1} finite numbers (index 0 unused); "
-                              "the model directory is corrupt")
-    return ids, pop
 
 
 def load_config(path: str) -> Dict[str, Any]:

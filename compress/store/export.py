@@ -9,15 +9,16 @@ scores as the PyTorch model before the directory appears. A wrapped Hugging Face
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import warnings
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterable, Optional
 
 import torch
 
 from compress.adapters import Adapter
-from compress.data.dataset import SequenceDataset
+from compress.data.vocabulary import ItemVocabulary
 from compress.errors import CheckpointError, ConfigError
 from compress.files import atomic_dir, write_json
 from compress.layout import CARD, ITEMS, NATIVE
@@ -86,28 +87,33 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a[finite] - b[finite]).abs().max())
 
 
-def save_model_dir(model: torch.nn.Module, dataset: SequenceDataset, out: str, fmt: str = "safetensors",
-                   overwrite: bool = False, card: Optional[Dict[str, Any]] = None,
-                   data: Optional[Dict[str, Any]] = None, adapter: Optional[Adapter] = None) -> Dict[str, Any]:
-    """Write MODEL_DIR ``out`` for a dense ``model`` trained on ``dataset``; returns its card. With the
-    ``adapter`` of a wrapped user model, MODEL_DIR/native/ also holds the model as the user's own
-    class where that class can express it (Hugging Face: softmax attention, no gates)."""
+def save_model_dir(model: torch.nn.Module, out: str, fmt: str = "safetensors", overwrite: bool = False,
+                   card: Optional[Dict[str, Any]] = None, data: Optional[Dict[str, Any]] = None,
+                   adapter: Optional[Adapter] = None, vocabulary: Optional[ItemVocabulary] = None,
+                   dataset_stats: Optional[Dict[str, Any]] = None, inputs: Iterable[Optional[str]] = ()) -> Dict[str, Any]:
+    """Write MODEL_DIR ``out`` for a dense ``model`` (its own item vocabulary, or ``vocabulary``);
+    returns its card. ``data`` and ``dataset_stats`` record what it was trained on. With the ``adapter``
+    of a wrapped user model, MODEL_DIR/native/ also holds the model as the user's own class where that
+    class can express it (Hugging Face: softmax attention, no gates). ``model`` itself is not changed."""
     if fmt not in EXPORT_FORMATS:
-        raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
-    if dataset.n_items != model.n_items:
-        raise CheckpointError(f"the model scores {model.n_items} items but the dataset has {dataset.n_items}")
-    model = model.cpu().eval()
+        raise ConfigError(f"unknown export `format` {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    vocabulary = vocabulary or getattr(model, "vocabulary", None)
+    if vocabulary is None:
+        raise ConfigError("the model has no item vocabulary to write into items.json; pass vocabulary= (e.g. "
+                          "dataset.vocabulary() of the data it was trained on)")
+    if len(vocabulary) != model.n_items:
+        raise CheckpointError(f"the model scores {model.n_items} items but its vocabulary names {len(vocabulary)}")
+    model = copy.deepcopy(model).cpu().eval()
     card = {**(card or {}), "arch": model.arch.to_dict(),
             "flops": {"analytic": model_flops(model),
                       "measured": measured_flops(model, model.max_len),
                       "unit": "FLOPs = 2 x multiply-adds, one sequence of length N"},
             "params": params_count(model), "latency_ms": {"cpu_batch_1": latency_ms(model, 1, repeats=20)},
             "versions": versions()}
-    with atomic_dir(out, overwrite) as tmp:
-        save_model(model, tmp, {"kind": "model", "data": data, "dataset": dataset.stats(), "items": ITEMS,
+    with atomic_dir(out, overwrite, inputs) as tmp:
+        save_model(model, tmp, {"kind": "model", "data": data, "dataset": dataset_stats, "items": ITEMS,
                                 "versions": versions()})
-        write_json(os.path.join(tmp, ITEMS), {"item_ids": dataset.item_tokens,
-                                              "popularity": dataset.item_popularity().tolist()})
+        write_json(os.path.join(tmp, ITEMS), vocabulary.to_json())
         if fmt == "torchscript":
             card["torchscript_max_abs_diff"] = _check(_export_torchscript(model, os.path.join(tmp, "model.pt")), fmt)
         elif fmt == "onnx":

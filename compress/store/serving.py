@@ -11,13 +11,14 @@ from __future__ import annotations
 import numbers
 import warnings
 from collections.abc import Iterable
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from compress.data.batching import pad_right
+from compress.data.vocabulary import ItemVocabulary
 from compress.errors import ConfigError
 from compress.runtime.replay import Replayed
 
@@ -25,20 +26,23 @@ Recommendations = List[List[Tuple[str, float]]]
 
 
 class Recommender:
-    """Top-k (raw item id, score) lists from ``model``; the vocabulary defaults to the one
-    ``compress.load`` attached to the model (``item_ids``, ``popularity``). On CUDA the model's
-    ``predict`` is replayed as CUDA graphs, one per batch size bucket (a power of two: a batch is
-    padded with empty histories up to it), so a small model's latency follows its FLOPs."""
+    """Top-k (raw item id, score) lists from ``model`` through its item vocabulary (``model.vocabulary``,
+    which ``compress.load`` reads from ``items.json`` and ``compress.fit`` takes from the data, or the
+    one given). On CUDA the model's ``predict`` is replayed as CUDA graphs, one per batch size bucket
+    (a power of two: a batch is padded with empty histories up to it), so a small model's latency
+    follows its FLOPs."""
 
-    def __init__(self, model: nn.Module, item_ids: Optional[List[str]] = None,
-                 popularity: Optional[List[float]] = None, graphs: bool = True) -> None:
-        self.model = model
+    def __init__(self, model: nn.Module, vocabulary: Optional[ItemVocabulary] = None, graphs: bool = True) -> None:
+        vocabulary = vocabulary or getattr(model, "vocabulary", None)
+        if vocabulary is None:
+            raise ConfigError("the model has no item vocabulary, so its rows cannot be named as raw item ids; serve a "
+                              "MODEL_DIR (compress.load), a model trained with compress.fit, or pass vocabulary=")
+        if len(vocabulary) != model.n_items:
+            raise ConfigError(f"the vocabulary names {len(vocabulary)} items but the model scores {model.n_items}")
+        self.model, self.vocabulary = model, vocabulary
         device = next(model.parameters()).device
         self.predict = Replayed(model.predict, device) if graphs else model.predict
-        self.item_ids = item_ids if item_ids is not None else getattr(model, "item_ids", None)
-        self.popularity = popularity if popularity is not None else getattr(model, "popularity", None)
-        self.ids = self.item_ids or [str(i) for i in range(1, model.n_items + 1)]  # raw id of index i + 1
-        self.index: Dict[str, int] = {tok: i + 1 for i, tok in enumerate(self.ids)}
+        self.ids, self.index = vocabulary.ids, vocabulary.index  # raw id of row i + 1; raw id -> row
 
     @classmethod
     def load(cls, path: str, device: str = "cpu") -> "Recommender":
@@ -81,10 +85,10 @@ class Recommender:
 
     def most_popular(self, k: int) -> List[Tuple[str, float]]:
         """What an empty history gets: the ``k`` most interacted-with items."""
-        if self.popularity is None:
-            raise ConfigError("an empty history (after skipping unknown ids) needs the popularity of a "
-                              "MODEL_DIR; export the model with `compress export`")
-        top = torch.tensor(self.popularity, dtype=torch.float64)[1:].topk(k)
+        if self.vocabulary.popularity is None:
+            raise ConfigError("an empty history (after skipping unknown ids) needs item popularity, which this "
+                              "vocabulary lacks; export the model with `compress export`")
+        top = torch.tensor(self.vocabulary.popularity, dtype=torch.float64)[1:].topk(k)
         return [(self.ids[int(i)], float(v)) for v, i in zip(top.values, top.indices)]
 
     def top_k(self, seqs: List[np.ndarray], k: int, exclude_seen: bool) -> Recommendations:

@@ -1,0 +1,88 @@
+"""Item vocabularies are data: the raw item id of every embedding row travels with the model.
+
+Row ``i + 1`` of a model's item embedding means ``ids[i]`` (row 0 is padding). Two numberings of the
+same items differ as soon as one is built another way (RecBole numbers items by file order, a
+Hugging Face model by its user's tokenizer, we by first appearance in time order), and equal item
+counts prove nothing, so wherever a model meets data the vocabularies are compared, row by row.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+from compress.errors import CheckpointError, ConfigError
+
+ALIGN_HINT = ("load the data onto the model's vocabulary: compress.load_dataset(..., item_ids=<the model's ids>), "
+              "or on the command line train/search with --init and the same data")
+
+
+@dataclass
+class ItemVocabulary:
+    """The raw id of every item row (``ids[i]`` is row ``i + 1``) and, where known, each item's
+    interaction count over the whole dataset (``popularity``: n + 1 numbers, index 0 unused), which
+    serves a history with no known item."""
+
+    ids: List[str]
+    popularity: Optional[List[float]] = None
+    _index: Dict[str, int] = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.ids, (str, bytes)) or not isinstance(self.ids, Sequence):
+            raise ConfigError(f"item ids must be a list of strings, got {type(self.ids).__name__}")
+        self.ids = [str(i) for i in self.ids]
+        if len(set(self.ids)) != len(self.ids):
+            raise ConfigError("item ids must be distinct: an id given twice would name two embedding rows")
+        if self.popularity is not None:
+            pop = list(self.popularity)
+            if len(pop) != len(self.ids) + 1 or not all(isinstance(p, numbers.Real) and p == p and abs(p) != float("inf")
+                                                        for p in pop):
+                raise ConfigError(f"popularity must be {len(self.ids) + 1} finite numbers (index 0 unused)")
+            self.popularity = [float(p) for p in pop]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def index(self) -> Dict[str, int]:
+        """raw id -> embedding row (1-based)."""
+        if self._index is None:
+            self._index = {t: i + 1 for i, t in enumerate(self.ids)}
+        return self._index
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"item_ids": self.ids, "popularity": self.popularity}
+
+    @classmethod
+    def from_json(cls, obj: Dict[str, Any], n_items: int, where: str) -> "ItemVocabulary":
+        """A vocabulary read from ``items.json``, checked against the model's item count."""
+        ids, pop = obj.get("item_ids"), obj.get("popularity")
+        if not isinstance(ids, list) or len(ids) != n_items:
+            count = len(ids) if isinstance(ids, list) else "no"
+            raise CheckpointError(f"{where} maps {count} items but config.json says {n_items}; "
+                                  "the model directory is inconsistent")
+        if not all(isinstance(t, str) for t in ids):
+            raise CheckpointError(f"{where}: item_ids must be {n_items} distinct strings; the model directory is corrupt")
+        try:
+            return cls(ids, pop)
+        except ConfigError as exc:
+            raise CheckpointError(f"{where}: {exc}; the model directory is corrupt") from None
+
+    def difference(self, other: "ItemVocabulary") -> Optional[str]:
+        """None when the two number every item alike; else what differs, in words."""
+        if self.ids == other.ids:
+            return None
+        moved = sum(1 for a, b in zip(self.ids, other.ids) if a != b)
+        missing = len(set(other.ids) - set(self.ids))
+        return (f"{moved:,} of {min(len(self), len(other)):,} rows hold another item"
+                + (f", {missing:,} of the data's items are unknown to the model" if missing else "")
+                + (f" ({len(self):,} items in the model, {len(other):,} in the data)" if len(self) != len(other) else ""))
+
+
+def check_same(model_vocab: Optional[ItemVocabulary], data_vocab: ItemVocabulary, what: str) -> None:
+    """Refuse a model and data whose items are numbered differently (``what`` names the model)."""
+    if model_vocab is None:
+        return
+    differs = model_vocab.difference(data_vocab)
+    if differs:
+        raise ConfigError(f"{what} and the data number their items differently ({differs}); {ALIGN_HINT}")
