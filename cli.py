@@ -17,14 +17,44 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from compress.app.options import METAVARS, options_for
 from compress.errors import CompressError, Interrupted
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="DNS-Rec compression for sequential recommenders: train, search, export, evaluate.")
 out_console = Console()
 err_console = Console(stderr=True)
+
+
+ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class Commands(TyperGroup):
+    """The command group, with the parser's usage errors (an unknown command or flag, a missing
+    argument) in one line too, like every other error."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `compress` alone: the help
+                print(ctx.get_help())
+            else:
+                hint = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+                message = escape(printable(exc.format_message().rstrip(".")))
+                err_console.print(f"[red]error:[/red] {message}{hint}", highlight=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            err_console.print("interrupted")
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True,
+                  help="DNS-Rec compression for sequential recommenders: train, search, export, evaluate.")
 
 
 def printable(text: str) -> str:

@@ -19,7 +19,7 @@ _API = {
     "register_backbone": "compress.backbones",
     "SequenceDataset": "compress.data", "load_dataset": "compress.data",
     "CheckpointError": "compress.errors", "CompressError": "compress.errors", "ConfigError": "compress.errors",
-    "DataError": "compress.errors", "SearchError": "compress.errors",
+    "DataError": "compress.errors", "DivergedError": "compress.errors", "SearchError": "compress.errors",
     "TrainConfig": "compress.engine.config", "fit": "compress.engine.train",
     "evaluate": "compress.measure.evaluation", "split_metrics": "compress.measure.evaluation",
     "pad_right": "compress.data.batching", "training_windows": "compress.data.batching",

@@ -33,6 +33,17 @@ def pytest_configure(config: pytest.Config) -> None:
         fakegpu.install()
 
 
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The probe harness's count (tests/test_probes.py), when it ran."""
+    probes = sys.modules.get("test_probes")
+    if probes is not None and probes.SUMMARY:
+        s = probes.SUMMARY
+        terminalreporter.write_line(
+            f"probe harness: {s['probes']} bad inputs, {s['exit 2']} ended in one line and exit code 2, "
+            f"{s['exit 0']} ran as valid input, {s['tracebacks']} tracebacks, {s['hangs']} hangs "
+            f"({s['seconds']:.0f} s in process)")
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     cache = getattr(config, "_compress_cache", None)
     if cache is not None:

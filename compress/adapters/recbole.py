@@ -8,17 +8,22 @@ RecBole builds SASRec from (``native/config.yaml``: hidden_size, inner_size, n_l
 """
 from __future__ import annotations
 
+import importlib
 import os
-from typing import Any, Dict, Optional
+import pickle
+from typing import Any, Dict, Optional, Tuple
 
+import torch
 import yaml
 from safetensors.torch import save_file
 from torch import nn
 
 from compress.adapters.base import register_adapter, vanilla
 from compress.adapters.declared import DeclaredAdapter, activation_from
+from compress.arch import ArchSpec
 from compress.backbones.transformer import SequenceTransformer
-from compress.errors import ConfigError
+from compress.errors import CheckpointError, ConfigError
+from compress.files import first_line
 from compress.layout import WEIGHTS
 
 ACTIVATIONS = {"gelu": "gelu", "relu": "relu"}
@@ -58,6 +63,8 @@ class RecBoleSASRecAdapter(DeclaredAdapter):
         return type(model).__name__ == "SASRec" and isinstance(getattr(model, "trm_encoder", None), nn.Module)
 
     def convert(self, model: nn.Module) -> SequenceTransformer:
+        if isinstance(model, SequenceTransformer) and self.recbole_config is not None:
+            return model  # already ours: read from a checkpoint by ``from_state``
         if not self.matches(model):
             raise ConfigError(f"{type(model).__name__} is not a RecBole SASRec (no trm_encoder)")
         self.recbole_config = {"hidden_size": model.hidden_size, "inner_size": model.inner_size,
@@ -67,6 +74,25 @@ class RecBoleSASRecAdapter(DeclaredAdapter):
                                "layer_norm_eps": model.layer_norm_eps, "MAX_ITEM_LIST_LENGTH": model.max_seq_length}
         self.mapping = recbole_mapping(self.recbole_config)
         return super().convert(model)
+
+    @torch.no_grad()
+    def from_state(self, state: Dict[str, torch.Tensor]) -> SequenceTransformer:
+        """Our transformer holding a RecBole SASRec state dict (RecBole's names), loaded strictly."""
+        c = self.recbole_config
+        try:
+            arch = ArchSpec(int(c["hidden_size"]), int(c["inner_size"]), int(c["n_heads"]), int(c["n_layers"]))
+            rows, positions = state["item_embedding.weight"].shape[0], state["position_embedding.weight"].shape[0]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"the RecBole checkpoint lacks {first_line(exc)}; is it a SASRec's?") from None
+        dense = SequenceTransformer(arch, rows - 1, positions, float(c.get("hidden_dropout_prob", 0.2)),
+                                    float(c.get("layer_norm_eps", 1e-12)), style=self.style())
+        ours = {theirs: mine for mine, theirs in self.user_names(arch.layers).items()}
+        renamed = {ours.get(k, k): v for k, v in state.items()}
+        missing = sorted(set(dense.state_dict()) - set(renamed))
+        if missing:
+            raise CheckpointError(f"the RecBole checkpoint lacks {missing[:3]}; is it a SASRec's?")
+        dense.load_state_dict({k: renamed[k] for k in dense.state_dict()}, strict=True)
+        return dense
 
     def native(self, dense: SequenceTransformer, directory: str) -> Optional[str]:
         if not vanilla(dense.arch):
@@ -81,3 +107,59 @@ class RecBoleSASRecAdapter(DeclaredAdapter):
         with open(os.path.join(directory, "config.yaml"), "w") as fh:
             yaml.safe_dump(config, fh, sort_keys=False)
         return directory
+
+
+class _Stub:
+    """Stands in for every class a RecBole checkpoint pickles besides tensors and containers (its
+    Config, enums, ...): it keeps the state it is given and runs no code."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.state: Any = args
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+class _Unpickler(pickle.Unpickler):
+    """Rebuilds tensors, storages and plain containers only; any other class becomes a ``_Stub``, so a
+    checkpoint (a pickle) can be read without RecBole installed and without running its code."""
+
+    SAFE = {("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "object"),
+            ("builtins", "slice"), ("copyreg", "_reconstructor"), ("torch._utils", "_rebuild_tensor_v2"),
+            ("torch._utils", "_rebuild_parameter"), ("torch", "device"), ("torch", "Size")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.SAFE:
+            return getattr(importlib.import_module(module), name)
+        return type(name, (_Stub,), {"__module__": "stub." + module})
+
+
+class _RestrictedPickle:
+    """The ``pickle_module`` torch.load reads the checkpoint with."""
+
+    Unpickler = _Unpickler
+    load = staticmethod(lambda fh, **kw: _Unpickler(fh, **kw).load())
+
+
+def read_checkpoint(path: str) -> Tuple[SequenceTransformer, "RecBoleSASRecAdapter"]:
+    """A RecBole SASRec checkpoint (``saved/SASRec-*.pth``) as our sliceable transformer, read without
+    RecBole and without unpickling any class but tensors. Its item rows are numbered as RecBole numbers
+    the training file (``item_numbering: recbole``)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", pickle_module=_RestrictedPickle, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - a foreign or damaged file, whatever torch makes of it
+        raise CheckpointError(f"{path} is not a readable RecBole checkpoint ({first_line(exc)})") from None
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    config = getattr(ckpt.get("config"), "state", None) if isinstance(ckpt, dict) else None
+    settings = config.get("final_config_dict") if isinstance(config, dict) else None
+    if not isinstance(state, dict) or not isinstance(settings, dict):
+        raise CheckpointError(f"{path} holds no RecBole state_dict and config; save it with RecBole's trainer")
+    if settings.get("model") != "SASRec":
+        raise ConfigError(f"{path} holds a RecBole {settings.get('model')!r}; the RecBole adapter reads SASRec")
+    keys = ("hidden_size", "inner_size", "n_layers", "n_heads", "hidden_dropout_prob", "attn_dropout_prob",
+            "hidden_act", "layer_norm_eps", "MAX_ITEM_LIST_LENGTH")
+    adapter = RecBoleSASRecAdapter({k: settings[k] for k in keys if k in settings})
+    adapter.mapping = recbole_mapping(adapter.recbole_config)
+    return adapter.from_state(state), adapter
+
+

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
-from compress.adapters import adapter_class
+from compress.adapters import adapter_class, get_adapter
 from compress.app.options import build
 from compress.app.rundirs import (
     dataset_from_options,
@@ -27,6 +27,7 @@ from compress.app.rundirs import (
     saved_options,
     write_trained,
 )
+from compress.app.warm import load_init, prepare_init
 from compress.arch import ArchSpec
 from compress.backbones import get_backbone
 from compress.backbones.objectives import training_batch, training_data
@@ -130,15 +131,6 @@ def hard_slice_gap(supernet, dense, k: int, l: int, ds: SequenceDataset, device)
     return float((a[:, 1:] - b[:, 1:]).abs().max())
 
 
-def load_trained(path: str, ds: SequenceDataset) -> torch.nn.Module:
-    """A trained model (RUN_DIR or MODEL_DIR) to start the search from, checked against the data."""
-    model = load(path).train()
-    if model.n_items != ds.n_items:
-        raise CheckpointError(f"`init` {path} scores {model.n_items} items but the data has {ds.n_items}; "
-                              "pass the `data` it was trained on")
-    return model
-
-
 def importance_batch(model, ds: SequenceDataset, size: int, seed: int):
     """One training batch (items, targets) for the Taylor importance of ``reorder: taylor``."""
     inputs, targets = training_data(model, ds.train_sequences())
@@ -148,19 +140,23 @@ def importance_batch(model, ds: SequenceDataset, size: int, seed: int):
 
 
 def search_supernet(opts: Dict[str, Any], ds: SequenceDataset):
-    """(the supernet to search, the options with the warm start's shape): a fresh backbone, or the
-    trained model ``init`` names, wrapped with the searched design injected."""
+    """(the supernet to search, the options with the warm start's shape): a fresh dense backbone
+    (softmax attention, no gates: the model a user compares against), or the trained model ``init``
+    names (compress, RecBole or Hugging Face; see ``compress.app.warm``), wrapped with the searched
+    design injected."""
     arch = build(ArchSpec, opts)
-    backbone = new_backbone(opts, arch, ds.n_items)
+    model = new_backbone(opts, replace(arch, attention="softmax", gate_layers=0), ds.n_items)
+    adapter, vocabulary = None, None
     if opts["init"]:  # warm start: the trained model's weights and shape
-        backbone = load_trained(opts["init"], ds)
-        shape = backbone.arch
-        opts = {**opts, "backbone": backbone.backbone_name, "hidden": shape.hidden, "inner": shape.inner,
-                "heads": shape.heads, "layers": shape.layers, "seq_len": backbone.max_len}
-    taylor = importance_batch(backbone, ds, opts["search_batch_size"], opts["seed"]) if opts["reorder"] == "taylor" \
-        else None
-    supernet = wrap(backbone, space=build(SearchSpace, opts), attention=arch.attention, gate_layers=arch.gate_layers,
-                    gate_placement=arch.gate_placement, reorder=opts["reorder"], reorder_batch=taylor)
+        model, adapter, vocabulary = load_init(opts["init"])
+    taylor = importance_batch(get_adapter(model, adapter).convert(model), ds, opts["search_batch_size"],
+                              opts["seed"]) if opts["reorder"] == "taylor" else None
+    supernet = wrap(model, adapter, build(SearchSpace, opts), arch.attention, arch.gate_layers, arch.gate_placement,
+                    opts["reorder"], taylor, item_ids=None if vocabulary is None else vocabulary.ids)
+    if opts["init"]:
+        shape = supernet.full
+        opts = {**opts, "backbone": supernet.backbone.backbone_name, "hidden": shape.hidden, "inner": shape.inner,
+                "heads": shape.heads, "layers": shape.layers, "seq_len": supernet.max_len}
     return supernet, opts
 
 
@@ -191,6 +187,7 @@ def search_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool 
         build(ArchSpec, opts), build(SearchSpace, opts), build(TrainConfig, opts)  # every setting checked up front
         get_backbone(opts["backbone"])
         device = resolve_device(opts["device"])
+        opts = prepare_init(opts)
         ds = dataset_from_options(opts)
         supernet, opts = search_supernet(opts, ds)
         run_config = {"kind": "search", "data": recorded_data(opts), "dataset": ds.stats(), "options": opts,

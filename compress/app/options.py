@@ -94,13 +94,19 @@ class Option:
         for v in value if isinstance(value, list) else [value]:
             if self.choices and v not in self.choices:
                 raise ConfigError(f"{name}: {v!r} is not one of {', '.join(self.choices)}")
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                if self.low is not None and v < self.low or self.high is not None and v > self.high:
-                    bounds = f"in [{_num(self.low)}, {_num(self.high)}]" if self.high is not None else \
-                        f">= {_num(self.low)}"
-                    raise ConfigError(f"{name} must be {bounds}, got {_num(v)}")
-                if self.above is not None and not v > self.above:
-                    raise ConfigError(f"{name} must be > {_num(self.above)}, got {_num(v)}")
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not self._in_range(v):
+                raise ConfigError(f"{name} must be {self._range_text()}, got {_num(v)}")
+
+    def _in_range(self, v: float) -> bool:
+        return (self.low is None or v >= self.low) and (self.above is None or v > self.above) and \
+            (self.high is None or v <= self.high)
+
+    def _range_text(self) -> str:
+        lower = f"[{_num(self.low)}" if self.low is not None else f"({_num(self.above)}" if self.above is not None \
+            else None
+        if self.high is None:
+            return f">= {_num(self.low)}" if self.low is not None else f"> {_num(self.above)}"
+        return f"in {lower or '(-inf'}, {_num(self.high)}]"
 
 
 def _num(x: Any) -> str:

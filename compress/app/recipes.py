@@ -22,8 +22,10 @@ def load_recipe(path: Optional[str]) -> Dict[str, Any]:
     """The options a recipe file sets, checked."""
     if path is None:
         return {}
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise ConfigError(f"recipe {path} not found (give a YAML file)")
+    if not os.path.isfile(path):
+        raise ConfigError(f"recipe {path} is not a regular file (give a YAML file)")
     if os.path.getsize(path) > MAX_RECIPE_BYTES:
         raise ConfigError(f"recipe {path} is larger than 1 MB; a recipe is a short YAML mapping of options")
     try:

@@ -56,6 +56,9 @@ def resolve_source(data: Optional[str], data_dir: Optional[str] = None,
     if not os.path.exists(data):
         known = ", ".join([DEFAULT, *DATASETS])
         raise DataError(f"`data` {data!r} is neither an existing path nor a known dataset ({known})")
+    if not os.path.isfile(data):  # a pipe or a device: hashing it for the cache would never end
+        raise DataError(f"{data} is not a regular file; data must be a regular file (it is read more than "
+                        "once): save it to a file first")
     name = os.path.basename(data).split(".")[0]
     return data, options, name
 

@@ -23,10 +23,11 @@ import threading
 from typing import Any, Dict, Optional
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from compress.errors import CheckpointError, Interrupted
-from compress.files import atomic_dir, read_json, recover, write_json
+from compress.files import atomic_dir, first_line, read_json, recover, write_json
 from compress.layout import CHECKPOINT, LOCK, PARTIAL, RUN_META
 from compress.runtime import distributed
 
@@ -95,8 +96,9 @@ class Checkpointer:
             with atomic_dir(os.path.join(self.directory, CHECKPOINT), overwrite=True) as tmp:
                 save_file(tensors, os.path.join(tmp, TENSORS))
                 write_json(os.path.join(tmp, STATE), {"state": flat})
-        except OSError as exc:
-            raise CheckpointError(f"cannot write a checkpoint in {self.directory} ({exc.strerror}); the last one "
+        except (OSError, SafetensorError) as exc:
+            reason = getattr(exc, "strerror", None) or first_line(exc)
+            raise CheckpointError(f"cannot write a checkpoint in {self.directory} ({reason}); the last one "
                                   "written is kept: free space or fix permissions, then `resume`") from None
 
     def load(self) -> Optional[Dict[str, Any]]:

@@ -26,6 +26,7 @@ from compress.engine.batches import TrainingBatches
 from compress.engine.checkpoint import Checkpointer, rng_state, set_rng_state
 from compress.engine.progress import NullReporter, Reporter
 from compress.errors import CheckpointError, SearchError
+from compress.measure.evaluation import EvalSet
 from compress.runtime import distributed
 
 SYNC_SECONDS = 0.5
@@ -37,6 +38,7 @@ class Task:
 
     model: nn.Module
     batches: TrainingBatches
+    valid: EvalSet  # the validation split, on the device
 
     def begin_epoch(self, epoch: int) -> None:
         """Per-epoch preparation (e.g. drawing the epoch's noise on the host, once)."""
@@ -160,6 +162,8 @@ class Loop:
         task = self.task
         if not _finite_weights(task.model):
             raise self._diverged(f"the weights became non-finite in epoch {epoch}")
+        if not _finite_scores(task.model, task.valid.histories[:64]):
+            raise self._diverged(f"the model's scores are not finite after epoch {epoch}")
         valid = task.validate()
         seen, seconds = self.sums["seen"], self.sums["train_seconds"]
         extra = {k: v for k, v in self.sums.items() if k not in ("loss", "seen", "train_seconds")}
@@ -253,6 +257,17 @@ class _Pending:
 
 def _past(start: float, max_minutes: Optional[float]) -> bool:
     return max_minutes is not None and time.perf_counter() - start > 60.0 * max_minutes
+
+
+@torch.no_grad()
+def _finite_scores(model: nn.Module, histories: torch.Tensor) -> bool:
+    """Whether the model scores these histories (a few users) with finite numbers (one host read):
+    finite but huge weights can still overflow every score."""
+    was_training = model.training
+    model.eval()
+    scores = model.predict(histories)[:, 1:]  # column 0 is padding, -inf by design
+    model.train(was_training)
+    return bool(torch.isfinite(scores).all())
 
 
 def _finite_weights(model: nn.Module) -> bool:

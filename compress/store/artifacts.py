@@ -6,6 +6,7 @@ loaded strictly, so a renamed, missing or reshaped tensor is an error, never a s
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 from typing import Any, Dict, Optional
@@ -29,7 +30,10 @@ def save_model(model: nn.Module, directory: str, extra: Optional[Dict[str, Any]]
     ``model.safetensors`` (``model.state_dict()``) into ``directory``."""
     cfg = {"format_version": FORMAT_VERSION, "model": model_config or model.config(), **(extra or {})}
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, os.path.join(directory, WEIGHTS))
+    try:
+        save_file(state, os.path.join(directory, WEIGHTS))
+    except SafetensorError as exc:  # safetensors reports a full disk as its own error
+        raise OSError(errno.EIO, first_line(exc), os.path.join(directory, WEIGHTS)) from None
     write_json(os.path.join(directory, CONFIG), cfg)
 
 
@@ -106,8 +110,12 @@ def load_state(model: nn.Module, path: str) -> None:
         state = load_file(path)
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path} is corrupt ({first_line(exc)})") from None
-    check_shapes({k: tuple(v.shape) for k, v in model.state_dict().items()},
-                 {k: tuple(v.shape) for k, v in state.items()}, path)
+    own = model.state_dict()
+    check_shapes({k: tuple(v.shape) for k, v in own.items()}, {k: tuple(v.shape) for k, v in state.items()}, path)
+    wrong = [f"{k} is {v.dtype}" for k, v in state.items() if v.dtype != own[k].dtype]
+    if wrong:  # int64 weights would load, silently cast, into a model that scores garbage
+        raise CheckpointError(f"{path}: {wrong[0]}, the model holds {own[wrong[0].split()[0]].dtype}; "
+                              "the weights were not written by compress")
     model.load_state_dict(state, strict=True)
 
 

@@ -104,6 +104,9 @@ def save_model_dir(model: torch.nn.Module, out: str, fmt: str = "safetensors", o
     if len(vocabulary) != model.n_items:
         raise CheckpointError(f"the model scores {model.n_items} items but its vocabulary names {len(vocabulary)}")
     model = copy.deepcopy(model).cpu().eval()
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise CheckpointError("the model's weights are not finite (NaN or infinity): it diverged; export a model "
+                              "that trained to the end")
     card = {**(card or {}), "arch": model.arch.to_dict(),
             "flops": {"analytic": model_flops(model),
                       "measured": measured_flops(model, model.max_len),

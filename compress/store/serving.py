@@ -101,6 +101,9 @@ class Recommender:
         model.eval()
         scores = self.predict(items)[:len(seqs)].float()  # (B, n_items + 1)
         model.train(was_training)
+        if not bool(torch.isfinite(scores[:, 1:]).all()):
+            raise ConfigError("the model's scores are not finite (NaN or infinity): its weights diverged; "
+                              "serve a model that trained to the end")
         if exclude_seen:  # every known item of the history, also those older than the last N
             for row, seq in enumerate(seqs):
                 scores[row, torch.from_numpy(seq).to(device)] = float("-inf")
