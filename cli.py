@@ -32,8 +32,11 @@ ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "Cl
 class Commands(TyperGroup):
     """The command group, with the parser's usage errors (an unknown command or flag, a missing
     argument) in one line too, like every other error."""
+    argv: List[str] = ["compress"]  # the command line running now: cards record what wrote them
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
+        given = kwargs.get("args", args[0] if args else None)  # the parser reads sys.argv when none are given
+        Commands.argv = ["compress", *map(str, sys.argv[1:] if given is None else given)]
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
@@ -78,12 +81,13 @@ def clean_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         from compress.runtime import distributed
         from compress.runtime.allocator import tune_allocator
+        from compress.store.provenance import invoked_as
 
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
         tune_allocator()
         try:
             distributed.init_from_env()  # under torchrun: join the process group
-            with quiet_unless_main():
+            with quiet_unless_main(), invoked_as(Commands.argv):  # model cards record the command that made them
                 return fn(*args, **kwargs)
         except Interrupted as exc:  # SIGINT: a checkpoint was written; the shell convention for Ctrl-C
             err_console.print(escape(cli_words(str(exc), fn.__name__)), highlight=False, soft_wrap=True)
@@ -275,7 +279,8 @@ def search(flags: dict, recipe: Optional[str] = RecipeOpt, set_: List[str] = Set
     if stage == "retrain":
         if out is None:
             raise ConfigError("--stage retrain needs --out pointing at a finished search RUN_DIR")
-        retrain_flags = {k: flags[k] for k in ("epochs", "batch_size", "from_scratch") if flags.get(k) is not None}
+        retrain_flags = {k: flags[k] for k in ("epochs", "batch_size", "from_scratch", "tensorboard")
+                         if flags.get(k) is not None}
         with reporting("train") as reporter:
             result = retrain_run(out, {k: opts[k] for k in retrain_flags}, overwrite, reporter)
         return print_trained("retrained", result, json_out)
@@ -431,6 +436,8 @@ def inspect(
     plot: bool = typer.Option(False, "--plot", help="Write PNGs (α/β over epochs, candidates' FLOPs) into PATH."),
 ) -> None:
     """A summary of a run or model: architecture, decision, α/β history, metrics, FLOPs, files."""
+    from compress.app.orientation import recorded_label
+    from compress.arch import ArchSpec
     from compress.files import read_json
     from compress.layout import CARD, METRICS, RETRAINED, SEARCH_CARD
     from compress.store.artifacts import load_config
@@ -441,14 +448,15 @@ def inspect(
     if os.path.exists(card_path):
         card = read_json(card_path)
         d = card["decision"]
-        out_console.print(f"decision: {d['arch']}  FLOPs {d['flops']:.4g} "
+        out_console.print(f"decision: {ArchSpec.from_dict(d['arch']).label()}  FLOPs {d['flops']:.4g} "
                           f"({100 * d['flops'] / card['full_flops']:.1f}% of the full supernet), best epoch {card['best_epoch']}")
         hist = Table(title="search history")
         for col in ("epoch", "tau", "p (width)", "q (depth)", "decision", "valid ndcg@10"):
             hist.add_column(col)
         for row in card["history"]:
             hist.add_row(str(row["epoch"]), f"{row['tau']:.4f}", " ".join(f"{v:.2f}" for v in row["p"]),
-                         " ".join(f"{v:.2f}" for v in row["q"]), str(row["decision"]), f"{row['valid_ndcg@10']:.4f}")
+                         " ".join(f"{v:.2f}" for v in row["q"]), recorded_label(card, row),
+                         f"{row['valid_ndcg@10']:.4f}")
         out_console.print(hist)
         if plot:
             from compress.app.plots import plot_run

@@ -13,8 +13,13 @@ Stages, each isolated (a failure is recorded and the next stage still runs):
   ``inspect --plot``, ``train`` in bf16 and fp16 (fp16: CUDA only), a bf16 search, ``train
   --compile`` and ``train`` under ``torchrun``.
 
-    python benchmarks/gpu_check.py --out-dir "$OUT"                    # on the GPU: about 4-6 minutes
-    python benchmarks/gpu_check.py --device cpu --toy --skip compile   # CPU toy run: about 2-3 minutes
+    python benchmarks/gpu_check.py --out-dir "$OUT"                    # on the GPU (d=64 models)
+    python benchmarks/gpu_check.py --device cpu --toy --skip compile   # CPU toy run
+
+Time: the GPU run is expected to take 3-6 minutes, mostly the start of 19 processes and
+torch.compile's first build (an estimate: not yet measured on a GPU); the CPU toy run costs about
+2.5 minutes of CPU time, 2.5-6 minutes of wall time on two cores shared with other jobs. The default
+sizes on a CPU take far longer (a search passes the 300-second ``--timeout``); use ``--toy`` there.
 
 Writes benchmarks/results/gpu_check_<device type>.json (``--results`` elsewhere) and, with
 ``--out-dir``, the same file there, after every stage, so a killed run leaves its partial results;
@@ -36,7 +41,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -48,7 +52,7 @@ from compress.engine.checkpoint import STATE, partial_dir  # noqa: E402
 from compress.engine.losses import next_item_loss  # noqa: E402
 from compress.errors import CompressError  # noqa: E402
 from compress.files import read_json, write_json  # noqa: E402
-from compress.layout import CHECKPOINT, ITEMS  # noqa: E402
+from compress.layout import CHECKPOINT, ITEMS, METRICS  # noqa: E402
 from compress.nas.controllers import one_hot  # noqa: E402
 from compress.runtime.devices import resolve_device  # noqa: E402
 from compress.store.provenance import versions  # noqa: E402
@@ -68,7 +72,8 @@ def parity(device: torch.device) -> dict:
     for attention in ("softmax", "linear"):
         torch.manual_seed(0)
         base = compress.get_backbone("sasrec")(compress.ArchSpec(64, 128, 4, 2), 60, 32, dropout=0.0)
-        sn = compress.wrap(base, space=compress.SearchSpace((0.0, 0.5), (0.0, 0.5)), attention=attention).eval()
+        sn = compress.wrap(base, space=compress.SearchSpace((0.0, 0.5), (0.0, 0.5)), attention=attention,
+                           gate_layers=2).eval()
         diffs = {}
         for k in range(len(sn.widths)):
             for depth in range(2):
@@ -105,15 +110,13 @@ class Skip(Exception):
     """A stage that cannot run here; the message is the reason."""
 
 
-@dataclass
 class Journey:
-    """Where and how big the stages run; the paths they hand on to each other live in ``work``."""
+    """Where and how big the stages run; the paths they hand on to each other live in ``work``, and
+    ``finished`` keeps the figures of the stages that passed."""
 
-    device: str
-    toy: bool
-    timeout: float
-    work: str
-    finished: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    def __init__(self, device: str, toy: bool, timeout: float, work: str) -> None:
+        self.device, self.toy, self.timeout, self.work = device, toy, timeout, work
+        self.finished: Dict[str, Dict[str, Any]] = {}
 
     def path(self, name: str) -> str:
         return os.path.join(self.work, name)
@@ -122,7 +125,7 @@ class Journey:
         """Model flags of every training command (train and search alike)."""
         if self.toy:
             return ["--hidden", "16", "--inner", "32", "--heads", "2", "--layers", "2", "--seq-len", "20"]
-        return ["--hidden", "64", "--inner", "128", "--heads", "2", "--layers", "2", "--seq-len", "50"]
+        return ["--hidden", "64", "--inner", "128", "--heads", "4", "--layers", "2", "--seq-len", "50"]
 
     def epochs(self, n: int) -> str:
         return "1" if self.toy else str(n)
@@ -214,7 +217,7 @@ def ten(metrics: Dict[str, Dict[str, float]]) -> Dict[str, Dict[str, float]]:
 
 def throughput(run_dir: str) -> List[float]:
     """Training sequences per second of each epoch, from the run's metrics.json."""
-    return [round(row["seqs_per_s"], 1) for row in read_json(os.path.join(run_dir, "metrics.json"))["history"]]
+    return [round(row["seqs_per_s"], 1) for row in read_json(os.path.join(run_dir, METRICS))["history"]]
 
 
 def stage_parity(j: Journey) -> Dict[str, Any]:
@@ -259,7 +262,7 @@ def wait_for(path: str, proc: subprocess.Popen, log: str, timeout: float) -> flo
                              "before its first checkpoint", tail)
         if time.perf_counter() - t0 > timeout:
             raise StageError(f"no checkpoint after {timeout:g} s")
-        time.sleep(0.05)
+        time.sleep(0.02)
     return time.perf_counter() - t0
 
 

@@ -21,6 +21,9 @@ _API = {
     "CheckpointError": "compress.errors", "CompressError": "compress.errors", "ConfigError": "compress.errors",
     "DataError": "compress.errors", "DivergedError": "compress.errors", "SearchError": "compress.errors",
     "TrainConfig": "compress.engine.config", "fit": "compress.engine.train",
+    "LogReporter": "compress.engine.progress", "Reporter": "compress.engine.progress",
+    "Reporters": "compress.engine.progress", "RichReporter": "compress.engine.progress",
+    "SearchReporter": "compress.engine.progress", "MetricsSink": "compress.engine.sinks",
     "evaluate": "compress.measure.evaluation", "split_metrics": "compress.measure.evaluation",
     "pad_right": "compress.data.batching", "training_windows": "compress.data.batching",
     "analytic_flops": "compress.measure.flops", "measured_flops": "compress.measure.flops",
@@ -28,7 +31,7 @@ _API = {
     "SearchSpace": "compress.nas.space", "Supernet": "compress.nas.supernet",
     "load_supernet": "compress.nas.wrap", "save_supernet": "compress.nas.wrap", "wrap": "compress.nas.wrap",
     "channel_importance": "compress.nas.reorder", "reorder": "compress.nas.reorder",
-    "load": "compress.store.artifacts", "Recommender": "compress.store.serving",
+    "load": "compress.store.artifacts", "Recommender": "compress.store.serving", "export": "compress.store.export",
 }
 __all__ = sorted(_API) + ["__version__"]
 

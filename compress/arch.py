@@ -82,6 +82,16 @@ class ArchSpec:
             raise ConfigError(f"hidden size {hidden} is not a multiple of the head width {self.head_dim}")
         return replace(self, hidden=hidden, inner=inner, heads=hidden // self.head_dim, layers=layers)
 
+    def label(self) -> str:
+        """How a decision reads everywhere (live view, card, ``inspect``): ``64/256 × 1 layer``, with
+        the attention kind and the gates' depth when the design departs from a plain SASRec block."""
+        text = f"{self.hidden}/{self.inner} × {self.layers} layer{'s' if self.layers > 1 else ''}"
+        if self.attention != "softmax":
+            text += f", {self.attention} attention"
+        if self.gate_layers:
+            text += f", gates L_d={self.gate_layers}"
+        return text
+
 
 def _name(key: Any) -> str:
     return key if isinstance(key, str) and key.isidentifier() else repr(key)  # '', 1, None, 'a b' quoted

@@ -44,7 +44,7 @@ def _bad_values(opt: Option) -> List[str]:
     by_kind = {"int": ["-1", "1.5", "2**70", str(2 ** 70), "0x10"], "float": ["-1e9", "1e9", "1,5"],
                "choice": ["bogus", "0"], "name": ["0", "no/such"], "bool": [], "budget": ["-5%", "0", "half"],
                "device": ["tpu", "cuda:x", "gpu0"], "floats": ["0,1.5", "[", "0,,a", "-1"],
-               "ints": ["0", "-3", "1,,x", "1.5"], "str": []}
+               "ints": ["0", "-3", "1,,x", "1.5"], "choices": ["bogus", "softmax,,x", "[]"], "str": []}
     out = []
     for value in common + by_kind[opt.kind]:
         try:

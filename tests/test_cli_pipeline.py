@@ -32,15 +32,16 @@ def test_search_export_evaluate_recommend(tmp_path, subprocess_env):
                    "--retrain-epochs", "1", "--device", "cpu", "--out", "runs/tiny")
     run_dir = tmp_path / "runs" / "tiny"
     assert searched["out"] == "runs/tiny"
-    assert set(listing(run_dir)) == {"config.json", "arch.json", "search_card.json", "supernet", "retrained"}
+    assert set(listing(run_dir)) == {"config.json", "arch.json", "search_card.json", "metrics.csv", "supernet",
+                                     "retrained"}
     assert set(listing(run_dir / "retrained")) == {"config.json", "model.safetensors", "items.json", "metrics.json",
-                                                   "train.log"}
+                                                   "metrics.csv", "train.log"}
     arch = searched["decision"]["arch"]
     assert searched["retrain"]["arch"] == arch and searched["retrain"]["from_scratch"] is False
 
     exported = run(subprocess_env, tmp_path, "export", "runs/tiny", "--out", "models/tiny")
     model_dir = tmp_path / "models" / "tiny"
-    assert set(listing(model_dir)) == {"config.json", "model.safetensors", "items.json", "card.json"}
+    assert set(listing(model_dir)) == {"config.json", "model.safetensors", "items.json", "card.json", "README.md"}
     assert exported["card"]["arch"] == arch
 
     # from another working directory: the MODEL_DIR alone says which data it was trained on

@@ -18,7 +18,7 @@ from compress.nas.wrap import load_supernet
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_RECIPE = str(REPO / "recipes" / "tiny.yaml")
-SEARCH_FILES = {"arch.json", "search_card.json", "config.json", "supernet"}
+SEARCH_FILES = {"arch.json", "search_card.json", "config.json", "metrics.csv", "supernet"}
 
 
 def leftovers(parent: Path, name: str) -> list:

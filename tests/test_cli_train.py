@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 TINY = ["--epochs", "1", "--hidden", "16", "--inner", "32", "--layers", "1", "--heads", "1", "--seq-len", "20",
         "--batch-size", "64", "--device", "cpu"]
-RUN_FILES = {"config.json", "model.safetensors", "items.json", "metrics.json", "train.log"}
+RUN_FILES = {"config.json", "model.safetensors", "items.json", "metrics.json", "metrics.csv", "train.log"}
 
 
 @pytest.fixture(scope="module")

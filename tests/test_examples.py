@@ -1,4 +1,5 @@
 """Every example runs as written (with its smallest documented settings)."""
+import json
 import os
 import subprocess
 import sys
@@ -43,3 +44,19 @@ def test_wrap_declared_model_example(tmp_path):
     stdout = run_example("wrap_declared_model.py", out, tmp_path)
     assert "decision: ArchSpec(" in stdout
     assert len(compress.Recommender.load(str(out)).recommend([["0"]], k=2)[0]) == 2
+
+
+def test_compress_hf_own_vocabulary_example(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    out = tmp_path / "model"
+    stdout = run_example("compress_hf_own_vocabulary.py", out, tmp_path)
+    assert "adapter: hf-gpt2" in stdout and "recommended: ['sku-" in stdout
+    ids = json.loads((out / "items.json").read_text())["item_ids"]
+    assert ids == sorted(ids) and ids[0].startswith("sku-")  # the user's numbering, not compress's
+    assert json.loads((out / "native" / "items.json").read_text())["item_ids"] == ids
+    card = json.loads((out / "card.json").read_text())
+    assert card["params"] < card["input"]["params"] and card["command"] is None
+    recs = compress.Recommender.load(str(out)).recommend([ids[:3]], k=4)[0]
+    assert len(recs) == 4 and all(sku in ids for sku, _ in recs)
+    smaller = transformers.GPT2Model.from_pretrained(str(out / "native"))
+    assert smaller.config.n_embd == compress.load(str(out)).arch.hidden <= 32

@@ -35,20 +35,20 @@ def test_analytic_matmul_flops_equal_flop_counter_for_every_candidate(attention,
             predicted = analytic_flops(arch, sn.max_len, sn.n_items)
             measured = measured_flops(dense, sn.max_len)
             assert measured > 0
-            assert abs(predicted["matmul"] - measured) <= 0.01 * measured, (k, l, predicted, measured)
+            assert predicted["matmul"] == measured, (k, l, predicted, measured)  # exactly, as the README says
             assert predicted["total"] == predicted["matmul"] + predicted["elementwise"] > predicted["matmul"]
 
 
 @pytest.mark.parametrize("attention", ["softmax", "linear"])
-def test_analytic_total_is_within_5_percent_at_the_papers_size(attention):
-    """ML-1M shape (d=128, D=256, 4 heads, N=200, 3706 items): the elementwise estimate is a small extra."""
+def test_the_elementwise_estimate_adds_what_the_readme_says_at_the_papers_size(attention):
+    """ML-1M shape (d=128, D=256, 4 heads, N=200, 3706 items): matrix products exactly as counted, and
+    the elementwise estimate adds 1–3.5% (README, "What is computed")."""
     sn = supernet(attention, 2, hidden=128, inner=256, heads=4, layers=2, n_items=3706, max_len=200)
     for k in range(3):
         for l in range(2):
             predicted = analytic_flops(sn.arch_for(k, l), 200, 3706)
-            measured = measured_flops(sn.slice(k, l), 200)
-            assert abs(predicted["matmul"] - measured) <= 0.01 * measured
-            assert abs(predicted["total"] - measured) <= 0.05 * measured, (k, l, predicted["total"] / measured)
+            assert predicted["matmul"] == measured_flops(sn.slice(k, l), 200)
+            assert 0.01 <= predicted["elementwise"] / predicted["matmul"] <= 0.035, (k, l)
 
 
 def test_breakdown_by_hand():
@@ -100,7 +100,7 @@ def test_measured_flops_grow_quadratically_for_softmax_and_linearly_for_linear()
 
 def test_supernet_flops_table_is_the_analytic_total_of_each_candidate():
     sn = supernet("linear", 2)
-    assert sn.flops.shape == (3, 2)
+    assert sn.flops.shape == (3, 2, 1, 1)  # (widths, depths, attention kinds, gate depths): two fixed here
     for k in range(3):
         for l in range(2):
             assert sn.flops_of(k, l) == analytic_flops(sn.arch_for(k, l), sn.max_len, sn.n_items)["total"]
@@ -124,7 +124,7 @@ def test_expected_flops_is_the_bilinear_mix_and_differentiable():
     p = torch.tensor([0.2, 0.5, 0.3], requires_grad=True)
     q = torch.tensor([0.6, 0.4], requires_grad=True)
     value = sn.expected_flops(p, q)
-    table = sn.flops.float() / sn.flops_of(0, 1)
+    table = sn.flops.float()[:, :, 0, 0] / sn.flops_of(0, 1)
     assert float(value.detach()) == pytest.approx(float(p.detach() @ table @ q.detach()), rel=1e-6)
     value.backward()
     assert torch.allclose(p.grad, table @ q.detach(), rtol=1e-5)

@@ -103,7 +103,8 @@ def test_export_and_evaluate_a_model_dir_saved_from_python(artifacts, tmp_path, 
     save_model_dir(model, str(api))
     again = invoke("export", api, "--out", tmp_path / "again", "--json")
     assert again.exit_code == 0, again.stderr
-    assert set(listing(tmp_path / "again")) == {"config.json", "model.safetensors", "items.json", "card.json"}
+    assert set(listing(tmp_path / "again")) == {"config.json", "model.safetensors", "items.json", "card.json",
+                                                "README.md"}
     assert "records no dataset" in error_line(invoke("evaluate", api))
     result = invoke("evaluate", api, "--data", "default", "--json")  # the model was trained on the default data
     assert result.exit_code == 0, result.stderr

@@ -27,7 +27,8 @@ def test_defaults_alone():
     assert resolve_options("train") == defaults("train")
     assert resolve_options("train", None, {"epochs": None, "lr": None}) == defaults("train")  # None: not given
     search = resolve_options("search")
-    assert (search["attention"], search["gate_layers"], search["heads"]) == ("linear", 2, 4)  # the search's own
+    assert (search["attention"], search["gate_layers"], search["heads"]) == (None, None, 4)  # the search's own:
+    assert (search["attention_choices"], search["gate_choices"]) == (["softmax", "linear"], [0, 1, 2])  # searched
 
 
 def test_precedence(recipe):
@@ -140,6 +141,6 @@ def test_shipped_recipes_resolve_and_name_their_command(path):
     header = [line for line in path.read_text().splitlines() if line.startswith("#")]
     assert any(f"--recipe recipes/{path.name}" in line and "compress " in line for line in header)
     opts = resolve_options("search", str(path))
-    widths = build(SearchSpace, opts).widths(build(ArchSpec, opts))
+    widths = build(SearchSpace, opts).widths(build(ArchSpec, opts, attention="softmax", gate_layers=0))
     assert widths[0].hidden == opts["hidden"] and widths[0].inner == opts["inner"]
     assert all(w.hidden > 0 and w.inner > 0 for w in widths)

@@ -22,9 +22,9 @@ from safetensors.torch import load_file, save_file
 import compress
 from compress.measure.flops import params_count
 
-RUN_FILES = {"config.json", "model.safetensors", "items.json", "metrics.json", "train.log"}
-MODEL_FILES = {"config.json", "model.safetensors", "items.json", "card.json"}
-SEARCH_FILES = ("config.json", "arch.json", "search_card.json", "supernet")
+RUN_FILES = {"config.json", "model.safetensors", "items.json", "metrics.json", "metrics.csv", "train.log"}
+MODEL_FILES = {"config.json", "model.safetensors", "items.json", "card.json", "README.md"}
+SEARCH_FILES = ("config.json", "arch.json", "search_card.json", "metrics.csv", "supernet")
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def histories(n: int = 16) -> torch.Tensor:
 
 def test_retrain_of_a_search_only_run(artifacts):
     run = artifacts["search"]
-    assert set(listing(run)) == {"config.json", "arch.json", "search_card.json", "supernet", "retrained"}
+    assert set(listing(run)) == {*SEARCH_FILES, "retrained"}
     assert set(listing(run / "retrained")) == RUN_FILES
     cfg = read(run / "retrained" / "config.json")
     decision = read(run / "search_card.json")["decision"]

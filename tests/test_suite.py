@@ -57,8 +57,8 @@ def test_plan_keys_are_stable_and_follow_the_options():
     assert prune.needs == {"reference": plan.cells[0].key, "base": plan.cells[1].key}
     cpu = load_plan(str(SUITE), "cpu", variants=["sasrec"], seeds=[1], datasets=["default"])
     assert cpu.cells[0].key != plan.cells[1].key and cpu.cells[0].options["hidden"] == 64
-    bare = load_plan(str(SUITE), "smoke", variants=["dnsrec_retrain_nogates"], seeds=[1]).cells
-    assert [c.variant.name for c in bare] == ["dnsrec", "dnsrec_retrain_nogates"]  # the search it reuses first
+    bare = load_plan(str(SUITE), "smoke", variants=["dnsrec_paper_retrain_nogates"], seeds=[1]).cells
+    assert [c.variant.name for c in bare] == ["dnsrec_paper", "dnsrec_paper_retrain_nogates"]  # its search first
     assert bare[0].options == bare[1].options and bare[1].variant.retrain == {"gate_layers": 0}
     assert bare[1].needs == {"reference": bare[0].key} and bare[0].key != bare[1].key
 
@@ -66,7 +66,8 @@ def test_plan_keys_are_stable_and_follow_the_options():
 def test_committed_results_are_found_by_the_current_plans():
     """Keys are stable: every cell of the committed smoke run, and of the cpu run's core comparison on the
     embedded sample, is still the cell the suite file describes (a changed default would orphan them all)."""
-    for preset, variants in (("smoke", None), ("cpu", ["sasrec", "dnsrec", "uniform", "torch_pruning"])):
+    core = ["sasrec", "dnsrec", "uniform", "torch_pruning", "dnsrec_paper", "uniform_paper", "torch_pruning_paper"]
+    for preset, variants in (("smoke", None), ("cpu", core)):
         results = REPO / "benchmarks" / "results" / f"suite_{preset}" / "results.jsonl"
         done = {r["key"] for r in read_results(str(results))}
         plan = load_plan(str(SUITE), preset, variants=variants, datasets=["default"])

@@ -98,7 +98,13 @@ class HFAdapter(DeclaredAdapter):
         self.mapping = self.mapping_for(cfg)
         self.write_into(model, dense)
         self.after_write(model)
-        model.save_pretrained(directory)
+        bars = transformers.utils.logging.is_progress_bar_enabled()
+        transformers.utils.logging.disable_progress_bar()  # one small file: no "Writing model shards" bar
+        try:
+            model.save_pretrained(directory)
+        finally:
+            if bars:
+                transformers.utils.logging.enable_progress_bar()
         return directory
 
     def after_write(self, model: nn.Module) -> None:

@@ -17,9 +17,11 @@ import torch
 
 from compress.adapters import adapter_class, get_adapter
 from compress.app.options import build
+from compress.app.orientation import retrain_title, search_header, train_header
 from compress.app.rundirs import (
     dataset_from_options,
     default_out,
+    metrics_sink,
     output_dir,
     recorded_data,
     run_inputs,
@@ -35,21 +37,22 @@ from compress.data.batching import pad_right
 from compress.data.dataset import SequenceDataset
 from compress.engine.checkpoint import partial_dir
 from compress.engine.config import TrainConfig
-from compress.engine.progress import Reporter
+from compress.engine.progress import LogReporter, Reporter, Reporters
+from compress.engine.sinks import csv_text
 from compress.engine.train import fit
 from compress.errors import CheckpointError, ConfigError, DataError, SearchError
-from compress.files import check_out_dir, read_json, write_json
-from compress.layout import ARCH, CONFIG, METRICS, RETRAINED, SEARCH_CARD, SUPERNET
+from compress.files import check_out_dir, read_json, write_json, write_text
+from compress.layout import ARCH, CONFIG, METRICS, METRICS_CSV, RETRAINED, SEARCH_CARD, SUPERNET
 from compress.measure.cost import profile
 from compress.measure.evaluation import evaluate, split_metrics
 from compress.measure.flops import measured_flops, params_count
 from compress.nas.config import SearchConfig
-from compress.nas.search import SearchResult, search
+from compress.nas.search import SearchResult, decision_index, search
 from compress.nas.space import SearchSpace
 from compress.nas.wrap import load_supernet, save_supernet, wrap
 from compress.runtime.devices import resolve_device
 from compress.store.artifacts import load, load_config, model_dir
-from compress.store.export import save_model_dir
+from compress.store.export import reference_cost, save_model_dir
 from compress.store.provenance import versions
 
 PENALTY_TEXT = {
@@ -75,9 +78,12 @@ def train_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool =
         arch, cfg = build(ArchSpec, opts), build(TrainConfig, opts)
         get_backbone(opts["backbone"])
         device = resolve_device(opts["device"])
+        sink = metrics_sink(opts, ckpt.directory, out, os.path.basename(os.path.abspath(out)), "train")
         ds = dataset_from_options(opts)
         model = new_backbone(opts, arch, ds.n_items)
-        with ckpt:
+        reporter = Reporters(reporter or LogReporter(), sink)
+        reporter.header(train_header(f"training {opts['backbone']} {arch.label()}", ds, model, device, cfg))
+        with ckpt, sink:
             result = fit(model, ds, cfg, device, reporter, ckpt)
         metrics = split_metrics(model, ds, cfg.k, opts["eval_seed"], device, cfg.eval_batch_size)
         with output_dir(out, overwrite, run_inputs(opts)) as tmp:
@@ -121,13 +127,13 @@ def recorded_dataset(src: str, cfg: Dict[str, Any], opts: Dict[str, Any]) -> Seq
                         "read as interactions; pass the `data` to use") from None
 
 
-def hard_slice_gap(supernet, dense, k: int, l: int, ds: SequenceDataset, device) -> float:
-    """Max |supernet(one-hot k, l) − sliced dense model| over the scores of up to 64 validation users."""
+def hard_slice_gap(supernet, dense, choice: tuple, ds: SequenceDataset, device) -> float:
+    """Max |supernet(one-hot choice) − sliced dense model| over the scores of up to 64 validation users."""
     histories, _ = ds.eval_pairs("valid")
     items = pad_right(histories[:64], supernet.max_len).to(device)
     supernet.eval(), dense.eval()
     with torch.no_grad():
-        a, b = supernet.predict(items, k, l), dense.predict(items)
+        a, b = supernet.predict(items, *choice), dense.predict(items)
     return float((a[:, 1:] - b[:, 1:]).abs().max())
 
 
@@ -144,15 +150,16 @@ def search_supernet(opts: Dict[str, Any], ds: SequenceDataset):
     (softmax attention, no gates: the model a user compares against), or the trained model ``init``
     names (compress, RecBole or Hugging Face; see ``compress.app.warm``), wrapped with the searched
     design injected."""
-    arch = build(ArchSpec, opts)
-    model = new_backbone(opts, replace(arch, attention="softmax", gate_layers=0), ds.n_items)
+    arch = build(ArchSpec, opts, attention="softmax", gate_layers=0)
+    model = new_backbone(opts, arch, ds.n_items)
     adapter, vocabulary = None, None
     if opts["init"]:  # warm start: the trained model's weights and shape
         model, adapter, vocabulary = load_init(opts["init"])
     taylor = importance_batch(get_adapter(model, adapter).convert(model), ds, opts["search_batch_size"],
                               opts["seed"]) if opts["reorder"] == "taylor" else None
-    supernet = wrap(model, adapter, build(SearchSpace, opts), arch.attention, arch.gate_layers, arch.gate_placement,
-                    opts["reorder"], taylor, item_ids=None if vocabulary is None else vocabulary.ids)
+    supernet = wrap(model, adapter, build(SearchSpace, opts), opts["attention"], opts["gate_layers"],
+                    arch.gate_placement, opts["reorder"], taylor,
+                    item_ids=None if vocabulary is None else vocabulary.ids)
     if opts["init"]:
         shape = supernet.full
         opts = {**opts, "backbone": supernet.backbone.backbone_name, "hidden": shape.hidden, "inner": shape.inner,
@@ -164,13 +171,13 @@ def search_card(result: SearchResult, opts: Dict[str, Any], ds: SequenceDataset,
     """The search card: the result's own card plus what the sliced decision measures."""
     cfg, dense = result.config, result.slice()
     card = result.card()
-    card["slice_max_abs_diff"] = hard_slice_gap(result.supernet, dense, result.decision["width"],
-                                                result.decision["depth"], ds, device)
+    card["slice_max_abs_diff"] = hard_slice_gap(result.supernet, dense, decision_index(result.decision), ds, device)
     card["decision"]["flops_measured"] = measured_flops(dense, dense.max_len)
     card["decision"]["params"] = params_count(dense)
     card.update({"seed": opts["seed"], "versions": versions(), "dataset": ds.stats(),
                  "choices": {"selection": cfg.selection, "arch_batches": cfg.arch_batches, "tradeoff": cfg.tradeoff,
-                             "tau": {"start": cfg.tau_start, "rate": cfg.tau_rate, "min": cfg.tau_min},
+                             "tau": {"schedule": cfg.tau_schedule, "start": cfg.tau_start, "rate": cfg.tau_rate,
+                                     "min": cfg.tau_min},
                              "penalty": PENALTY_TEXT[cfg.penalty]}})
     return card
 
@@ -184,16 +191,20 @@ def search_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool 
     with run_state("search", opts, out, overwrite, resume) as (opts, ckpt):
         ckpt.every = opts["checkpoint_every"]
         cfg = build(SearchConfig, opts)
-        build(ArchSpec, opts), build(SearchSpace, opts), build(TrainConfig, opts)  # every setting checked up front
+        build(ArchSpec, opts, attention="softmax", gate_layers=0), build(TrainConfig, opts)  # every setting checked
+        build(SearchSpace, opts).fixing(opts["attention"], opts["gate_layers"])  # up front
         get_backbone(opts["backbone"])
         device = resolve_device(opts["device"])
+        sink = metrics_sink(opts, ckpt.directory, out, os.path.basename(os.path.abspath(out)), "search")
         opts = prepare_init(opts)
         ds = dataset_from_options(opts)
         supernet, opts = search_supernet(opts, ds)
+        reporter = Reporters(reporter or LogReporter(), sink)
+        reporter.header(search_header(ds, supernet, device, cfg))
         run_config = {"kind": "search", "data": recorded_data(opts), "dataset": ds.stats(), "options": opts,
                       "versions": versions()}
         try:
-            with ckpt:
+            with ckpt, sink:
                 result = search(supernet, ds, cfg, device, reporter, ckpt)
         except SearchError as exc:
             write_failed_search(out, overwrite, run_config, supernet, exc)
@@ -203,6 +214,7 @@ def search_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool 
             write_json(os.path.join(tmp, CONFIG), run_config)
             write_json(os.path.join(tmp, ARCH), result.arch.to_dict())
             write_json(os.path.join(tmp, SEARCH_CARD), card)
+            write_text(os.path.join(tmp, METRICS_CSV), csv_text(result.history))
             save_supernet(supernet, os.path.join(tmp, SUPERNET))
         ckpt.remove()
     return search_summary(out, card)
@@ -214,6 +226,7 @@ def write_failed_search(out: str, overwrite: bool, run_config: Dict[str, Any], s
     with output_dir(out, overwrite) as tmp:
         write_json(os.path.join(tmp, CONFIG), {**run_config, "failed": str(exc)})
         write_json(os.path.join(tmp, SEARCH_CARD), {"failed": str(exc), "history": exc.history})
+        write_text(os.path.join(tmp, METRICS_CSV), csv_text(exc.history))
         save_supernet(supernet, os.path.join(tmp, SUPERNET))
 
 
@@ -230,7 +243,7 @@ def retrained_start(run_dir: str, supernet, decision: Dict[str, Any], gates: Opt
     """The model the retraining starts from: the decision sliced out of the supernet (weights
     transferred, paper §2.7), or fresh weights of its shape (official code); ``gates`` another gate
     depth (0: none; Table 6, "retrain only")."""
-    model = supernet.slice(decision["width"], decision["depth"])
+    model = supernet.slice(*decision_index(decision))
     if model.arch.to_dict() != decision["arch"]:
         raise CheckpointError(f"{run_dir}: supernet/ and search_card.json disagree on the decided architecture")
     gates = model.arch.gate_layers if gates is None else gates
@@ -258,11 +271,14 @@ def retrain_run(run_dir: str, overrides: Optional[Dict[str, Any]] = None, overwr
         ckpt.every = opts["checkpoint_every"]
         train_cfg = build(TrainConfig, opts)
         device = resolve_device(opts["device"])
+        sink = metrics_sink(opts, ckpt.directory, out, os.path.basename(os.path.abspath(run_dir)), "retrain")
         ds = dataset_from_options(opts)
         supernet = load_supernet(os.path.join(run_dir, SUPERNET))
         torch.manual_seed(opts["seed"])
         model = retrained_start(run_dir, supernet, card["decision"], overrides.get("gate_layers"), from_scratch)
-        with ckpt:
+        reporter = Reporters(reporter or LogReporter(), sink)
+        reporter.header(train_header(retrain_title(model, from_scratch), ds, model, device, train_cfg))
+        with ckpt, sink:
             result = fit(model, ds, train_cfg, device, reporter, ckpt)
         metrics = split_metrics(model, ds, train_cfg.k, opts["eval_seed"], device, train_cfg.eval_batch_size)
         with output_dir(out, overwrite) as tmp:
@@ -318,6 +334,8 @@ def export_run(run_dir: str, out: str, fmt: str = "safetensors", overwrite: bool
     if os.path.exists(supernet_cfg):
         saved = read_json(supernet_cfg)["supernet"]
         adapter = adapter_class(saved["adapter"]).from_dict(saved.get("adapter_config", {}))
+        if "input_arch" in saved:  # the model the search started from: the card compares costs with it
+            card["input"] = reference_cost(model, ArchSpec.from_dict(saved["input_arch"]))
     card = save_model_dir(model, out, fmt, overwrite, card, cfg.get("data"), adapter, vocabulary, stats, [run_dir])
     return {"out": out, "card": card}
 

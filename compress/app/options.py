@@ -19,7 +19,7 @@ from compress.data.dataset import NUMBERINGS
 from compress.data.readers import FORMATS, ReadOptions
 from compress.engine.config import LOSSES, PRECISIONS, TrainConfig
 from compress.errors import ConfigError
-from compress.nas.config import ARCH_BATCHES, PENALTIES, SELECTIONS, SearchConfig
+from compress.nas.config import ARCH_BATCHES, FLOPS_REFERENCES, PENALTIES, SELECTIONS, TAU_SCHEDULES, SearchConfig
 from compress.nas.space import SearchSpace
 
 RUNS = ("train", "search")
@@ -33,7 +33,7 @@ _FIELD = object()  # the default is the fed field's
 
 @dataclass(frozen=True)
 class Option:
-    """One option. ``kind``: int, float, str, bool, choice, floats (a list), ints (a list) or budget
+    """One option. ``kind``: int, float, str, bool, choice, floats, ints or choices (lists) or budget
     (a percentage or a number). ``low``/``high``: inclusive bounds; ``above``: an exclusive lower bound."""
 
     key: str
@@ -165,7 +165,7 @@ def _choice(opt: Option, value: Any, name: str) -> str:
 
 
 def _list(opt: Option, value: Any, name: str, item) -> list:
-    example = "0,0.5 (or [0.0, 0.5] in a recipe)" if item is _float else "1,256"
+    example = {_float: "0,0.5 (or [0.0, 0.5] in a recipe)", _choice: ",".join(opt.choices)}.get(item, "1,256")
     given = value
     if isinstance(value, str):
         value = [v for v in value.strip().strip("[]").split(",") if v.strip()]
@@ -197,9 +197,10 @@ def _device(opt: Option, value: Any, name: str) -> str:
 
 
 PARSERS = {"int": _int, "device": _device, "name": _name, "float": _float, "str": _str, "bool": _bool, "choice": _choice, "budget": _budget,
-           "floats": lambda o, v, n: _list(o, v, n, _float), "ints": lambda o, v, n: _list(o, v, n, _int)}
+           "floats": lambda o, v, n: _list(o, v, n, _float), "ints": lambda o, v, n: _list(o, v, n, _int),
+           "choices": lambda o, v, n: _list(o, v, n, _choice)}
 METAVARS = {"name": "TEXT", "int": "INT", "float": "FLOAT", "str": "TEXT", "choice": "TEXT", "budget": "FLOPS", "device": "DEVICE",
-            "floats": "LIST", "ints": "LIST"}
+            "floats": "LIST", "ints": "LIST", "choices": "LIST"}
 
 DATA = ("train", "search", "evaluate")
 TRAINING = ("train", "search", "retrain")
@@ -243,11 +244,13 @@ OPTIONS: List[Option] = _section(
            aliases=("MAX_ITEM_LIST_LENGTH",)),
     Option("dropout", "float", "Dropout probability.", RUNS, default=0.2, low=0.0, high=0.99,
            aliases=("hidden_dropout_prob",)),
-    Option("attention", "choice", "softmax, or causal linear attention (DNS-Rec's).", RUNS,
-           feeds=("ArchSpec.attention",), choices=ATTENTION_KINDS, by_command={"search": "linear"}),
-    Option("gate_layers", "int", "L_d: depth of each data-aware gate MLP; 0 = no gates. retrain: default the "
-           "search's.", ("train", "search", "retrain"), feeds=("ArchSpec.gate_layers",), low=0, high=16,
-           by_command={"search": 2, "retrain": None}),
+    Option("attention", "choice", "softmax, or causal linear attention (DNS-Rec's). search: fixes the kind "
+           "(default: searched among `attention_choices`).", RUNS, feeds=("ArchSpec.attention",),
+           choices=ATTENTION_KINDS, by_command={"search": None}, nullable=True),
+    Option("gate_layers", "int", "L_d: depth of each data-aware gate MLP; 0 = no gates. search: fixes it "
+           "(the paper: 2; default: searched among `gate_choices`). retrain: default the search's.",
+           ("train", "search", "retrain"), feeds=("ArchSpec.gate_layers",), low=0, high=16,
+           by_command={"search": None, "retrain": None}),
     Option("gate_placement", "choice", "code: gates on the FFN dense outputs; paper: on their inputs (Eq. 8).", RUNS,
            feeds=("ArchSpec.gate_placement",), choices=GATE_PLACEMENTS),
 ) + _section(
@@ -277,6 +280,8 @@ OPTIONS: List[Option] = _section(
            feeds=("TrainConfig.max_minutes",), above=0.0, nullable=True),
     Option("checkpoint_every", "int", "Also checkpoint every N steps (0: only each epoch).", TRAINING, default=0,
            low=0),
+    Option("tensorboard", "str", "Also log every epoch's metrics to TensorBoard under this directory "
+           "(DIR/RUN/STAGE; needs the tensorboard package).", TRAINING, default=None, nullable=True),
     Option("loss", "choice", "full (softmax over every item), or sampled: uniform, inbatch (logQ-corrected) for "
            "large catalogs.", RUNS, feeds=("TrainConfig.loss", "SearchConfig.loss"), choices=LOSSES),
     Option("negatives", "int", "Negatives per step of a sampled loss.", RUNS,
@@ -295,8 +300,15 @@ OPTIONS: List[Option] = _section(
            feeds=("SearchConfig.max_minutes",), above=0.0, nullable=True),
     Option("tradeoff", "float", "λ of the FLOPs penalty (paper 0.1).", SEARCHING, feeds=("SearchConfig.tradeoff",),
            low=0.0),
-    Option("max_flops", "budget", "Hard budget: a percentage of the full supernet (50%) or absolute FLOPs; the "
-           "decision is guaranteed to fit.", SEARCHING, feeds=("SearchConfig.max_flops",), nullable=True),
+    Option("max_flops", "budget", "Hard budget: a percentage of the `flops_reference` model (50%) or absolute "
+           "FLOPs; the decision is guaranteed to fit.", SEARCHING, feeds=("SearchConfig.max_flops",), nullable=True),
+    Option("flops_reference", "choice", "What max_flops percentages and the penalty refer to: input (the dense "
+           "model searched from, softmax and no gates unless warm-started) or supernet (the full supernet, the "
+           "paper).", SEARCHING, feeds=("SearchConfig.flops_reference",), choices=FLOPS_REFERENCES),
+    Option("attention_choices", "choices", "Attention kinds the search picks from (one fixes it).", SEARCHING,
+           feeds=("SearchSpace.attention",), choices=ATTENTION_KINDS),
+    Option("gate_choices", "ints", "Gate depths L_d the search picks from, 0 = no gates (one fixes it).",
+           SEARCHING, feeds=("SearchSpace.gate_layers",), low=0, high=16),
     Option("arch_every", "int", "f: an α/β step every f weight steps.", SEARCHING, feeds=("SearchConfig.arch_every",),
            low=1),
     Option("arch_lr", "float", "Adam learning rate of α and β.", SEARCHING, feeds=("SearchConfig.arch_lr",),
@@ -315,10 +327,13 @@ OPTIONS: List[Option] = _section(
            SEARCHING, feeds=("SearchSpace.coupled",)),
     Option("round_to", "int", "Round candidate widths to a multiple of this.", SEARCHING,
            feeds=("SearchSpace.round_to",), low=1, high=1024),
-    Option("tau_start", "float", "Gumbel temperature at step 0.", SEARCHING, feeds=("SearchConfig.tau_start",),
+    Option("tau_start", "float", "Gumbel temperature at the start.", SEARCHING, feeds=("SearchConfig.tau_start",),
            above=0.0, high=100.0),
-    Option("tau_rate", "float", "Temperature decrease per step.", SEARCHING, feeds=("SearchConfig.tau_rate",),
-           low=0.0, high=1.0),
+    Option("tau_schedule", "choice", "epoch: τ falls geometrically from tau_start to tau_min over the epochs; "
+           "step: τ = max(tau_min, tau_start − tau_rate·step) (paper).", SEARCHING,
+           feeds=("SearchConfig.tau_schedule",), choices=TAU_SCHEDULES),
+    Option("tau_rate", "float", "Temperature decrease per step (tau_schedule step).", SEARCHING,
+           feeds=("SearchConfig.tau_rate",), low=0.0, high=1.0),
     Option("tau_min", "float", "Lowest temperature.", SEARCHING, feeds=("SearchConfig.tau_min",), above=0.0,
            high=100.0),
     Option("from_scratch", "bool", "Retrain from fresh weights (official code) instead of transferring the "

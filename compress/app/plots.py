@@ -1,10 +1,16 @@
-"""PNG plots from the artifacts alone (matplotlib is optional: ``pip install matplotlib``)."""
+"""PNG plots from the artifacts alone (matplotlib is optional: ``pip install matplotlib``).
+
+Epochs are whole numbers, so epoch axes tick at integers only; legends sit beside the axes, not on the
+curves, and layouts are constrained so that titles, labels and legends never overlap.
+"""
 from __future__ import annotations
 
 import os
 from typing import Dict, List
 
 from compress.errors import ConfigError
+
+FONT = {"title": 10, "label": 9, "tick": 8, "legend": 8, "note": 7}
 
 
 def _pyplot():
@@ -18,6 +24,16 @@ def _pyplot():
     return plt
 
 
+def integer_epochs(ax, epochs: List[int]) -> None:
+    """Ticks at whole epochs only (matplotlib would otherwise mark 1.5 on a three-epoch run); a run of one
+    or two epochs gets half an epoch of margin, since a locator cannot place integers in a narrower view."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if max(epochs) - min(epochs) < 2:
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+
+
 def draw_controllers(axes, history: List[Dict], widths: List[Dict], **style) -> None:
     """p (width, from α) on ``axes[0]`` and q (exit depth, from β) on ``axes[1]`` over search epochs.
 
@@ -29,39 +45,55 @@ def draw_controllers(axes, history: List[Dict], widths: List[Dict], **style) -> 
                      **style)
     for l in range(len(history[0]["q"])):
         axes[1].plot(epochs, [row["q"][l] for row in history], color=f"C{l}", label=f"{l + 1} layer(s)", **style)
-    for ax, title in zip(axes, ("width controller p = softmax(α/τ)", "depth controller q = softmax(β/τ)")):
-        ax.set_title(title)
-        ax.set_xlabel("search epoch")
+    titles = ("width controller p = softmax(α/τ)", "depth controller q = softmax(β/τ)")
+    for ax, title, what in zip(axes, titles, ("width", "exit depth")):
+        ax.set_title(title, fontsize=FONT["title"])
+        ax.set_xlabel("search epoch", fontsize=FONT["label"])
+        ax.set_ylabel(f"probability of each {what}", fontsize=FONT["label"])
         ax.set_ylim(0, 1)
+        ax.tick_params(labelsize=FONT["tick"])
+        integer_epochs(ax, epochs)
+
+
+def legend_beside(ax, **kwargs) -> None:
+    """The legend right of the axes, outside the data (a constrained layout makes room for it)."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=FONT["legend"], **kwargs)
 
 
 def plot_search(card: Dict, path: str) -> str:
     """p and q of one search card over its epochs, side by side."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), layout="constrained")
     draw_controllers(axes, card["history"], card["widths"], marker="o")
     for ax in axes:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+        legend_beside(ax)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
 def plot_candidates(card: Dict, path: str) -> str:
-    """FLOPs of every candidate (width × depth), the decision highlighted."""
+    """FLOPs of every candidate (width × depth) against its parameters, the decision highlighted."""
+    from matplotlib.ticker import EngFormatter
+
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
     full = card["full_flops"]
     for c in card["candidates"]:
-        ax.scatter(c["params"], 100 * c["flops"] / full, color="tab:blue")
-        ax.annotate(f"{c['hidden']}/{c['inner']}x{c['layers']}", (c["params"], 100 * c["flops"] / full), fontsize=7)
+        x, y = c["params"], 100 * c["flops"] / full
+        ax.scatter(x, y, color="tab:blue", s=18, label="candidate")
+        ax.annotate(f"{c['hidden']}/{c['inner']}×{c['layers']}", (x, y), xytext=(4, 3), textcoords="offset points",
+                    fontsize=FONT["note"])
     d = card["decision"]
-    ax.scatter(d.get("params", 0), 100 * d["flops"] / full, color="tab:red", s=80, label="decision")
-    ax.set_xlabel("parameters")
-    ax.set_ylabel("FLOPs, % of full supernet")
-    ax.legend()
-    fig.tight_layout()
+    ax.scatter(d.get("params", 0), 100 * d["flops"] / full, color="tab:red", s=80, marker="*", label="decision")
+    ax.set_xlabel("parameters", fontsize=FONT["label"])
+    ax.set_ylabel("FLOPs, % of the full supernet", fontsize=FONT["label"])
+    ax.set_title("search space: cost of every candidate (hidden/inner × layers)", fontsize=FONT["title"])
+    ax.xaxis.set_major_formatter(EngFormatter())
+    ax.tick_params(labelsize=FONT["tick"])
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))  # one entry per kind, not per candidate
+    ax.legend(unique.values(), unique.keys(), loc="best", fontsize=FONT["legend"])
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

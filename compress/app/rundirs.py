@@ -8,7 +8,7 @@ import logging
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
@@ -18,9 +18,10 @@ from compress.data import ReadOptions, SequenceDataset, load_dataset
 from compress.data.registry import DATASETS, DEFAULT
 from compress.engine.checkpoint import Checkpointer, partial_dir
 from compress.engine.loop import LoopResult
+from compress.engine.sinks import MetricsSink, csv_text
 from compress.errors import CheckpointError, ConfigError
 from compress.files import atomic_dir, write_json, write_text
-from compress.layout import ITEMS, LOCK, METRICS, TRAIN_LOG
+from compress.layout import ITEMS, LOCK, METRICS, METRICS_CSV, TRAIN_LOG
 from compress.runtime import distributed
 from compress.runtime.lock import RunLock
 from compress.store.artifacts import save_model
@@ -89,8 +90,10 @@ def run_state(kind: str, settings: Dict[str, Any], out: str, overwrite: bool,
         os.makedirs(ckpt.directory, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot write beside {out}: {exc.strerror}") from None
-    with RunLock(os.path.join(ckpt.directory, LOCK)) as lock:
-        if lock.note:
+    # one lock per run, held by rank 0: the other ranks of a distributed run are the same run
+    held = RunLock(os.path.join(ckpt.directory, LOCK)) if distributed.is_main() else nullcontext(None)
+    with held as lock:
+        if lock is not None and lock.note:
             log.warning(lock.note)
         try:
             yield _settings(kind, settings, ckpt, overwrite, resume), ckpt
@@ -120,7 +123,7 @@ def _settings(kind: str, settings: Dict[str, Any], ckpt: Checkpointer, overwrite
 def write_trained(directory: str, model: torch.nn.Module, result: LoopResult, metrics: Dict,
                   meta: Dict[str, Any]) -> None:
     """config.json + model.safetensors, items.json (the model's item vocabulary), metrics.json (best
-    epoch, metrics, history) and train.log."""
+    epoch, metrics, history), metrics.csv (the history) and train.log."""
     save_model(model, directory, {**meta, "items": ITEMS})
     write_json(os.path.join(directory, ITEMS), model.vocabulary.to_json())
     write_json(os.path.join(directory, METRICS), {"best_epoch": result.best_epoch, "metrics": metrics,
@@ -128,3 +131,14 @@ def write_trained(directory: str, model: torch.nn.Module, result: LoopResult, me
     lines = [" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
              for row in result.history]
     write_text(os.path.join(directory, TRAIN_LOG), "".join(line + "\n" for line in lines))
+    write_text(os.path.join(directory, METRICS_CSV), csv_text(result.history))
+
+
+def metrics_sink(opts: Dict[str, Any], partial: str, out: str, run: str, stage: str) -> MetricsSink:
+    """A stage's epoch rows: ``partial``/metrics.csv while it runs, and TensorBoard events under
+    ``tensorboard``/RUN/STAGE when that option is given, checked now, before any data is read."""
+    root = opts.get("tensorboard")
+    if root and os.path.commonpath([os.path.realpath(root), os.path.realpath(out)]) == os.path.realpath(out):
+        raise ConfigError(f"`tensorboard` {root} lies inside {out}, which is written whole when the run ends; "
+                          "choose a directory outside it")
+    return MetricsSink(os.path.join(partial, METRICS_CSV), os.path.join(root, run, stage) if root else None)

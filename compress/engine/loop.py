@@ -164,6 +164,7 @@ class Loop:
             raise self._diverged(f"the weights became non-finite in epoch {epoch}")
         if not _finite_scores(task.model, task.valid.histories[:64]):
             raise self._diverged(f"the model's scores are not finite after epoch {epoch}")
+        self.reporter.validating(len(task.valid))
         valid = task.validate()
         seen, seconds = self.sums["seen"], self.sums["train_seconds"]
         extra = {k: v for k, v in self.sums.items() if k not in ("loss", "seen", "train_seconds")}
@@ -207,6 +208,7 @@ class Loop:
         self.best_state, self.history, self.sums = saved["best_state"], saved["history"], saved["sums"]
         self.stopped = saved["stopped"]
         set_rng_state(saved["rng"])  # nothing draws from the global RNG before the next step: dropout continues
+        self.reporter.restored(self.history)
         if self.stopped:
             return self.epochs + 1, 0  # the saved run had already stopped: only restore its best weights
         return saved["epoch"], saved["batch"]

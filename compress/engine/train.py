@@ -14,7 +14,7 @@ from compress.engine.config import TrainConfig
 from compress.engine.loop import Loop, LoopResult, Task
 from compress.engine.losses import StepLoss
 from compress.engine.precision import Precision
-from compress.engine.progress import Reporter
+from compress.engine.progress import LogReporter, Reporter
 from compress.errors import DivergedError
 from compress.measure.evaluation import EVAL_SEED, check_model_and_data, eval_set, score_set
 from compress.runtime import distributed
@@ -98,4 +98,5 @@ def fit(model: nn.Module, dataset: SequenceDataset, cfg: Optional[TrainConfig] =
     device = torch.device(device) if device is not None else next(model.parameters()).device
     torch.manual_seed(cfg.seed + distributed.rank())  # dropout differs per rank, as on different rows it should
     task = DenseTask(model, dataset, cfg, device)
+    reporter = reporter or LogReporter()  # silent until the caller configures logging
     return Loop(task, cfg.epochs, cfg.patience, f"ndcg@{cfg.k}", cfg.max_minutes, reporter, checkpoint).run()

@@ -11,14 +11,28 @@ from compress.errors import ConfigError
 SELECTIONS = ("gumbel", "softmax")
 
 
+TAU_SCHEDULES = ("epoch", "step")
+FLOPS_REFERENCES = ("input", "supernet")
+
+
 @dataclass(frozen=True)
 class TemperatureSchedule:
+    """τ per step (the paper: τ_t = max(τ_min, start − rate·t)) or per epoch: from ``start`` at the first
+    epoch down to ``minimum`` at the last, geometrically (τ_e = start·(min/start)^((e−1)/(E−1))), so a
+    search of few steps anneals as a long one does."""
+
     start: float = 1.0
     rate: float = 5e-5
     minimum: float = 0.01
+    per: str = "step"
+    epochs: int = 1
 
-    def __call__(self, step: int) -> float:
-        return max(self.minimum, self.start - self.rate * step)
+    def __call__(self, step: int, epoch: int = 1) -> float:
+        if self.per == "step":
+            return max(self.minimum, self.start - self.rate * step)
+        if self.epochs == 1:
+            return self.start
+        return self.start * (self.minimum / self.start) ** ((min(epoch, self.epochs) - 1) / (self.epochs - 1))
 
 
 ARCH_BATCHES = ("valid", "train")
@@ -40,7 +54,10 @@ class SearchConfig:
     tau_start: float = 1.0
     tau_rate: float = 5e-5
     tau_min: float = 0.01
-    max_flops: Optional[Union[float, str]] = None  # "50%" of the full supernet, or absolute FLOPs
+    tau_schedule: str = "epoch"  # τ annealed over the epochs; "step": the paper's per-step schedule (tau_rate)
+    max_flops: Optional[Union[float, str]] = None  # "50%" of the reference model, or absolute FLOPs
+    flops_reference: str = "input"  # what "50%" and the penalty's normalisation refer to: the dense input
+    # model (what a user compares with) or the full "supernet" (the paper's normalisation)
     patience: int = 10
     seed: int = 2024
     k: int = 10
@@ -66,6 +83,10 @@ class SearchConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.tradeoff < 0:
             raise ConfigError(f"tradeoff λ must be >= 0, got {self.tradeoff}")
+        if self.tau_schedule not in TAU_SCHEDULES:
+            raise ConfigError(f"unknown tau_schedule {self.tau_schedule!r}; choose epoch or step")
+        if self.flops_reference not in FLOPS_REFERENCES:
+            raise ConfigError(f"unknown flops_reference {self.flops_reference!r}; choose input or supernet")
 
     def schedule(self) -> TemperatureSchedule:
-        return TemperatureSchedule(self.tau_start, self.tau_rate, self.tau_min)
+        return TemperatureSchedule(self.tau_start, self.tau_rate, self.tau_min, self.tau_schedule, self.epochs)

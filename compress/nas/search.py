@@ -1,20 +1,23 @@
-"""Bilevel search (DNS-Rec §2.6): weights on training batches, α/β every f steps on validation
-batches (paper, Eq. 14) or on the current training batch (official code), under the dynamic
-resource constraint
+"""Bilevel search (DNS-Rec §2.6): weights on training batches, the controllers every f steps on
+validation batches (paper, Eq. 14) or on the current training batch (official code), under the
+dynamic resource constraint
 
-    L = CE + λ · L_RC,   L_RC = (L_t / L) · Σ_l q_l Σ_k p_k FLOPs(k, l) / FLOPs(full)
+    L = CE + λ · L_RC,   L_RC = (L_t / L) · Σ p_k q_l r_a s_g FLOPs(k, l, a, g) / FLOPs(reference)
 
-where FLOPs(k, l) is the analytic inference cost of width k exiting after layer l (embedding,
-l layers and the scoring head), normalised by the full supernet so λ means the same on every
-dataset, and L_t is the depth of the current hard choice argmax β, refreshed every f steps.
-The decision is (argmax α, argmax β) at the best validation epoch, restricted to candidates within
-``max_flops`` when a hard budget is given.
+where FLOPs(k, l, a, g) is the analytic inference cost of width k exiting after layer l with
+attention kind a and gates of depth g (embedding, l layers and the scoring head), normalised by a
+reference so λ means the same on every dataset: the dense input model by default, or the full
+supernet (the paper). L_t is the depth of the current hard choice argmax β, refreshed every f steps.
+The paper searches α (width) and β (depth) only; here the attention kind and the gates' depth are
+controllers too, so the penalty can drop what they cost. The decision is the joint argmax of the
+controllers at the best validation epoch, restricted to candidates within ``max_flops`` when a hard
+budget is given.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +30,7 @@ from compress.engine.checkpoint import Checkpointer
 from compress.engine.loop import Loop, Task
 from compress.engine.losses import StepLoss
 from compress.engine.precision import Precision
-from compress.engine.progress import NullReporter, Reporter
+from compress.engine.progress import LogReporter, Reporter
 from compress.engine.train import adam, adopt_vocabulary, shard_loss, weight_step
 from compress.errors import ConfigError
 from compress.measure.evaluation import EVAL_SEED, eval_set, score_set
@@ -37,11 +40,13 @@ from compress.runtime import distributed
 from compress.runtime.devices import resolve_device
 
 
-def budget_flops(max_flops: Optional[Union[float, str]], supernet: Supernet) -> Optional[float]:
-    """Absolute FLOPs budget from "50%" (of the full supernet) or a number; checked for feasibility."""
+def budget_flops(max_flops: Optional[Union[float, str]], supernet: Supernet,
+                 reference: str = "input") -> Optional[float]:
+    """Absolute FLOPs budget from "50%" (of the ``reference`` model: the dense input model or the full
+    supernet) or a number; checked for feasibility."""
     if max_flops is None:
         return None
-    full = supernet.flops_of(0, supernet.full.layers - 1)
+    full = supernet.reference_flops(reference)
     text = str(max_flops).strip()
     try:
         budget = full * float(text[:-1]) / 100 if text.endswith("%") else float(text)
@@ -50,7 +55,7 @@ def budget_flops(max_flops: Optional[Union[float, str]], supernet: Supernet) -> 
     smallest = float(supernet.flops.min())
     if budget < smallest:
         raise ConfigError(f"`max_flops` {max_flops} ({budget:.3g} FLOPs) is below the smallest candidate "
-                          f"({smallest:.3g} FLOPs = {100 * smallest / full:.1f}% of the full model)")
+                          f"({smallest:.3g} FLOPs = {100 * smallest / full:.1f}% of the {reference} model)")
     return budget
 
 
@@ -66,20 +71,34 @@ def resource_loss(ce: Optional[torch.Tensor], l_rc: torch.Tensor, flops: torch.T
 
 
 def decide(supernet: Supernet, budget: Optional[float]) -> Dict:
-    """argmax α, argmax β, restricted to candidates within ``budget`` when one is given."""
-    la = F.log_softmax(supernet.alpha.logits.detach().double().cpu(), 0)
-    lb = F.log_softmax(supernet.beta.logits.detach().double().cpu(), 0)
-    free = (supernet.alpha.choice(), supernet.beta.choice())
-    score = la[:, None] + lb[None, :]  # (K, L) joint log-preference
+    """The joint argmax of the controllers (width, depth, attention kind, gate depth), restricted to
+    candidates within ``budget`` when one is given."""
+    logs = [F.log_softmax(c.logits.detach().double().cpu(), 0) for c in supernet.controllers]
+    score = logs[0][:, None, None, None] + logs[1][None, :, None, None] + logs[2][None, None, :, None] + \
+        logs[3][None, None, None, :]  # (K, L, A, G) joint log-preference
+    free = tuple(c.choice() for c in supernet.controllers)
     if budget is not None:
         score = score.masked_fill(supernet.flops.cpu() > budget, float("-inf"))
-    flat = int(score.argmax())
-    k, l = divmod(flat, supernet.full.layers)
+    choice = tuple(int(i) for i in torch.unravel_index(score.argmax(), score.shape))
     note = None
-    if (k, l) != free:
-        note = (f"the budget moved the decision from width {supernet.widths[free[0]]} x {free[1] + 1} layers "
+    if choice != free:
+        note = (f"the budget moved the decision from {supernet.arch_for(*free).label()} "
                 f"({supernet.flops_of(*free):.3g} FLOPs) to the best feasible candidate")
-    return {"width": k, "depth": l, "flops": supernet.flops_of(k, l), "note": note}
+    k, l, a, g = choice
+    return {"width": k, "depth": l, "attention": a, "gates": g, "label": supernet.arch_for(*choice).label(),
+            "flops": supernet.flops_of(*choice), "note": note}
+
+
+def searched(supernet: Supernet) -> Dict[str, bool]:
+    """Which choices the search made (True) and which the space fixed (a single choice)."""
+    names = ("width", "depth", "attention", "gate_layers")
+    return {name: c.logits.numel() > 1 for name, c in zip(names, supernet.controllers)}
+
+
+def decision_index(decision: Dict) -> tuple:
+    """(k, l, a, g) of a decision; a decision saved before attention and gates were searched names
+    neither (its supernet fixes them)."""
+    return decision["width"], decision["depth"], decision.get("attention"), decision.get("gates")
 
 
 @dataclass
@@ -94,7 +113,7 @@ class SearchResult:
 
     def slice(self) -> torch.nn.Module:
         """The decided dense model with the supernet's leading weight slices."""
-        return self.supernet.slice(self.decision["width"], self.decision["depth"])
+        return self.supernet.slice(*decision_index(self.decision))
 
     def export(self, path: str, dataset: SequenceDataset, model: Optional[torch.nn.Module] = None,
                overwrite: bool = False, fmt: str = "safetensors") -> torch.nn.Module:
@@ -110,11 +129,17 @@ class SearchResult:
         return model
 
     def card(self) -> Dict:
-        sn = self.supernet
+        sn, cfg = self.supernet, self.config or SearchConfig()
         return {"decision": {**self.decision, "arch": self.arch.to_dict()}, "best_epoch": self.best_epoch,
                 "seconds": self.seconds, "options": asdict(self.config) if self.config else None,
-                "widths": [w._asdict() for w in sn.widths], "candidates": sn.candidates(),
-                "full_flops": sn.flops_of(0, sn.full.layers - 1), "history": self.history}
+                "widths": [w._asdict() for w in sn.widths], "attention": list(sn.kinds),
+                "gate_layers": list(sn.gate_depths), "searched": searched(sn), "candidates": sn.candidates(),
+                "full_flops": sn.reference_flops("supernet"), "input_flops": sn.input_flops,
+                "input_arch": sn.input_arch.to_dict(),
+                "budget": {"max_flops": cfg.max_flops, "reference": cfg.flops_reference,
+                           "reference_flops": sn.reference_flops(cfg.flops_reference),
+                           "flops": budget_flops(cfg.max_flops, sn, cfg.flops_reference)},
+                "tau": [row["tau"] for row in self.history], "history": self.history}
 
 
 class ValidBatches:
@@ -146,7 +171,7 @@ class SearchTask(Task):
 
     def __init__(self, supernet: Supernet, dataset: SequenceDataset, cfg: SearchConfig, device: torch.device) -> None:
         self.model, self.cfg, self.device = supernet.to(device), cfg, device
-        self.budget = budget_flops(cfg.max_flops, supernet)
+        self.budget = budget_flops(cfg.max_flops, supernet, cfg.flops_reference)
         self.batches = TrainingBatches(supernet, dataset, cfg.batch_size, cfg.seed, device)
         self.w_opt = adam(supernet.weight_parameters(), cfg.lr, 0.0, device)
         self.a_opt = adam(supernet.architecture_parameters(), cfg.arch_lr, 0.0, device)
@@ -154,8 +179,10 @@ class SearchTask(Task):
         self.amp = Precision(cfg.precision, torch.device(device))
         self.arch_data = ValidBatches(dataset, supernet.max_len, cfg.batch_size, cfg.seed + 1, device)
         self.valid = eval_set(dataset, "valid", "full", supernet.max_len, EVAL_SEED, device)
-        self.schedule, self.full_flops = cfg.schedule(), supernet.flops_of(0, supernet.full.layers - 1)
+        self.schedule = cfg.schedule()
+        self.full_flops = supernet.reference_flops(cfg.flops_reference)  # what L_RC is a share of
         self.ref_flops = self.budget or self.full_flops
+        self.epoch = 1
         self.forward = torch.compile(supernet) if cfg.compile else supernet
         self.arch_steps, self.epoch_arch_steps = 0, 0
         self.decision: Optional[Dict] = None  # of the epoch just validated
@@ -165,23 +192,29 @@ class SearchTask(Task):
     def begin_epoch(self, epoch: int) -> None:
         sn = self.model
         gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
-        # per step: the weight step's p, q and the α/β step's p, q
-        self.noise = torch.rand(len(self.batches), 2, len(sn.widths) + sn.full.layers, generator=gen).to(self.device)
-        self.epoch_arch_steps = 0
+        # per step: the weight step's choices and the controllers' step's, one uniform per choice
+        sizes = sum(c.logits.numel() for c in sn.controllers)
+        self.noise = torch.rand(len(self.batches), 2, sizes, generator=gen).to(self.device)
+        self.epoch_arch_steps, self.epoch = 0, epoch
 
-    def sample(self, tau: float, index: int, which: int):
-        """p (K,), q (L,): this step's soft selection (``which`` 0: weight step, 1: α/β step)."""
+    def sample(self, tau: float, index: int, which: int) -> Tuple[torch.Tensor, ...]:
+        """p (K,), q (L,), r (A,), s (G,): this step's soft selection (``which`` 0: weight step, 1: the
+        controllers' step)."""
         sn, cfg = self.model, self.cfg
         u = self.noise[index, which]
-        k = len(sn.widths)
-        return sn.alpha.sample(tau, cfg.selection, uniforms=u[:k]), sn.beta.sample(tau, cfg.selection, uniforms=u[k:])
+        out, at_ = [], 0
+        for c in sn.controllers:
+            n = c.logits.numel()
+            out.append(c.sample(tau, cfg.selection, uniforms=u[at_:at_ + n]))
+            at_ += n
+        return tuple(out)
 
     def step(self, step: int, index: int, items: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
         sn = self.model
-        tau = sn.tau = self.schedule(step)
-        p, q = (w.detach() for w in self.sample(tau, index, 0))
-        ce = weight_step(sn, lambda x: self.forward(x, p, q), self.w_opt, self.amp, self.step_loss, items, targets,
-                         step)
+        tau = sn.tau = self.schedule(step, self.epoch)
+        choice = tuple(w.detach() for w in self.sample(tau, index, 0))
+        ce = weight_step(sn, lambda x: self.forward(x, *choice), self.w_opt, self.amp, self.step_loss, items,
+                         targets, step)
         stats = {} if ce is None else {"loss": ce}
         if step % self.cfg.arch_every == 0:
             stats["penalty"] = self.arch_step(*self.sample(tau, index, 1), items, targets, step)
@@ -189,20 +222,22 @@ class SearchTask(Task):
             self.epoch_arch_steps += 1  # counted, not derived: the global step makes an epoch's share vary
         return stats
 
-    def arch_step(self, p: torch.Tensor, q: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
-                  step: int) -> torch.Tensor:
-        """One Adam step of α and β on CE (a validation batch, paper Eq. 14, or this training batch)
-        plus the resource penalty; returns the penalty L_RC (a device scalar). The weights do not move."""
+    def arch_step(self, p: torch.Tensor, q: torch.Tensor, r: torch.Tensor, s: torch.Tensor, items: torch.Tensor,
+                  targets: torch.Tensor, step: int) -> torch.Tensor:
+        """One Adam step of the controllers on CE (a validation batch, paper Eq. 14, or this training
+        batch) plus the resource penalty; returns the penalty L_RC (a device scalar). The weights do
+        not move."""
         sn, cfg = self.model, self.cfg
         l_t = sn.beta.logits.detach().argmax() + 1  # the depth of the current hard choice, on the device
         if cfg.arch_batches == "valid":
             a_items, a_tgt = self.arch_data[self.arch_steps]
             part = distributed.shard(len(a_items))
             a_ce = None if part.start == part.stop else F.cross_entropy(
-                sn.predict(a_items[part], p, q), a_tgt[part]) * distributed.share(part.stop - part.start, len(a_items))
+                sn.predict(a_items[part], p, q, r, s), a_tgt[part]) * \
+                distributed.share(part.stop - part.start, len(a_items))
         else:
-            a_ce = shard_loss(self.step_loss, sn, lambda x: sn(x, p, q), items, targets, step)
-        share = sn.expected_flops(p, q)  # E[FLOPs] / FLOPs(full)
+            a_ce = shard_loss(self.step_loss, sn, lambda x: sn(x, p, q, r, s), items, targets, step)
+        share = sn.expected_flops(p, q, r, s, self.cfg.flops_reference)  # E[FLOPs] / FLOPs(reference)
         penalty = (l_t / sn.full.layers) * share
         self.a_opt.zero_grad(set_to_none=True)
         arch_loss = resource_loss(a_ce, penalty, share * self.full_flops, self.ref_flops, cfg)
@@ -219,12 +254,15 @@ class SearchTask(Task):
     def record(self, sums: Dict[str, float]) -> Dict[str, Any]:
         sn = self.model
         self.decision = decide(sn, self.budget)
-        p_soft, q_soft = (torch.softmax(c.logits.detach().cpu() / sn.tau, 0) for c in (sn.alpha, sn.beta))
+        logits = [c.logits.detach().cpu() for c in sn.controllers]
+        soft = [torch.softmax(x / sn.tau, 0) for x in logits]
         return {"penalty": sums.get("penalty", 0.0) / max(1, self.epoch_arch_steps), "tau": sn.tau,
-                "alpha": sn.alpha.logits.detach().cpu().tolist(), "beta": sn.beta.logits.detach().cpu().tolist(),
-                "p": p_soft.tolist(), "q": q_soft.tolist(), "exp_flops": float(sn.expected_flops(p_soft, q_soft)),
+                "alpha": logits[0].tolist(), "beta": logits[1].tolist(), "attention_logits": logits[2].tolist(),
+                "gate_logits": logits[3].tolist(), "p": soft[0].tolist(), "q": soft[1].tolist(),
+                "r": soft[2].tolist(), "s": soft[3].tolist(),
+                "exp_flops": float(sn.expected_flops(*soft, reference=self.cfg.flops_reference)),
                 "decision": [self.decision["width"], self.decision["depth"] + 1],
-                "decision_flops": self.decision["flops"]}
+                "decision_label": self.decision["label"], "decision_flops": self.decision["flops"]}
 
     def improved(self, epoch: int) -> None:
         self.best_decision = self.decision
@@ -251,13 +289,13 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
     cfg = cfg or SearchConfig()
     adopt_vocabulary(supernet.backbone, dataset)
     device = resolve_device(device or "auto") if not isinstance(device, torch.device) else device
-    reporter = reporter or NullReporter()
+    reporter = reporter or LogReporter()
     torch.manual_seed(cfg.seed + distributed.rank())
     task = SearchTask(supernet, dataset, cfg, device)
     reporter.begin({"widths": [w._asdict() for w in supernet.widths], "layers": supernet.full.layers})
     loop = Loop(task, cfg.epochs, cfg.patience, f"ndcg@{cfg.k}", cfg.max_minutes, reporter, checkpoint)
     result = loop.run()
-    supernet.tau = cfg.schedule()(max(loop.step - 1, 0))
+    supernet.tau = result.history[max(result.best_epoch, 1) - 1]["tau"]  # predict() mixes as the best epoch validated
     best = task.best_decision
-    arch = supernet.arch_for(best["width"], best["depth"])
+    arch = supernet.arch_for(*decision_index(best))
     return SearchResult(supernet, best, arch, result.best_epoch, result.history, cfg, result.seconds)

@@ -1,17 +1,25 @@
-"""The width search space: pruning ratios for the hidden size d and the inner size D.
+"""The search space: width candidates (pruning ratios of the hidden size d and the inner size D),
+and the design choices whose cost the search weighs: the attention kind and the gates' depth.
 
 A ratio r keeps the leading round(d·(1−r)) dimensions, rounded to a multiple of ``round_to`` (8 by
 default: friendly to vector units) and to whole heads. Coupled (the paper's default) pairs the
 i-th hidden ratio with the i-th inner ratio; decoupled takes every combination.
+
+``attention`` and ``gate_layers`` list the choices a controller picks from; one entry fixes the
+choice (the paper fixes linear attention and L_d = 2). Searching them lets the decision drop what
+costs more than it returns: at N ≤ 64 causal linear attention costs the matrix products softmax does,
+and two gate MLPs per layer cost about as much as the FFN.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from itertools import product
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
-from compress.arch import ArchSpec, Width
+from compress.arch import ATTENTION_KINDS, ArchSpec, Width
 from compress.errors import ConfigError
+
+MAX_GATE_LAYERS = 16
 
 
 @dataclass(frozen=True)
@@ -20,6 +28,8 @@ class SearchSpace:
     inner_ratios: Tuple[float, ...] = (0.0, 0.25, 0.5)
     coupled: bool = True
     round_to: int = 8
+    attention: Tuple[str, ...] = ATTENTION_KINDS  # the kinds searched; one entry fixes it
+    gate_layers: Tuple[int, ...] = (0, 1, 2)  # the gate depths L_d searched (0: no gates); one entry fixes it
 
     def __post_init__(self) -> None:
         if not self.hidden_ratios or not self.inner_ratios:
@@ -32,13 +42,31 @@ class SearchSpace:
                               "give equal lists or set coupled: false")
         if self.round_to < 1:
             raise ConfigError(f"round_to must be >= 1, got {self.round_to}")
+        if isinstance(self.attention, str) or not self.attention or \
+                any(not isinstance(a, str) or a not in ATTENTION_KINDS for a in self.attention):
+            raise ConfigError(f"`attention` choices {self.attention!r}: give one or more of {', '.join(ATTENTION_KINDS)}")
+        if not self.gate_layers or any(isinstance(g, bool) or not isinstance(g, int) or not 0 <= g <= MAX_GATE_LAYERS
+                                       for g in self.gate_layers):
+            raise ConfigError(f"`gate_layers` choices {self.gate_layers!r}: give one or more integers in "
+                              f"[0, {MAX_GATE_LAYERS}] (0: no gates)")
+        # a canonical order (softmax first, shallow gates first) so that choice indices mean one thing
+        object.__setattr__(self, "attention", tuple(a for a in ATTENTION_KINDS if a in self.attention))
+        object.__setattr__(self, "gate_layers", tuple(sorted(set(self.gate_layers))))
+
+    def fixing(self, attention: Optional[str] = None, gate_layers: Optional[int] = None) -> "SearchSpace":
+        """This space with the attention kind and/or the gates' depth fixed (None leaves a choice searched)."""
+        return replace(self, attention=self.attention if attention is None else (attention,),
+                       gate_layers=self.gate_layers if gate_layers is None else (gate_layers,))
 
     def to_dict(self) -> Dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Dict) -> "SearchSpace":
-        return cls(tuple(d["hidden_ratios"]), tuple(d["inner_ratios"]), d.get("coupled", True), d.get("round_to", 8))
+    def from_dict(cls, d: Dict, arch: Optional[ArchSpec] = None) -> "SearchSpace":
+        """A saved space; one saved before attention and gates were choices fixes them at ``arch``'s."""
+        fixed = arch or ArchSpec()
+        return cls(tuple(d["hidden_ratios"]), tuple(d["inner_ratios"]), d.get("coupled", True), d.get("round_to", 8),
+                   tuple(d.get("attention", (fixed.attention,))), tuple(d.get("gate_layers", (fixed.gate_layers,))))
 
     def widths(self, arch: ArchSpec) -> List[Width]:
         """Candidate widths, widest first, duplicates removed."""

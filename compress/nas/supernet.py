@@ -1,13 +1,21 @@
-"""The DNS-Rec supernet: one full-size backbone shared by every width candidate and exit depth.
+"""The DNS-Rec supernet: one full-size backbone shared by every candidate.
 
-Candidate k keeps the leading ``widths[k]`` dimensions (zero-masks on the trailing ones, computed
-by slicing). Each layer's output mixes the candidates, 𝒯^(l) = Σ_k p_k T_k^(l), and the output is
-Y = Σ_l q_l 𝒯^(l) (Eq. 10). The embedding is mixed the same way (each candidate normalises its own
-kept dimensions), so with one-hot p and q the supernet computes exactly the sliced dense model.
+A candidate is a width k, an exit depth l, an attention kind a and a gate depth g, each picked by
+its controller: α (width, one for all layers), β (exit depth), and the attention and gate
+controllers, whose choices the search weighs by their FLOPs like the others. Candidate width k
+keeps the leading ``widths[k]`` dimensions (zero-masks on the trailing ones, computed by slicing).
+Each layer's output mixes the widths, 𝒯^(l) = Σ_k p_k T_k^(l), and the output is
+Y = Σ_l q_l 𝒯^(l) (Eq. 10). Inside a layer the attention output mixes the kinds, Σ_a r_a Attn_a,
+through one set of projections, and the gate scores mix the depths, δ = Σ_g s_g δ_g with δ_0 = 1
+(no gate); a shallower gate is a prefix of the deepest. The embedding is mixed like the layers (each
+width normalises its own kept dimensions), so with one-hot choices the supernet computes exactly
+the sliced dense model.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple, Union
+from dataclasses import replace
+from itertools import product
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -15,43 +23,76 @@ from torch import nn
 from compress.adapters.base import Adapter
 from compress.arch import ArchSpec, Width
 from compress.backbones.objectives import at, query
+from compress.errors import ConfigError
 from compress.measure.flops import analytic_flops
+from compress.nas.config import FLOPS_REFERENCES
 from compress.nas.controllers import Controller, one_hot
 from compress.nas.space import SearchSpace
 from compress.nn.width import zero_pad
 
+Weights = Union[int, torch.Tensor]  # a choice index (one-hot) or soft weights over the choices
+
 
 class Supernet(nn.Module):
-    def __init__(self, backbone: nn.Module, adapter: Adapter, space: SearchSpace) -> None:
+    def __init__(self, backbone: nn.Module, adapter: Adapter, space: SearchSpace,
+                 input_arch: Optional[ArchSpec] = None) -> None:
         super().__init__()
         self.backbone, self.adapter, self.space = backbone, adapter, space
         self.full: ArchSpec = backbone.arch
+        if max(space.gate_layers) > self.full.gate_layers:
+            raise ConfigError(f"the search space's gate depths {list(space.gate_layers)} exceed the supernet's "
+                              f"gates (L_d = {self.full.gate_layers})")
         self.widths: List[Width] = space.widths(self.full)
+        self.kinds: Tuple[str, ...] = space.attention
+        self.gate_depths: Tuple[int, ...] = space.gate_layers
+        self.input_arch = input_arch or self.full  # the model that was wrapped: what budgets may refer to
         self.alpha = Controller(len(self.widths))  # transformer controller, shared by all layers
         self.beta = Controller(self.full.layers)  # depth controller: exit after layer l
+        self.attention_choice = Controller(len(self.kinds))  # attention kind, shared by all layers
+        self.gate_choice = Controller(len(self.gate_depths))  # gate depth L_d, shared by all layers
         self.max_len, self.n_items, self.style = backbone.max_len, backbone.n_items, backbone.style
         self.tau = 1.0
         self.eval_selection = "soft"  # what predict() uses: "soft" (softmax(logits/τ)) or "hard" (argmax)
-        flops = [[analytic_flops(self.arch_for(k, l), self.max_len, self.n_items, backbone.causal)["total"]
-                  for l in range(self.full.layers)] for k in range(len(self.widths))]
-        self.register_buffer("flops", torch.tensor(flops, dtype=torch.float64), persistent=False)  # (K, L)
+        shape = (len(self.widths), self.full.layers, len(self.kinds), len(self.gate_depths))
+        flops = torch.zeros(shape, dtype=torch.float64)
+        for index in product(*(range(n) for n in shape)):
+            flops[index] = analytic_flops(self.arch_for(*index), self.max_len, self.n_items, backbone.causal)["total"]
+        self.register_buffer("flops", flops, persistent=False)  # (K, L, A, G)
+        self.input_flops = float(analytic_flops(self.input_arch, self.max_len, self.n_items, backbone.causal)["total"])
 
     @property
     def vocabulary(self):
         """The item vocabulary of the wrapped model (what every slice carries)."""
         return self.backbone.vocabulary
 
-    def arch_for(self, k: int, l: int) -> ArchSpec:
-        """Dense architecture of width candidate ``k`` exiting after layer ``l`` (0-based)."""
-        return self.full.narrowed(self.widths[k].hidden, self.widths[k].inner, l + 1)
+    @property
+    def controllers(self) -> Tuple[Controller, Controller, Controller, Controller]:
+        """Width (α), exit depth (β), attention kind, gate depth: the order of every choice tuple."""
+        return self.alpha, self.beta, self.attention_choice, self.gate_choice
+
+    def only(self, index: Optional[int], controller: Controller, what: str) -> int:
+        """``index``, or the single choice of a fixed ``what``; a searched one must be named."""
+        if index is not None:
+            return index
+        if controller.logits.numel() != 1:
+            raise ConfigError(f"this supernet searches the {what}: pass its choice")
+        return 0
+
+    def arch_for(self, k: int, l: int, a: Optional[int] = None, g: Optional[int] = None) -> ArchSpec:
+        """Dense architecture of width ``k`` exiting after layer ``l`` (0-based), attention kind ``a`` and
+        gate depth ``g`` (indices; optional where the space fixes them)."""
+        a = self.only(a, self.attention_choice, "attention kind")
+        g = self.only(g, self.gate_choice, "gate depth")
+        narrow = self.full.narrowed(self.widths[k].hidden, self.widths[k].inner, l + 1)
+        return replace(narrow, attention=self.kinds[a], gate_layers=self.gate_depths[g])
 
     def architecture_parameters(self) -> List[nn.Parameter]:
-        return [self.alpha.logits, self.beta.logits]
+        return [c.logits for c in self.controllers]
 
     def weight_parameters(self) -> List[nn.Parameter]:
         return list(self.backbone.parameters())
 
-    def mixture(self, w: Union[int, torch.Tensor], n: int) -> Tuple[torch.Tensor, List[int]]:
+    def mixture(self, w: Weights, n: int) -> Tuple[torch.Tensor, List[int]]:
         """(weights (n,), the choices to compute) of ``w``: an int is a one-hot choice; a tensor mixes,
         computing only its non-zero entries where the host sees them for free (the CPU), every entry on
         an accelerator (0 · x adds nothing, and reading the weights would make the host wait)."""
@@ -61,18 +102,28 @@ class Supernet(nn.Module):
             return w, [i for i, v in enumerate(w.tolist()) if v != 0]
         return w, list(range(n))
 
-    def forward(self, items: torch.Tensor, p: Union[int, torch.Tensor], q: Union[int, torch.Tensor]) -> torch.Tensor:
-        """items (B, N); p (K,) width weights or a width index; q (L,) exit weights or an exit index
-        -> Y (B, N, d)."""
+    def pairs(self, w: Optional[Weights], choices: Sequence, controller: Controller, what: str):
+        """``w`` as the (weight, choice) pairs a layer mixes; a one-hot choice has weight None (no multiply)."""
+        if w is None or isinstance(w, int):
+            return ((None, choices[self.only(w, controller, what)]),)
+        w, active = self.mixture(w, len(choices))
+        return tuple((w[i], choices[i]) for i in active)
+
+    def forward(self, items: torch.Tensor, p: Weights, q: Weights, r: Optional[Weights] = None,
+                s: Optional[Weights] = None) -> torch.Tensor:
+        """items (B, N); p (K,) width weights or a width index; q (L,) exit weights or an exit index;
+        r (A,) attention-kind and s (G,) gate-depth weights or indices (optional where fixed) -> Y (B, N, d)."""
         d, backbone = self.full.hidden, self.backbone
         valid = items > 0
         p, active = self.mixture(p, len(self.widths))  # a one-hot p computes one candidate
         q, exits = self.mixture(q, self.full.layers)
+        kinds = self.pairs(r, self.kinds, self.attention_choice, "attention kind")
+        gates = self.pairs(s, self.gate_depths, self.gate_choice, "gate depth")
         emb = {k: backbone.embed(items, self.widths[k].hidden) for k in active}
         x = sum(p[k] * zero_pad(emb[k], d) for k in active)  # (B, N, d)
         y = None
         for l in range(max(exits) + 1):  # layers after the last exit are not needed
-            outs = {k: backbone.layers[l](x, valid, emb[k], self.widths[k]) for k in active}
+            outs = {k: backbone.layers[l](x, valid, emb[k], self.widths[k], kinds, gates) for k in active}
             x = sum(p[k] * zero_pad(outs[k], d) for k in active)  # (B, N, d)
             if l in exits:
                 # each candidate's exit gets its own final LN (pre-LN models), as its dense model would
@@ -84,53 +135,70 @@ class Supernet(nn.Module):
     def score(self, h: torch.Tensor) -> torch.Tensor:
         return self.backbone.score(h)
 
-    def selection(self) -> Tuple[Union[int, torch.Tensor], Union[int, torch.Tensor]]:
-        """The weights predict() uses: tempered softmax without noise, or the current hard decision."""
+    def selection(self) -> Tuple[Weights, ...]:
+        """The weights predict() uses (p, q, r, s): tempered softmax without noise, or the current hard
+        decision."""
         if self.eval_selection == "hard":
-            return self.alpha.choice(), self.beta.choice()
-        return (torch.softmax(self.alpha.logits / self.tau, 0), torch.softmax(self.beta.logits / self.tau, 0))
+            return tuple(c.choice() for c in self.controllers)
+        return tuple(torch.softmax(c.logits / self.tau, 0) for c in self.controllers)
 
     def item_table(self, hidden: Optional[int] = None) -> torch.Tensor:
         return self.backbone.item_table(hidden)
 
-    def query_hidden(self, items: torch.Tensor, p: Optional[torch.Tensor] = None,
-                     q: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """(B, N) histories -> (B, d) hidden state that scores their next item, under weights p, q
+    def query_hidden(self, items: torch.Tensor, p: Optional[Weights] = None, q: Optional[Weights] = None,
+                     r: Optional[Weights] = None, s: Optional[Weights] = None) -> torch.Tensor:
+        """(B, N) histories -> (B, d) hidden state that scores their next item, under weights p, q, r, s
         (default: ``selection()``)."""
         if p is None or q is None:
-            p, q = self.selection()
+            p, q, r, s = self.selection()
         inputs, index = query(self, items)
-        return at(self(inputs, p, q), index)
+        return at(self(inputs, p, q, r, s), index)
 
-    def predict(self, items: torch.Tensor, p: Optional[torch.Tensor] = None,
-                q: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Next-item logits (B, n_items + 1) under weights p, q (default: ``selection()``)."""
-        return self.score(self.query_hidden(items, p, q))
+    def predict(self, items: torch.Tensor, p: Optional[Weights] = None, q: Optional[Weights] = None,
+                r: Optional[Weights] = None, s: Optional[Weights] = None) -> torch.Tensor:
+        """Next-item logits (B, n_items + 1) under weights p, q, r, s (default: ``selection()``)."""
+        return self.score(self.query_hidden(items, p, q, r, s))
 
-    def expected_flops(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        """Σ_l q_l Σ_k p_k FLOPs(k, l) / FLOPs(full): differentiable in p and q, 1.0 for the full model."""
-        table = self.flops.to(p.device, p.dtype)  # p, q may be a host copy for the epoch record
-        return p @ table @ q / table[0, -1]
+    def reference_flops(self, reference: str = "supernet") -> float:
+        """What budgets and the penalty are relative to: the full supernet (widest, deepest, its most
+        costly attention and gates) or the ``input`` model that was wrapped (what a user compares with)."""
+        if reference not in FLOPS_REFERENCES:
+            raise ConfigError(f"unknown `flops_reference` {reference!r}; choose {' or '.join(FLOPS_REFERENCES)}")
+        return self.input_flops if reference == "input" else float(self.flops.max())
 
-    def flops_of(self, k: int, l: int) -> float:
-        return float(self.flops[k, l])
+    def expected_flops(self, p: torch.Tensor, q: torch.Tensor, r: Optional[torch.Tensor] = None,
+                       s: Optional[torch.Tensor] = None, reference: str = "supernet") -> torch.Tensor:
+        """Σ p_k q_l r_a s_g FLOPs(k, l, a, g) / FLOPs(reference): differentiable in every weight; r and s
+        default to the single choice of a fixed space."""
+        r = r if r is not None else one_hot(self.only(None, self.attention_choice, "attention kind"), 1, p.device)
+        s = s if s is not None else one_hot(self.only(None, self.gate_choice, "gate depth"), 1, p.device)
+        table = self.flops.to(p.device, p.dtype)  # the weights may be a host copy for the epoch record
+        return torch.einsum("k,l,a,g,klag->", p, q, r.to(p.dtype), s.to(p.dtype), table) / \
+            self.reference_flops(reference)
+
+    def flops_of(self, k: int, l: int, a: Optional[int] = None, g: Optional[int] = None) -> float:
+        return float(self.flops[k, l, self.only(a, self.attention_choice, "attention kind"),
+                                self.only(g, self.gate_choice, "gate depth")])
 
     def candidates(self) -> List[Dict]:
         out = []
-        for k, w in enumerate(self.widths):
-            for l in range(self.full.layers):
-                out.append({"width": k, "hidden": w.hidden, "inner": w.inner, "layers": l + 1,
-                            "flops": self.flops_of(k, l), "params": self.params_of(k, l)})
+        for k, l, a, g in product(range(len(self.widths)), range(self.full.layers), range(len(self.kinds)),
+                                  range(len(self.gate_depths))):
+            arch = self.arch_for(k, l, a, g)
+            out.append({"width": k, "hidden": arch.hidden, "inner": arch.inner, "layers": l + 1,
+                        "attention": arch.attention, "gate_layers": arch.gate_layers, "label": arch.label(),
+                        "flops": self.flops_of(k, l, a, g), "params": self.params_of(k, l, a, g)})
         return out
 
-    def params_of(self, k: int, l: int) -> int:
-        arch = self.arch_for(k, l)
+    def params_of(self, k: int, l: int, a: Optional[int] = None, g: Optional[int] = None) -> int:
+        arch = self.arch_for(k, l, a, g)
         with torch.device("meta"):  # shapes only
             return sum(p.numel() for p in self.backbone.rebuilt(arch).parameters())
 
-    def slice(self, k: int, l: int) -> nn.Module:
-        """The dense model of candidate (k, l) holding the leading slices of the shared weights."""
-        dense = self.backbone.rebuilt(self.arch_for(k, l))
+    def slice(self, k: int, l: int, a: Optional[int] = None, g: Optional[int] = None) -> nn.Module:
+        """The dense model of candidate (k, l, a, g) holding the leading slices of the shared weights
+        (a shallower gate keeps the first hidden layers and the scoring layer of the deepest)."""
+        dense = self.backbone.rebuilt(self.arch_for(k, l, a, g))
         source = self.backbone.state_dict()
         with torch.no_grad():  # same parameter names, smaller shapes: each tensor is the leading block of its source
             for name, t in dense.state_dict().items():

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from compress.adapters import Adapter, adapter_class, get_adapter
+from compress.arch import ArchSpec
 from compress.data.vocabulary import ItemVocabulary
 from compress.errors import CheckpointError
 from compress.files import read_json
@@ -26,9 +27,12 @@ from compress.store.artifacts import build_checked, load_state, save_model
 
 
 def wrap(model: nn.Module, adapter: Union[None, str, Adapter] = None, space: Optional[SearchSpace] = None,
-         attention: str = "linear", gate_layers: int = 2, gate_placement: str = "code",
+         attention: Optional[str] = None, gate_layers: Optional[int] = None, gate_placement: str = "code",
          reorder: Optional[str] = None, reorder_batch=None, item_ids: Optional[Sequence[str]] = None) -> Supernet:
-    """A supernet around ``model``: zero-mask width candidates from ``space``, ``attention`` and gates injected.
+    """A supernet around ``model``: zero-mask width candidates from ``space``, its attention kinds and
+    gate depths injected as searched choices. ``attention`` or ``gate_layers`` fix one (the paper's
+    design: ``attention="linear", gate_layers=2``); ``wrap(model, attention="softmax", gate_layers=0)``
+    searches widths and depth of the model as it is.
 
     ``item_ids`` names the raw item id of each of the model's item rows (row i + 1 is ``item_ids[i]``),
     for a model that does not carry its vocabulary (one trained elsewhere); the search, slices and
@@ -46,7 +50,10 @@ def wrap(model: nn.Module, adapter: Union[None, str, Adapter] = None, space: Opt
     if reorder is not None:
         model = copy.deepcopy(model)  # convert() may return the user's own (built-in) model
         channel_reorder(model, reorder, reorder_batch)
-    arch = replace(model.arch, attention=attention, gate_layers=gate_layers, gate_placement=gate_placement)
+    space = (space or SearchSpace()).fixing(attention, gate_layers)
+    # gates as deep as the deepest choice, or as the model's own (whose weights are carried over)
+    arch = replace(model.arch, attention=space.attention[0], gate_layers=max(*space.gate_layers, model.arch.gate_layers),
+                   gate_placement=gate_placement)
     shared = model.rebuilt(arch)
     source = model.state_dict()
     own = shared.state_dict()
@@ -55,7 +62,7 @@ def wrap(model: nn.Module, adapter: Union[None, str, Adapter] = None, space: Opt
             if name not in own or own[name].shape != t.shape:
                 raise CheckpointError(f"cannot carry weight {name} {tuple(t.shape)} into the supernet")
             own[name].copy_(t)
-    return Supernet(shared, adapter, space or SearchSpace())
+    return Supernet(shared, adapter, space, model.arch)
 
 
 def save_supernet(supernet: Supernet, directory: str) -> None:
@@ -64,7 +71,8 @@ def save_supernet(supernet: Supernet, directory: str) -> None:
     them a reloaded supernet would score differently from the one whose metrics the search card holds."""
     os.makedirs(directory, exist_ok=True)
     save_model(supernet, directory, {"kind": "supernet", "supernet": {
-        "adapter": supernet.adapter.name, "adapter_config": supernet.adapter.to_dict(), "space": supernet.space.to_dict(), "tau": supernet.tau,
+        "adapter": supernet.adapter.name, "adapter_config": supernet.adapter.to_dict(),
+        "space": supernet.space.to_dict(), "input_arch": supernet.input_arch.to_dict(), "tau": supernet.tau,
         "eval_selection": supernet.eval_selection}}, supernet.backbone.config())
 
 
@@ -74,8 +82,9 @@ def load_supernet(directory: str, device: str = "cpu") -> Supernet:
         raise CheckpointError(f"{directory} holds a {cfg.get('kind', 'unknown')!r} checkpoint, not a supernet")
     backbone = build_checked(cfg.get("model"), os.path.join(directory, WEIGHTS), prefix="backbone.")
     adapter = adapter_class(cfg["supernet"]["adapter"]).from_dict(cfg["supernet"].get("adapter_config", {}))
-    supernet = Supernet(backbone, adapter,
-                        SearchSpace.from_dict(cfg["supernet"]["space"]))
+    saved = cfg["supernet"]
+    input_arch = ArchSpec.from_dict(saved["input_arch"]) if "input_arch" in saved else None
+    supernet = Supernet(backbone, adapter, SearchSpace.from_dict(saved["space"], backbone.arch), input_arch)
     load_state(supernet, os.path.join(directory, WEIGHTS))
     supernet.tau = float(cfg["supernet"].get("tau", supernet.tau))
     supernet.eval_selection = cfg["supernet"].get("eval_selection", supernet.eval_selection)

@@ -10,7 +10,7 @@ models (BERT4Rec) use the plain form over the real positions, O(N·d_head²).
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -81,7 +81,8 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: 
         if causal:
             mask = mask.tril()
         if valid is not None:
-            eye = torch.eye(n, dtype=torch.bool, device=q.device)
+            pos = torch.arange(n, device=q.device)
+            eye = pos[:, None] == pos  # not torch.eye: its ONNX form (EyeLike) has no bool kernel in onnxruntime
             mask = (mask & valid[:, None, None, :]) | eye  # (B, 1, N, N)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
 
@@ -98,8 +99,13 @@ class MultiHeadAttention(nn.Module):
         self.value = nn.Linear(hidden, hidden)
         self.out = nn.Linear(hidden, hidden)
 
-    def forward(self, x: torch.Tensor, valid: Optional[torch.Tensor]) -> torch.Tensor:
-        """x: (B, N, d_k) with d_k a multiple of head_dim (the kept width); returns (B, N, d_k)."""
+    def forward(self, x: torch.Tensor, valid: Optional[torch.Tensor],
+                kinds: Optional[Sequence[Tuple[Optional[torch.Tensor], str]]] = None) -> torch.Tensor:
+        """x: (B, N, d_k) with d_k a multiple of head_dim (the kept width); returns (B, N, d_k).
+
+        ``kinds`` (a supernet's attention choice): pairs (weight, kind) whose weighted sum of attention
+        outputs passes the output projection, one shared set of projections for every kind; a weight of
+        None is a one-hot choice (computed alone, no multiply). None: this layer's own kind."""
         b, n, d = x.shape
         heads = d // self.head_dim
 
@@ -107,11 +113,18 @@ class MultiHeadAttention(nn.Module):
             return t.view(b, n, heads, self.head_dim).transpose(1, 2)  # (B, h, N, dh)
 
         q, k, v = (split(linear(p, x, d)) for p in (self.query, self.key, self.value))
-        if self.kind == "linear":
-            y = (causal_linear_attention if self.causal else bidirectional_linear_attention)(q, k, v, valid)
-        else:
-            y = softmax_attention(q, k, v, valid, self.causal, self.dropout if self.training else 0.0)
+        y = None
+        for weight, kind in kinds or ((None, self.kind),):
+            y_kind = self.attend(kind, q, k, v, valid)  # (B, h, N, dh)
+            y_kind = y_kind if weight is None else weight * y_kind
+            y = y_kind if y is None else y + y_kind
         y = y.transpose(1, 2).reshape(b, n, d)  # (B, N, d_k)
         return linear(self.out, y, d)
+
+    def attend(self, kind: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               valid: Optional[torch.Tensor]) -> torch.Tensor:
+        if kind == "linear":
+            return (causal_linear_attention if self.causal else bidirectional_linear_attention)(q, k, v, valid)
+        return softmax_attention(q, k, v, valid, self.causal, self.dropout if self.training else 0.0)
 
 

@@ -7,7 +7,7 @@ FFN(h) = W2·act(W1·h), the gates scaling W1/W2 inputs or outputs.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,7 @@ NORMS = ("post", "pre")
 LAYER_PARTS = {"query": "attention.query", "key": "attention.key", "value": "attention.value",
                "output": "attention.out", "attention_norm": "attn_norm", "ffn_in": "ffn_in", "ffn_out": "ffn_out",
                "ffn_norm": "ffn_norm", "gates": "gates"}
+Mix = Sequence[Tuple[Optional[torch.Tensor], Any]]  # (weight or None for a one-hot choice, the choice)
 ACTIVATIONS = {"gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "relu": F.relu}
 
 
@@ -43,17 +44,17 @@ class TransformerLayer(nn.Module):
         self.full = Width(arch.hidden, arch.inner)
 
     def forward(self, x: torch.Tensor, valid: Optional[torch.Tensor], e: Optional[torch.Tensor] = None,
-                width: Optional[Width] = None) -> torch.Tensor:
-        """x: (B, N, d_k) kept dims of the layer input; e: (B, N, d_k) embedding output for the gates."""
+                width: Optional[Width] = None, kinds: Optional[Mix] = None, gates: Optional[Mix] = None) -> torch.Tensor:
+        """x: (B, N, d_k) kept dims of the layer input; e: (B, N, d_k) embedding output for the gates.
+        A supernet passes its choices: ``kinds`` of attention, ``gates`` depths (0: none), as (weight,
+        choice) pairs (weight None: a one-hot choice); None is this layer's own design."""
         width = width or self.full
         x = x[..., :width.hidden]
         pre = self.norm == "pre"
-        a = self.attention(layer_norm(self.attn_norm, x) if pre else x, valid)
+        a = self.attention(layer_norm(self.attn_norm, x) if pre else x, valid, kinds)
         h = x + self.drop(a) if pre else layer_norm(self.attn_norm, x + self.drop(a))  # (B, N, d_k)
         u = layer_norm(self.ffn_norm, h) if pre else h
-        d1 = d2 = None
-        if self.gates is not None:
-            d1, d2 = self.gates(e[..., :width.hidden], width)
+        d1, d2 = self.gate_scores(e, width, gates)
         code = self.gates is None or self.gates.placement == "code"
         f = linear(self.ffn_in, u if code or d1 is None else d1 * u, width.inner)  # (B, N, D_k)
         if code and d1 is not None:
@@ -63,3 +64,16 @@ class TransformerLayer(nn.Module):
         if code and d2 is not None:
             y = d2 * y
         return h + self.drop(y) if pre else layer_norm(self.ffn_norm, h + self.drop(y))
+
+    def gate_scores(self, e: Optional[torch.Tensor], width: Width, gates: Optional[Mix]):
+        """(δ1, δ2), or (None, None) for no gates; a mix of depths mixes the scores, depth 0 scoring 1."""
+        if gates is None:
+            gates = ((None, self.gates.depth if self.gates is not None else 0),)
+        if len(gates) == 1 and gates[0][0] is None:
+            depth = gates[0][1]
+            return self.gates(e[..., :width.hidden], width, depth) if depth else (None, None)
+        d1 = d2 = 0.0
+        for weight, depth in gates:
+            g1, g2 = self.gates(e[..., :width.hidden], width, depth) if depth else (1.0, 1.0)
+            d1, d2 = d1 + weight * g1, d2 + weight * g2
+        return d1, d2

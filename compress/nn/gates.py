@@ -8,6 +8,8 @@ layers L_d: L_d − 1 hidden ReLU layers of width d, then the scoring layer.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -23,9 +25,10 @@ class Gate(nn.Module):
         self.hidden_layers = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth - 1))
         self.score = nn.Linear(hidden, out)
 
-    def forward(self, x: torch.Tensor, out: int) -> torch.Tensor:
-        """x: (B, N, d_k) kept embedding dims; returns δ: (B, N, out) in (0, γ)."""
-        for layer in self.hidden_layers:
+    def forward(self, x: torch.Tensor, out: int, depth: Optional[int] = None) -> torch.Tensor:
+        """x: (B, N, d_k) kept embedding dims; returns δ: (B, N, out) in (0, γ). ``depth`` (default: all)
+        uses the first depth − 1 hidden layers, so a shallower gate is a prefix of a deeper one."""
+        for layer in self.hidden_layers[:None if depth is None else depth - 1]:
             x = torch.relu(linear(layer, x, x.shape[-1]))
         return GAMMA * torch.sigmoid(linear(self.score, x, out))
 
@@ -35,11 +38,11 @@ class GatePair(nn.Module):
 
     def __init__(self, hidden: int, inner: int, depth: int, placement: str) -> None:
         super().__init__()
-        self.placement = placement
+        self.placement, self.depth = placement, depth
         sizes = (inner, hidden) if placement == "code" else (hidden, inner)
         self.first = Gate(hidden, sizes[0], depth)
         self.second = Gate(hidden, sizes[1], depth)
 
-    def forward(self, e: torch.Tensor, width: Width):
+    def forward(self, e: torch.Tensor, width: Width, depth: Optional[int] = None):
         sizes = (width.inner, width.hidden) if self.placement == "code" else (width.hidden, width.inner)
-        return self.first(e, sizes[0]), self.second(e, sizes[1])
+        return self.first(e, sizes[0], depth), self.second(e, sizes[1], depth)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import math
 import os
 from typing import Any, Dict, Optional
@@ -27,14 +28,27 @@ FORMAT_VERSION = 1
 def save_model(model: nn.Module, directory: str, extra: Optional[Dict[str, Any]] = None,
                model_config: Optional[Dict[str, Any]] = None) -> None:
     """Write ``config.json`` (``model_config`` or ``model.config()``, plus ``extra``) and
-    ``model.safetensors`` (``model.state_dict()``) into ``directory``."""
+    ``model.safetensors`` (``model.state_dict()``, with ``weights_metadata``) into ``directory``."""
     cfg = {"format_version": FORMAT_VERSION, "model": model_config or model.config(), **(extra or {})}
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     try:
-        save_file(state, os.path.join(directory, WEIGHTS))
+        save_file(state, os.path.join(directory, WEIGHTS), metadata=weights_metadata(cfg["model"]))
     except SafetensorError as exc:  # safetensors reports a full disk as its own error
         raise OSError(errno.EIO, first_line(exc), os.path.join(directory, WEIGHTS)) from None
     write_json(os.path.join(directory, CONFIG), cfg)
+
+
+def weights_metadata(model_cfg: Dict[str, Any]) -> Dict[str, str]:
+    """The header of model.safetensors (strings only): ``format`` "pt" (what Hugging Face's loaders check
+    for), the compress version, and the ArchSpec (JSON), n_items and max_len, so the file says what it
+    holds even apart from config.json."""
+    import compress
+
+    meta = {"format": "pt", "compress": compress.__version__}
+    if "arch" in model_cfg:
+        meta["arch"] = json.dumps(model_cfg["arch"], sort_keys=True)
+    meta.update({k: str(model_cfg[k]) for k in ("n_items", "max_len") if k in model_cfg})
+    return meta
 
 
 # Fields every built-in backbone writes into config.json, with what they must hold.

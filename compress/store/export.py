@@ -2,30 +2,36 @@
 
 MODEL_DIR = ``config.json`` (ArchSpec, backbone, N, item count) + ``model.safetensors`` (the
 physically smaller tensors) + ``items.json`` (raw item id of every index, and item popularity for
-cold histories) + ``card.json`` (decision, metrics, FLOPs predicted and measured, params, latency).
-Optional TorchScript (``model.pt``) and ONNX (``model.onnx``) files are checked to give the same
-scores as the PyTorch model before the directory appears. A wrapped Hugging Face model also gets
-``native/``: the decision as the user's own class, which ``from_pretrained`` loads as-is.
+cold histories) + ``card.json`` (decision, metrics, FLOPs predicted and measured, params, latency,
+command, versions) + ``README.md`` (the card for people). Optional TorchScript (``model.pt``) and ONNX
+(``model.onnx``) files, both at the fixed length N, are checked to give the same scores as the PyTorch
+model before the directory appears. A wrapped Hugging Face or RecBole model also gets ``native/``: the
+decision as the user's own class, with its own items.json and README.md so that it stands alone.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
+import io
 import os
 import warnings
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional, Sequence, Union
 
 import torch
 
 from compress.adapters import Adapter
-from compress.data.vocabulary import ItemVocabulary
+from compress.arch import ArchSpec
+from compress.data.dataset import SequenceDataset
+from compress.data.vocabulary import ItemVocabulary, check_same
 from compress.errors import CheckpointError, ConfigError
-from compress.files import atomic_dir, write_json
-from compress.layout import CARD, ITEMS, NATIVE
+from compress.files import atomic_dir, write_json, write_text
+from compress.layout import CARD, ITEMS, MODEL_README, NATIVE
 from compress.measure.flops import measured_flops, model_flops, params_count
 from compress.measure.latency import latency_ms
 from compress.store.artifacts import save_model
-from compress.store.provenance import versions
+from compress.store.card import render
+from compress.store.provenance import command, versions
 
 EXPORT_FORMATS = ("safetensors", "torchscript", "onnx")
 PARITY_TOL = 1e-5
@@ -64,17 +70,25 @@ def _export_torchscript(model: torch.nn.Module, path: str) -> float:
 
 
 def _export_onnx(model: torch.nn.Module, path: str) -> Any:
+    """Traced at the fixed length N, any batch size: the chunked causal linear attention's shapes follow
+    N, so a graph with a free length would be wrong at other lengths (histories are padded to N anyway).
+    The exporter's notes (tracer warnings, opset remarks) are silenced: they concern code paths the
+    parity check below covers."""
     if importlib.util.find_spec("onnx") is None:
-        raise ConfigError("`format` onnx needs the onnx package: pip install onnx onnxruntime")
+        raise ConfigError("`format` onnx needs the onnx package: pip install onnx onnxruntime (the onnx extra)")
     items = _sample_items(model)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
         torch.onnx.export(_Scorer(model), (items,), path, input_names=["items"], output_names=["scores"],
                           dynamic_axes={"items": {0: "batch"}, "scores": {0: "batch"}}, dynamo=False)
     if importlib.util.find_spec("onnxruntime") is None:
         return None  # parity is checked where onnxruntime is installed
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     got = torch.from_numpy(session.run(None, {"items": items.numpy()})[0])
     with torch.no_grad():
         return _max_diff(model.predict(items), got)
@@ -92,7 +106,8 @@ def save_model_dir(model: torch.nn.Module, out: str, fmt: str = "safetensors", o
                    adapter: Optional[Adapter] = None, vocabulary: Optional[ItemVocabulary] = None,
                    dataset_stats: Optional[Dict[str, Any]] = None, inputs: Iterable[Optional[str]] = ()) -> Dict[str, Any]:
     """Write MODEL_DIR ``out`` for a dense ``model`` (its own item vocabulary, or ``vocabulary``);
-    returns its card. ``data`` and ``dataset_stats`` record what it was trained on. With the ``adapter``
+    returns its card. ``data`` and ``dataset_stats`` record what it was trained on; ``card["input"]``
+    (``reference_cost``), when given, is the model it was compressed from. With the ``adapter``
     of a wrapped user model, MODEL_DIR/native/ also holds the model as the user's own class where that
     class can express it (Hugging Face: softmax attention, no gates). ``model`` itself is not changed."""
     if fmt not in EXPORT_FORMATS:
@@ -112,7 +127,8 @@ def save_model_dir(model: torch.nn.Module, out: str, fmt: str = "safetensors", o
                       "measured": measured_flops(model, model.max_len),
                       "unit": "FLOPs = 2 x multiply-adds, one sequence of length N"},
             "params": params_count(model), "latency_ms": {"cpu_batch_1": latency_ms(model, 1, repeats=20)},
-            "versions": versions()}
+            "model": {k: model.config()[k] for k in ("backbone", "n_items", "max_len")}, "format": fmt,
+            "data": data, "dataset": dataset_stats, "command": command(), "versions": versions()}
     with atomic_dir(out, overwrite, inputs) as tmp:
         save_model(model, tmp, {"kind": "model", "data": data, "dataset": dataset_stats, "items": ITEMS,
                                 "versions": versions()})
@@ -127,6 +143,10 @@ def save_model_dir(model: torch.nn.Module, out: str, fmt: str = "safetensors", o
                               "note": None if written else "the user's model class cannot express this decision "
                                                            "(linear attention or gates); use MODEL_DIR itself"}
         write_json(os.path.join(tmp, CARD), card)
+        write_text(os.path.join(tmp, MODEL_README), render(card))
+        if card.get("native", {}).get("path"):  # native/ stands alone: its vocabulary and card beside it
+            write_json(os.path.join(tmp, NATIVE, ITEMS), vocabulary.to_json())
+            write_text(os.path.join(tmp, NATIVE, MODEL_README), render(card, native=True))
     return card
 
 
@@ -136,3 +156,47 @@ def _check(diff, fmt: str):
                               "nothing was written")
     return diff
 
+
+
+def reference_cost(model: torch.nn.Module, arch: Optional[ArchSpec] = None) -> Dict[str, Any]:
+    """FLOPs (analytic) and parameters of ``model`` rebuilt at ``arch`` (default: its own), for the card's
+    comparison with the model a decision was compressed from; counted on the meta device, so the full
+    model costs no memory."""
+    arch = arch or model.arch
+    with torch.device("meta"):
+        ref = model.rebuilt(arch)
+    return {"arch": arch.to_dict(), "label": arch.label(), "flops": model_flops(ref), "params": params_count(ref)}
+
+
+def export(model: torch.nn.Module, out: str, format: str = "safetensors",
+           vocabulary: Union[None, ItemVocabulary, Sequence[str]] = None, overwrite: bool = False,
+           dataset: Optional[SequenceDataset] = None, metrics: Optional[Dict[str, Any]] = None,
+           baseline: Optional[torch.nn.Module] = None) -> Dict[str, Any]:
+    """Write MODEL_DIR ``out`` for a dense ``model`` from Python, as ``compress export`` writes it from a
+    run (``format``: safetensors, or also model.pt (torchscript) or model.onnx, checked against the
+    model); returns the card.
+
+    ``vocabulary``: the raw item id of every row (row i + 1 is ``vocabulary[i]``) when the model carries
+    none; ``dataset``: the data it was trained on (it must number items as the model does; its item
+    popularity serves empty histories and its statistics go into the card); ``metrics``: e.g.
+    ``compress.split_metrics(model, dataset)``; ``baseline``: what it was compressed from, for the
+    card's cost comparison: the ``Supernet`` (whose adapter also writes native/, the model as the
+    wrapped class, where that class can hold it) or a dense compress model."""
+    if vocabulary is not None and not isinstance(vocabulary, ItemVocabulary):
+        vocabulary = ItemVocabulary(list(vocabulary))
+    vocabulary = vocabulary or getattr(model, "vocabulary", None)
+    stats = None
+    if dataset is not None:
+        data_vocabulary = dataset.vocabulary()
+        check_same(vocabulary, data_vocabulary, "the model")
+        vocabulary, stats = data_vocabulary, {"name": dataset.name, **dataset.stats()}  # same ids, with popularity
+    card: Dict[str, Any] = {"metrics": metrics or {}}
+    adapter = None
+    if baseline is not None:
+        if not hasattr(baseline, "backbone") and not hasattr(baseline, "rebuilt"):
+            raise ConfigError(f"`baseline` must be the Supernet or a dense compress model, got {type(baseline).__name__}")
+        dense = getattr(baseline, "backbone", baseline)
+        card["input"] = reference_cost(dense, getattr(baseline, "input_arch", None) or dense.arch)
+        adapter = getattr(baseline, "adapter", None)
+    return save_model_dir(model, out, format, overwrite, card, adapter=adapter, vocabulary=vocabulary,
+                          dataset_stats=stats)

@@ -1,16 +1,37 @@
-"""What produced an artifact: package, torch and Python versions, the number of processes and, run
-from a git checkout, the source commit."""
+"""What produced an artifact: package, torch and Python versions, the number of processes, the source
+commit when run from a git checkout, and the command line when run from the CLI."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
+import shlex
 import subprocess
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional, Sequence
 
 import torch
 
 from compress.runtime import distributed
+
+_command: Optional[str] = None  # the command line running now; None when called from Python
+
+
+@contextlib.contextmanager
+def invoked_as(argv: Sequence[str]) -> Iterator[None]:
+    """Within, artifacts record ``argv`` (the CLI's command line, shell-quoted) as the command that
+    produced them, so a model card says how to make it again; outside, they say "Python API"."""
+    global _command
+    previous, _command = _command, shlex.join(argv)
+    try:
+        yield
+    finally:
+        _command = previous
+
+
+def command() -> Optional[str]:
+    """The command line of the running CLI command (``compress export runs/x --out models/x``), or None."""
+    return _command
 
 
 @functools.lru_cache(maxsize=1)

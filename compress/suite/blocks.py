@@ -5,7 +5,8 @@ results file and cannot drift from it. A block is the text between a preset's tw
     (replaced by `python benchmarks/suite.py report --preset cpu --readme README.md`)
     <!-- /suite:cpu -->
 
-Everything outside the markers is left as it is; the file is rewritten atomically.
+Everything outside the markers is left as it is; the file is rewritten atomically. Other generated
+excerpts use the same helpers under their own ``kind`` (``<!-- excerpt:progress -->``).
 """
 from __future__ import annotations
 
@@ -15,18 +16,18 @@ from compress.errors import ConfigError
 from compress.files import write_text
 
 
-def markers(preset: str) -> Tuple[str, str]:
-    return f"<!-- suite:{preset} -->", f"<!-- /suite:{preset} -->"
+def markers(preset: str, kind: str = "suite") -> Tuple[str, str]:
+    return f"<!-- {kind}:{preset} -->", f"<!-- /{kind}:{preset} -->"
 
 
-def replace_block(path: str, preset: str, body: str) -> bool:
+def replace_block(path: str, preset: str, body: str, kind: str = "suite") -> bool:
     """Put ``body`` between the preset's markers in ``path``; False when the file has none."""
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
     except OSError as exc:
-        raise ConfigError(f"cannot read {path} to update its suite block: {exc.strerror}") from None
-    begin, end = markers(preset)
+        raise ConfigError(f"cannot read {path} to update its {kind} block: {exc.strerror}") from None
+    begin, end = markers(preset, kind)
     i, j = text.find(begin), text.find(end)
     if i < 0 and j < 0:
         return False

@@ -23,11 +23,15 @@ from compress.errors import ConfigError
 METHODS = ("dense", "dnsrec", "uniform", "prune")
 NEEDS = {"dense": (), "dnsrec": (), "uniform": ("reference",), "prune": ("reference", "base")}
 OPTIONAL_NEEDS = {"dnsrec": ("reference",)}  # a dnsrec variant that only retrains differently reuses a search
-VOLATILE = ("device", "data_dir", "checkpoint_every", "compile", "eval_batch_size")  # where, how often or how
+VOLATILE = ("device", "data_dir", "checkpoint_every", "compile", "eval_batch_size", "tensorboard")  # where, how often or how
 # fast, not what
-# Options added after the first suite runs: in a cell's identity only when set otherwise, so that the
-# cells recorded before keep their keys; and options renamed since, under their first name.
-LATER = {"eval_seed": 2024, "from_scratch": False, "item_numbering": "compress"}
+# Options added after the first suite runs: in a cell's identity only when set to another value than
+# the one the cells recorded before ran with, so that those keep their keys; and options renamed
+# since, under their first name. The search's own (SEARCH_LATER) are not in the identity of cells that
+# do not search.
+LATER = {"eval_seed": 2024, "from_scratch": False, "item_numbering": "compress", "tau_schedule": "step",
+         "flops_reference": "supernet", "attention_choices": ["softmax", "linear"], "gate_choices": [0, 1, 2]}
+SEARCH_LATER = ("tau_schedule", "flops_reference", "attention_choices", "gate_choices")
 FIRST_NAMES = {"data_format": "format"}
 DEFAULT_DATA = "default"
 TOP_KEYS = {"variants", "presets"}
@@ -77,7 +81,8 @@ def cell_key(dataset: str, method: str, seed: int, options: Dict[str, Any], from
     """16 hex digits of SHA-256 over the cell's identity, as canonical JSON. Retraining options enter
     the identity only when a variant sets them, so the keys of every other cell stay what they were."""
     named = {FIRST_NAMES.get(k, k): v for k, v in sorted(options.items())
-             if k not in VOLATILE and not (k in LATER and v == LATER[k])}
+             if k not in VOLATILE and not (k in LATER and v == LATER[k])
+             and not (k in SEARCH_LATER and method != "dnsrec")}
     ident = {"dataset": dataset, "method": method, "seed": seed, "from_scratch": from_scratch, "needs": needs,
              "options": named}
     if retrain:
