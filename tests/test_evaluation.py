@@ -22,7 +22,7 @@ class TableModel(nn.Module):
     def __init__(self, table: torch.Tensor, max_len: int = 8) -> None:
         super().__init__()
         self.table = nn.Parameter(table.clone(), requires_grad=False)
-        self.max_len = max_len
+        self.max_len, self.n_items = max_len, table.shape[1] - 1
         self.seen = []
 
     def predict(self, items: torch.Tensor) -> torch.Tensor:  # (B, N) right-padded -> (B, n_items + 1)

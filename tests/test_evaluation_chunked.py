@@ -39,7 +39,7 @@ class PredictOnly(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model, self.max_len = model, model.max_len
+        self.model, self.max_len, self.n_items = model, model.max_len, model.n_items
 
     def predict(self, items: torch.Tensor) -> torch.Tensor:
         return self.model.predict(items)

@@ -160,6 +160,11 @@ def test_parallel_appends_to_one_results_file_stay_whole(tmp_path):
     assert all(r["payload"] == r["key"][0] * 200_000 for r in records)
 
 
+def by_variant(records):
+    """Records by variant, named without ``_paper`` (the paper's design: attention and gates fixed)."""
+    return {r["variant"].replace("_paper", ""): r for r in records}
+
+
 def test_smoke_preset_runs_resumes_and_reports(tmp_path):
     """The smoke preset end to end on the embedded sample (one seed, the pruning baseline and the
     cells it builds on), a second run that adds nothing, and the report from the results file."""
@@ -167,11 +172,11 @@ def test_smoke_preset_runs_resumes_and_reports(tmp_path):
     pytest.importorskip("matplotlib")
     out, runs = tmp_path / "out", tmp_path / "runs"
     results = out / "results.jsonl"
-    plan = load_plan(str(SUITE), "smoke", variants=["torch_pruning", "uniform", "dnsrec_retrain_nogates"], seeds=[1])
+    plan = load_plan(str(SUITE), "smoke", variants=["torch_pruning_paper", "uniform_paper", "dnsrec_paper_retrain_nogates"], seeds=[1])
     plan = type(plan)(plan.preset, plan.about, plan.cells, [1, 8], 1)  # keep the latency part short
     assert run_plan(plan, str(results), str(runs), "cpu") == {"run": 5, "skipped": 0}
     records = read_results(str(results))
-    by = {r["variant"]: r for r in records}
+    by = by_variant(records)
     assert list(by) == ["dnsrec", "sasrec", "torch_pruning", "uniform", "dnsrec_retrain_nogates"]
     bare = by["dnsrec_retrain_nogates"]  # the same search, retrained without gates
     assert bare["info"]["search_of"] == by["dnsrec"]["key"] and "search" not in bare["seconds"]
@@ -200,7 +205,7 @@ def test_smoke_preset_runs_resumes_and_reports(tmp_path):
     assert results.read_bytes() == before
 
     assert remeasure(str(results), str(runs), [1, 8], 1, "cpu") == 5  # all five side by side, current code
-    again = {r["variant"]: r for r in read_results(str(results))}
+    again = by_variant(read_results(str(results)))
     assert list(again) == list(by)
     for name, r in again.items():
         assert r["cost_before"] == by[name]["cost"] and set(r["cost"]) == set(by[name]["cost"])

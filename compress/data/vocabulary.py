@@ -34,7 +34,7 @@ class ItemVocabulary:
         if len(set(self.ids)) != len(self.ids):
             raise ConfigError("item ids must be distinct: an id given twice would name two embedding rows")
         if self.popularity is not None:
-            pop = list(self.popularity)
+            pop = self.popularity if isinstance(self.popularity, Sequence) and not isinstance(self.popularity, str) else ()
             if len(pop) != len(self.ids) + 1 or not all(isinstance(p, numbers.Real) and p == p and abs(p) != float("inf")
                                                         for p in pop):
                 raise ConfigError(f"popularity must be {len(self.ids) + 1} finite numbers (index 0 unused)")
@@ -86,3 +86,16 @@ def check_same(model_vocab: Optional[ItemVocabulary], data_vocab: ItemVocabulary
     differs = model_vocab.difference(data_vocab)
     if differs:
         raise ConfigError(f"{what} and the data number their items differently ({differs}); {ALIGN_HINT}")
+
+
+def vocabulary_of(model: Any, given: Optional[ItemVocabulary] = None) -> ItemVocabulary:
+    """The vocabulary naming ``model``'s item rows: ``given``, or the one the model carries (a model
+    from ``compress.load`` or trained by ``compress.fit``); refused when absent or of another size."""
+    vocabulary = given or getattr(model, "vocabulary", None)
+    if vocabulary is None:
+        raise ConfigError("the model has no item vocabulary, so its rows cannot be named as raw item ids; pass "
+                          "vocabulary= (e.g. dataset.vocabulary() of the data it was trained on) or use a MODEL_DIR "
+                          "(compress.load)")
+    if len(vocabulary) != model.n_items:
+        raise ConfigError(f"the vocabulary names {len(vocabulary)} items but the model scores {model.n_items}")
+    return vocabulary

@@ -23,7 +23,7 @@ import torch
 from compress.adapters import Adapter
 from compress.arch import ArchSpec
 from compress.data.dataset import SequenceDataset
-from compress.data.vocabulary import ItemVocabulary, check_same
+from compress.data.vocabulary import ItemVocabulary, check_same, vocabulary_of
 from compress.errors import CheckpointError, ConfigError
 from compress.files import atomic_dir, write_json, write_text
 from compress.layout import CARD, ITEMS, MODEL_README, NATIVE
@@ -112,12 +112,7 @@ def save_model_dir(model: torch.nn.Module, out: str, fmt: str = "safetensors", o
     class can express it (Hugging Face: softmax attention, no gates). ``model`` itself is not changed."""
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export `format` {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
-    vocabulary = vocabulary or getattr(model, "vocabulary", None)
-    if vocabulary is None:
-        raise ConfigError("the model has no item vocabulary to write into items.json; pass vocabulary= (e.g. "
-                          "dataset.vocabulary() of the data it was trained on)")
-    if len(vocabulary) != model.n_items:
-        raise CheckpointError(f"the model scores {model.n_items} items but its vocabulary names {len(vocabulary)}")
+    vocabulary = vocabulary_of(model, vocabulary)
     model = copy.deepcopy(model).cpu().eval()
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise CheckpointError("the model's weights are not finite (NaN or infinity): it diverged; export a model "

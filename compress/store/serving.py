@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from compress.data.batching import pad_right
-from compress.data.vocabulary import ItemVocabulary
+from compress.data.vocabulary import ItemVocabulary, vocabulary_of
 from compress.errors import ConfigError
 from compress.runtime.replay import Replayed
 
@@ -33,16 +33,10 @@ class Recommender:
     follows its FLOPs."""
 
     def __init__(self, model: nn.Module, vocabulary: Optional[ItemVocabulary] = None, graphs: bool = True) -> None:
-        vocabulary = vocabulary or getattr(model, "vocabulary", None)
-        if vocabulary is None:
-            raise ConfigError("the model has no item vocabulary, so its rows cannot be named as raw item ids; serve a "
-                              "MODEL_DIR (compress.load), a model trained with compress.fit, or pass vocabulary=")
-        if len(vocabulary) != model.n_items:
-            raise ConfigError(f"the vocabulary names {len(vocabulary)} items but the model scores {model.n_items}")
-        self.model, self.vocabulary = model, vocabulary
+        self.model, self.vocabulary = model, vocabulary_of(model, vocabulary)
         device = next(model.parameters()).device
         self.predict = Replayed(model.predict, device) if graphs else model.predict
-        self.ids, self.index = vocabulary.ids, vocabulary.index  # raw id of row i + 1; raw id -> row
+        self.ids, self.index = self.vocabulary.ids, self.vocabulary.index  # raw id of row i + 1; raw id -> row
 
     @classmethod
     def load(cls, path: str, device: str = "cpu") -> "Recommender":

@@ -31,6 +31,7 @@ from compress.suite.stats import mean_std, paired_t_test
 MIN_SEEDS = 3
 BASELINE = "sasrec"
 OURS = "dnsrec"
+TRACED = (OURS, f"{OURS}_paper")  # whose controllers are plotted: the searched design, else the paper's
 Records = List[Dict[str, Any]]
 
 
@@ -168,7 +169,8 @@ def plot_controllers(dataset: str, rows: Records, path: str) -> str:
         unique = dict(zip(labels, handles))
         ax.legend(unique.values(), unique.keys(), fontsize=8)
     seeds = ", ".join(str(r["seed"]) for r in sorted(rows, key=lambda r: r["seed"]))
-    fig.suptitle(f"{dataset}: DNS-Rec controllers over search epochs (seeds {seeds}: solid, dashed, dotted)")
+    fig.suptitle(f"{dataset}: {rows[0]['label']}, controllers over search epochs (seeds {seeds}: solid, dashed, "
+                 "dotted)")
     fig.tight_layout()
     path = _save(fig, path)
     plt.close(fig)
@@ -305,7 +307,8 @@ def write_report(results: str, out_dir: str) -> Dict[str, Any]:
         files["plots"].append(png)
         section.append(f"![accuracy vs FLOPs on {dataset}]({os.path.basename(png)})")
         section.append("### DNS-Rec against the baselines at equal FLOPs\n\n" + dominance_lines(by_variant))
-        traced = [r for r in by_variant.get(OURS, []) if "search" in r["info"]]
+        traced = next((rs for rs in ([r for r in by_variant.get(v, []) if "search" in r["info"]] for v in TRACED) if rs),
+                      None)
         if traced:
             png = plot_controllers(dataset, traced, os.path.join(out_dir, f"controllers_{dataset}.png"))
             files["plots"].append(png)
