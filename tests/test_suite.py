@@ -311,6 +311,11 @@ def test_torch_pruning_keeps_depth_and_meets_the_flops_target():
     assert model_flops(pruned)["total"] <= target and pruned.arch.hidden % 8 == 0
     assert pruned.arch.inner == pruned.arch.hidden * 2 and 0 < ratio < 1  # one uniform ratio everywhere
     assert model.arch.hidden == 64  # the input model is untouched
+    tiny = 0.5 * model_flops(pruned.rebuilt(ArchSpec(8, 16, 4, 2)))["total"]  # below the narrowest two layers
+    with pytest.raises(ConfigError, match="even 8 hidden channels cost more"):
+        prune_to_flops(model, tiny)
+    narrowest, _ = prune_to_flops(model, tiny, floor=True)
+    assert narrowest.arch == ArchSpec(8, 16, 4, 2) and model_flops(narrowest)["total"] > tiny
     with pytest.raises(ConfigError, match="softmax attention and no gates"):
         prune_to_flops(compress.get_backbone("sasrec")(ArchSpec(64, 128, 4, 2, "linear"), 500, 20), target)
 

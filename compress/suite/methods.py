@@ -30,6 +30,7 @@ from compress.engine.train import fit
 from compress.files import atomic_dir, read_json
 from compress.layout import ARCH, CONFIG, RETRAINED, SEARCH_CARD, SUPERNET
 from compress.measure.evaluation import split_metrics
+from compress.measure.flops import model_flops
 from compress.runtime.devices import resolve_device
 from compress.store.artifacts import load
 from compress.store.provenance import versions
@@ -114,12 +115,13 @@ def prune(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:
     device = resolve_device(opts["device"])
     base = load(deps["base"]["path"], str(device))
     target = deps["reference"]["cost"]["flops_analytic"]
-    model, ratio = prune_to_flops(base, target)
+    model, ratio = prune_to_flops(base, target, floor=True)  # a depth-keeping pruner may not reach a shallow decision
     ds = dataset_from_options(opts)
     before = split_metrics(model, ds, opts["k"], opts["eval_seed"], device)
     result = fit(model, ds, build(TrainConfig, opts), device)
     metrics = split_metrics(model, ds, opts["k"], opts["eval_seed"], device)
-    info = {"ratio": ratio, "target_flops": target, "pruned_from": deps["base"]["key"],
+    info = {"ratio": ratio, "target_flops": target, "reached_target": model_flops(model)["total"] <= target,
+            "pruned_from": deps["base"]["key"],
             "flops_of": deps["reference"]["key"], "before_finetune": before, "best_epoch": result.best_epoch,
             "criterion": "Torch-Pruning MetaPruner, GroupMagnitudeImportance(p=2), uniform ratio, depth kept"}
     with atomic_dir(out, overwrite=True) as tmp:

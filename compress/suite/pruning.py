@@ -160,15 +160,19 @@ def tp_prune(model: nn.Module, hidden: int) -> nn.Module:
     return pruned
 
 
-def prune_to_flops(model: nn.Module, target_flops: float) -> Tuple[nn.Module, float]:
+def prune_to_flops(model: nn.Module, target_flops: float, floor: bool = False) -> Tuple[nn.Module, float]:
     """(pruned copy, ratio): the smallest uniform ratio whose pruned model's analytic FLOPs
-    (``compress.measure.flops``) are at most ``target_flops``, found by bisection over the kept widths."""
+    (``compress.measure.flops``) are at most ``target_flops``, found by bisection over the kept widths.
+    Width pruning keeps the depth, so a target below the narrowest model is out of its reach: an error,
+    or with ``floor`` the narrowest model (a comparison then shows the baseline where it can stand)."""
     def fits(hidden: int) -> bool:
         arch = pruned_arch(model, hidden)
         return analytic_flops(arch, model.max_len, model.n_items, model.causal)["total"] <= target_flops
 
     choices = hidden_choices(model)
     if not fits(choices[0]):
+        if floor:
+            return tp_prune(model, choices[0]), max(0.0, _ratio(model, choices[0]))
         raise ConfigError(f"cannot prune to {target_flops:,.0f} FLOPs: even {choices[0]} hidden channels cost more")
     low, high = 0, len(choices) - 1  # choices[low] fits; find the widest that does
     while low < high:
