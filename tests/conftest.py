@@ -1,6 +1,8 @@
 """Shared fixtures: an isolated cache, the real datasets in ../shared/data, and tiny synthetic data."""
 from __future__ import annotations
 
+import collections
+import json
 import os
 import sys
 import tempfile
@@ -33,11 +35,30 @@ def pytest_configure(config: pytest.Config) -> None:
         fakegpu.install()
 
 
+def probe_counts() -> collections.Counter:
+    """The probe harness's counts of this process (tests/test_probes.py), empty when it did not run here."""
+    probes = sys.modules.get("test_probes")
+    return probes.SUMMARY if probes is not None else collections.Counter()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A pytest-xdist worker hands its probe counts to the controller, which prints the summary."""
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["probes"] = json.dumps(probe_counts())
+
+
+WORKER_PROBES: collections.Counter = collections.Counter()  # summed over pytest-xdist workers
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    WORKER_PROBES.update(json.loads(getattr(node, "workeroutput", {}).get("probes", "{}")))
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     """The probe harness's count (tests/test_probes.py), when it ran."""
-    probes = sys.modules.get("test_probes")
-    if probes is not None and probes.SUMMARY:
-        s = probes.SUMMARY
+    s = probe_counts() + WORKER_PROBES
+    if s["probes"]:
         terminalreporter.write_line(
             f"probe harness: {s['probes']} bad inputs, {s['exit 2']} ended in one line and exit code 2, "
             f"{s['exit 0']} ran as valid input, {s['tracebacks']} tracebacks, {s['hangs']} hangs "
