@@ -73,7 +73,7 @@ def main() -> None:
                              space=compress.SearchSpace(hidden_ratios=(0.0, 0.5), inner_ratios=(0.0, 0.5)))
     result = compress.search(supernet, data, compress.SearchConfig(epochs=args.epochs, batch_size=128),
                              device="cpu")
-    small = result.slice()  # a dense compress model: linear attention and gates are ours, not MyRecommender's
+    small = result.slice()  # a dense compress model of the decision's attention kind and gates
     compress.fit(small, data, compress.TrainConfig(epochs=args.epochs, batch_size=128), torch.device("cpu"))
     result.export(args.out, data, model=small, overwrite=True)
     served = compress.load(args.out)

@@ -26,9 +26,10 @@ def test_parity_against_cpu_float64():
 
 def test_toy_journey_on_cpu(tmp_path):
     # torch.compile's first CPU build alone takes about two minutes; the GPU run keeps the stage. The
-    # journey costs about 2.5 CPU-minutes; the timeout leaves room for a machine shared with other jobs.
+    # torchrun and bf16 searches are tested in tests/test_distributed.py and tests/test_precision.py.
+    # The journey costs about 1.5 CPU-minutes; the timeout leaves room for a machine shared with other jobs.
     out_dir, results = tmp_path / "out", tmp_path / "gpu_check_cpu.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--toy", "--skip", "compile",
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--toy", "--skip", "compile,torchrun,search_bf16",
                            "--out-dir", str(out_dir), "--results", str(results), "--work-dir", str(tmp_path / "work")],
                           capture_output=True, text=True, timeout=480)
     report = json.loads(results.read_text())
@@ -41,6 +42,7 @@ def test_toy_journey_on_cpu(tmp_path):
         assert stage["ok"] is True or stage["skipped"], name
         assert stage["seconds"] >= 0
     assert report["stages"]["train_fp16"]["skipped"] and report["stages"]["compile"]["skipped"] == "--skip"
+    assert report["stages"]["torchrun"]["skipped"] == "--skip" and report["stages"]["train_bf16"]["ok"]
     assert report["stages"]["parity"]["max_abs_diff"] <= 1e-4
     assert report["stages"]["kill_resume"]["decision"]["layers"] >= 1
     assert report["stages"]["bench"]["bench"]["models"]["baseline"]["latency_ms@256"] > 0

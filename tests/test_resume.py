@@ -70,7 +70,7 @@ def test_fit_crashed_and_resumed_equals_uninterrupted(data, tmp_path, backbone, 
 
 
 def test_search_crashed_and_resumed_equals_uninterrupted(data, tmp_path):
-    cfg = compress.SearchConfig(epochs=3, batch_size=128, seed=1)
+    cfg = compress.SearchConfig(epochs=2, batch_size=128, seed=1)  # 8 steps an epoch: the crash is in the second
     space = compress.SearchSpace((0.0, 0.5), (0.0, 0.5))
     expected = compress.search(compress.wrap(fresh_model(data), space=space), data, cfg, "cpu")
     ckpt = Checkpointer(str(tmp_path / "search.partial"), every=3)
@@ -103,7 +103,7 @@ def card(run: Path) -> dict:
 
 
 def test_search_killed_with_sigkill_resumes_to_the_same_decision(tmp_path, subprocess_env):
-    common = ("search", "--recipe", TINY, "--search-epochs", 4, "--stage", "search", "--json")
+    common = ("search", "--recipe", TINY, "--search-epochs", 3, "--stage", "search", "--json")
     run = tmp_path / "killed"
     proc = subprocess.Popen(cli(*common, "--checkpoint-every", 3, "--out", run), env=subprocess_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
