@@ -62,6 +62,8 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--no-report", action="store_true", help="skip writing the report afterwards")
     run = sub.choices["run"]
     run.add_argument("--variants", default=None, help="comma-separated subset (what they build on is added)")
+    sub.choices["remeasure"].add_argument("--variants", default=None,
+                                          help="comma-separated subset, measured side by side (default: all)")
     run.add_argument("--seeds", default=None, help="comma-separated seeds instead of the preset's")
     return ap
 
@@ -76,7 +78,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         elif args.command == "remeasure":
             plan = load_plan(args.suite, args.preset)
             n = remeasure(results, args.runs or out.rstrip("/") + "_runs", plan.batches, plan.repeats, args.device,
-                          _list(args.datasets), log=lambda line: print(line, flush=True))
+                          _list(args.datasets), log=lambda line: print(line, flush=True),
+                          variants=_list(args.variants))
             print(f"{n} cells re-measured side by side; results in {results}")
             if args.no_report:
                 return 0

@@ -223,6 +223,11 @@ def test_smoke_preset_runs_resumes_and_reports(tmp_path):
     assert [Path(p).name for p in files["plots"]] == ["pareto_default.png", "controllers_default.png"]
     assert (report_dir / "pareto_default.png").stat().st_size > 1000
 
+    assert remeasure(str(results), str(runs), [1], 1, "cpu", variants=["sasrec"]) == 1  # a subset of the cells
+    assert by_variant(read_results(str(results)))["sasrec"]["measured"]["side_by_side"] == 1
+    with pytest.raises(ConfigError, match="no finished cell of datasets any and variants"):
+        remeasure(str(results), str(runs), [1], 1, "cpu", variants=["nothing"])
+
 
 STATS = {"users": 10, "items": 20, "interactions": 50, "avg_len": 5.0, "max_len": 7, "density": 0.25}
 

@@ -34,14 +34,20 @@ def model_dir(runs_dir: str, record: dict) -> str:
 
 
 def remeasure(results: str, runs_dir: str, batches: List[int], repeats: int, device: str = "cpu",
-              datasets: Optional[List[str]] = None, log: Optional[Callable[[str], None]] = None) -> int:
-    """Re-measure the cost of every finished cell (of ``datasets``, default all); returns how many."""
+              datasets: Optional[List[str]] = None, log: Optional[Callable[[str], None]] = None,
+              variants: Optional[List[str]] = None) -> int:
+    """Re-measure the cost of every finished cell (of ``datasets`` and ``variants``, default all), the
+    models of a dataset side by side; returns how many."""
     log = log or (lambda line: None)
     records = read_results(results)
     if not records:
         raise ConfigError(f"{results} holds no finished cells yet; run the suite first")
     dev = resolve_device(device)
-    chosen = [r for r in records if datasets is None or r["dataset"] in datasets]
+    chosen = [r for r in records if (datasets is None or r["dataset"] in datasets)
+              and (variants is None or r["variant"] in variants)]
+    if not chosen:
+        raise ConfigError(f"{results} holds no finished cell of datasets {datasets or 'any'} and variants "
+                          f"{variants or 'any'}")
     missing = [model_dir(runs_dir, r) for r in chosen if not os.path.isdir(model_dir(runs_dir, r))]
     if missing:
         raise ConfigError(f"{len(missing)} cell model(s) are not in {runs_dir} (first: {missing[0]}); "
