@@ -138,7 +138,8 @@ def test_shards_partition_every_batch():
 
 def test_torchrun_cli_matches_one_process(tmp_path):
     """`torchrun -m compress search` end to end: rank 0 alone prints and writes; same decision."""
-    common = ["search", "--recipe", str(TINY), "--set", "dropout=0", "--json"]
+    common = ["search", "--recipe", str(TINY), "--set", "dropout=0", "--search-epochs", "1", "--retrain-epochs", "1",
+              "--json"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, "-m", "compress", *common, "--out", str(tmp_path / "one")],
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)

@@ -54,7 +54,7 @@ def test_flatten_round_trips_optimizer_state():
 @pytest.mark.parametrize("backbone", ["sasrec", "bert4rec"])
 @pytest.mark.parametrize("every", [2, 0])  # mid-epoch checkpoints every 2 steps / only at epoch ends
 def test_fit_crashed_and_resumed_equals_uninterrupted(data, tmp_path, backbone, every):
-    cfg = compress.TrainConfig(epochs=3, batch_size=128, seed=1)
+    cfg = compress.TrainConfig(epochs=2, batch_size=128, seed=1)
     whole = fresh_model(data, backbone)
     per_epoch = math.ceil(len(training_data(whole, data.train_sequences())[0]) / cfg.batch_size)
     crash_step = 5 if every else per_epoch + 3  # the second epoch is lost and replayed from its start
