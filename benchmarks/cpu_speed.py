@@ -92,7 +92,9 @@ def main(argv: List[str] = None) -> int:
                   flush=True)
     medians = {w: {k: statistics.median(run[k] for run in rs) for k in rs[0]} for w, rs in runs.items()}
     ratios = {k: medians["new"][k] / medians["base"][k] for k in medians["base"] if k in medians["new"]}
-    report = {"base": args.base, "new": args.new, "rounds": args.rounds, "epochs": args.epochs,
+    commits = {w: subprocess.run(["git", "-C", tree, "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                                 text=True).stdout.strip() for w, tree in trees.items()}
+    report = {"base": args.base, "new": args.new, "commits": commits, "rounds": args.rounds, "epochs": args.epochs,
               "median_seconds": medians, "ratio_new_over_base": ratios, "runs": runs}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as fh:
