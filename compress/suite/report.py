@@ -169,8 +169,8 @@ def plot_controllers(dataset: str, rows: Records, path: str) -> str:
         unique = dict(zip(labels, handles))
         ax.legend(unique.values(), unique.keys(), fontsize=8)
     seeds = ", ".join(str(r["seed"]) for r in sorted(rows, key=lambda r: r["seed"]))
-    fig.suptitle(f"{dataset}: {rows[0]['label']}, controllers over search epochs (seeds {seeds}: solid, dashed, "
-                 "dotted)")
+    fig.suptitle(f"{dataset}: {rows[0]['label']}\ncontrollers over search epochs (seeds {seeds}: solid, dashed, "
+                 "dotted)", fontsize=10)
     fig.tight_layout()
     path = _save(fig, path)
     plt.close(fig)
