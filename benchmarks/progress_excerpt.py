@@ -24,7 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from compress.errors import CompressError, ConfigError  # noqa: E402
 from compress.layout import CARD, METRICS_CSV  # noqa: E402
-from compress.suite.blocks import markers, replace_block  # noqa: E402
+from compress.suite.blocks import fill_block  # noqa: E402
 
 SEARCH = ["search", "--recipe", os.path.join(REPO, "recipes", "tiny.yaml"), "--search-epochs", "2",
           "--retrain-epochs", "1", "--device", "cpu", "--out", "runs/tiny"]
@@ -96,9 +96,8 @@ def main(argv=None) -> int:
         body = excerpt()
         if args.print:
             print(body)
-        elif not replace_block(args.readme, "progress", body, kind="excerpt"):
-            raise ConfigError(f"{args.readme} has no {' … '.join(markers('progress', 'excerpt'))} block")
         else:
+            fill_block(args.readme, "progress", body, kind="excerpt", what="the excerpt")
             print(f"excerpt written into {args.readme}")
     except CompressError as exc:
         print(f"error: {exc}", file=sys.stderr)

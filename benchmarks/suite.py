@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from compress.errors import CompressError, ConfigError  # noqa: E402
 from compress.runtime.allocator import tune_allocator  # noqa: E402
 from compress.suite import load_plan, run_plan, write_report  # noqa: E402
-from compress.suite.blocks import markers, replace_block  # noqa: E402
+from compress.suite.blocks import fill_block  # noqa: E402
 from compress.suite.remeasure import remeasure  # noqa: E402
 from compress.suite.report import readme_block  # noqa: E402
 
@@ -98,8 +98,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "".join(f" --readme {markdown}" for markdown in args.readme)
         for markdown in args.readme:
             body = readme_block(results, files["report"], markdown, command)
-            if not replace_block(markdown, args.preset, body):
-                raise ConfigError(f"{markdown} has no {' … '.join(markers(args.preset))} block to write the summary into")
+            fill_block(markdown, args.preset, body)
             print(f"summary table written into {markdown}")
     except CompressError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -35,3 +35,9 @@ def replace_block(path: str, preset: str, body: str, kind: str = "suite") -> boo
         raise ConfigError(f"{path}: the markers {begin} and {end} must each appear once, in that order")
     write_text(path, f"{text[:i + len(begin)]}\n{body.strip()}\n{text[j:]}")
     return True
+
+
+def fill_block(path: str, preset: str, body: str, kind: str = "suite", what: str = "the summary") -> None:
+    """``replace_block``, refused when ``path`` has no markers for the preset (a script's explicit target)."""
+    if not replace_block(path, preset, body, kind):
+        raise ConfigError(f"{path} has no {' … '.join(markers(preset, kind))} block to write {what} into")
