@@ -54,20 +54,22 @@ def run(*args):
         return invoke(*args)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_data_file):
-    out = tmp_path_factory.mktemp("progress-train") / "run"
-    result = run(*TRAIN, "--data", tiny_data_file, "--out", out)
+def finished_run(tmp_path_factory, name: str, command: tuple, data: str):
+    """(run directory, stderr) of ``command`` on ``data``, which must succeed."""
+    out = tmp_path_factory.mktemp(name) / "run"
+    result = run(*command, "--data", data, "--out", out)
     assert result.exit_code == 0, result.stderr
     return out, result.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_data_file):
+    return finished_run(tmp_path_factory, "progress-train", TRAIN, tiny_data_file)
 
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory, tiny_data_file):
-    out = tmp_path_factory.mktemp("progress-search") / "run"
-    result = run(*SEARCH, "--data", tiny_data_file, "--out", out)
-    assert result.exit_code == 0, result.stderr
-    return out, result.stderr
+    return finished_run(tmp_path_factory, "progress-search", SEARCH, tiny_data_file)
 
 
 def read_csv(path: Path) -> list:

@@ -156,6 +156,15 @@ def summary_table(records: Records) -> str:
     return "\n".join(lines)
 
 
+def traced_rows(rows_by_variant: Dict[str, Records]) -> Records:
+    """The records whose search trace is plotted: the first variant of ``TRACED`` that has any."""
+    for variant in TRACED:
+        rows = [r for r in rows_by_variant.get(variant, []) if "search" in r["info"]]
+        if rows:
+            return rows
+    return []
+
+
 def plot_controllers(dataset: str, rows: Records, path: str) -> str:
     """p and q over search epochs of every seed's search (``info.search`` of the records)."""
     plt = _pyplot()
@@ -307,8 +316,7 @@ def write_report(results: str, out_dir: str) -> Dict[str, Any]:
         files["plots"].append(png)
         section.append(f"![accuracy vs FLOPs on {dataset}]({os.path.basename(png)})")
         section.append("### DNS-Rec against the baselines at equal FLOPs\n\n" + dominance_lines(by_variant))
-        traced = next((rs for rs in ([r for r in by_variant.get(v, []) if "search" in r["info"]] for v in TRACED) if rs),
-                      None)
+        traced = traced_rows(by_variant)
         if traced:
             png = plot_controllers(dataset, traced, os.path.join(out_dir, f"controllers_{dataset}.png"))
             files["plots"].append(png)
