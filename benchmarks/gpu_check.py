@@ -16,9 +16,9 @@ Stages, each isolated (a failure is recorded and the next stage still runs):
     python benchmarks/gpu_check.py --out-dir "$OUT"                    # on the GPU (d=64 models)
     python benchmarks/gpu_check.py --device cpu --toy --skip compile   # CPU toy run
 
-Time: the GPU run is expected to take 3-6 minutes, mostly the start of 19 processes and
-torch.compile's first build (an estimate: not yet measured on a GPU); the CPU toy run costs about
-2.5 minutes of CPU time, 2.5-6 minutes of wall time on two cores shared with other jobs. The default
+Time: the GPU run took 203 s on an H200, mostly the start of 19 processes and torch.compile's first
+build (34 s); the CPU toy run costs about 2.5 minutes of CPU time, 2.5-6 minutes of wall time on two
+cores shared with other jobs. The default
 sizes on a CPU take far longer (a search passes the 300-second ``--timeout``); use ``--toy`` there.
 
 Writes benchmarks/results/gpu_check_<device type>.json (``--results`` elsewhere) and, with

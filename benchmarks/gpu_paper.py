@@ -13,6 +13,7 @@ Methods (per dataset):
     timeout -s TERM 540 python benchmarks/gpu_paper.py --data-dir DATA --out-dir "$OUT"   # on the GPU
     python benchmarks/gpu_paper.py --data-dir DATA --datasets ml-1m,gowalla,douban-book
     python benchmarks/gpu_paper.py --toy --device cpu --runs /tmp/runs   # CPU toy: 45 s; rerun (reused): 20 s
+    python benchmarks/gpu_paper.py --data-dir DATA --methods sasrec   # one method (the rest: later, reused)
 
 DATA holds ml-1m/ (or give $COMPRESS_DATA_DIR). Each method writes its RUN_DIR under
 ``--runs/DATASET/METHOD`` (default benchmarks/results/gpu_paper_runs, not committed). A finished
@@ -254,7 +255,7 @@ def run_dataset(args: argparse.Namespace, report: Report, dataset: str) -> None:
     peak = report.data["matmul_bf16"].get("tflops")
     entry: Dict[str, Any] = {"methods": {}}
     report.data["datasets"][dataset] = entry
-    for method in METHODS:
+    for method in args.methods:
         report.data["running"] = f"{dataset}/{method}"  # what a killed run was doing
         report.write()
         result = attempt(lambda: run_method(args, dataset, method, peak))
@@ -283,6 +284,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda", help="cuda, cuda:N, cpu or auto")
     ap.add_argument("--datasets", default="ml-1m", help=f"comma-separated, of {', '.join(RECIPES)}")
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help="comma-separated subset, e.g. one per process to train them side by side")
     ap.add_argument("--data-dir", default=None, help="where named datasets live (else $COMPRESS_DATA_DIR)")
     ap.add_argument("--runs", default=os.path.join(RESULTS, "gpu_paper_runs"), help="where RUN_DIRs go")
     ap.add_argument("--results", default=os.path.join(RESULTS, "gpu_paper.json"), help="the results JSON")
@@ -303,6 +306,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     unknown = sorted(set(args.datasets) - set(RECIPES) - ({"default"} if args.toy else set()))
     if unknown:
         ap.error(f"no recipe for dataset(s) {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
+    asked = {m.strip() for m in args.methods.split(",") if m.strip()}
+    if not asked or asked - set(METHODS):
+        ap.error(f"--methods takes a comma-separated subset of {', '.join(METHODS)}, not {args.methods!r}")
+    args.methods = [m for m in METHODS if m in asked]  # in the table's order, whatever the order given
     try:
         resolve_device(args.device)
     except CompressError as exc:
