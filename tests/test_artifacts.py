@@ -163,6 +163,18 @@ def test_missing_files(saved, tmp_path):
         load(str(out))
 
 
+def test_load_takes_what_device_takes(saved):
+    """``auto`` (the CLI's and the suite's default) is the GPU when there is one, else the CPU; a device
+    that does not exist is a one-line ConfigError, not torch's list of every device type."""
+    model, out = saved
+    auto = resolve_device("auto")
+    assert next(compress.load(str(out), "auto").parameters()).device.type == auto.type
+    assert next(compress.load(str(out), torch.device("cpu")).parameters()).device.type == "cpu"
+    for bad in ("gpu", "cuda:99"):
+        with pytest.raises(ConfigError, match="device"):
+            compress.load(str(out), bad)
+
+
 def test_unknown_backbone_name():
     with pytest.raises(ConfigError, match="unknown backbone 'gru4rec'"):
         compress.get_backbone("gru4rec")

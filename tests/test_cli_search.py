@@ -80,7 +80,7 @@ def test_arch_json_round_trips(run_dir):
 def test_saved_supernet_is_the_best_epoch(run_dir):
     card = json.loads((run_dir / "search_card.json").read_text())
     best = card["history"][card["best_epoch"] - 1]
-    sn = load_supernet(str(run_dir / "supernet"))
+    sn = load_supernet(str(run_dir / "supernet"), "auto")  # what --device takes, "auto" too
     assert sn.alpha.logits.tolist() == pytest.approx(best["alpha"])
     assert sn.beta.logits.tolist() == pytest.approx(best["beta"])
     k, depth = card["decision"]["width"], card["decision"]["depth"]

@@ -176,7 +176,7 @@ def test_smoke_preset_runs_resumes_and_reports(tmp_path):
     results = out / "results.jsonl"
     plan = load_plan(str(SUITE), "smoke", variants=["torch_pruning_paper", "uniform_paper", "dnsrec_paper_retrain_nogates"], seeds=[1])
     plan = type(plan)(plan.preset, plan.about, plan.cells, [1, 8], 1)  # keep the latency part short
-    assert run_plan(plan, str(results), str(runs), "cpu") == {"run": 5, "skipped": 0}
+    assert run_plan(plan, str(results), str(runs), "auto") == {"run": 5, "skipped": 0}  # suite.py's default
     records = read_results(str(results))
     by = by_variant(records)
     assert list(by) == ["dnsrec", "sasrec", "torch_pruning", "uniform", "dnsrec_retrain_nogates"]

@@ -10,7 +10,7 @@ import errno
 import json
 import math
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -21,6 +21,7 @@ from compress.data.vocabulary import ItemVocabulary
 from compress.errors import CheckpointError, ConfigError
 from compress.files import first_line, read_json, write_json
 from compress.layout import CONFIG, ITEMS, RETRAINED, WEIGHTS
+from compress.runtime.devices import resolve_device
 
 FORMAT_VERSION = 1
 
@@ -169,10 +170,12 @@ def build_checked(model_cfg: Dict[str, Any], weights: str, prefix: str = "") -> 
     return build_model(model_cfg)
 
 
-def load(path: str, device: str = "cpu") -> nn.Module:
+def load(path: str, device: Union[str, torch.device] = "cpu") -> nn.Module:
     """Rebuild a model from ``config.json`` alone and load ``model.safetensors`` strictly. The item
     vocabulary (``items.json``) becomes ``model.vocabulary``; one that config.json names but that is
-    missing is an error, not a model serving its row numbers as item ids."""
+    missing is an error, not a model serving its row numbers as item ids. ``device`` takes what
+    ``--device`` takes ("auto" too), checked before anything is read."""
+    device = resolve_device(device) if isinstance(device, str) else device
     path = model_dir(path)
     cfg = read_json(os.path.join(path, CONFIG))
     weights = os.path.join(path, WEIGHTS)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numbers
 import warnings
 from collections.abc import Iterable
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ class Recommender:
         self.ids, self.index = self.vocabulary.ids, self.vocabulary.index  # raw id of row i + 1; raw id -> row
 
     @classmethod
-    def load(cls, path: str, device: str = "cpu") -> "Recommender":
+    def load(cls, path: str, device: Union[str, torch.device] = "cpu") -> "Recommender":
         """The MODEL_DIR (or RUN_DIR) at ``path``, ready to serve."""
         from compress.store.artifacts import load
 
