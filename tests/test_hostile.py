@@ -121,3 +121,26 @@ def test_a_pipe_as_data_names_the_problem(tmp_path):
     os.mkfifo(fifo)
     line = error_line(invoke("train", "--data", fifo, *TINY, "--out", tmp_path / "run"))
     assert "is not a regular file" in line and "empty" not in line
+
+
+def test_every_api_entry_point_takes_what_device_takes(artifacts, tiny_data_file):
+    """The API's ``device`` arguments take what ``--device`` takes: "auto" (suite.py's default once
+    crashed in ``load`` with torch's device-string error), and an unknown device is a one-line
+    ConfigError naming the choices, before any work."""
+    data = compress.load_dataset(str(tiny_data_file))
+    torch.manual_seed(0)
+    model = compress.get_backbone("sasrec")(compress.ArchSpec(16, 32, 1, 1), data.n_items, 10)
+    cfg = compress.TrainConfig(epochs=1, batch_size=4096)
+    calls = {
+        "fit": lambda device: compress.fit(model, data, cfg, device),
+        "evaluate": lambda device: compress.evaluate(model, data, "valid", "full", device=device),
+        "load": lambda device: compress.load(str(artifacts["model"]), device),
+        "load_supernet": lambda device: compress.load_supernet(str(artifacts["search"] / "supernet"), device),
+        "Recommender.load": lambda device: compress.Recommender.load(str(artifacts["model"]), device),
+    }
+    for name, call in calls.items():
+        for bad in ("gpu", "cuda:x", "cuda:99"):
+            with pytest.raises(compress.ConfigError, match="device") as info:
+                call(bad)
+            assert "\n" not in str(info.value), name
+        call("auto")  # the CPU on a machine without CUDA, the GPU where there is one

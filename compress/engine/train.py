@@ -18,6 +18,7 @@ from compress.engine.progress import LogReporter, Reporter
 from compress.errors import DivergedError
 from compress.measure.evaluation import EVAL_SEED, check_model_and_data, eval_set, score_set
 from compress.runtime import distributed
+from compress.runtime.devices import as_device
 
 
 def adam(params: Iterable[nn.Parameter], lr: float, weight_decay: float, device: torch.device) -> torch.optim.Adam:
@@ -95,7 +96,7 @@ def fit(model: nn.Module, dataset: SequenceDataset, cfg: Optional[TrainConfig] =
     saved state is resumed from, batch for batch, so a killed run ends as an uninterrupted one would."""
     cfg = cfg or TrainConfig()
     adopt_vocabulary(model, dataset)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = as_device(device, next(model.parameters()).device)
     torch.manual_seed(cfg.seed + distributed.rank())  # dropout differs per rank, as on different rows it should
     task = DenseTask(model, dataset, cfg, device)
     reporter = reporter or LogReporter()  # silent until the caller configures logging

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 import torch
 
@@ -36,6 +36,7 @@ from compress.data.vocabulary import check_same
 from compress.errors import ConfigError
 from compress.measure.metrics import metrics_from_ranks, target_ranks
 from compress.runtime import distributed
+from compress.runtime.devices import as_device
 
 PROTOCOLS = ("full", "pop100", "uni100")
 N_NEGATIVES = 100
@@ -102,14 +103,14 @@ def eval_set(dataset: SequenceDataset, split: str, protocol: str, max_len: int, 
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset: SequenceDataset, split: str = "valid", protocol: str = "full",
-             k: int = 10, batch_size: int = 512, seed: int = EVAL_SEED, device: Optional[str] = None,
+             k: int = 10, batch_size: int = 512, seed: int = EVAL_SEED, device: Union[None, str, torch.device] = None,
              item_chunk: int = 65536) -> Dict[str, float]:
     """Recall/MRR/NDCG@k of ``model`` on the leave-one-out ``split``; ``item_chunk`` bounds the
     (batch_size, item_chunk) scores held at once by a full ranking from the hidden state. The model and
     the data must number their items alike (``model.vocabulary``, where the model has one)."""
     check_sizes(k, batch_size, item_chunk)
     check_model_and_data(model, dataset)
-    device = device or next(model.parameters()).device
+    device = as_device(device, next(model.parameters()).device)
     return score_set(model, eval_set(dataset, split, protocol, model.max_len, seed, device), k, batch_size, item_chunk)
 
 

@@ -37,7 +37,7 @@ from compress.measure.evaluation import EVAL_SEED, eval_set, score_set
 from compress.nas.config import PROXYLESS_EXPONENT, SearchConfig
 from compress.nas.supernet import Supernet
 from compress.runtime import distributed
-from compress.runtime.devices import resolve_device
+from compress.runtime.devices import as_device, resolve_device
 
 
 def budget_flops(max_flops: Optional[Union[float, str]], supernet: Supernet,
@@ -288,7 +288,7 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
     resumes a saved state exactly (weights, α/β, optimisers, τ step, RNG, data position)."""
     cfg = cfg or SearchConfig()
     adopt_vocabulary(supernet.backbone, dataset)
-    device = resolve_device(device or "auto") if not isinstance(device, torch.device) else device
+    device = as_device(device, resolve_device("auto"))
     reporter = reporter or LogReporter()
     torch.manual_seed(cfg.seed + distributed.rank())
     task = SearchTask(supernet, dataset, cfg, device)

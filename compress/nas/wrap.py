@@ -23,7 +23,7 @@ from compress.layout import CONFIG, WEIGHTS
 from compress.nas.reorder import reorder as channel_reorder
 from compress.nas.space import SearchSpace
 from compress.nas.supernet import Supernet
-from compress.runtime.devices import resolve_device
+from compress.runtime.devices import as_device
 from compress.store.artifacts import build_checked, load_state, save_model
 
 
@@ -79,7 +79,7 @@ def save_supernet(supernet: Supernet, directory: str) -> None:
 
 def load_supernet(directory: str, device: Union[str, torch.device] = "cpu") -> Supernet:
     """The supernet checkpoint in ``directory`` on ``device`` (what ``--device`` takes, "auto" too)."""
-    device = resolve_device(device) if isinstance(device, str) else device
+    device = as_device(device, torch.device("cpu"))
     cfg = read_json(os.path.join(directory, CONFIG))
     if cfg.get("kind") != "supernet":
         raise CheckpointError(f"{directory} holds a {cfg.get('kind', 'unknown')!r} checkpoint, not a supernet")

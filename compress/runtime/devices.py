@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from typing import Union
 
 import torch
 
@@ -20,3 +21,12 @@ def resolve_device(device: str) -> torch.device:
             raise ConfigError(f"`device` {device} asked for, but {count} CUDA device(s) are available; "
                               "use `device` cpu, auto, or an index below the count")
     return torch.device(device)
+
+
+def as_device(device: Union[None, str, torch.device], default: torch.device) -> torch.device:
+    """What an API function's ``device`` argument means: None is ``default`` (usually where the model
+    already is), a string is what ``--device`` takes ("auto" too, an unknown one a ConfigError), and a
+    ``torch.device`` is itself."""
+    if device is None:
+        return default
+    return device if isinstance(device, torch.device) else resolve_device(device)

@@ -21,7 +21,7 @@ from compress.data.vocabulary import ItemVocabulary
 from compress.errors import CheckpointError, ConfigError
 from compress.files import first_line, read_json, write_json
 from compress.layout import CONFIG, ITEMS, RETRAINED, WEIGHTS
-from compress.runtime.devices import resolve_device
+from compress.runtime.devices import as_device
 
 FORMAT_VERSION = 1
 
@@ -175,7 +175,7 @@ def load(path: str, device: Union[str, torch.device] = "cpu") -> nn.Module:
     vocabulary (``items.json``) becomes ``model.vocabulary``; one that config.json names but that is
     missing is an error, not a model serving its row numbers as item ids. ``device`` takes what
     ``--device`` takes ("auto" too), checked before anything is read."""
-    device = resolve_device(device) if isinstance(device, str) else device
+    device = as_device(device, torch.device("cpu"))
     path = model_dir(path)
     cfg = read_json(os.path.join(path, CONFIG))
     weights = os.path.join(path, WEIGHTS)
