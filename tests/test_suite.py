@@ -63,6 +63,18 @@ def test_plan_keys_are_stable_and_follow_the_options():
     assert bare[1].needs == {"reference": bare[0].key} and bare[0].key != bare[1].key
 
 
+def test_a_warm_variant_builds_on_the_dense_model_its_baselines_prune():
+    cells = load_plan(str(SUITE), "cpu", datasets=["default"], seeds=[1],
+                      variants=["dnsrec_warm3x", "uniform_warm3x", "torch_pruning_warm3x"]).cells
+    by = {c.variant.name: c for c in cells}
+    dense, warm = by["sasrec"], by["dnsrec_warm3x"]
+    assert list(by) == ["sasrec", "dnsrec_warm3x", "uniform_warm3x", "torch_pruning_warm3x"]  # what it builds on first
+    assert warm.needs == {"base": dense.key}
+    assert warm.options["max_flops"] == "33.3%" and warm.options["reorder"] == "magnitude"
+    assert by["torch_pruning_warm3x"].needs == {"reference": warm.key, "base": dense.key}
+    assert by["uniform_warm3x"].needs == {"reference": warm.key}
+
+
 def test_committed_results_are_found_by_the_current_plans():
     """Keys are stable: every committed cell is still a cell the suite file describes, under the same variant
     name (a changed default would orphan them all), and the committed smoke run is complete."""
@@ -93,6 +105,12 @@ def test_committed_results_are_found_by_the_current_plans():
      "retrains it the same way"),
     ("variants: {x: {method: dnsrec}, y: {method: dnsrec, reference: x, options: {tradeoff: 1.0}, "
      "retrain: {gate_layers: 0}}}\npresets: {smoke: {variants: [y]}}", "not a DNS-Rec search with the same options"),
+    ("variants: {d: {method: dense}, x: {method: dnsrec}, y: {method: dnsrec, reference: x, base: d, "
+     "retrain: {gate_layers: 0}}}\npresets: {smoke: {}}", "give one of reference and base"),
+    ("variants: {d: {method: dense}, y: {method: dnsrec, base: d, options: {init: runs/x}}}\npresets: {smoke: {}}",
+     "drop options.init"),
+    ("variants: {d: {method: dense}, y: {method: uniform, reference: d, base: d}}\npresets: {smoke: {}}",
+     "takes no base"),
 ])
 def test_bad_suite_files_are_one_line_config_errors(tmp_path, text, message):
     path = tmp_path / "suite.yaml"

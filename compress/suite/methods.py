@@ -88,6 +88,8 @@ def dnsrec(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:
     card_path, retrained = os.path.join(out, SEARCH_CARD), os.path.join(out, RETRAINED)
     shared = deps.get("reference")
     retrain = {"device": opts["device"], "from_scratch": cell.variant.from_scratch, **cell.variant.retrain}
+    if "base" in deps:  # warm start from the trained dense model, the one the pruning baseline prunes
+        opts = {**opts, "init": deps["base"]["path"]}
     if shared is not None and not os.path.exists(card_path):
         _reuse_search(shared["path"], out)
     if _interrupted(out) or not os.path.exists(card_path) or "failed" in read_json(card_path):
@@ -100,7 +102,8 @@ def dnsrec(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:
                    {"decision": card["decision"], "search_best_epoch": card["best_epoch"],
                     "slice_max_abs_diff": card["slice_max_abs_diff"], "best_epoch": res["best_epoch"],
                     "from_scratch": res["from_scratch"], "retrain_options": cell.variant.retrain,
-                    "search": controller_trace(card), "search_of": shared["key"] if shared else None})
+                    "search": controller_trace(card), "search_of": shared["key"] if shared else None,
+                    "warm_from": deps["base"]["key"] if "base" in deps else None})
 
 
 def uniform(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:

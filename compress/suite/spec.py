@@ -22,7 +22,9 @@ from compress.errors import ConfigError
 
 METHODS = ("dense", "dnsrec", "uniform", "prune")
 NEEDS = {"dense": (), "dnsrec": (), "uniform": ("reference",), "prune": ("reference", "base")}
-OPTIONAL_NEEDS = {"dnsrec": ("reference",)}  # a dnsrec variant that only retrains differently reuses a search
+# a dnsrec variant that only retrains differently reuses a search (reference); one with a base warm-starts
+# its search from that dense variant's trained model, the model the pruning baseline starts from
+OPTIONAL_NEEDS = {"dnsrec": ("reference", "base")}
 VOLATILE = ("device", "data_dir", "checkpoint_every", "compile", "eval_batch_size", "tensorboard")  # where, how often or how
 # fast, not what
 # Options added after the first suite runs: in a cell's identity only when set to another value than
@@ -123,6 +125,11 @@ def _variant(name: str, raw: Any, path: str) -> Variant:
     retrain = _mapping(raw.get("retrain"), f"{path}: variant {name!r} retrain", RETRAIN_KEYS)
     if retrain and method != "dnsrec":
         raise ConfigError(f"{path}: variant {name!r}: retrain options apply to dnsrec variants only")
+    if method == "dnsrec" and "reference" in needs and "base" in needs:
+        raise ConfigError(f"{path}: variant {name!r} reuses the search of {needs['reference']!r}, so it cannot "
+                          f"also warm-start a search from {needs['base']!r}; give one of reference and base")
+    if "base" in needs and "init" in (raw.get("options") or {}):
+        raise ConfigError(f"{path}: variant {name!r} warm-starts from its base {needs['base']!r}; drop options.init")
     if method == "dnsrec" and "reference" in needs and not (retrain or raw.get("from_scratch")):
         raise ConfigError(f"{path}: variant {name!r} reuses the search of {needs['reference']!r} but retrains "
                           "it the same way; give it retrain options or from_scratch")
