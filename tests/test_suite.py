@@ -321,6 +321,23 @@ def test_report_summary_verdicts_controllers_and_sequence_order(tmp_path):
                                                              "pareto_untimed.png"]
 
 
+def test_the_summary_shows_a_dnsrec_variant_run_on_one_dataset_beside_its_baselines(tmp_path):
+    """A DNS-Rec variant run on one dataset only gets a column when a baseline is matched to it, so
+    the table never shows a baseline without the point it was measured against."""
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "r.jsonl"
+    for dataset in ("toy", "other"):
+        append_result(str(path), _record("sasrec", "dense", 1, 0.30, 12e6, dataset=dataset))
+        append_result(str(path), _record("dnsrec", "dnsrec", 1, 0.29, 6e6, dataset=dataset))
+    warm = _record("dnsrec_warm", "dnsrec", 1, 0.31, 4e6)
+    lone = _record("dnsrec_lone", "dnsrec", 1, 0.20, 3e6)
+    for record in (warm, lone, {**_record("tp_warm", "prune", 1, 0.30, 4e6), "needs": {"reference": warm["key"]}}):
+        append_result(str(path), record)
+    text = Path(write_report(str(path), str(tmp_path / "rep"))["report"]).read_text()
+    assert "| dataset | sasrec | dnsrec | dnsrec_warm | tp_warm | DNS-Rec dominates at equal FLOPs |" in text
+    assert "| other | 0.3000 @ 12.0 M (1) | 0.2900 @ 6.00 M (1) | — | — | — |" in text
+
+
 def test_torch_pruning_keeps_depth_and_meets_the_flops_target():
     pytest.importorskip("torch_pruning")
     from compress.suite.pruning import _PlainMirror, prune_to_flops

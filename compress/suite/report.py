@@ -131,12 +131,17 @@ def dominance_lines(rows_by_variant: Dict[str, Records]) -> str:
 
 def summary_table(records: Records) -> str:
     """Per dataset: mean test NDCG@10 (full) @ FLOPs of SASRec, DNS-Rec, the DNS-Rec ablations run on
-    every dataset and each baseline, and the verdicts (naming the DNS-Rec variant that dominates)."""
+    every dataset or matched by a baseline, each baseline, and the verdicts (naming the DNS-Rec variant
+    that dominates)."""
     datasets = _by(records, "dataset")
     baselines = sorted({r["variant"] for r in records if r["method"] in BASELINE_METHODS})
-    everywhere = [v for v, rows in _by(records, "variant").items()  # other DNS-Rec points run on every dataset
-                  if v != OURS and is_dnsrec(rows) and {r["dataset"] for r in rows} == set(datasets)]
-    columns = [v for v in (BASELINE, OURS) if any(r["variant"] == v for r in records)] + everywhere + baselines
+    variant_of = {r["key"]: r["variant"] for r in records}
+    measured_against = {variant_of.get(r.get("needs", {}).get("reference")) for r in records
+                        if r["method"] in BASELINE_METHODS}
+    others = [v for v, rows in _by(records, "variant").items()  # DNS-Rec points run on every dataset, and
+              if v != OURS and is_dnsrec(rows)                  # those a baseline column is matched to
+              and ({r["dataset"] for r in rows} == set(datasets) or v in measured_against)]
+    columns = [v for v in (BASELINE, OURS) if any(r["variant"] == v for r in records)] + others + baselines
     labels = {r["variant"]: r["label"] for r in records}
     lines = ["| dataset | " + " | ".join(labels[v] for v in columns) + " | DNS-Rec dominates at equal FLOPs |",
              "|---|" + "---:|" * len(columns) + "---|"]
