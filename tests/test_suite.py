@@ -263,7 +263,7 @@ def _record(variant, method, seed, ndcg, flops, tradeoff=0.1, dataset="toy", inf
             "cost": {"flops_analytic": flops, "flops_measured": flops, "params": 5, "latency_ms@1": 1.0,
                      "peak_memory_MB@1": 1.0}, "seconds": {"train": 1.0}, "wall_s": 2.0, "info": info or {},
             "dataset_stats": stats, "versions": {"compress": "x", "torch": "y"},
-            "machine": {"processor": "cpu", "cpus": 2, "device": "cpu"}}
+            "machine": {"processor": "cpu", "cpus": 2, "device": "cpu", "torch_threads": 1}}
 
 
 def test_report_has_p_values_and_a_lambda_plot_from_records_alone(tmp_path):
@@ -317,6 +317,7 @@ def test_report_summary_verdicts_controllers_and_sequence_order(tmp_path):
     assert "- uniform (0.2900 @ 6.00 M), 2 seed(s): dominated by dnsrec (0.3100 @ 5.00 M); ΔNDCG@10 +0.0200, " \
         "2 paired seeds" in text
     assert "| untimed | 10 | 20 | 50 | 5.00 | 25.0000% | file order (no timestamps) |" in text
+    assert text.count("| per cell, 1 thr. |") == 4  # which pass each cost row's latency comes from
     assert sorted(Path(p).name for p in files["plots"]) == ["controllers_toy.png", "pareto_toy.png",
                                                              "pareto_untimed.png"]
 

@@ -89,7 +89,7 @@ def accuracy_table(rows_by_variant: Dict[str, Records], split: str = "test") -> 
 def cost_table(rows_by_variant: Dict[str, Records], batches: List[int]) -> str:
     head = " | ".join(f"latency b={b} (ms) | peak memory b={b} (MB)" for b in batches)
     lines = [f"| method | FLOPs analytic | FLOPs measured | params | {head} | search (s) | train / retrain (s) | "
-             "wall (s) |", "|---|" + "---:|" * (6 + 2 * len(batches))]
+             "wall (s) | latency measured |", "|---|" + "---:|" * (6 + 2 * len(batches)) + "---|"]
     for rows in rows_by_variant.values():
         def col(key: str, digits: int = 1) -> str:
             values = [r["cost"][key] for r in rows if key in r["cost"]]
@@ -100,8 +100,21 @@ def cost_table(rows_by_variant: Dict[str, Records], batches: List[int]) -> str:
         train = [r["seconds"].get("retrain", r["seconds"].get("train", 0.0)) for r in rows]
         lines.append(f"| {rows[0]['label']} | {col('flops_analytic', 0)} | {col('flops_measured', 0)} | "
                      f"{col('params', 0)} | {per_batch} | {_fmt(search, 1) if search else '—'} | {_fmt(train, 1)} | "
-                     f"{_fmt([r['wall_s'] for r in rows], 1)} |")
+                     f"{_fmt([r['wall_s'] for r in rows], 1)} | {measured_in(rows)} |")
     return "\n".join(lines)
+
+
+def measured_in(rows: Records) -> str:
+    """The pass(es) the rows' latency comes from: a ``remeasure`` pass (date, torch threads, models side
+    by side) or the cell's own run. Latencies of different passes are not comparable (load, threads)."""
+    passes = set()
+    for r in rows:
+        m = r.get("measured")
+        if m:
+            passes.add(f"{m['at'][:10]}, {m['machine'].get('torch_threads', '?')} thr., {m['side_by_side']} side by side")
+        else:
+            passes.add(f"per cell, {r['machine'].get('torch_threads', '?')} thr.")
+    return "; ".join(sorted(passes))
 
 
 def _mega(flops: float) -> str:
