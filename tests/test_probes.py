@@ -167,7 +167,8 @@ def test_dev_zero_ends_at_once(subprocess_env, tmp_path):
 
 def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(tmp_path, subprocess_env, tiny_data_file):
     out = tmp_path / "run"
-    args = cli("train", "--data", tiny_data_file, "--epochs", "30", "--patience", "30", "--hidden", "16",
+    # the first run must outlast the second's start (seconds of imports): thousands of epochs, killed below
+    args = cli("train", "--data", tiny_data_file, "--epochs", "5000", "--patience", "5000", "--hidden", "16",
                "--inner", "32", "--heads", "1", "--layers", "1", "--seq-len", "10", "--batch-size", "8",
                "--device", "cpu", "--out", out)
     first = subprocess.Popen(args, env=subprocess_env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -184,7 +185,7 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(tmp_pat
     finally:
         first.kill()
         first.wait()
-    short = [a if a != "30" else "1" for a in args]  # one epoch, patience 1
+    short = [a if a != "5000" else "1" for a in args]  # one epoch, patience 1
     again = run(short + ["--overwrite"], subprocess_env)  # the killed run's lock is stale: taken over
     assert again.returncode == 0, again.stderr[-2000:]
     assert "stale lock" in again.stderr
