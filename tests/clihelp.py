@@ -3,11 +3,13 @@ search + retrain + export built once per session."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import os
 import shutil
 from pathlib import Path
+from types import ModuleType
 from typing import Dict, Iterator
 
 import pytest
@@ -25,6 +27,14 @@ DECIDED = {"hidden": 8, "inner": 16, "heads": 1, "layers": 1}
 # The dense baseline: the supernet's full size (16/32, 2 layers) with SASRec's softmax attention.
 BASELINE = ["--hidden", "16", "--inner", "32", "--layers", "2", "--heads", "2", "--seq-len", "20", "--epochs", "1",
             "--batch-size", "128", "--device", "cpu"]
+def benchmark_script(name: str) -> ModuleType:
+    """``benchmarks/<name>.py`` imported as a module, so tests call its functions (not on sys.path)."""
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def listing(path) -> list:
     """The entries of a directory compress wrote, its marker file left out."""
     return [n for n in os.listdir(path) if n != ".compress"]

@@ -1,20 +1,18 @@
 """benchmarks/gpu_check.py: the parity check as written (on CPU here, on CUDA where there is one), and the
 whole command-line journey at toy size on CPU, every stage passing or skipped with its reason."""
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
+from clihelp import benchmark_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 
 
 def test_parity_against_cpu_float64():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    gpu_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_check)
+    gpu_check = benchmark_script("gpu_check")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     result = gpu_check.parity(device)
     for attention in ("softmax", "linear"):

@@ -1,12 +1,12 @@
 """benchmarks/gpu_paper.py at toy size on CPU: the three methods with metrics, FLOPs, throughput and
 latency, and a second invocation that reuses every finished run instead of training again."""
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from clihelp import benchmark_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_paper.py"
 METHODS = ("sasrec", "sasrec_linear", "dnsrec")
@@ -48,21 +48,14 @@ def test_toy_paper_run_then_reuse(tmp_path):
         assert again["datasets"]["default"]["methods"][name]["metrics"] == methods[name]["metrics"]
 
 
-def script():
-    spec = importlib.util.spec_from_file_location("gpu_paper", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_methods_takes_a_subset_in_the_tables_order():
-    args = script().parse_args(["--toy", "--device", "cpu", "--methods", " dnsrec,sasrec "])
+    args = benchmark_script("gpu_paper").parse_args(["--toy", "--device", "cpu", "--methods", " dnsrec,sasrec "])
     assert args.methods == ["sasrec", "dnsrec"]
 
 
 @pytest.mark.parametrize("methods", ["", ",", "bert4rec", "sasrec,linear"])
 def test_an_unknown_or_empty_methods_list_is_a_usage_error(methods, capsys):
     with pytest.raises(SystemExit) as exc:
-        script().parse_args(["--toy", "--device", "cpu", "--methods", methods])
+        benchmark_script("gpu_paper").parse_args(["--toy", "--device", "cpu", "--methods", methods])
     assert exc.value.code == 2
     assert "--methods takes a comma-separated subset of sasrec, sasrec_linear, dnsrec" in capsys.readouterr().err

@@ -1,12 +1,12 @@
 """The benchmark suite: plan expansion and keys, resumable runs, the report, the paired test, pruning."""
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
 import pytest
 import torch
+from clihelp import benchmark_script
 
 import compress
 from compress.arch import ArchSpec
@@ -21,13 +21,6 @@ from compress.suite.stats import t_two_sided
 
 REPO = Path(__file__).resolve().parents[1]
 SUITE = REPO / "benchmarks" / "suite.yaml"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("suite_script", REPO / "benchmarks" / "suite.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_paired_t_test_matches_hand_computation():
@@ -121,7 +114,7 @@ def test_bad_suite_files_are_one_line_config_errors(tmp_path, text, message):
 
 
 def test_unknown_preset_and_variant_end_in_one_error_line(tmp_path, capsys):
-    main = _script().main
+    main = benchmark_script("suite").main
     assert main(["run", "--preset", "huge", "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.strip() == \
         f"error: unknown preset 'huge'; {SUITE} defines smoke, cpu, paper"
@@ -383,7 +376,7 @@ def test_report_writes_the_summary_into_a_readme_block(tmp_path, capsys):
         append_result(str(out / "results.jsonl"), _record("dnsrec", "dnsrec", seed, 0.31, 5e6))
     md = tmp_path / "README.md"
     md.write_text("intro\n<!-- suite:smoke -->\n<!-- /suite:smoke -->\nend\n")
-    main = _script().main
+    main = benchmark_script("suite").main
     assert main(["report", "--preset", "smoke", "--out", str(out), "--readme", str(md)]) == 0
     text = md.read_text()
     assert text.startswith("intro\n<!-- suite:smoke -->\nWritten by `python benchmarks/suite.py report --preset smoke")
