@@ -66,6 +66,9 @@ def test_a_warm_variant_builds_on_the_dense_model_its_baselines_prune():
     assert warm.options["max_flops"] == "33.3%" and warm.options["reorder"] == "magnitude"
     assert by["torch_pruning_warm3x"].needs == {"reference": warm.key, "base": dense.key}
     assert by["uniform_warm3x"].needs == {"reference": warm.key}
+    heads = load_plan(str(SUITE), "cpu", datasets=["default"], seeds=[1], variants=["torch_pruning_heads_warm3x"]).cells
+    assert heads[-1].variant.heads == "prune" and heads[-1].needs == by["torch_pruning_warm3x"].needs
+    assert heads[-1].key != by["torch_pruning_warm3x"].key  # whole-head pruning is another cell
 
 
 def test_committed_results_are_found_by_the_current_plans():
@@ -104,6 +107,9 @@ def test_committed_results_are_found_by_the_current_plans():
      "drop options.init"),
     ("variants: {d: {method: dense}, y: {method: uniform, reference: d, base: d}}\npresets: {smoke: {}}",
      "takes no base"),
+    ("variants: {d: {method: dense, heads: prune}}\npresets: {smoke: {}}", "heads applies to prune variants only"),
+    ("variants: {d: {method: dense}, x: {method: dnsrec}, y: {method: prune, reference: x, base: d, heads: all}}"
+     "\npresets: {smoke: {}}", "heads must be one of keep, prune, got 'all'"),
 ])
 def test_bad_suite_files_are_one_line_config_errors(tmp_path, text, message):
     path = tmp_path / "suite.yaml"
@@ -354,6 +360,41 @@ def test_torch_pruning_keeps_depth_and_meets_the_flops_target():
     assert narrowest.arch == ArchSpec(8, 16, 4, 2) and model_flops(narrowest)["total"] > tiny
     with pytest.raises(ConfigError, match="softmax attention and no gates"):
         prune_to_flops(compress.get_backbone("sasrec")(ArchSpec(64, 128, 4, 2, "linear"), 500, 20), target)
+
+
+def test_torch_pruning_of_whole_heads_stands_at_the_decisions_shape_and_flops():
+    """Whole heads go (the kept ones keep their 16 dims and their rows of the input model), so the
+    baseline reaches exactly the FLOPs of a DNS-Rec decision of 2 heads of 16, where keeping 4 narrower
+    heads costs more and lands a width lower."""
+    pytest.importorskip("torch_pruning")
+    from compress.suite.pruning import hidden_choices, prune_to_flops, tp_prune
+
+    torch.manual_seed(0)
+    model = compress.get_backbone("sasrec")(ArchSpec(hidden=64, inner=256, heads=4, layers=2), 500, 50).eval()
+    decision = model.rebuilt(ArchSpec(32, 128, 2, 2))
+    target = model_flops(decision)["total"]
+    assert hidden_choices(model, "prune") == [16, 32, 48, 64]
+    pruned, ratio = prune_to_flops(model, target, heads="prune")
+    assert pruned.arch == decision.arch and model_flops(pruned)["total"] == target and ratio == pytest.approx(0.5)
+    narrower, _ = prune_to_flops(model, target)  # head dims pruned: 4 heads of 8 cost more, so 24 channels
+    assert narrower.arch.heads == 4 and narrower.arch.hidden == 24
+    kept = [[int(c) for c in torch.nonzero((model.item_embedding.weight[:, None, :]  # residual channels kept
+                                             == pruned.item_embedding.weight[:, j, None, None]).all(0).any(0))]
+            for j in range(32)]
+    assert all(len(k) == 1 for k in kept)
+    cols = [k[0] for k in kept]
+    query = model.state_dict()
+    for name, w in pruned.state_dict().items():
+        if name.endswith("query.weight"):  # (32, 32): 2 whole 16-row heads of the input's (64, 64)
+            rows = [int(torch.nonzero((query[name][:, cols] == w[r]).all(1))[0]) for r in range(32)]
+            heads_kept = {r // 16 for r in rows}
+            assert len(heads_kept) == 2 and all(rows[16 * i:16 * i + 16] == list(range(16 * h, 16 * h + 16))
+                                                for i, h in enumerate(sorted(heads_kept)))
+    assert torch.isfinite(pruned(torch.randint(1, 501, (3, 50)))).all()
+    with pytest.raises(ConfigError, match="choose one of \\[16, 32, 48, 64\\]"):
+        tp_prune(model, 24, heads="prune")
+    with pytest.raises(ConfigError, match="unknown head pruning 'all'"):
+        hidden_choices(model, "all")
 
 
 def test_replace_block_writes_between_the_presets_markers_only(tmp_path):

@@ -118,7 +118,8 @@ def prune(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:
     device = resolve_device(opts["device"])
     base = load(deps["base"]["path"], str(device))
     target = deps["reference"]["cost"]["flops_analytic"]
-    model, ratio = prune_to_flops(base, target, floor=True)  # a depth-keeping pruner may not reach a shallow decision
+    # a depth-keeping pruner may not reach a shallow decision
+    model, ratio = prune_to_flops(base, target, floor=True, heads=cell.variant.heads)
     ds = dataset_from_options(opts)
     before = split_metrics(model, ds, opts["k"], opts["eval_seed"], device)
     result = fit(model, ds, build(TrainConfig, opts), device)
@@ -126,7 +127,8 @@ def prune(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:
     info = {"ratio": ratio, "target_flops": target, "reached_target": model_flops(model)["total"] <= target,
             "pruned_from": deps["base"]["key"],
             "flops_of": deps["reference"]["key"], "before_finetune": before, "best_epoch": result.best_epoch,
-            "criterion": "Torch-Pruning MetaPruner, GroupMagnitudeImportance(p=2), uniform ratio, depth kept"}
+            "criterion": "Torch-Pruning MetaPruner, GroupMagnitudeImportance(p=2), uniform ratio, depth kept"
+                         + (", whole heads pruned" if cell.variant.heads == "prune" else "")}
     with atomic_dir(out, overwrite=True) as tmp:
         write_trained(tmp, model, result, metrics, {"kind": "train", "data": recorded_data(opts),
                                                      "dataset": ds.stats(), "options": opts, "pruning": info,

@@ -11,12 +11,17 @@ Torch-Pruning a plain mirror with the same parameter names that calls its ``nn.L
 let ``tp.pruner.MetaPruner`` with ``GroupMagnitudeImportance(p=2)`` prune it (residual channels,
 per-head dimensions and FFN channels, coupled as its graph finds them), and load the pruned
 tensors into a rebuilt ``SequenceTransformer`` of the pruned shape, strictly, by name.
+
+Attention can shrink two ways. By default (``heads="keep"``, Torch-Pruning's default) every head
+keeps its place and loses dimensions; with ``heads="prune"`` whole heads go and the kept ones keep
+their width, which is how DNS-Rec's width choices slice attention, so the baseline can stand at the
+very shape (and FLOPs) of a decision: the softmax's elementwise work grows with the head count.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 from torch import nn
@@ -29,6 +34,7 @@ from compress.nn.attention import softmax_attention
 from compress.nn.block import ACTIVATIONS, LAYER_PARTS
 
 ROUND_TO = 8
+HEAD_MODES = ("keep", "prune")  # per-head dimensions pruned, or whole heads
 
 
 def _torch_pruning():
@@ -118,27 +124,46 @@ def _ratio(model: nn.Module, hidden: int) -> float:
     return 1.0 - (hidden + 1e-6) / model.arch.hidden
 
 
-def pruned_arch(model: nn.Module, hidden: int) -> ArchSpec:
-    """The shape Torch-Pruning gives ``model`` at the uniform ratio that keeps ``hidden`` channels."""
+def _check_heads(heads: str) -> None:
+    if heads not in HEAD_MODES:
+        raise ConfigError(f"unknown head pruning {heads!r}; choose one of {', '.join(HEAD_MODES)}")
+
+
+def pruned_arch(model: nn.Module, hidden: int, heads: str = "keep") -> ArchSpec:
+    """The shape Torch-Pruning gives ``model`` at the uniform ratio that keeps ``hidden`` channels:
+    as many heads of fewer dimensions (``heads="keep"``) or fewer heads of as many (``"prune"``)."""
     inner = int(model.arch.inner * (1.0 - _ratio(model, hidden)))
-    return replace(model.arch, hidden=hidden, inner=max(inner, 1))
+    n_heads = model.arch.heads if heads == "keep" else hidden // model.arch.head_dim
+    return replace(model.arch, hidden=hidden, inner=max(inner, 1), heads=n_heads)
 
 
-def hidden_choices(model: nn.Module) -> List[int]:
-    """Kept residual widths a uniform ratio may give: multiples of 8 (and of the head count, so every
-    head keeps as many dims), smallest first."""
-    step = math.lcm(ROUND_TO, model.arch.heads)
+def hidden_choices(model: nn.Module, heads: str = "keep") -> List[int]:
+    """Kept residual widths a uniform ratio may give, smallest first: multiples of 8 and of the head
+    count (so every head keeps as many dims), or with whole heads pruned, of the head width."""
+    _check_heads(heads)
+    step = math.lcm(ROUND_TO, model.arch.heads if heads == "keep" else model.arch.head_dim)
     return list(range(step, model.arch.hidden + 1, step))
 
 
-def tp_prune(model: nn.Module, hidden: int) -> nn.Module:
+def _head_options(model: nn.Module, hidden: int, heads: str) -> Dict[str, object]:
+    """MetaPruner's attention arguments: head dims pruned at the uniform ratio, or whole heads at the
+    share that keeps ``hidden // head_dim`` of them (nudged down a hair: Torch-Pruning removes
+    ``ceil(ratio · heads)`` heads)."""
+    if heads == "keep":
+        return {}
+    drop = model.arch.heads - hidden // model.arch.head_dim
+    return {"prune_num_heads": True, "prune_head_dims": False, "head_pruning_ratio": (drop - 1e-6) / model.arch.heads}
+
+
+def tp_prune(model: nn.Module, hidden: int, heads: str = "keep") -> nn.Module:
     """A copy of ``model`` pruned by Torch-Pruning at the uniform ratio that keeps ``hidden`` residual
-    channels: magnitude group importance (p=2), the same ratio for residual channels, per-head
-    dimensions and FFN channels, depth and head count kept. ``model`` itself is not modified."""
+    channels: magnitude group importance (p=2), the same ratio for residual channels, attention (per-head
+    dimensions, or whole heads with ``heads="prune"``) and FFN channels, depth kept. ``model`` itself is
+    not modified."""
     tp = _torch_pruning()
-    if hidden not in hidden_choices(model):
+    if hidden not in hidden_choices(model, heads):
         raise ConfigError(f"cannot keep {hidden} hidden channels of {model.arch.hidden}; "
-                          f"choose one of {hidden_choices(model)}")
+                          f"choose one of {hidden_choices(model, heads)}")
     device = next(model.parameters()).device
     mirror = _PlainMirror(model).to(device).eval()
     layers = mirror.part("layers")
@@ -147,8 +172,9 @@ def tp_prune(model: nn.Module, hidden: int) -> nn.Module:
     ratio = _ratio(model, hidden)
     if ratio > 0:
         tp.pruner.MetaPruner(mirror, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
-                             pruning_ratio=ratio, num_heads=qkv, forward_fn=lambda m, x: m.scores(x)).step()
-    arch = pruned_arch(model, hidden)
+                             pruning_ratio=ratio, num_heads=qkv, forward_fn=lambda m, x: m.scores(x),
+                             **_head_options(model, hidden, heads)).step()
+    arch = pruned_arch(model, hidden, heads)
     got = {(layer.part("query").out_features, layer.part("ffn_in").out_features) for layer in layers}
     kept = mirror.part("embedding_norm").normalized_shape[0]
     if kept != arch.hidden or got != {(arch.hidden, arch.inner)}:
@@ -160,22 +186,24 @@ def tp_prune(model: nn.Module, hidden: int) -> nn.Module:
     return pruned
 
 
-def prune_to_flops(model: nn.Module, target_flops: float, floor: bool = False) -> Tuple[nn.Module, float]:
+def prune_to_flops(model: nn.Module, target_flops: float, floor: bool = False,
+                   heads: str = "keep") -> Tuple[nn.Module, float]:
     """(pruned copy, ratio): the smallest uniform ratio whose pruned model's analytic FLOPs
     (``compress.measure.flops``) are at most ``target_flops``, found by bisection over the kept widths.
     Width pruning keeps the depth, so a target below the narrowest model is out of its reach: an error,
-    or with ``floor`` the narrowest model (a comparison then shows the baseline where it can stand)."""
+    or with ``floor`` the narrowest model (a comparison then shows the baseline where it can stand).
+    ``heads`` says how attention shrinks (``tp_prune``)."""
     def fits(hidden: int) -> bool:
-        arch = pruned_arch(model, hidden)
+        arch = pruned_arch(model, hidden, heads)
         return analytic_flops(arch, model.max_len, model.n_items, model.causal)["total"] <= target_flops
 
-    choices = hidden_choices(model)
+    choices = hidden_choices(model, heads)
     if not fits(choices[0]):
         if floor:
-            return tp_prune(model, choices[0]), max(0.0, _ratio(model, choices[0]))
+            return tp_prune(model, choices[0], heads), max(0.0, _ratio(model, choices[0]))
         raise ConfigError(f"cannot prune to {target_flops:,.0f} FLOPs: even {choices[0]} hidden channels cost more")
     low, high = 0, len(choices) - 1  # choices[low] fits; find the widest that does
     while low < high:
         mid = (low + high + 1) // 2
         low, high = (mid, high) if fits(choices[mid]) else (low, mid - 1)
-    return tp_prune(model, choices[low]), max(0.0, _ratio(model, choices[low]))
+    return tp_prune(model, choices[low], heads), max(0.0, _ratio(model, choices[low]))

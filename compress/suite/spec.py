@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from compress.app.options import BY_KEY, options_for
 from compress.app.recipes import _parse_yaml, resolve_options
 from compress.errors import ConfigError
+from compress.suite.pruning import HEAD_MODES
 
 METHODS = ("dense", "dnsrec", "uniform", "prune")
 NEEDS = {"dense": (), "dnsrec": (), "uniform": ("reference",), "prune": ("reference", "base")}
@@ -37,7 +38,7 @@ SEARCH_LATER = ("tau_schedule", "flops_reference", "attention_choices", "gate_ch
 FIRST_NAMES = {"data_format": "format"}
 DEFAULT_DATA = "default"
 TOP_KEYS = {"variants", "presets"}
-VARIANT_KEYS = {"method", "label", "options", "from_scratch", "retrain", "reference", "base"}
+VARIANT_KEYS = {"method", "label", "options", "from_scratch", "retrain", "reference", "base", "heads"}
 RETRAIN_KEYS = {o.key for o in options_for("retrain")}  # what a retraining stage may change
 PRESET_KEYS = {"about", "seeds", "variants", "datasets", "options", "measure"}
 DATASET_KEYS = {"recipe", "options"}
@@ -53,6 +54,7 @@ class Variant:
     from_scratch: bool = False
     needs: Dict[str, str] = field(default_factory=dict)  # role ("reference", "base") -> variant name
     retrain: Dict[str, Any] = field(default_factory=dict)  # dnsrec: options of the retraining stage only
+    heads: str = "keep"  # prune: attention loses per-head dimensions ("keep") or whole heads ("prune")
 
 
 @dataclass(frozen=True)
@@ -79,9 +81,10 @@ class Plan:
 
 
 def cell_key(dataset: str, method: str, seed: int, options: Dict[str, Any], from_scratch: bool,
-             needs: Dict[str, str], retrain: Optional[Dict[str, Any]] = None) -> str:
-    """16 hex digits of SHA-256 over the cell's identity, as canonical JSON. Retraining options enter
-    the identity only when a variant sets them, so the keys of every other cell stay what they were."""
+             needs: Dict[str, str], retrain: Optional[Dict[str, Any]] = None, heads: str = "keep") -> str:
+    """16 hex digits of SHA-256 over the cell's identity, as canonical JSON. Retraining options and
+    whole-head pruning enter the identity only when a variant sets them, so the keys of every other
+    cell stay what they were."""
     named = {FIRST_NAMES.get(k, k): v for k, v in sorted(options.items())
              if k not in VOLATILE and not (k in LATER and v == LATER[k])
              and not (k in SEARCH_LATER and method != "dnsrec")}
@@ -89,6 +92,8 @@ def cell_key(dataset: str, method: str, seed: int, options: Dict[str, Any], from
              "options": named}
     if retrain:
         ident["retrain"] = dict(sorted(retrain.items()))
+    if heads != "keep":
+        ident["heads"] = heads
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -133,9 +138,14 @@ def _variant(name: str, raw: Any, path: str) -> Variant:
     if method == "dnsrec" and "reference" in needs and not (retrain or raw.get("from_scratch")):
         raise ConfigError(f"{path}: variant {name!r} reuses the search of {needs['reference']!r} but retrains "
                           "it the same way; give it retrain options or from_scratch")
+    heads = raw.get("heads", "keep")
+    if heads not in HEAD_MODES:
+        raise ConfigError(f"{path}: variant {name!r}: heads must be one of {', '.join(HEAD_MODES)}, got {heads!r}")
+    if "heads" in raw and method != "prune":
+        raise ConfigError(f"{path}: variant {name!r}: heads applies to prune variants only")
     retrain = {k: BY_KEY[k].parse(v, f"{path}: variant {name!r} retrain {k}") for k, v in retrain.items()}
     return Variant(name, method, str(raw.get("label", name)), options, raw.get("from_scratch", False), needs,
-                   retrain)
+                   retrain, heads)
 
 
 def read_spec(path: str) -> Dict[str, Any]:
@@ -218,7 +228,7 @@ def load_plan(path: str, preset: str, variants: Optional[Sequence[str]] = None,
                 needs = {role: keys[dep] for role, dep in v.needs.items()}
                 if v.method == "dnsrec" and "reference" in v.needs:
                     _same_search(v, known[v.needs["reference"]], opts, by_key[needs["reference"]], path)
-                keys[name] = cell_key(data, v.method, seed, opts, v.from_scratch, needs, v.retrain)
+                keys[name] = cell_key(data, v.method, seed, opts, v.from_scratch, needs, v.retrain, v.heads)
                 by_key[keys[name]] = opts
                 cells.append(Cell(data, v, seed, opts, keys[name], needs))
     batches = _ints(measure.get("batches", [1, 256]), f"{where} measure.batches")
