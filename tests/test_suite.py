@@ -242,8 +242,11 @@ def test_smoke_preset_runs_resumes_and_reports(tmp_path):
     assert [Path(p).name for p in files["plots"]] == ["pareto_default.png", "controllers_default.png"]
     assert (report_dir / "pareto_default.png").stat().st_size > 1000
 
+    assert "earlier_passes" not in again["sasrec"]  # the figures replaced were the cell's own
     assert remeasure(str(results), str(runs), [1], 1, "cpu", variants=["sasrec"]) == 1  # a subset of the cells
-    assert by_variant(read_results(str(results)))["sasrec"]["measured"]["side_by_side"] == 1
+    sasrec = by_variant(read_results(str(results)))["sasrec"]
+    assert sasrec["measured"]["side_by_side"] == 1  # the pass of five stays in the file, with its stamp
+    assert sasrec["earlier_passes"] == [{"cost": again["sasrec"]["cost"], "measured": again["sasrec"]["measured"]}]
     with pytest.raises(ConfigError, match="no finished cell of datasets any and variants"):
         remeasure(str(results), str(runs), [1], 1, "cpu", variants=["nothing"])
 

@@ -6,7 +6,9 @@ every cell of a dataset together and measures them in one pass with the current 
 parameters per model, latency interleaved across all of them (``compress.measure.cost.profile``), so
 the ratios between methods are measured under the same load. Each record's ``cost`` is replaced;
 the figures it replaces are kept under ``cost_before``, and ``measured`` says when, with which code
-and on which machine the new ones were taken. Metrics and training times are not touched.
+and on which machine the new ones were taken. A replaced pass also joins ``earlier_passes`` (oldest
+first, each with its ``measured``), so a ratio quoted from any pass stays in the file. Metrics and
+training times are not touched.
 """
 from __future__ import annotations
 
@@ -59,6 +61,8 @@ def remeasure(results: str, runs_dir: str, batches: List[int], repeats: int, dev
         costs = profile(models, batches, repeats)
         for r in rows:
             old = r["cost"]
+            if "measured" in r:
+                r["earlier_passes"] = r.get("earlier_passes", []) + [{"cost": old, "measured": r["measured"]}]
             r["cost_before"] = old
             r["cost"] = {**{k: old[k] for k in KEPT if k in old}, **costs[r["key"]]}
             r["measured"] = {**stamp, "side_by_side": len(rows)}
