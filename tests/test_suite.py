@@ -16,7 +16,7 @@ from compress.suite import load_plan, paired_t_test, read_results, run_plan, wri
 from compress.suite.blocks import replace_block
 from compress.suite.pareto import dominance, pareto
 from compress.suite.remeasure import remeasure
-from compress.suite.results import append_result, rewrite_results
+from compress.suite.results import append_result, update_results
 from compress.suite.stats import t_two_sided
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,13 +133,15 @@ def test_unknown_preset_and_variant_end_in_one_error_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip().startswith("error: ") and not (tmp_path / "empty").exists()
 
 
-def test_rewrite_replaces_the_file_and_appends_follow_it(tmp_path):
+def test_an_update_replaces_its_records_and_keeps_cells_appended_since_they_were_read(tmp_path):
     path = tmp_path / "r.jsonl"
     for key in "ab":
         append_result(str(path), {"key": key})
-    rewrite_results(str(path), [{"key": "a", "x": 1}, {"key": "b", "x": 2}])
-    append_result(str(path), {"key": "c"})
-    assert read_results(str(path)) == [{"key": "a", "x": 1}, {"key": "b", "x": 2}, {"key": "c"}]
+    stale = read_results(str(path))  # a remeasure reads, then measures for minutes ...
+    append_result(str(path), {"key": "c"})  # ... while another suite process finishes a cell
+    update_results(str(path), {r["key"]: {**r, "x": 1} for r in stale})
+    append_result(str(path), {"key": "d"})
+    assert read_results(str(path)) == [{"key": "a", "x": 1}, {"key": "b", "x": 1}, {"key": "c"}, {"key": "d"}]
     assert not (tmp_path / "r.jsonl.tmp").exists()
 
 

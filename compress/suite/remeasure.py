@@ -23,7 +23,7 @@ from compress.runtime.devices import resolve_device
 from compress.store.artifacts import load
 from compress.store.provenance import versions
 from compress.suite.pareto import by_field
-from compress.suite.results import read_results, rewrite_results
+from compress.suite.results import read_results, update_results
 from compress.suite.runner import machine
 
 KEPT = ("train_peak_memory_MB",)  # measured while training: not something a saved model can re-measure
@@ -67,5 +67,5 @@ def remeasure(results: str, runs_dir: str, batches: List[int], repeats: int, dev
             r["cost"] = {**{k: old[k] for k in KEPT if k in old}, **costs[r["key"]]}
             r["measured"] = {**stamp, "side_by_side": len(rows)}
         log(f"{dataset}: {len(rows)} models measured side by side")
-    rewrite_results(results, records)
+    update_results(results, {r["key"]: r for r in chosen})
     return len(chosen)

@@ -60,9 +60,12 @@ def _locked(path: str, mode: str) -> Iterator[IO[bytes]]:
         fh.close()
 
 
-def rewrite_results(path: str, records: List[Dict[str, Any]]) -> None:
-    """Replace the whole file with ``records`` (atomically, holding the appenders' lock)."""
+def update_results(path: str, changed: Dict[str, Dict[str, Any]]) -> None:
+    """Replace the records whose keys are in ``changed`` (atomically, holding the appenders' lock).
+    The file is read again under the lock, so a cell another process appended since ``changed`` was
+    read is kept, not overwritten by a stale copy."""
     with _locked(path, "rb"):
+        records = [changed.get(r["key"], r) for r in read_results(path)]
         tmp = f"{path}.tmp"
         with open(tmp, "wb") as out:
             out.writelines((json.dumps(r, default=json_default, sort_keys=False) + "\n").encode() for r in records)
