@@ -341,6 +341,9 @@ def test_the_summary_shows_a_dnsrec_variant_run_on_one_dataset_beside_its_baseli
     text = Path(write_report(str(path), str(tmp_path / "rep"))["report"]).read_text()
     assert "| dataset | sasrec | dnsrec | dnsrec_warm | tp_warm | DNS-Rec dominates at equal FLOPs |" in text
     assert "| other | 0.3000 @ 12.0 M (1) | 0.2900 @ 6.00 M (1) | — | — | — |" in text
+    assert "- tp_warm (0.3000 @ 4.00 M), 1 seed(s): dominated by dnsrec_warm (0.3100 @ 4.00 M); ΔNDCG@10 +0.0100, " \
+        "1 paired seed; against dnsrec_warm (0.3100 @ 4.00 M), the decision it is matched to: ΔNDCG@10 +0.0100, " \
+        "1 paired seed" in text  # each baseline also against the decision it was measured at
 
 
 def test_torch_pruning_keeps_depth_and_meets_the_flops_target():

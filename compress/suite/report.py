@@ -121,6 +121,11 @@ def _mega(flops: float) -> str:
     return f"{flops / 1e6:.{1 if flops >= 1e7 else 2}f} M"
 
 
+def matched_to(record: Dict[str, Any], variant_of: Dict[str, str]) -> Optional[str]:
+    """The DNS-Rec variant whose decision a baseline record was measured at (its shape or FLOPs)."""
+    return variant_of.get(record.get("needs", {}).get("reference"))
+
+
 def dominance_lines(rows_by_variant: Dict[str, Records]) -> str:
     def at(p) -> str:  # a mean point: its label, NDCG@10 and FLOPs
         return f"{rows_by_variant[p[0]][0]['label']} ({p[2]:.4f} @ {_mega(p[1])})"
@@ -138,7 +143,15 @@ def dominance_lines(rows_by_variant: Dict[str, Records]) -> str:
             return "not dominated: no DNS-Rec point within its FLOPs"
         return f"not dominated: the best DNS-Rec point within its FLOPs is {at(best)}; {against(best, base)}"
 
-    lines = [f"- {at(row['baseline'])}, {row['seeds']} seed(s): {verdict(row)}" for row in dominance(rows_by_variant)]
+    variant_of = {r["key"]: r["variant"] for rows in rows_by_variant.values() for r in rows}
+
+    def matched(row: Dict[str, Any]) -> str:  # the baseline against the decision it was matched to
+        ref = matched_to(rows_by_variant[row["baseline"][0]][0], variant_of)
+        return "" if ref is None else f"; against {at(point(rows_by_variant[ref]))}, the decision it is " \
+            f"matched to: {against(point(rows_by_variant[ref]), row['baseline'])}"
+
+    lines = [f"- {at(row['baseline'])}, {row['seeds']} seed(s): {verdict(row)}{matched(row)}"
+             for row in dominance(rows_by_variant)]
     return "\n".join(lines) if lines else "No baseline variants (uniform shrinking, pruning) in these results."
 
 
@@ -149,8 +162,7 @@ def summary_table(records: Records) -> str:
     datasets = _by(records, "dataset")
     baselines = sorted({r["variant"] for r in records if r["method"] in BASELINE_METHODS})
     variant_of = {r["key"]: r["variant"] for r in records}
-    measured_against = {variant_of.get(r.get("needs", {}).get("reference")) for r in records
-                        if r["method"] in BASELINE_METHODS}
+    measured_against = {matched_to(r, variant_of) for r in records if r["method"] in BASELINE_METHODS}
     others = [v for v, rows in _by(records, "variant").items()  # DNS-Rec points run on every dataset, and
               if v != OURS and is_dnsrec(rows)                  # those a baseline column is matched to
               and ({r["dataset"] for r in rows} == set(datasets) or v in measured_against)]
