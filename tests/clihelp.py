@@ -3,6 +3,7 @@ search + retrain + export built once per session."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib.util
 import json
 import logging
@@ -27,6 +28,8 @@ DECIDED = {"hidden": 8, "inner": 16, "heads": 1, "layers": 1}
 # The dense baseline: the supernet's full size (16/32, 2 layers) with SASRec's softmax attention.
 BASELINE = ["--hidden", "16", "--inner", "32", "--layers", "2", "--heads", "2", "--seq-len", "20", "--epochs", "1",
             "--batch-size", "128", "--device", "cpu"]
+
+
 def benchmark_script(name: str) -> ModuleType:
     """``benchmarks/<name>.py`` imported as a module, so tests call its functions (not on sys.path)."""
     spec = importlib.util.spec_from_file_location(f"benchmark_{name}", REPO / "benchmarks" / f"{name}.py")
@@ -69,21 +72,27 @@ def root_logging_kept() -> Iterator[None]:
 def tiny_artifacts(factory: pytest.TempPathFactory) -> Dict[str, Path]:
     """``search``: `compress search --stage search` then `compress retrain` (RUN_DIR with retrained/);
     ``model``: its `compress export` MODEL_DIR; ``baseline``: a bigger dense `compress train` RUN_DIR.
-    Built on the first call of the session (under its base temp dir), reused by every later one."""
-    base = factory.getbasetemp() / "tiny-artifacts"
+    Built once per test run, by the first pytest-xdist worker that asks (under the run's shared base
+    temp dir; the others wait on a lock), then reused by every later call. Never modify them."""
+    root = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # gw0, gw1, ... share their parent
+    base = root / "tiny-artifacts"
     paths = {"search": base / "search", "model": base / "model", "baseline": base / "baseline"}
-    if (base / "done").exists():
-        return paths
-    shutil.rmtree(base, ignore_errors=True)
-    base.mkdir()
-    with root_logging_kept():
-        for args in (["search", *SEARCH, "--stage", "search", "--out", paths["search"]],
-                     ["retrain", paths["search"], "--epochs", "1"],
-                     ["export", paths["search"], "--out", paths["model"]],
-                     ["train", *BASELINE, "--out", paths["baseline"]]):
-            result = invoke(*args)
-            assert result.exit_code == 0, (args, result.stderr, result.stdout, result.exception)
-    (base / "done").touch()
+    with open(root / "tiny-artifacts.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (base / "done").exists():
+            return paths
+        shutil.rmtree(base, ignore_errors=True)
+        base.mkdir()
+        with root_logging_kept():
+            for args in (["search", *SEARCH, "--stage", "search", "--out", paths["search"]],
+                         ["retrain", paths["search"], "--epochs", "1"],
+                         ["export", paths["search"], "--out", paths["model"]],
+                         ["train", *BASELINE, "--out", paths["baseline"]]):
+                result = invoke(*args)
+                assert result.exit_code == 0, (args, result.stderr, result.stdout, result.exception)
+        (base / "done").touch()
     return paths
 
 

@@ -103,7 +103,7 @@ def card(run: Path) -> dict:
 
 
 def test_search_killed_with_sigkill_resumes_to_the_same_decision(tmp_path, subprocess_env):
-    common = ("search", "--recipe", TINY, "--search-epochs", 3, "--stage", "search", "--json")
+    common = ("search", "--recipe", TINY, "--search-epochs", 2, "--stage", "search", "--json")
     run = tmp_path / "killed"
     proc = subprocess.Popen(cli(*common, "--checkpoint-every", 3, "--out", run), env=subprocess_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -153,12 +153,12 @@ def test_retrain_resumes_through_the_api(tmp_path, artifacts):
     run = tmp_path / "search"
     shutil.copytree(artifacts["search"], run)
     shutil.rmtree(run / "retrained")
-    expected = retrain_run(str(run), {"epochs": 3})
+    expected = retrain_run(str(run), {"epochs": 2})
     shutil.rmtree(run / "retrained")
     with pytest.raises(Crash):
-        retrain_run(str(run), {"epochs": 3, "checkpoint_every": 2}, reporter=CrashAt(5))
+        retrain_run(str(run), {"epochs": 2, "checkpoint_every": 2}, reporter=CrashAt(5))
     with pytest.raises(compress.ConfigError, match="continue it with `resume`"):
-        retrain_run(str(run), {"epochs": 3})
+        retrain_run(str(run), {"epochs": 2})
     resumed = retrain_run(str(run), {}, resume=True)
     assert resumed["metrics"] == {k: {**v, "eval_seconds": resumed["metrics"][k]["eval_seconds"]}
                                   for k, v in expected["metrics"].items()}

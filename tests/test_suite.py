@@ -181,6 +181,11 @@ def test_parallel_appends_to_one_results_file_stay_whole(tmp_path):
     assert all(r["payload"] == r["key"][0] * 200_000 for r in records)
 
 
+def replace_once(text: str, old: str, new: str) -> str:
+    assert text.count(old) == 1, old
+    return text.replace(old, new)
+
+
 def by_variant(records):
     """Records by variant, named without ``_paper`` (the paper's design: attention and gates fixed)."""
     return {r["variant"].replace("_paper", ""): r for r in records}
@@ -193,7 +198,9 @@ def test_smoke_preset_runs_resumes_and_reports(tmp_path):
     pytest.importorskip("matplotlib")
     out, runs = tmp_path / "out", tmp_path / "runs"
     results = out / "results.jsonl"
-    plan = load_plan(str(SUITE), "smoke", variants=["torch_pruning_paper", "uniform_paper", "dnsrec_paper_retrain_nogates"], seeds=[1])
+    suite = tmp_path / "suite.yaml"  # the suite file with one epoch per training stage (the search keeps two)
+    suite.write_text(replace_once(SUITE.read_text(), "epochs: 2, search_epochs: 2", "epochs: 1, search_epochs: 2"))
+    plan = load_plan(str(suite), "smoke", variants=["torch_pruning_paper", "uniform_paper", "dnsrec_paper_retrain_nogates"], seeds=[1])
     plan = type(plan)(plan.preset, plan.about, plan.cells, [1, 8], 1)  # keep the latency part short
     assert run_plan(plan, str(results), str(runs), "auto") == {"run": 5, "skipped": 0}  # suite.py's default
     records = read_results(str(results))
