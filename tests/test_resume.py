@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from clihelp import error_line, invoke
+from conftest import synthetic_rows
 from crash import Crash, CrashAt
 
 import compress
@@ -24,8 +25,13 @@ TINY = Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml"
 
 
 @pytest.fixture(scope="module")
-def data():
-    return compress.load_dataset()
+def data(tmp_path_factory):
+    """300 synthetic users walking 200 items: every step of the resume path, at a tenth of the
+    embedded sample's cost (its 3,381-item softmax)."""
+    path = tmp_path_factory.mktemp("resume-data") / "walks.tsv"
+    rows = synthetic_rows(n_users=300, n_items=200, min_len=8, max_len=40, seed=1)
+    path.write_text("user_id\titem_id\ttimestamp\n" + "".join(f"u{u}\ti{i}\t{t}\n" for u, i, t in rows))
+    return compress.load_dataset(str(path))
 
 
 def fresh_model(data, backbone: str = "sasrec"):
@@ -57,6 +63,7 @@ def test_fit_crashed_and_resumed_equals_uninterrupted(data, tmp_path, backbone, 
     cfg = compress.TrainConfig(epochs=2, batch_size=128, seed=1)
     whole = fresh_model(data, backbone)
     per_epoch = math.ceil(len(training_data(whole, data.train_sequences())[0]) / cfg.batch_size)
+    assert per_epoch >= 4  # room for a crash mid-way through the second epoch
     crash_step = 5 if every else per_epoch + 3  # the second epoch is lost and replayed from its start
     expected = compress.fit(whole, data, cfg, torch.device("cpu"))
     ckpt = Checkpointer(str(tmp_path / "run.partial"), every)
@@ -70,7 +77,7 @@ def test_fit_crashed_and_resumed_equals_uninterrupted(data, tmp_path, backbone, 
 
 
 def test_search_crashed_and_resumed_equals_uninterrupted(data, tmp_path):
-    cfg = compress.SearchConfig(epochs=2, batch_size=128, seed=1)  # 8 steps an epoch: the crash is in the second
+    cfg = compress.SearchConfig(epochs=2, batch_size=64, seed=1)  # 7 steps an epoch: the crash is in the second
     space = compress.SearchSpace((0.0, 0.5), (0.0, 0.5))
     expected = compress.search(compress.wrap(fresh_model(data), space=space), data, cfg, "cpu")
     ckpt = Checkpointer(str(tmp_path / "search.partial"), every=3)
