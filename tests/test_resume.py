@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 from clihelp import error_line, invoke
-from conftest import synthetic_rows
 from crash import Crash, CrashAt
+from synthetic import walking_dataset
 
 import compress
 from compress.backbones.objectives import training_data
@@ -25,13 +25,10 @@ TINY = Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml"
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data():
     """300 synthetic users walking 200 items: every step of the resume path, at a tenth of the
     embedded sample's cost (its 3,381-item softmax)."""
-    path = tmp_path_factory.mktemp("resume-data") / "walks.tsv"
-    rows = synthetic_rows(n_users=300, n_items=200, min_len=8, max_len=40, seed=1)
-    path.write_text("user_id\titem_id\ttimestamp\n" + "".join(f"u{u}\ti{i}\t{t}\n" for u, i, t in rows))
-    return compress.load_dataset(str(path))
+    return walking_dataset(n_users=300, n_items=200, max_len=40, seed=1)
 
 
 def fresh_model(data, backbone: str = "sasrec"):
@@ -77,7 +74,7 @@ def test_fit_crashed_and_resumed_equals_uninterrupted(data, tmp_path, backbone, 
 
 
 def test_search_crashed_and_resumed_equals_uninterrupted(data, tmp_path):
-    cfg = compress.SearchConfig(epochs=2, batch_size=64, seed=1)  # 7 steps an epoch: the crash is in the second
+    cfg = compress.SearchConfig(epochs=2, batch_size=64, seed=1)  # 8 steps an epoch: the crash is in the second
     space = compress.SearchSpace((0.0, 0.5), (0.0, 0.5))
     expected = compress.search(compress.wrap(fresh_model(data), space=space), data, cfg, "cpu")
     ckpt = Checkpointer(str(tmp_path / "search.partial"), every=3)
