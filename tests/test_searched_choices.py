@@ -8,6 +8,7 @@ from itertools import product
 
 import pytest
 import torch
+from synthetic import walking_dataset
 
 import compress
 from compress.arch import ArchSpec
@@ -155,11 +156,11 @@ def test_a_budget_in_percent_is_of_the_reference_and_the_decision_fits_it():
 def test_a_penalty_large_enough_drops_the_gates_and_keeps_the_cheapest_kind(tmp_path):
     """λ large: every controller runs to its cheapest choice, gates included, the search's card says
     which choices were searched, and τ per epoch is recorded."""
-    data = compress.load_dataset()
+    data = walking_dataset(n_users=300, n_items=200, max_len=40)
     torch.manual_seed(0)
     model = SASRec(ArchSpec(16, 32, 2, 2), data.n_items, 20)
     sn = wrap(model, space=SearchSpace((0.0, 0.5), (0.0, 0.5)))
-    cfg = compress.SearchConfig(epochs=2, batch_size=512, tradeoff=50.0, seed=3)
+    cfg = compress.SearchConfig(epochs=2, batch_size=64, tradeoff=50.0, seed=3)
     result = compress.search(sn, data, cfg, "cpu")
     d = result.decision
     assert (d["width"], d["depth"], sn.gate_depths[d["gates"]]) == (1, 0, 0)
