@@ -15,7 +15,7 @@ from compress.measure.flops import model_flops
 from compress.suite import load_plan, paired_t_test, read_results, run_plan, write_report
 from compress.suite.blocks import replace_block
 from compress.suite.pareto import dominance, pareto
-from compress.suite.remeasure import remeasure
+from compress.suite.remeasure import own_stamp, remeasure
 from compress.suite.results import append_result, update_results
 from compress.suite.stats import t_two_sided
 
@@ -236,7 +236,9 @@ def test_smoke_preset_runs_resumes_and_reports(tmp_path):
     again = by_variant(read_results(str(results)))
     assert list(again) == list(by)
     for name, r in again.items():
-        assert r["cost_before"] == by[name]["cost"] and set(r["cost"]) == set(by[name]["cost"])
+        assert r["earlier_passes"] == [{"cost": by[name]["cost"], "measured": own_stamp(by[name])}]
+        assert r["earlier_passes"][0]["measured"]["at"] >= by[name]["started"] and "cost_before" not in r
+        assert set(r["cost"]) == set(by[name]["cost"])
         assert r["metrics"] == by[name]["metrics"] and r["measured"]["side_by_side"] == 5
         model = compress.load(str(runs / r["run"] / ("retrained" if r["method"] == "dnsrec" else "")))
         assert r["cost"]["flops_analytic"] == model_flops(model)["total"]
@@ -251,11 +253,11 @@ def test_smoke_preset_runs_resumes_and_reports(tmp_path):
     assert [Path(p).name for p in files["plots"]] == ["pareto_default.png", "controllers_default.png"]
     assert (report_dir / "pareto_default.png").stat().st_size > 1000
 
-    assert "earlier_passes" not in again["sasrec"]  # the figures replaced were the cell's own
     assert remeasure(str(results), str(runs), [1], 1, "cpu", variants=["sasrec"]) == 1  # a subset of the cells
     sasrec = by_variant(read_results(str(results)))["sasrec"]
     assert sasrec["measured"]["side_by_side"] == 1  # the pass of five stays in the file, with its stamp
-    assert sasrec["earlier_passes"] == [{"cost": again["sasrec"]["cost"], "measured": again["sasrec"]["measured"]}]
+    assert sasrec["earlier_passes"] == [{"cost": by["sasrec"]["cost"], "measured": own_stamp(by["sasrec"])},
+                                        {"cost": again["sasrec"]["cost"], "measured": again["sasrec"]["measured"]}]
     with pytest.raises(ConfigError, match="no finished cell of datasets any and variants"):
         remeasure(str(results), str(runs), [1], 1, "cpu", variants=["nothing"])
 

@@ -4,11 +4,12 @@ A cell's latency is measured when it finishes, so it reflects the machine at tha
 jobs on other cores), and its FLOPs reflect the code of that day. ``remeasure`` loads the models of
 every cell of a dataset together and measures them in one pass with the current code: FLOPs and
 parameters per model, latency interleaved across all of them (``compress.measure.cost.profile``), so
-the ratios between methods are measured under the same load. Each record's ``cost`` is replaced;
-the figures it replaces are kept under ``cost_before``, and ``measured`` says when, with which code
-and on which machine the new ones were taken. A replaced pass also joins ``earlier_passes`` (oldest
-first, each with its ``measured``), so a ratio quoted from any pass stays in the file. Metrics and
-training times are not touched.
+the ratios between methods are measured under the same load. Each record's ``cost`` is replaced,
+and ``measured`` says when, with which code and on which machine the new figures were taken. The
+figures replaced join ``earlier_passes`` (oldest first, each with its ``measured``; the cell's own
+figures, taken when it finished, with ``own: true``), so a ratio quoted from any pass stays in the
+file. Some records re-measured before ``earlier_passes`` existed also hold ``cost_before``: figures
+older than every pass listed, whose stamp was not kept. Metrics and training times are not touched.
 """
 from __future__ import annotations
 
@@ -33,6 +34,13 @@ def model_dir(runs_dir: str, record: dict) -> str:
     """Where a cell's final model is saved: the run directory, or its retrained/ for DNS-Rec cells."""
     run = os.path.join(runs_dir, record["run"])
     return os.path.join(run, RETRAINED) if record["method"] == "dnsrec" else run
+
+
+def own_stamp(record: dict) -> dict:
+    """When, with which code and where a cell measured its own cost: alone, as its run finished."""
+    end = datetime.datetime.fromisoformat(record["started"]) + datetime.timedelta(seconds=record["wall_s"])
+    return {"at": end.isoformat(timespec="seconds"), "versions": record["versions"], "machine": record["machine"],
+            "side_by_side": 1, "own": True}
 
 
 def remeasure(results: str, runs_dir: str, batches: List[int], repeats: int, device: str = "cpu",
@@ -61,9 +69,8 @@ def remeasure(results: str, runs_dir: str, batches: List[int], repeats: int, dev
         costs = profile(models, batches, repeats)
         for r in rows:
             old = r["cost"]
-            if "measured" in r:
-                r["earlier_passes"] = r.get("earlier_passes", []) + [{"cost": old, "measured": r["measured"]}]
-            r["cost_before"] = old
+            r["earlier_passes"] = r.get("earlier_passes", []) + [{"cost": old, "measured": r.get("measured")
+                                                                  or own_stamp(r)}]
             r["cost"] = {**{k: old[k] for k in KEPT if k in old}, **costs[r["key"]]}
             r["measured"] = {**stamp, "side_by_side": len(rows)}
         log(f"{dataset}: {len(rows)} models measured side by side")
