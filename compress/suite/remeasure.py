@@ -69,8 +69,8 @@ def remeasure(results: str, runs_dir: str, batches: List[int], repeats: int, dev
         costs = profile(models, batches, repeats)
         for r in rows:
             old = r["cost"]
-            r["earlier_passes"] = r.get("earlier_passes", []) + [{"cost": old, "measured": r.get("measured")
-                                                                  or own_stamp(r)}]
+            replaced = {"cost": old, "measured": r.get("measured") or own_stamp(r)}
+            r["earlier_passes"] = r.get("earlier_passes", []) + [replaced]
             r["cost"] = {**{k: old[k] for k in KEPT if k in old}, **costs[r["key"]]}
             r["measured"] = {**stamp, "side_by_side": len(rows)}
         log(f"{dataset}: {len(rows)} models measured side by side")

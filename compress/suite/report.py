@@ -147,8 +147,10 @@ def dominance_lines(rows_by_variant: Dict[str, Records]) -> str:
 
     def matched(row: Dict[str, Any]) -> str:  # the baseline against the decision it was matched to
         ref = matched_to(rows_by_variant[row["baseline"][0]][0], variant_of)
-        return "" if ref is None else f"; against {at(point(rows_by_variant[ref]))}, the decision it is " \
-            f"matched to: {against(point(rows_by_variant[ref]), row['baseline'])}"
+        if ref is None:
+            return ""
+        decision = point(rows_by_variant[ref])
+        return f"; against {at(decision)}, the decision it is matched to: {against(decision, row['baseline'])}"
 
     lines = [f"- {at(row['baseline'])}, {row['seeds']} seed(s): {verdict(row)}{matched(row)}"
              for row in dominance(rows_by_variant)]
