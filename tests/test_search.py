@@ -17,7 +17,7 @@ from compress.engine.progress import Reporter
 from compress.errors import ConfigError, SearchError
 from compress.nas.config import SearchConfig
 from compress.nas.controllers import one_hot
-from compress.nas.search import budget_flops, resource_loss, search
+from compress.nas.search import budget_flops, budget_gap, resource_loss, search
 from compress.nas.space import SearchSpace
 from compress.nas.wrap import wrap
 
@@ -157,6 +157,37 @@ def test_max_flops_is_always_honoured(dataset, by_lambda, max_flops):
     assert "budget moved the decision" in result.decision["note"]
     assert all(row["decision_flops"] <= budget for row in result.history)
     assert budget_flops(max_flops, sn) == pytest.approx(budget)
+
+
+def test_the_budget_penalty_is_the_relative_distance_from_the_budget():
+    assert budget_gap(torch.tensor(6.0), 4.0).item() == pytest.approx(0.5)
+    assert budget_gap(torch.tensor(4.0), 4.0).item() == 0.0
+    assert budget_gap(torch.tensor(3.0), 4.0).item() == pytest.approx(0.25)
+    flops = torch.tensor([3.0, 5.0], requires_grad=True)
+    budget_gap(flops, 4.0).sum().backward()
+    assert flops.grad.tolist() == [-0.25, 0.25]  # under the budget pulled up, over it pulled down
+
+
+def test_the_budget_penalty_settles_the_search_at_the_budget(dataset, by_lambda):
+    """Where λ = 0 under a hard budget only rescues an infeasible argmax, and the paper's penalty
+    pushes below any budget, the budget penalty pulls the controllers themselves to the feasible
+    candidate nearest the budget, so the decision is the search's own."""
+    sn = make_supernet(dataset)
+    budget = 0.4 * sn.input_flops
+    nearest = max(float(f) for f in sn.flops.flatten() if f <= budget)
+    assert by_lambda[0.0].decision["flops"] > budget and nearest < budget
+    result = run(dataset, epochs=4, tradeoff=1.0, penalty="budget", max_flops="40%")
+    assert result.history[0]["penalty"] > 0
+    assert result.decision["flops"] == nearest and result.decision["note"] is None
+    assert abs(result.history[-1]["exp_flops"] * sn.input_flops / budget - 1) < 0.15
+    paper = run(dataset, epochs=4, tradeoff=1.0, max_flops="40%")
+    assert paper.decision["flops"] < nearest  # the paper's penalty does not stop at the budget
+    assert result.card()["options"]["penalty"] == "budget"
+
+
+def test_the_budget_penalty_needs_a_budget():
+    with pytest.raises(ConfigError, match="give max_flops"):
+        SearchConfig(penalty="budget")
 
 
 @pytest.mark.parametrize("max_flops", ["1%", 50_000, "0"])

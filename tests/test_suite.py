@@ -12,7 +12,7 @@ import compress
 from compress.arch import ArchSpec
 from compress.errors import CheckpointError, ConfigError
 from compress.measure.flops import model_flops
-from compress.suite import load_plan, paired_t_test, read_results, run_plan, write_report
+from compress.suite import load_plan, methods, paired_t_test, read_results, run_plan, write_report
 from compress.suite.blocks import replace_block
 from compress.suite.pareto import dominance, pareto
 from compress.suite.remeasure import own_stamp, remeasure
@@ -71,6 +71,31 @@ def test_a_warm_variant_builds_on_the_dense_model_its_baselines_prune():
     assert heads[-1].key != by["torch_pruning_warm3x"].key  # whole-head pruning is another cell
 
 
+def test_a_budget_variant_searches_under_the_flops_of_the_cell_it_names(monkeypatch):
+    """max_flops comes from the named cell of the same dataset and seed, at run time: the plan names
+    that cell's key, and the search is given its analytic FLOPs."""
+    cells = load_plan(str(SUITE), "cpu", datasets=["default", "ml-100k"], seeds=[1, 2],
+                      variants=["dnsrec_warm_tp"]).cells
+    by = {(c.variant.name, c.dataset, c.seed): c for c in cells}
+    for data in ("default", "ml-100k"):
+        for seed in (1, 2):
+            warm, pruned = by["dnsrec_warm_tp", data, seed], by["torch_pruning", data, seed]
+            assert warm.needs == {"base": by["sasrec", data, seed].key, "budget": pruned.key}
+            assert warm.options["max_flops"] is None and warm.options["penalty"] == "budget"
+    given = {}
+    record = {"key": "k", "path": "unused", "cost": {"flops_analytic": 5_156_560}}
+
+    def fake_run(opts, out, **kw):
+        given.update(opts)
+        raise RuntimeError("stop here")
+
+    warm = by["dnsrec_warm_tp", "default", 1]
+    monkeypatch.setattr(methods, "dnsrec_run", fake_run)
+    with pytest.raises(RuntimeError, match="stop here"):
+        methods.dnsrec(warm, {**warm.options, "device": "cpu"}, "/nonexistent/cell", {"base": record, "budget": record})
+    assert given["max_flops"] == 5_156_560 and given["init"] == "unused" and given["penalty"] == "budget"
+
+
 def test_committed_results_are_found_by_the_current_plans():
     """Keys are stable: every committed cell is still a cell the suite file describes, under the same variant
     name (a changed default would orphan them all), and the committed smoke run is complete."""
@@ -108,6 +133,12 @@ def test_committed_results_are_found_by_the_current_plans():
     ("variants: {d: {method: dense}, y: {method: uniform, reference: d, base: d}}\npresets: {smoke: {}}",
      "takes no base"),
     ("variants: {d: {method: dense, heads: prune}}\npresets: {smoke: {}}", "heads applies to prune variants only"),
+    ("variants: {d: {method: dense}, y: {method: uniform, reference: d, budget: d}}\npresets: {smoke: {}}",
+     "takes no budget"),
+    ("variants: {d: {method: dense}, y: {method: dnsrec, budget: d, options: {max_flops: 50%}}}\npresets: {smoke: {}}",
+     "drop options.max_flops"),
+    ("variants: {d: {method: dense}, x: {method: dnsrec}, y: {method: dnsrec, reference: x, budget: d, "
+     "retrain: {gate_layers: 0}}}\npresets: {smoke: {}}", "ran under its own budget; drop budget"),
     ("variants: {d: {method: dense}, x: {method: dnsrec}, y: {method: prune, reference: x, base: d, heads: all}}"
      "\npresets: {smoke: {}}", "heads must be one of keep, prune, got 'all'"),
 ])

@@ -58,6 +58,8 @@ from compress.store.provenance import versions
 PENALTY_TEXT = {
     "dnsrec": "CE + λ·L_RC, L_RC = (L_t/L) * sum_l q_l sum_k p_k FLOPs(k, l) / FLOPs(full); "
               "FLOPs(k, l) = inference FLOPs of width k exiting after layer l",
+    "budget": "CE + λ·|F / B − 1|, F = sum_l q_l sum_k p_k FLOPs(k, l) under softmax(logits/τ), "
+              "B = the max_flops budget",
     "proxyless": "CE * (log F / log F_ref)^0.6 (ProxylessNAS), F = sum_l q_l sum_k p_k FLOPs(k, l), "
                  "F_ref = the max_flops budget, else FLOPs(full)"}
 

@@ -317,7 +317,8 @@ OPTIONS: List[Option] = _section(
            feeds=("SearchConfig.selection",), choices=SELECTIONS),
     Option("arch_batches", "choice", "valid (paper) or train (official code): the batches of the α/β steps.",
            SEARCHING, feeds=("SearchConfig.arch_batches",), choices=ARCH_BATCHES),
-    Option("penalty", "choice", "dnsrec: CE + λ·L_RC (paper); proxyless: CE·(log F / log F_ref)^0.6.", SEARCHING,
+    Option("penalty", "choice", "dnsrec: CE + λ·L_RC (paper); budget: CE + λ·|E[F]/max_flops − 1|, the "
+           "search fills the budget; proxyless: CE·(log F / log F_ref)^0.6.", SEARCHING,
            feeds=("SearchConfig.penalty",), choices=PENALTIES),
     Option("hidden_ratios", "floats", "Pruning ratios of d, e.g. 0,0.25,0.5 (0 keeps all).", SEARCHING,
            feeds=("SearchSpace.hidden_ratios",), low=0.0, high=0.99),

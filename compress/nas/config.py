@@ -36,7 +36,7 @@ class TemperatureSchedule:
 
 
 ARCH_BATCHES = ("valid", "train")
-PENALTIES = ("dnsrec", "proxyless")
+PENALTIES = ("dnsrec", "budget", "proxyless")
 PROXYLESS_EXPONENT = 0.6  # β of ProxylessNAS's CE · (log F / log F_ref)^β
 
 
@@ -65,8 +65,9 @@ class SearchConfig:
     loss: str = "full"  # the weight steps' loss: full softmax, or sampled "uniform" / "inbatch"
     negatives: int = 100
     precision: str = "fp32"  # autocast of the weight steps: fp32, bf16 or fp16 (CUDA); α/β steps stay fp32
-    penalty: str = "dnsrec"  # CE + λ·L_RC (paper), or "proxyless": CE · (log F / log F_ref)^0.6, F_ref the
-    # hard budget when one is given, else the full supernet; λ is unused there (ProxylessNAS, Cai et al. 2019)
+    penalty: str = "dnsrec"  # CE + λ·L_RC (paper); "budget": CE + λ·|E[F]/B − 1|, pulled to the max_flops
+    # budget B from both sides (TuNAS); or "proxyless": CE · (log F / log F_ref)^0.6, F_ref the hard budget when
+    # one is given, else the full supernet; λ is unused there (ProxylessNAS, Cai et al. 2019)
     compile: bool = False  # torch.compile the supernet's training forward
 
     def __post_init__(self) -> None:
@@ -75,7 +76,10 @@ class SearchConfig:
         if self.selection not in SELECTIONS:
             raise ConfigError(f"unknown selection {self.selection!r}; choose gumbel or softmax")
         if self.penalty not in PENALTIES:
-            raise ConfigError(f"unknown penalty {self.penalty!r}; choose dnsrec or proxyless")
+            raise ConfigError(f"unknown penalty {self.penalty!r}; choose dnsrec, budget or proxyless")
+        if self.penalty == "budget" and self.max_flops is None:
+            raise ConfigError("penalty budget pulls the expected FLOPs to the max_flops budget; "
+                              "give max_flops (e.g. 50%) or choose penalty dnsrec")
         if self.arch_batches not in ARCH_BATCHES:
             raise ConfigError(f"unknown arch_batches {self.arch_batches!r}; choose valid or train")
         for name in ("epochs", "batch_size", "arch_every", "patience", "k"):

@@ -8,6 +8,10 @@ where FLOPs(k, l, a, g) is the analytic inference cost of width k exiting after 
 attention kind a and gates of depth g (embedding, l layers and the scoring head), normalised by a
 reference so λ means the same on every dataset: the dense input model by default, or the full
 supernet (the paper). L_t is the depth of the current hard choice argmax β, refreshed every f steps.
+With a hard budget B the penalty may instead pull to the budget, L_RC = |E[FLOPs]/B − 1| with E
+over the controllers' softmax(logits/τ) (``penalty: budget``): the search settles at the budget
+rather than under it, and the decision is its own argmax instead of a rescue, from the tails of a
+distribution collapsed onto an infeasible candidate, by the hard budget.
 The paper searches α (width) and β (depth) only; here the attention kind and the gates' depth are
 controllers too, so the penalty can drop what they cost. The decision is the joint argmax of the
 controllers at the best validation epoch, restricted to candidates within ``max_flops`` when a hard
@@ -57,6 +61,13 @@ def budget_flops(max_flops: Optional[Union[float, str]], supernet: Supernet,
         raise ConfigError(f"`max_flops` {max_flops} ({budget:.3g} FLOPs) is below the smallest candidate "
                           f"({smallest:.3g} FLOPs = {100 * smallest / full:.1f}% of the {reference} model)")
     return budget
+
+
+def budget_gap(flops: torch.Tensor, budget: float) -> torch.Tensor:
+    """L_RC of ``penalty: budget``: the expected FLOPs' relative distance from the budget, on either side
+    (TuNAS's absolute reward, Bender et al. 2020): a one-sided excess lets the controllers' momentum
+    carry them far under the budget, and nothing brings them back once τ has frozen them."""
+    return (flops / budget - 1.0).abs()
 
 
 def resource_loss(ce: Optional[torch.Tensor], l_rc: torch.Tensor, flops: torch.Tensor, ref_flops: float,
@@ -238,7 +249,13 @@ class SearchTask(Task):
         else:
             a_ce = shard_loss(self.step_loss, sn, lambda x: sn(x, p, q, r, s), items, targets, step)
         share = sn.expected_flops(p, q, r, s, self.cfg.flops_reference)  # E[FLOPs] / FLOPs(reference)
-        penalty = (l_t / sn.full.layers) * share
+        if cfg.penalty == "budget":  # on the controllers' expectation (softmax of logits/τ), not this step's
+            # Gumbel sample: the mean excess of noisy samples would hold the search under the budget by their spread
+            tempered = (c.sample(sn.tau, "softmax") for c in sn.controllers)
+            penalty = budget_gap(sn.expected_flops(*tempered, reference=cfg.flops_reference) * self.full_flops,
+                                 self.ref_flops)
+        else:
+            penalty = (l_t / sn.full.layers) * share
         self.a_opt.zero_grad(set_to_none=True)
         arch_loss = resource_loss(a_ce, penalty, share * self.full_flops, self.ref_flops, cfg)
         if arch_loss is not None:

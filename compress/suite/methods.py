@@ -3,7 +3,9 @@
 - ``dense``: train a backbone as configured (SASRec, SASRec + linear attention, BERT4Rec, ...).
 - ``dnsrec``: DNS-Rec search, then retraining of the decision (weights transferred, or
   ``from_scratch``; a variant's ``retrain`` options, such as ``gate_layers: 0``, apply to this stage).
-  A variant with a ``reference`` retrains a copy of that cell's search instead of searching again.
+  A variant with a ``reference`` retrains a copy of that cell's search instead of searching again; one
+  with a ``budget`` searches under ``max_flops`` = the analytic FLOPs of that cell's model, so that it
+  stands where a baseline stands on every dataset and seed.
 - ``uniform``: uniform shrinking, the dense design of the variant's options trained from scratch at
   the widths and depth the ``reference`` DNS-Rec cell decided.
 - ``prune``: structured pruning of the trained ``base`` dense model with Torch-Pruning
@@ -90,6 +92,8 @@ def dnsrec(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:
     retrain = {"device": opts["device"], "from_scratch": cell.variant.from_scratch, **cell.variant.retrain}
     if "base" in deps:  # warm start from the trained dense model, the one the pruning baseline prunes
         opts = {**opts, "init": deps["base"]["path"]}
+    if "budget" in deps:
+        opts = {**opts, "max_flops": deps["budget"]["cost"]["flops_analytic"]}
     if shared is not None and not os.path.exists(card_path):
         _reuse_search(shared["path"], out)
     if _interrupted(out) or not os.path.exists(card_path) or "failed" in read_json(card_path):
@@ -103,7 +107,9 @@ def dnsrec(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:
                     "slice_max_abs_diff": card["slice_max_abs_diff"], "best_epoch": res["best_epoch"],
                     "from_scratch": res["from_scratch"], "retrain_options": cell.variant.retrain,
                     "search": controller_trace(card), "search_of": shared["key"] if shared else None,
-                    "warm_from": deps["base"]["key"] if "base" in deps else None})
+                    "warm_from": deps["base"]["key"] if "base" in deps else None,
+                    "budget_of": deps["budget"]["key"] if "budget" in deps else None,
+                    "max_flops": opts.get("max_flops")})
 
 
 def uniform(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:

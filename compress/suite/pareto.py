@@ -3,9 +3,9 @@ question, "does DNS-Rec dominate the baselines at equal FLOPs?", answered from t
 
 A point is a variant's mean over its seeds: (name, analytic FLOPs, test NDCG@10 full, its std).
 A baseline point (uniform shrinking, Torch-Pruning) is dominated when a DNS-Rec point costs no more
-FLOPs and scores at least as well. DNS-Rec points are the search variants with the paper's penalty
-and λ > 0 (any gate depth, selection or retraining start); λ = 0 (DARTS-style) and the
-ProxylessNAS-style penalty are other methods and are not counted.
+FLOPs and scores at least as well. DNS-Rec points are the search variants with the paper's penalty,
+or its pull to a hard budget (``penalty: budget``), and λ > 0 (any gate depth, selection or retraining
+start); λ = 0 (DARTS-style) and the ProxylessNAS-style penalty are other methods and are not counted.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from compress.suite.stats import mean_std
 Records = List[Dict[str, Any]]
 Point = Tuple[str, float, float, float]  # (variant, mean FLOPs, mean test NDCG@10 full, its std)
 BASELINE_METHODS = ("uniform", "prune")
+DNSREC_PENALTIES = ("dnsrec", "budget")  # L_RC as the paper's share of FLOPs, or as the distance from a budget
 
 
 def score(r: Dict[str, Any], protocol: str = "full", metric: str = "ndcg@10", split: str = "test") -> float:
@@ -47,7 +48,7 @@ def pareto(points: List[Point]) -> List[Point]:
 
 def is_dnsrec(rows: Records) -> bool:
     opts = rows[0]["options"]
-    return rows[0]["method"] == "dnsrec" and opts.get("penalty", "dnsrec") == "dnsrec" and opts["tradeoff"] > 0
+    return rows[0]["method"] == "dnsrec" and opts.get("penalty", "dnsrec") in DNSREC_PENALTIES and opts["tradeoff"] > 0
 
 
 def dominance(rows_by_variant: Dict[str, Records]) -> List[Dict[str, Any]]:

@@ -24,8 +24,9 @@ from compress.suite.pruning import HEAD_MODES
 METHODS = ("dense", "dnsrec", "uniform", "prune")
 NEEDS = {"dense": (), "dnsrec": (), "uniform": ("reference",), "prune": ("reference", "base")}
 # a dnsrec variant that only retrains differently reuses a search (reference); one with a base warm-starts
-# its search from that dense variant's trained model, the model the pruning baseline starts from
-OPTIONAL_NEEDS = {"dnsrec": ("reference", "base")}
+# its search from that dense variant's trained model, the model the pruning baseline starts from; one with a
+# budget searches under a max_flops of that variant's model's analytic FLOPs (same dataset and seed)
+OPTIONAL_NEEDS = {"dnsrec": ("reference", "base", "budget")}
 VOLATILE = ("device", "data_dir", "checkpoint_every", "compile", "eval_batch_size", "tensorboard")  # where, how often or how
 # fast, not what
 # Options added after the first suite runs: in a cell's identity only when set to another value than
@@ -38,7 +39,7 @@ SEARCH_LATER = ("tau_schedule", "flops_reference", "attention_choices", "gate_ch
 FIRST_NAMES = {"data_format": "format"}
 DEFAULT_DATA = "default"
 TOP_KEYS = {"variants", "presets"}
-VARIANT_KEYS = {"method", "label", "options", "from_scratch", "retrain", "reference", "base", "heads"}
+VARIANT_KEYS = {"method", "label", "options", "from_scratch", "retrain", "reference", "base", "budget", "heads"}
 RETRAIN_KEYS = {o.key for o in options_for("retrain")}  # what a retraining stage may change
 PRESET_KEYS = {"about", "seeds", "variants", "datasets", "options", "measure"}
 DATASET_KEYS = {"recipe", "options"}
@@ -119,7 +120,7 @@ def _variant(name: str, raw: Any, path: str) -> Variant:
     if missing:
         raise ConfigError(f"{path}: variant {name!r} (method {method}) needs {' and '.join(missing)}: "
                           "the variant(s) it builds on")
-    stray = [role for role in ("reference", "base") if role in raw and role not in roles]
+    stray = [role for role in ("reference", "base", "budget") if role in raw and role not in roles]
     if stray:
         raise ConfigError(f"{path}: variant {name!r} (method {method}) takes no {', '.join(stray)}")
     if not isinstance(raw.get("from_scratch", False), bool):
@@ -133,6 +134,12 @@ def _variant(name: str, raw: Any, path: str) -> Variant:
     if method == "dnsrec" and "reference" in needs and "base" in needs:
         raise ConfigError(f"{path}: variant {name!r} reuses the search of {needs['reference']!r}, so it cannot "
                           f"also warm-start a search from {needs['base']!r}; give one of reference and base")
+    if "reference" in needs and "budget" in needs:
+        raise ConfigError(f"{path}: variant {name!r} reuses the search of {needs['reference']!r}, which ran under "
+                          f"its own budget; drop budget")
+    if "budget" in needs and "max_flops" in (raw.get("options") or {}):
+        raise ConfigError(f"{path}: variant {name!r} takes its max_flops from the FLOPs of {needs['budget']!r}; "
+                          "drop options.max_flops")
     if "base" in needs and "init" in (raw.get("options") or {}):
         raise ConfigError(f"{path}: variant {name!r} warm-starts from its base {needs['base']!r}; drop options.init")
     if method == "dnsrec" and "reference" in needs and not (retrain or raw.get("from_scratch")):
