@@ -102,6 +102,7 @@ def test_max_flops_below_the_smallest_candidate_exits_2_and_writes_nothing(tmp_p
     (["--selection", "argmax"], "--selection: 'argmax' is not one of"),
     (["--penalty", "latency"], "--penalty: 'latency' is not one of"),
     (["--max-flops", "half"], "neither a percentage"),
+    (["--penalty", "budget"], "penalty budget pulls the expected FLOPs to the max_flops budget (--max-flops)"),
 ])
 def test_bad_options_exit_2_with_one_line(tmp_path, tiny_data_file, args, words):
     out = tmp_path / "bad"

@@ -186,7 +186,7 @@ def test_the_budget_penalty_settles_the_search_at_the_budget(dataset, by_lambda)
 
 
 def test_the_budget_penalty_needs_a_budget():
-    with pytest.raises(ConfigError, match="give max_flops"):
+    with pytest.raises(ConfigError, match="max_flops budget"):
         SearchConfig(penalty="budget")
 
 

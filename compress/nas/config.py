@@ -78,8 +78,8 @@ class SearchConfig:
         if self.penalty not in PENALTIES:
             raise ConfigError(f"unknown penalty {self.penalty!r}; choose dnsrec, budget or proxyless")
         if self.penalty == "budget" and self.max_flops is None:
-            raise ConfigError("penalty budget pulls the expected FLOPs to the max_flops budget; "
-                              "give max_flops (e.g. 50%) or choose penalty dnsrec")
+            raise ConfigError("penalty budget pulls the expected FLOPs to the max_flops budget (--max-flops); "
+                              "give one, e.g. 50%, or choose penalty dnsrec")
         if self.arch_batches not in ARCH_BATCHES:
             raise ConfigError(f"unknown arch_batches {self.arch_batches!r}; choose valid or train")
         for name in ("epochs", "batch_size", "arch_every", "patience", "k"):
