@@ -386,6 +386,24 @@ def test_the_summary_shows_a_dnsrec_variant_run_on_one_dataset_beside_its_baseli
         "1 paired seed" in text  # each baseline also against the decision it was measured at
 
 
+def test_a_search_pulled_to_a_budget_counts_as_dns_rec_and_a_verdict_it_wins_gives_it_a_column(tmp_path):
+    """penalty budget is DNS-Rec's penalty pulled to a budget (counted); ProxylessNAS's is another method (not);
+    a DNS-Rec variant run on one dataset that a verdict names gets a column beside the baseline it dominates."""
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "r.jsonl"
+    for dataset in ("toy", "other"):
+        append_result(str(path), _record("sasrec", "dense", 1, 0.30, 12e6, dataset=dataset))
+        append_result(str(path), _record("dnsrec", "dnsrec", 1, 0.29, 6e6, dataset=dataset))
+    for record in (_record("pulled", "dnsrec", 1, 0.32, 3.5e6, tradeoff=1.0, penalty="budget"),
+                   _record("proxyless", "dnsrec", 1, 0.40, 3e6, penalty="proxyless"),
+                   _record("tp", "prune", 1, 0.30, 4e6)):
+        append_result(str(path), record)
+    text = Path(write_report(str(path), str(tmp_path / "rep"))["report"]).read_text()
+    assert "| dataset | sasrec | dnsrec | pulled | tp | DNS-Rec dominates at equal FLOPs |" in text
+    assert "| toy | 0.3000 @ 12.0 M (1) | 0.2900 @ 6.00 M (1) | 0.3200 @ 3.50 M (1) | 0.3000 @ 4.00 M (1) | " \
+        "tp: yes (pulled) |" in text
+
+
 def test_torch_pruning_keeps_depth_and_meets_the_flops_target():
     pytest.importorskip("torch_pruning")
     from compress.suite.pruning import _PlainMirror, prune_to_flops
