@@ -165,8 +165,9 @@ def summary_table(records: Records) -> str:
     baselines = sorted({r["variant"] for r in records if r["method"] in BASELINE_METHODS})
     variant_of = {r["key"]: r["variant"] for r in records}
     measured_against = {matched_to(r, variant_of) for r in records if r["method"] in BASELINE_METHODS}
-    dominating = {row["dominated_by"][0] for rows in datasets.values() for row in dominance(_by(rows, "variant"))
-                  if row["dominated_by"]}
+    rows_of = {name: _by(rows, "variant") for name, rows in datasets.items()}
+    verdicts_of = {name: dominance(by_variant) for name, by_variant in rows_of.items()}
+    dominating = {row["dominated_by"][0] for rows in verdicts_of.values() for row in rows if row["dominated_by"]}
     others = [v for v, rows in _by(records, "variant").items()  # DNS-Rec points run on every dataset, those a
               if v != OURS and is_dnsrec(rows)                  # baseline column is matched to, and those a
               and ({r["dataset"] for r in rows} == set(datasets)  # verdict names
@@ -175,8 +176,7 @@ def summary_table(records: Records) -> str:
     labels = {r["variant"]: r["label"] for r in records}
     lines = ["| dataset | " + " | ".join(labels[v] for v in columns) + " | DNS-Rec dominates at equal FLOPs |",
              "|---|" + "---:|" * len(columns) + "---|"]
-    for name, rows in datasets.items():
-        by_variant = _by(rows, "variant")
+    for name, by_variant in rows_of.items():
         cells = []
         for v in columns:
             if v not in by_variant:
@@ -186,7 +186,7 @@ def summary_table(records: Records) -> str:
             cells.append(f"{_fmt([_test(r, 'full') for r in by_variant[v]])} @ {_mega(flops)} "
                          f"({len(by_variant[v])})")
         verdicts = [f"{row['baseline'][0]}: " + (f"yes ({row['dominated_by'][0]})" if row["dominated_by"] else "no")
-                    for row in dominance(by_variant)]
+                    for row in verdicts_of[name]]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {', '.join(verdicts) or '—'} |")
     return "\n".join(lines)
 
