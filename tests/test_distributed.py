@@ -3,9 +3,9 @@ process does (same decision, α/β identical on every rank, sharded metrics exac
 writes, and `torchrun -m compress` runs the CLI end to end."""
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -29,12 +29,6 @@ from compress.runtime import distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "recipes" / "tiny.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def backbone(data):
@@ -70,9 +64,12 @@ def jobs(data, out: str) -> dict:
             "eval": {p: evaluate(reference, data, "test", p, 10, batch_size=48, seed=1) for p in ("full", "pop100")}}
 
 
-def worker(rank: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+def worker(rank: int, out: str) -> None:
+    # The ranks meet through a file rather than a TCP store on a port picked free and released: such a
+    # port can be taken meanwhile (torchrun's test may run in the next pytest worker), and the store
+    # would live in rank 0, which rank 1 may outlive. A rank that aborts prints its Python stack.
+    faulthandler.enable(all_threads=True)
+    dist.init_process_group("gloo", init_method=f"file://{os.path.join(out, 'rendezvous')}", rank=rank, world_size=2)
     torch.set_num_threads(1)
     try:
         data = walking_dataset()
@@ -84,7 +81,7 @@ def worker(rank: int, port: int, out: str) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("ddp"))
-    mp.spawn(worker, args=(free_port(), out), nprocs=2, join=True)
+    mp.spawn(worker, args=(out,), nprocs=2, join=True)
     ranks = [torch.load(os.path.join(out, f"rank{r}.pt")) for r in range(2)]
     return jobs(walking_dataset(), out), ranks, out
 
