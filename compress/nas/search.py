@@ -70,10 +70,11 @@ def budget_gap(flops: torch.Tensor, budget: float) -> torch.Tensor:
     return (flops / budget - 1.0).abs()
 
 
-def resource_loss(ce: Optional[torch.Tensor], l_rc: torch.Tensor, flops: torch.Tensor, ref_flops: float,
+def resource_loss(ce: Optional[torch.Tensor], l_rc: torch.Tensor, flops: Optional[torch.Tensor], ref_flops: float,
                   cfg: SearchConfig) -> Optional[torch.Tensor]:
     """The α/β objective from this rank's CE share (None when its share is empty): CE + λ·L_RC, or
-    ProxylessNAS's CE · (log F / log F_ref)^0.6 on the expected FLOPs F. Every rank adds the same
+    ProxylessNAS's CE · (log F / log F_ref)^0.6 on the expected FLOPs F (``flops``, which only this
+    form reads). Every rank adds the same
     L_RC, so its share is 1/world: the gradient summed over the ranks counts it once."""
     if cfg.penalty == "proxyless":
         return None if ce is None else ce * (torch.log(flops) / math.log(ref_flops)) ** PROXYLESS_EXPONENT
@@ -248,16 +249,17 @@ class SearchTask(Task):
                 distributed.share(part.stop - part.start, len(a_items))
         else:
             a_ce = shard_loss(self.step_loss, sn, lambda x: sn(x, p, q, r, s), items, targets, step)
-        share = sn.expected_flops(p, q, r, s, self.cfg.flops_reference)  # E[FLOPs] / FLOPs(reference)
+        sampled = None  # this step's sample's expected FLOPs, which the paper and proxyless forms use
         if cfg.penalty == "budget":  # on the controllers' expectation (softmax of logits/τ), not this step's
             # Gumbel sample: the mean excess of noisy samples would hold the search under the budget by their spread
             tempered = (c.sample(sn.tau, "softmax") for c in sn.controllers)
             penalty = budget_gap(sn.expected_flops(*tempered, reference=cfg.flops_reference) * self.full_flops,
                                  self.ref_flops)
         else:
-            penalty = (l_t / sn.full.layers) * share
+            share = sn.expected_flops(p, q, r, s, cfg.flops_reference)  # E[FLOPs] / FLOPs(reference)
+            penalty, sampled = (l_t / sn.full.layers) * share, share * self.full_flops
         self.a_opt.zero_grad(set_to_none=True)
-        arch_loss = resource_loss(a_ce, penalty, share * self.full_flops, self.ref_flops, cfg)
+        arch_loss = resource_loss(a_ce, penalty, sampled, self.ref_flops, cfg)
         if arch_loss is not None:
             arch_loss.backward()
         self.w_opt.zero_grad(set_to_none=True)  # α/β steps never move the weights
