@@ -506,7 +506,21 @@ def main_options(version: bool = typer.Option(False, "--version", callback=versi
 
 
 def main() -> None:
-    app()
+    """The console script. A worker of a distributed run ends without the interpreter's teardown
+    (``compress.runtime.launch``), with the exit code the command chose."""
+    from compress.runtime.launch import exit_without_teardown, launched
+
+    if not launched():
+        app()
+        return
+    try:
+        app()
+        code = 0
+    except SystemExit as exc:  # typer ends every command with one
+        if isinstance(exc.code, str):  # sys.exit("message"): Python would print it and exit 1
+            print(exc.code, file=sys.stderr)
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    exit_without_teardown(code)
 
 
 if __name__ == "__main__":

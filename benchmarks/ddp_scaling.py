@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
+import tempfile
 import time
 
 import torch
@@ -29,6 +29,7 @@ from compress.engine.config import TrainConfig  # noqa: E402
 from compress.engine.train import DenseTask  # noqa: E402
 from compress.files import write_json  # noqa: E402
 from compress.runtime.allocator import tune_allocator  # noqa: E402
+from compress.runtime.launch import exit_without_teardown  # noqa: E402
 from compress.store.provenance import versions  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -51,9 +52,9 @@ def timed_steps(args) -> float:
     raise SystemExit("the dataset has too few batches for --warmup + --steps; lower them")
 
 
-def worker(rank: int, world: int, port: int, args, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def worker(rank: int, world: int, rendezvous: str, args, out: str) -> None:
+    # a file store, not a TCP store on a port picked free and released before rank 0 binds it
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     torch.set_num_threads(args.threads)
     tune_allocator()
     try:
@@ -62,15 +63,14 @@ def worker(rank: int, world: int, port: int, args, out: str) -> None:
             write_json(out, {"seconds": seconds})
     finally:
         dist.destroy_process_group()
+    exit_without_teardown(0)  # gloo's threads can abort the interpreter's teardown (compress.runtime.launch)
 
 
 def run(world: int, args) -> float:
     """Global-batch sequences per second with ``world`` processes."""
     out = os.path.join(RESULTS, f".ddp_scaling_{world}.json")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(worker, args=(world, port, args, out), nprocs=world, join=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        mp.spawn(worker, args=(world, os.path.join(tmp, "rendezvous"), args, out), nprocs=world, join=True)
     with open(out) as f:
         seconds = json.load(f)["seconds"]
     os.remove(out)

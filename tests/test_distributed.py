@@ -26,6 +26,7 @@ from compress.measure.evaluation import evaluate
 from compress.nas.config import SearchConfig
 from compress.nas.search import search
 from compress.runtime import distributed
+from compress.runtime.launch import exit_without_teardown
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "recipes" / "tiny.yaml"
@@ -65,9 +66,8 @@ def jobs(data, out: str) -> dict:
 
 
 def worker(rank: int, out: str) -> None:
-    # The ranks meet through a file rather than a TCP store on a port picked free and released: such a
-    # port can be taken meanwhile (torchrun's test may run in the next pytest worker), and the store
-    # would live in rank 0, which rank 1 may outlive. A rank that aborts prints its Python stack.
+    # The ranks meet through a file rather than a TCP store on a port picked free and released, which
+    # torchrun's test in the next pytest worker may take meanwhile. A rank that aborts prints its stack.
     faulthandler.enable(all_threads=True)
     dist.init_process_group("gloo", init_method=f"file://{os.path.join(out, 'rendezvous')}", rank=rank, world_size=2)
     torch.set_num_threads(1)
@@ -76,6 +76,7 @@ def worker(rank: int, out: str) -> None:
         torch.save({**jobs(data, out), "resumed": crashed_and_resumed(data, out)}, os.path.join(out, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
+    exit_without_teardown(0)  # as the CLI's workers end: gloo's threads can abort the interpreter's teardown
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from compress.errors import ConfigError
+from compress.runtime.launch import launched
 
 
 def world_size() -> int:
@@ -34,11 +35,6 @@ def rank() -> int:
 
 def is_main() -> bool:
     return rank() == 0
-
-
-def launched() -> bool:
-    """Whether ``torchrun`` (or another launcher setting its environment) started this process."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def init_from_env() -> None:
