@@ -74,8 +74,8 @@ def resource_loss(ce: Optional[torch.Tensor], l_rc: torch.Tensor, flops: Optiona
                   cfg: SearchConfig) -> Optional[torch.Tensor]:
     """The α/β objective from this rank's CE share (None when its share is empty): CE + λ·L_RC, or
     ProxylessNAS's CE · (log F / log F_ref)^0.6 on the expected FLOPs F (``flops``, which only this
-    form reads). Every rank adds the same
-    L_RC, so its share is 1/world: the gradient summed over the ranks counts it once."""
+    form reads). Every rank adds the same L_RC, so its share is 1/world: the gradient summed over the
+    ranks counts it once."""
     if cfg.penalty == "proxyless":
         return None if ce is None else ce * (torch.log(flops) / math.log(ref_flops)) ** PROXYLESS_EXPONENT
     l_rc = cfg.tradeoff * l_rc / distributed.world_size()
