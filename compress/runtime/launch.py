@@ -5,8 +5,8 @@ A worker of a distributed run ends with ``os._exit`` once its work is done and f
 backend keeps its worker threads after ``destroy_process_group``; one that frees a finished
 collective's tensors while the interpreter finalizes takes the GIL there, and the process aborts
 (SIGABRT, "terminate called without an active exception") after the run has completed and written
-its outputs. torchrun then reports a failed worker. With torch 2.13 on a 2-core machine, 9 of 73
-short 2-process runs aborted so; with this exit, none of 65.
+its outputs. torchrun then reports a failed worker (torch 2.13; counts in benchmarks/README.md,
+"Data-parallel scaling").
 """
 from __future__ import annotations
 
