@@ -436,7 +436,7 @@ def inspect(
     plot: bool = typer.Option(False, "--plot", help="Write PNGs (α/β over epochs, candidates' FLOPs) into PATH."),
 ) -> None:
     """A summary of a run or model: architecture, decision, α/β history, metrics, FLOPs, files."""
-    from compress.app.orientation import recorded_label
+    from compress.app.orientation import decided_at, recorded_label
     from compress.arch import ArchSpec
     from compress.files import read_json
     from compress.layout import CARD, METRICS, RETRAINED, SEARCH_CARD
@@ -449,7 +449,8 @@ def inspect(
         card = read_json(card_path)
         d = card["decision"]
         out_console.print(f"decision: {ArchSpec.from_dict(d['arch']).label()}  FLOPs {d['flops']:.4g} "
-                          f"({100 * d['flops'] / card['full_flops']:.1f}% of the full supernet), best epoch {card['best_epoch']}")
+                          f"({100 * d['flops'] / card['full_flops']:.1f}% of the full supernet), "
+                          f"{decided_at(card)}")
         hist = Table(title="search history")
         for col in ("epoch", "tau", "p (width)", "q (depth)", "decision", "valid ndcg@10"):
             hist.add_column(col)

@@ -50,6 +50,11 @@ def test_data_provenance_and_loading():
     assert "model.onnx" in text and "fixed at N" in text and "MODEL_DIR format" in text
 
 
+def test_a_search_decided_at_its_last_epoch_names_that_epoch():
+    text = render({**FULL, "search": {"best_epoch": 3, "decision_epoch": 7}})
+    assert "the search's decision is that of epoch 7" in text
+
+
 def test_native_card_puts_its_class_first():
     text = render(FULL, native=True)
     assert text.startswith("# 64/256 × 1 layer as transformers.GPT2Model\n")

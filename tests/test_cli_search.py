@@ -12,6 +12,7 @@ import torch
 from clihelp import error_line, invoke, listing
 from safetensors.torch import load_file
 
+from compress.app.orientation import decided_at
 from compress.arch import ArchSpec
 from compress.measure.flops import analytic_flops
 from compress.nas.wrap import load_supernet
@@ -85,6 +86,28 @@ def test_saved_supernet_is_the_best_epoch(run_dir):
     assert sn.beta.logits.tolist() == pytest.approx(best["beta"])
     k, depth = card["decision"]["width"], card["decision"]["depth"]
     assert sn.slice(k, depth).arch.to_dict() == card["decision"]["arch"]
+
+
+def test_decide_last_keeps_the_last_epochs_supernet_and_says_so(tmp_path):
+    out = tmp_path / "last"
+    result = invoke("search", "--recipe", TINY_RECIPE, "--device", "cpu", "--stage", "search", "--decide", "last",
+                    "--out", out)
+    assert result.exit_code == 0, result.stderr + result.stdout
+    assert "decision  at the last epoch" in result.stderr
+    card = json.loads((out / "search_card.json").read_text())
+    last = card["history"][-1]
+    assert card["decision_epoch"] == last["epoch"] == 2 and card["options"]["decide"] == "last"
+    assert "last epoch" in card["choices"]["decide"]
+    assert card["decision"]["arch"] == json.loads((out / "arch.json").read_text())
+    sn = load_supernet(str(out / "supernet"), "cpu")
+    assert sn.alpha.logits.tolist() == pytest.approx(last["alpha"], abs=0)
+    assert sn.slice(card["decision"]["width"], card["decision"]["depth"]).arch.to_dict() == card["decision"]["arch"]
+
+
+def test_inspect_names_the_deciding_epoch():
+    card = {"best_epoch": 3, "decision_epoch": 5}
+    assert decided_at(card) == "decided at the last epoch, 5 (best epoch 3)"
+    assert decided_at({"best_epoch": 3}) == decided_at({"best_epoch": 3, "decision_epoch": 3}) == "best epoch 3"
 
 
 def test_max_flops_below_the_smallest_candidate_exits_2_and_writes_nothing(tmp_path, tiny_data_file):

@@ -103,7 +103,8 @@ def test_train_header(trained):
 def test_search_header_lists_every_candidate(searched):
     out, stderr = searched
     card = json.loads((out / "search_card.json").read_text())
-    head = stderr.split("epoch ")[0]
+    head = re.split(r"^epoch +1/", stderr, flags=re.M)[0]
+    assert "decision  at the best validation epoch" in head
     assert f"searching {len(card['candidates'])} candidates of sasrec 16/32 × 2 layers" in head
     budget = card["budget"]
     assert "λ 0.1" in head and f"50% of the input model: {human(budget['flops'])} FLOPs" in head

@@ -73,8 +73,10 @@ def test_fit_crashed_and_resumed_equals_uninterrupted(data, tmp_path, backbone, 
     assert all(torch.equal(a, b) for a, b in zip(resumed_model.state_dict().values(), whole.state_dict().values()))
 
 
-def test_search_crashed_and_resumed_equals_uninterrupted(data, tmp_path):
-    cfg = compress.SearchConfig(epochs=2, batch_size=64, seed=1)  # 8 steps an epoch: the crash is in the second
+@pytest.mark.parametrize("decide", ["best", "last"])
+def test_search_crashed_and_resumed_equals_uninterrupted(data, tmp_path, decide):
+    cfg = compress.SearchConfig(epochs=2, batch_size=64, seed=1, decide=decide)  # 8 steps an epoch: the crash
+    # is in the second
     space = compress.SearchSpace((0.0, 0.5), (0.0, 0.5))
     expected = compress.search(compress.wrap(fresh_model(data), space=space), data, cfg, "cpu")
     ckpt = Checkpointer(str(tmp_path / "search.partial"), every=3)
@@ -83,6 +85,7 @@ def test_search_crashed_and_resumed_equals_uninterrupted(data, tmp_path):
     sn = compress.wrap(fresh_model(data), space=space)
     resumed = compress.search(sn, data, cfg, "cpu", None, ckpt)
     assert resumed.decision == expected.decision and resumed.best_epoch == expected.best_epoch
+    assert resumed.decision_epoch == expected.decision_epoch
     assert [(r["alpha"], r["beta"], r["valid_ndcg@10"]) for r in resumed.history] == \
         [(r["alpha"], r["beta"], r["valid_ndcg@10"]) for r in expected.history]
     assert all(torch.equal(a, b) for a, b in zip(sn.state_dict().values(), expected.supernet.state_dict().values()))

@@ -9,6 +9,7 @@ import torch
 from synthetic import walking_dataset
 
 import compress.engine.losses as losses_module
+import compress.nas.search as search_module
 from compress.arch import ArchSpec
 from compress.backbones.objectives import at, last_index
 from compress.backbones.sasrec import SASRec
@@ -183,6 +184,37 @@ def test_the_budget_penalty_settles_the_search_at_the_budget(dataset, by_lambda)
     paper = run(dataset, epochs=4, tradeoff=1.0, max_flops="40%")
     assert paper.decision["flops"] < nearest  # the paper's penalty does not stop at the budget
     assert result.card()["options"]["penalty"] == "budget"
+
+
+@pytest.fixture(scope="module")
+def falling(dataset):
+    """The budget pull of the test above, decided at its best and at its last epoch, with validation
+    scripted to fall after the first epoch (a best epoch that stops the pull partway)."""
+    scores = iter([0.5, 0.4, 0.3, 0.2] * 2)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(search_module, "score_set", lambda model, valid, k: {f"ndcg@{k}": next(scores)})
+        return {decide: run(dataset, epochs=4, tradeoff=1.0, penalty="budget", max_flops="40%", decide=decide)
+                for decide in ("best", "last")}
+
+
+def test_decide_last_takes_the_last_epochs_controllers_and_keeps_its_supernet(falling):
+    best, last = falling["best"], falling["last"]
+    assert [r["alpha"] for r in best.history] == [r["alpha"] for r in last.history]  # the search is the same
+    assert best.best_epoch == last.best_epoch == best.decision_epoch == 1 and last.decision_epoch == 4
+    labels = [r["decision_label"] for r in best.history]
+    assert labels[0] != labels[-1]  # the pull moved the argmax after the best epoch: the choice matters
+    for result, row in ((best, best.history[0]), (last, last.history[-1])):
+        assert result.decision["label"] == row["decision_label"] == result.arch.label()
+        sn = result.supernet
+        assert sn.alpha.logits.tolist() == pytest.approx(row["alpha"], abs=0)  # the deciding epoch's state
+        assert sn.tau == row["tau"]
+        assert result.card()["decision_epoch"] == row["epoch"] and result.card()["options"]["decide"] == result.config.decide
+    assert last.decision["flops"] > best.decision["flops"]  # nearer the budget
+
+
+def test_decide_takes_best_or_last():
+    with pytest.raises(ConfigError, match="unknown decide 'first'; choose best or last"):
+        SearchConfig(decide="first")
 
 
 def test_the_budget_penalty_needs_a_budget():

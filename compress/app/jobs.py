@@ -46,7 +46,7 @@ from compress.layout import ARCH, CONFIG, METRICS, METRICS_CSV, RETRAINED, SEARC
 from compress.measure.cost import profile
 from compress.measure.evaluation import evaluate, split_metrics
 from compress.measure.flops import measured_flops, params_count
-from compress.nas.config import SearchConfig
+from compress.nas.config import SearchConfig, decision_epoch
 from compress.nas.search import SearchResult, decision_index, search
 from compress.nas.space import SearchSpace
 from compress.nas.wrap import load_supernet, save_supernet, wrap
@@ -62,6 +62,8 @@ PENALTY_TEXT = {
               "B = the max_flops budget",
     "proxyless": "CE * (log F / log F_ref)^0.6 (ProxylessNAS), F = sum_l q_l sum_k p_k FLOPs(k, l), "
                  "F_ref = the max_flops budget, else FLOPs(full)"}
+DECIDE_TEXT = {"best": "the argmax of the controllers at the best validation epoch, whose supernet is kept",
+               "last": "the argmax of the controllers at the last epoch, whose supernet is kept"}
 
 
 def new_backbone(opts: Dict[str, Any], arch: ArchSpec, n_items: int) -> torch.nn.Module:
@@ -180,7 +182,7 @@ def search_card(result: SearchResult, opts: Dict[str, Any], ds: SequenceDataset,
                  "choices": {"selection": cfg.selection, "arch_batches": cfg.arch_batches, "tradeoff": cfg.tradeoff,
                              "tau": {"schedule": cfg.tau_schedule, "start": cfg.tau_start, "rate": cfg.tau_rate,
                                      "min": cfg.tau_min},
-                             "penalty": PENALTY_TEXT[cfg.penalty]}})
+                             "penalty": PENALTY_TEXT[cfg.penalty], "decide": DECIDE_TEXT[cfg.decide]}})
     return card
 
 
@@ -233,12 +235,14 @@ def write_failed_search(out: str, overwrite: bool, run_config: Dict[str, Any], s
 
 
 def search_summary(out: str, card: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """What a finished search RUN_DIR decided: decision, best epoch, seconds, the supernet's validation."""
+    """What a finished search RUN_DIR decided: decision, best and deciding epochs, seconds, and the
+    validation of the supernet it keeps (the deciding epoch's)."""
     card = card or read_json(os.path.join(out, SEARCH_CARD))
-    best = card["history"][card["best_epoch"] - 1]
-    return {"out": out, "decision": card["decision"], "best_epoch": card["best_epoch"], "seconds": card["seconds"],
-            "slice_max_abs_diff": card["slice_max_abs_diff"],
-            "valid": {m[len("valid_"):]: v for m, v in best.items() if m.startswith("valid_")}}
+    epoch = decision_epoch(card)
+    kept = card["history"][epoch - 1]
+    return {"out": out, "decision": card["decision"], "best_epoch": card["best_epoch"], "decision_epoch": epoch,
+            "seconds": card["seconds"], "slice_max_abs_diff": card["slice_max_abs_diff"],
+            "valid": {m[len("valid_"):]: v for m, v in kept.items() if m.startswith("valid_")}}
 
 
 def retrained_start(run_dir: str, supernet, decision: Dict[str, Any], gates: Optional[int], from_scratch: bool):
@@ -329,7 +333,8 @@ def export_run(run_dir: str, out: str, fmt: str = "safetensors", overwrite: bool
     search_card_file = os.path.join(run_dir, SEARCH_CARD)
     if os.path.exists(search_card_file):
         s = read_json(search_card_file)
-        card["search"] = {"decision": s["decision"], "best_epoch": s["best_epoch"], "full_flops": s["full_flops"],
+        card["search"] = {"decision": s["decision"], "best_epoch": s["best_epoch"],
+                          "decision_epoch": decision_epoch(s), "full_flops": s["full_flops"],
                           "seconds": s["seconds"], "choices": s.get("choices")}
     adapter = None
     supernet_cfg = os.path.join(run_dir, SUPERNET, CONFIG)

@@ -19,7 +19,15 @@ from compress.data.dataset import NUMBERINGS
 from compress.data.readers import FORMATS, ReadOptions
 from compress.engine.config import LOSSES, PRECISIONS, TrainConfig
 from compress.errors import ConfigError
-from compress.nas.config import ARCH_BATCHES, FLOPS_REFERENCES, PENALTIES, SELECTIONS, TAU_SCHEDULES, SearchConfig
+from compress.nas.config import (
+    ARCH_BATCHES,
+    DECISIONS,
+    FLOPS_REFERENCES,
+    PENALTIES,
+    SELECTIONS,
+    TAU_SCHEDULES,
+    SearchConfig,
+)
 from compress.nas.space import SearchSpace
 
 RUNS = ("train", "search")
@@ -320,6 +328,9 @@ OPTIONS: List[Option] = _section(
     Option("penalty", "choice", "dnsrec: CE + λ·L_RC (paper); budget: CE + λ·|E[F]/max_flops − 1|, the "
            "search fills the budget; proxyless: CE·(log F / log F_ref)^0.6.", SEARCHING,
            feeds=("SearchConfig.penalty",), choices=PENALTIES),
+    Option("decide", "choice", "best: decide on the controllers (and keep the supernet) of the best validation "
+           "epoch (paper); last: of the last epoch, where a pull to the budget (penalty budget) has run its course.",
+           SEARCHING, feeds=("SearchConfig.decide",), choices=DECISIONS),
     Option("hidden_ratios", "floats", "Pruning ratios of d, e.g. 0,0.25,0.5 (0 keeps all).", SEARCHING,
            feeds=("SearchSpace.hidden_ratios",), low=0.0, high=0.99),
     Option("inner_ratios", "floats", "Pruning ratios of D, e.g. 0,0.25,0.5.", SEARCHING,

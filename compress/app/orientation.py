@@ -13,7 +13,7 @@ from compress.data.dataset import SequenceDataset
 from compress.engine.config import TrainConfig
 from compress.engine.progress import depth_labels
 from compress.measure.flops import model_flops, params_count
-from compress.nas.config import SearchConfig
+from compress.nas.config import SearchConfig, decision_epoch
 from compress.nas.search import budget_flops
 from compress.nas.supernet import Supernet
 from compress.runtime import distributed
@@ -78,7 +78,7 @@ def search_header(ds: SequenceDataset, supernet: Supernet, device, cfg: SearchCo
                          cfg.precision, info, cfg.epochs, cfg.batch_size, cfg.patience)
     budget = budget_flops(cfg.max_flops, supernet, cfg.flops_reference)
     header["search"] = {"candidates": rows, "choices": choice_labels(supernet), "reference": cfg.flops_reference,
-                        "tradeoff": cfg.tradeoff, "penalty": cfg.penalty,
+                        "tradeoff": cfg.tradeoff, "penalty": cfg.penalty, "decide": cfg.decide,
                         "budget": None if budget is None else {"given": str(cfg.max_flops), "flops": budget}}
     return header
 
@@ -90,6 +90,12 @@ def recorded_label(card: Dict[str, Any], row: Dict[str, Any]) -> str:
         return row["decision_label"]
     width, depth = card["widths"][row["decision"][0]], row["decision"][1]
     return ArchSpec.from_dict(card["decision"]["arch"]).narrowed(width["hidden"], width["inner"], depth).label()
+
+
+def decided_at(card: Dict[str, Any]) -> str:
+    """Which epoch a search card's decision is of, as ``compress inspect`` prints it."""
+    epoch, best = decision_epoch(card), card["best_epoch"]
+    return f"best epoch {best}" if epoch == best else f"decided at the last epoch, {epoch} (best epoch {best})"
 
 
 def retrain_title(model: torch.nn.Module, from_scratch: bool) -> str:

@@ -81,15 +81,23 @@ class LoopResult:
         return asdict(self)
 
 
+KEEPS = ("best", "last")
+
+
 class Loop:
     """Runs ``task`` for up to ``epochs`` epochs, stopping ``patience`` epochs after the best value of
     validation ``metric`` or when ``max_minutes`` are spent; with a ``checkpoint`` it saves after every
-    epoch (and every ``checkpoint.every`` steps) and resumes a saved state batch for batch."""
+    epoch (and every ``checkpoint.every`` steps) and resumes a saved state batch for batch. On return the
+    model holds the state of the best validation epoch, or with ``keep="last"`` that of the last epoch
+    (a search that decides there); a diverged run keeps the best either way."""
 
     def __init__(self, task: Task, epochs: int, patience: int, metric: str, max_minutes: Optional[float] = None,
-                 reporter: Optional[Reporter] = None, checkpoint: Optional[Checkpointer] = None) -> None:
+                 reporter: Optional[Reporter] = None, checkpoint: Optional[Checkpointer] = None,
+                 keep: str = "best") -> None:
+        if keep not in KEEPS:
+            raise ValueError(f"keep must be best or last, got {keep!r}")
         self.task, self.epochs, self.patience, self.metric = task, epochs, patience, metric
-        self.max_minutes, self.checkpoint = max_minutes, checkpoint
+        self.max_minutes, self.checkpoint, self.keep = max_minutes, checkpoint, keep
         self.reporter = reporter or NullReporter()
         self.free_reads = task.batches.device.type == "cpu"  # the host is the device: read every step
         self.step, self.best, self.best_epoch = 0, -1.0, 0  # metrics lie in [0, 1]: any epoch improves on -1
@@ -214,7 +222,8 @@ class Loop:
         return saved["epoch"], saved["batch"]
 
     def _finish(self, start: float) -> LoopResult:
-        self.task.model.load_state_dict(self.best_state)
+        if self.keep == "best":
+            self.task.model.load_state_dict(self.best_state)
         best_row = self.history[self.best_epoch - 1] if self.best_epoch else {}
         best_valid = {m[len("valid_"):]: v for m, v in best_row.items() if m.startswith("valid_")}
         return LoopResult(self.best_epoch, best_valid, self.history, time.perf_counter() - start)

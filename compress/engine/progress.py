@@ -120,6 +120,7 @@ def header_rows(info: Dict) -> List[Tuple[str, str]]:
         given = f"{budget['given']} of the {s['reference']} model" if budget and budget["given"].endswith("%") \
             else "a hard limit"
         rows.append(("budget", f"{given}: {human(budget['flops'])} FLOPs" if budget else "none"))
+        rows.append(("decision", "at the last epoch" if s.get("decide") == "last" else "at the best validation epoch"))
     return rows
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Any, Dict, Optional, Union
 
 from compress.engine.config import check_loss, check_precision
 from compress.errors import ConfigError
@@ -36,6 +36,7 @@ class TemperatureSchedule:
 
 
 ARCH_BATCHES = ("valid", "train")
+DECISIONS = ("best", "last")
 PENALTIES = ("dnsrec", "budget", "proxyless")
 PROXYLESS_EXPONENT = 0.6  # β of ProxylessNAS's CE · (log F / log F_ref)^β
 
@@ -69,6 +70,8 @@ class SearchConfig:
     # budget B from both sides (TuNAS); or "proxyless": CE · (log F / log F_ref)^0.6, F_ref the hard budget when
     # one is given, else the full supernet; λ is unused there (ProxylessNAS, Cai et al. 2019)
     compile: bool = False  # torch.compile the supernet's training forward
+    decide: str = "best"  # whose controllers decide, and whose weights the supernet keeps: the best validation
+    # epoch's (paper), or the "last" epoch's, where a pull to the budget has run its course
 
     def __post_init__(self) -> None:
         check_loss(self.loss, self.negatives)
@@ -80,6 +83,8 @@ class SearchConfig:
         if self.penalty == "budget" and self.max_flops is None:
             raise ConfigError("penalty budget pulls the expected FLOPs to the max_flops budget (--max-flops); "
                               "give one, e.g. 50%, or choose penalty dnsrec")
+        if self.decide not in DECISIONS:
+            raise ConfigError(f"unknown decide {self.decide!r}; choose best or last")
         if self.arch_batches not in ARCH_BATCHES:
             raise ConfigError(f"unknown arch_batches {self.arch_batches!r}; choose valid or train")
         for name in ("epochs", "batch_size", "arch_every", "patience", "k"):
@@ -94,3 +99,9 @@ class SearchConfig:
 
     def schedule(self) -> TemperatureSchedule:
         return TemperatureSchedule(self.tau_start, self.tau_rate, self.tau_min, self.tau_schedule, self.epochs)
+
+
+def decision_epoch(card: Dict[str, Any]) -> int:
+    """The epoch whose controllers a search card's decision is (and whose weights its supernet holds); a
+    card written before ``decide`` existed decided at its best epoch."""
+    return card.get("decision_epoch", card["best_epoch"])

@@ -15,7 +15,9 @@ distribution collapsed onto an infeasible candidate, by the hard budget.
 The paper searches α (width) and β (depth) only; here the attention kind and the gates' depth are
 controllers too, so the penalty can drop what they cost. The decision is the joint argmax of the
 controllers at the best validation epoch, restricted to candidates within ``max_flops`` when a hard
-budget is given.
+budget is given; or at the last epoch (``decide: last``): validation accuracy of the supernet's soft
+mixture rises while a pull to the budget is still under way, so its best epoch can stop the pull
+partway, short of the budget it was given.
 """
 from __future__ import annotations
 
@@ -118,7 +120,8 @@ class SearchResult:
     supernet: Supernet
     decision: Dict
     arch: ArchSpec
-    best_epoch: int
+    best_epoch: int  # of the best validation
+    decision_epoch: int  # whose controllers decided and whose state the supernet holds (``decide``)
     history: List[Dict] = field(default_factory=list)
     config: Optional[SearchConfig] = None
     seconds: float = 0.0
@@ -136,14 +139,14 @@ class SearchResult:
 
         model = model if model is not None else self.slice()
         save_model_dir(model, path, fmt, overwrite, card={"kind": "api", "search": {
-            "decision": self.decision, "best_epoch": self.best_epoch}}, adapter=self.supernet.adapter,
+            "decision": self.decision, "best_epoch": self.best_epoch, "decision_epoch": self.decision_epoch}}, adapter=self.supernet.adapter,
             vocabulary=model.vocabulary or dataset.vocabulary(), dataset_stats=dataset.stats())
         return model
 
     def card(self) -> Dict:
         sn, cfg = self.supernet, self.config or SearchConfig()
         return {"decision": {**self.decision, "arch": self.arch.to_dict()}, "best_epoch": self.best_epoch,
-                "seconds": self.seconds, "options": asdict(self.config) if self.config else None,
+                "decision_epoch": self.decision_epoch, "seconds": self.seconds, "options": asdict(self.config) if self.config else None,
                 "widths": [w._asdict() for w in sn.widths], "attention": list(sn.kinds),
                 "gate_layers": list(sn.gate_depths), "searched": searched(sn), "candidates": sn.candidates(),
                 "full_flops": sn.reference_flops("supernet"), "input_flops": sn.input_flops,
@@ -302,7 +305,8 @@ class SearchTask(Task):
 def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchConfig] = None,
            device: Union[None, str, torch.device] = None, reporter: Optional[Reporter] = None,
            checkpoint: Optional[Checkpointer] = None) -> SearchResult:
-    """Run the bilevel search; on return ``supernet`` holds the state of the best validation epoch.
+    """Run the bilevel search; on return ``supernet`` holds the state of the epoch that decided: the best
+    validation epoch, or the last one (``cfg.decide``).
     With a ``checkpoint`` the search saves after every epoch (and every ``checkpoint.every`` steps) and
     resumes a saved state exactly (weights, α/β, optimisers, τ step, RNG, data position)."""
     cfg = cfg or SearchConfig()
@@ -312,9 +316,11 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
     torch.manual_seed(cfg.seed + distributed.rank())
     task = SearchTask(supernet, dataset, cfg, device)
     reporter.begin({"widths": [w._asdict() for w in supernet.widths], "layers": supernet.full.layers})
-    loop = Loop(task, cfg.epochs, cfg.patience, f"ndcg@{cfg.k}", cfg.max_minutes, reporter, checkpoint)
+    loop = Loop(task, cfg.epochs, cfg.patience, f"ndcg@{cfg.k}", cfg.max_minutes, reporter, checkpoint, cfg.decide)
     result = loop.run()
-    supernet.tau = result.history[max(result.best_epoch, 1) - 1]["tau"]  # predict() mixes as the best epoch validated
-    best = task.best_decision
-    arch = supernet.arch_for(*decision_index(best))
-    return SearchResult(supernet, best, arch, result.best_epoch, result.history, cfg, result.seconds)
+    last = cfg.decide == "last"
+    epoch = len(result.history) if last else max(result.best_epoch, 1)
+    supernet.tau = result.history[epoch - 1]["tau"]  # predict() mixes as the deciding epoch validated
+    decision = decide(supernet, task.budget) if last else task.best_decision  # the controllers the loop left
+    arch = supernet.arch_for(*decision_index(decision))
+    return SearchResult(supernet, decision, arch, result.best_epoch, epoch, result.history, cfg, result.seconds)

@@ -12,6 +12,7 @@ import re
 from typing import Any, Dict, List, Optional
 
 from compress.arch import ArchSpec
+from compress.nas.config import decision_epoch
 
 # adapter -> (the class native/ holds, how to load it and score a batch ``items`` (B, N) of item rows)
 NATIVE = {
@@ -148,7 +149,7 @@ def _provenance(card: Dict[str, Any]) -> str:
         made += f", from the {card.get('kind') or 'run'} run `{card['source']}`"
     search = card.get("search") or {}
     if search.get("best_epoch") is not None:
-        made += f"; the search's decision is that of epoch {search['best_epoch']}"
+        made += f"; the search's decision is that of epoch {decision_epoch(search)}"
     v = card.get("versions") or {}
     made += "."
     if v:

@@ -33,6 +33,7 @@ from compress.files import atomic_dir, read_json
 from compress.layout import ARCH, CONFIG, RETRAINED, SEARCH_CARD, SUPERNET
 from compress.measure.evaluation import split_metrics
 from compress.measure.flops import model_flops
+from compress.nas.config import decision_epoch
 from compress.runtime.devices import resolve_device
 from compress.store.artifacts import load
 from compress.store.provenance import versions
@@ -104,6 +105,7 @@ def dnsrec(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:
     seconds = {"retrain": res["seconds"]} if shared else {"search": card["seconds"], "retrain": res["seconds"]}
     return Outcome(load(res["out"], opts["device"]), res["metrics"], seconds,
                    {"decision": card["decision"], "search_best_epoch": card["best_epoch"],
+                    "search_decision_epoch": decision_epoch(card),
                     "slice_max_abs_diff": card["slice_max_abs_diff"], "best_epoch": res["best_epoch"],
                     "from_scratch": res["from_scratch"], "retrain_options": cell.variant.retrain,
                     "search": controller_trace(card), "search_of": shared["key"] if shared else None,

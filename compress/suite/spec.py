@@ -34,8 +34,9 @@ VOLATILE = ("device", "data_dir", "checkpoint_every", "compile", "eval_batch_siz
 # since, under their first name. The search's own (SEARCH_LATER) are not in the identity of cells that
 # do not search.
 LATER = {"eval_seed": 2024, "from_scratch": False, "item_numbering": "compress", "tau_schedule": "step",
-         "flops_reference": "supernet", "attention_choices": ["softmax", "linear"], "gate_choices": [0, 1, 2]}
-SEARCH_LATER = ("tau_schedule", "flops_reference", "attention_choices", "gate_choices")
+         "flops_reference": "supernet", "attention_choices": ["softmax", "linear"], "gate_choices": [0, 1, 2],
+         "decide": "best"}
+SEARCH_LATER = ("tau_schedule", "flops_reference", "attention_choices", "gate_choices", "decide")
 FIRST_NAMES = {"data_format": "format"}
 DEFAULT_DATA = "default"
 TOP_KEYS = {"variants", "presets"}
