@@ -47,6 +47,8 @@ def install() -> torch.device:
         from torch.utils.backend_registration import _setup_privateuseone_for_python_backend
 
         _setup_privateuseone_for_python_backend(NAME)
+        # as CUDA's: the current accelerator's autocast state is what torch.utils.checkpoint records
+        getattr(torch, NAME).get_amp_supported_dtype = lambda: [torch.float16, torch.bfloat16]
         _LIB.fallback(_dispatch, "PrivateUse1")
         _installed = True
     return torch.device(NAME, 0)

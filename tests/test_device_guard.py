@@ -52,6 +52,15 @@ def test_search_runs_on_the_accelerator(device, data):
         assert 0.0 <= metrics["ndcg@10"] <= 1.0
 
 
+def test_a_recomputing_search_runs_on_the_accelerator(device, data):
+    """Recomputed widths keep the accelerator's RNG and autocast state: the same search as keeping them."""
+    space = compress.SearchSpace((0.0, 0.5), (0.0, 0.5))
+    runs = [compress.search(compress.wrap(small_model(data), space=space), data,
+                            compress.SearchConfig(epochs=1, batch_size=256, recompute=recompute), device)
+            for recompute in (False, True)]
+    assert runs[0].history[0]["alpha"] == runs[1].history[0]["alpha"] and runs[0].decision == runs[1].decision
+
+
 @pytest.mark.parametrize("backbone", ["sasrec", "bert4rec"])
 def test_training_runs_on_the_accelerator(device, data, backbone):
     torch.manual_seed(0)

@@ -12,12 +12,13 @@ def test_the_soft_step_keeps_every_candidates_activations(tmp_path, capsys):
     script.main(["--batch", "4", "--seq-len", "8", "--out", str(out)])
     rows = json.loads(out.read_text())["rows"]
     assert list(rows) == list(script.SPACES) and "uncoupled" in capsys.readouterr().out
-    dense, _, default, uncoupled = rows.values()
+    dense, _, default, uncoupled, recomputed = rows.values()
     assert default["candidates"] == 18 and uncoupled["candidates"] == 90
     # softmax, no gates, full width: the dense model's activations, give or take a few scalars
     assert default["saved_one_hot"] == pytest.approx(dense["saved_soft"], rel=1e-3)
     assert dense["saved_soft"] < default["saved_soft"] < uncoupled["saved_soft"]
     assert all(r["peak_rss"] > 0 for r in rows.values())
+    assert recomputed["candidates"] == 90 and recomputed["saved_soft"] is None
 
 
 def test_sizes_must_be_positive():

@@ -331,6 +331,9 @@ OPTIONS: List[Option] = _section(
     Option("decide", "choice", "best: decide on the controllers (and keep the supernet) of the best validation "
            "epoch (paper); last: of the last epoch, where a pull to the budget (penalty budget) has run its course.",
            SEARCHING, feeds=("SearchConfig.decide",), choices=DECISIONS),
+    Option("recompute", "bool", "Recompute each candidate width's activations in the backward pass instead of "
+           "keeping them: a large search space in less memory, for about a third more compute; the same results.",
+           SEARCHING, feeds=("SearchConfig.recompute",)),
     Option("hidden_ratios", "floats", "Pruning ratios of d, e.g. 0,0.25,0.5 (0 keeps all).", SEARCHING,
            feeds=("SearchSpace.hidden_ratios",), low=0.0, high=0.99),
     Option("inner_ratios", "floats", "Pruning ratios of D, e.g. 0,0.25,0.5.", SEARCHING,

@@ -70,6 +70,7 @@ class SearchConfig:
     # budget B from both sides (TuNAS); or "proxyless": CE · (log F / log F_ref)^0.6, F_ref the hard budget when
     # one is given, else the full supernet; λ is unused there (ProxylessNAS, Cai et al. 2019)
     compile: bool = False  # torch.compile the supernet's training forward
+    recompute: bool = False  # recompute each width's layer activations in the backward pass (memory, not results)
     decide: str = "best"  # whose controllers decide, and whose weights the supernet keeps: the best validation
     # epoch's (paper), or the "last" epoch's, where a pull to the budget has run its course
 

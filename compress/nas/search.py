@@ -186,6 +186,7 @@ class SearchTask(Task):
 
     def __init__(self, supernet: Supernet, dataset: SequenceDataset, cfg: SearchConfig, device: torch.device) -> None:
         self.model, self.cfg, self.device = supernet.to(device), cfg, device
+        supernet.recompute = cfg.recompute
         self.budget = budget_flops(cfg.max_flops, supernet, cfg.flops_reference)
         self.batches = TrainingBatches(supernet, dataset, cfg.batch_size, cfg.seed, device)
         self.w_opt = adam(supernet.weight_parameters(), cfg.lr, 0.0, device)

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from compress.adapters.base import Adapter
 from compress.arch import ArchSpec, Width
@@ -53,6 +54,7 @@ class Supernet(nn.Module):
         self.max_len, self.n_items, self.style = backbone.max_len, backbone.n_items, backbone.style
         self.tau = 1.0
         self.eval_selection = "soft"  # what predict() uses: "soft" (softmax(logits/τ)) or "hard" (argmax)
+        self.recompute = False  # recompute each width's layer in the backward pass rather than keep its activations
         shape = (len(self.widths), self.full.layers, len(self.kinds), len(self.gate_depths))
         flops = torch.zeros(shape, dtype=torch.float64)
         for index in product(*(range(n) for n in shape)):
@@ -123,7 +125,7 @@ class Supernet(nn.Module):
         x = sum(p[k] * zero_pad(emb[k], d) for k in active)  # (B, N, d)
         y = None
         for l in range(max(exits) + 1):  # layers after the last exit are not needed
-            outs = {k: backbone.layers[l](x, valid, emb[k], self.widths[k], kinds, gates) for k in active}
+            outs = {k: self.layer(l, x, valid, emb[k], self.widths[k], kinds, gates) for k in active}
             x = sum(p[k] * zero_pad(outs[k], d) for k in active)  # (B, N, d)
             if l in exits:
                 # each candidate's exit gets its own final LN (pre-LN models), as its dense model would
@@ -131,6 +133,17 @@ class Supernet(nn.Module):
                     sum(p[k] * zero_pad(backbone.finish(outs[k]), d) for k in active)
                 y = q[l] * out if y is None else y + q[l] * out
         return y
+
+    def layer(self, l: int, x: torch.Tensor, valid: torch.Tensor, emb: torch.Tensor, width: Width, kinds,
+              gates) -> torch.Tensor:
+        """Layer ``l`` at ``width`` on the mixed input x (B, N, d) -> (B, N, width.hidden). A soft step keeps
+        the activations of every weighted width, so a large space's memory grows with its widths; with
+        ``recompute`` they are recomputed in the backward pass (the RNG state kept, so dropout draws the
+        same masks) and only the layer's inputs are kept, for about one more forward pass of compute."""
+        block = self.backbone.layers[l]
+        if self.recompute and torch.is_grad_enabled():
+            return checkpoint(block, x, valid, emb, width, kinds, gates, use_reentrant=False)
+        return block(x, valid, emb, width, kinds, gates)
 
     def score(self, h: torch.Tensor) -> torch.Tensor:
         return self.backbone.score(h)
