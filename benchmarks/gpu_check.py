@@ -10,8 +10,9 @@ Stages, each isolated (a failure is recorded and the next stage still runs):
   checkpoint, then ``search --resume``), ``retrain --gate-layers 0``, ``export`` as safetensors,
   TorchScript and ONNX (skipped when ``onnx`` is not installed), ``evaluate`` (full, pop100),
   ``recommend``, ``bench`` against the dense run (graph-replayed latency on CUDA), ``flops``,
-  ``inspect --plot``, ``train`` in bf16 and fp16 (fp16: CUDA only), a bf16 search, ``train
-  --compile`` and ``train`` under ``torchrun``.
+  ``inspect --plot``, ``train`` in bf16 and fp16 (fp16: CUDA only), a bf16 search, a search with
+  and without ``--recompute`` (their controllers compared), ``train --compile`` and ``train`` under
+  ``torchrun``.
 
     python benchmarks/gpu_check.py --out-dir "$OUT"                    # on the GPU (d=64 models)
     python benchmarks/gpu_check.py --device cpu --toy --skip compile   # CPU toy run
@@ -356,6 +357,23 @@ def stage_search_bf16(j: Journey) -> Dict[str, Any]:
                             *j.budget(search=True), "--out", j.path("search_bf16"), "--overwrite", "--json"]))
 
 
+def stage_search_recompute(j: Journey) -> Dict[str, Any]:
+    """One search epoch twice, keeping and recomputing each width's activations (``--recompute``): the
+    same search, up to the order of parallel reductions (CUDA's atomics, several CPU threads; bit for bit
+    on one CPU thread). Toy runs stop on a
+    wall-clock budget, so their two searches may take different steps and are not compared."""
+    runs = {name: cli(j, ["search", *j.model(), "--search-epochs", "1", "--stage", "search", *extra,
+                          *j.budget(search=True), "--out", j.path(name), "--overwrite", "--json"])
+            for name, extra in (("search_kept", []), ("search_recompute", ["--recompute"]))}
+    out = searched(runs["search_recompute"])
+    if not j.toy:
+        kept, recomputed = (read_json(os.path.join(j.path(name), "search_card.json"))["history"][-1]["alpha"]
+                            for name in runs)
+        out["alpha_max_abs_diff"] = max(abs(a - b) for a, b in zip(kept, recomputed))
+        out["same_decision"] = runs["search_kept"]["decision"]["arch"] == runs["search_recompute"]["decision"]["arch"]
+    return out
+
+
 def stage_torchrun(j: Journey) -> Dict[str, Any]:
     """``compress train`` as one data-parallel process under PyTorch's launcher (NCCL on CUDA, gloo on CPU)."""
     out = j.path("torchrun")
@@ -384,6 +402,7 @@ STAGES: List[Tuple[str, Callable[[Journey], Dict[str, Any]]]] = [
     ("train_bf16", lambda j: train_stage(j, "train_bf16", ["--precision", "bf16"])),
     ("train_fp16", stage_train_fp16),
     ("search_bf16", stage_search_bf16),
+    ("search_recompute", stage_search_recompute),
     ("compile", lambda j: train_stage(j, "compile", ["--compile"])),
     ("torchrun", stage_torchrun),
 ]
