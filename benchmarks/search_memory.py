@@ -11,7 +11,9 @@ in its own process, so its peak resident memory (ru_maxrss, which includes the i
 the data) is its own. The loss is the cross-entropy of the last position (``predict``), the α/β
 step's; the weight step's all-position loss adds the same scoring activations to every row. With
 ``--recompute`` each width's layer is recomputed in the backward pass; its saved tensors go through
-hooks of the recomputation's own, so that row has its peak memory only.
+hooks of the recomputation's own, so that row has its peak memory only. A soft step's seconds (after
+one warm-up step) say what the recomputation costs; the rows run one after another, so read their
+ratio on a machine with nothing else running.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ SPACES = {
 }
 
 WORKER = r"""
-import json, resource, sys, torch, torch.nn.functional as F
+import json, resource, sys, time, torch, torch.nn.functional as F
 import compress
 spec, batch, seq_len = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 torch.manual_seed(0)
@@ -69,7 +71,10 @@ else:
     sn.recompute = spec.get("recompute", False)
     soft = [torch.softmax(torch.randn(c.logits.numel()), 0) for c in sn.controllers]
     out["candidates"] = len(sn.widths) * len(sn.kinds) * len(sn.gate_depths)
+    step(lambda: sn.predict(items, *soft))  # warm-up: the allocator's first pass
+    start = time.perf_counter()
     out["saved_soft"] = step(lambda: sn.predict(items, *soft))
+    out["soft_step_s"] = time.perf_counter() - start
     out["saved_one_hot"] = step(lambda: sn.predict(items, 0, sn.full.layers - 1, 0, 0))
     if sn.recompute:  # the recomputed layers save through hooks of their own, which these counts do not see
         out["saved_soft"] = out["saved_one_hot"] = None
@@ -97,11 +102,14 @@ def main(argv: List[str] = None) -> None:
     rows = {name: measure(spec, args.batch, args.seq_len) for name, spec in SPACES.items()}
     mib, gib = 2 ** 20, 2 ** 30
     print(f"d=64, D=256, 2 layers, 4 heads, N={args.seq_len}, batch {args.batch}, embedded Gowalla sample")
-    print(f"{'model':52s} {'candidates':>10s} {'saved, soft':>12s} {'saved, one-hot':>15s} {'peak RSS':>9s}")
+    print(f"{'model':52s} {'candidates':>10s} {'saved, soft':>12s} {'saved, one-hot':>15s} {'peak RSS':>9s} "
+          f"{'soft step':>10s}")
     for name, r in rows.items():
         soft, one_hot = (f"{r[key] / mib:.0f} MiB" if r.get(key) is not None else "-"
                          for key in ("saved_soft", "saved_one_hot"))
-        print(f"{name:52s} {r.get('candidates', 1):>10d} {soft:>12s} {one_hot:>15s} {r['peak_rss'] / gib:>5.2f} GiB")
+        seconds = f"{r['soft_step_s']:.2f} s" if "soft_step_s" in r else "-"
+        print(f"{name:52s} {r.get('candidates', 1):>10d} {soft:>12s} {one_hot:>15s} {r['peak_rss'] / gib:>5.2f} GiB "
+              f"{seconds:>10s}")
     if args.out:
         write_json(args.out, {"batch": args.batch, "seq_len": args.seq_len, "rows": rows})
 

@@ -19,6 +19,7 @@ def test_the_soft_step_keeps_every_candidates_activations(tmp_path, capsys):
     assert dense["saved_soft"] < default["saved_soft"] < uncoupled["saved_soft"]
     assert all(r["peak_rss"] > 0 for r in rows.values())
     assert recomputed["candidates"] == 90 and recomputed["saved_soft"] is None
+    assert uncoupled["soft_step_s"] > 0 and recomputed["soft_step_s"] > 0 and "soft_step_s" not in dense
 
 
 def test_sizes_must_be_positive():
