@@ -208,7 +208,8 @@ def test_decide_last_takes_the_last_epochs_controllers_and_keeps_its_supernet(fa
         sn = result.supernet
         assert sn.alpha.logits.tolist() == pytest.approx(row["alpha"], abs=0)  # the deciding epoch's state
         assert sn.tau == row["tau"]
-        assert result.card()["decision_epoch"] == row["epoch"] and result.card()["options"]["decide"] == result.config.decide
+        card = result.card()
+        assert card["decision_epoch"] == row["epoch"] and card["options"]["decide"] == result.config.decide
     assert last.decision["flops"] > best.decision["flops"]  # nearer the budget
 
 

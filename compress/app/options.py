@@ -332,7 +332,8 @@ OPTIONS: List[Option] = _section(
            "epoch (paper); last: of the last epoch, where a pull to the budget (penalty budget) has run its course.",
            SEARCHING, feeds=("SearchConfig.decide",), choices=DECISIONS),
     Option("recompute", "bool", "Recompute each candidate width's activations in the backward pass instead of "
-           "keeping them: a large search space in less memory, for about a third more compute; the same computation.",
+           "keeping them: a large search space in less memory, for one more forward pass of the layers; the same "
+           "computation.",
            SEARCHING, feeds=("SearchConfig.recompute",)),
     Option("hidden_ratios", "floats", "Pruning ratios of d, e.g. 0,0.25,0.5 (0 keeps all).", SEARCHING,
            feeds=("SearchSpace.hidden_ratios",), low=0.0, high=0.99),

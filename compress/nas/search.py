@@ -138,15 +138,17 @@ class SearchResult:
         from compress.store.export import save_model_dir
 
         model = model if model is not None else self.slice()
-        save_model_dir(model, path, fmt, overwrite, card={"kind": "api", "search": {
-            "decision": self.decision, "best_epoch": self.best_epoch, "decision_epoch": self.decision_epoch}}, adapter=self.supernet.adapter,
-            vocabulary=model.vocabulary or dataset.vocabulary(), dataset_stats=dataset.stats())
+        search = {"decision": self.decision, "best_epoch": self.best_epoch, "decision_epoch": self.decision_epoch}
+        save_model_dir(model, path, fmt, overwrite, card={"kind": "api", "search": search},
+                       adapter=self.supernet.adapter, vocabulary=model.vocabulary or dataset.vocabulary(),
+                       dataset_stats=dataset.stats())
         return model
 
     def card(self) -> Dict:
         sn, cfg = self.supernet, self.config or SearchConfig()
         return {"decision": {**self.decision, "arch": self.arch.to_dict()}, "best_epoch": self.best_epoch,
-                "decision_epoch": self.decision_epoch, "seconds": self.seconds, "options": asdict(self.config) if self.config else None,
+                "decision_epoch": self.decision_epoch, "seconds": self.seconds,
+                "options": asdict(self.config) if self.config else None,
                 "widths": [w._asdict() for w in sn.widths], "attention": list(sn.kinds),
                 "gate_layers": list(sn.gate_depths), "searched": searched(sn), "candidates": sn.candidates(),
                 "full_flops": sn.reference_flops("supernet"), "input_flops": sn.input_flops,

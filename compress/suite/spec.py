@@ -27,8 +27,8 @@ NEEDS = {"dense": (), "dnsrec": (), "uniform": ("reference",), "prune": ("refere
 # its search from that dense variant's trained model, the model the pruning baseline starts from; one with a
 # budget searches under a max_flops of that variant's model's analytic FLOPs (same dataset and seed)
 OPTIONAL_NEEDS = {"dnsrec": ("reference", "base", "budget")}
-VOLATILE = ("device", "data_dir", "checkpoint_every", "compile", "eval_batch_size", "tensorboard", "recompute")  # where, how often or how
-# fast, not what
+# where, how often, how fast or in how much memory, not what
+VOLATILE = ("device", "data_dir", "checkpoint_every", "compile", "eval_batch_size", "tensorboard", "recompute")
 # Options added after the first suite runs: in a cell's identity only when set to another value than
 # the one the cells recorded before ran with, so that those keep their keys; and options renamed
 # since, under their first name. The search's own (SEARCH_LATER) are not in the identity of cells that
