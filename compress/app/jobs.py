@@ -46,12 +46,13 @@ from compress.layout import ARCH, CONFIG, METRICS, METRICS_CSV, RETRAINED, SEARC
 from compress.measure.cost import profile
 from compress.measure.evaluation import evaluate, split_metrics
 from compress.measure.flops import measured_flops, params_count
-from compress.nas.config import SearchConfig, decision_epoch
+from compress.nas.config import SearchConfig
 from compress.nas.search import SearchResult, decision_index, search
 from compress.nas.space import SearchSpace
 from compress.nas.wrap import load_supernet, save_supernet, wrap
 from compress.runtime.devices import resolve_device
 from compress.store.artifacts import load, load_config, model_dir
+from compress.store.card import decision_epoch
 from compress.store.export import reference_cost, save_model_dir
 from compress.store.provenance import versions
 

@@ -13,10 +13,11 @@ from compress.data.dataset import SequenceDataset
 from compress.engine.config import TrainConfig
 from compress.engine.progress import depth_labels
 from compress.measure.flops import model_flops, params_count
-from compress.nas.config import SearchConfig, decision_epoch
+from compress.nas.config import SearchConfig
 from compress.nas.search import budget_flops
 from compress.nas.supernet import Supernet
 from compress.runtime import distributed
+from compress.store.card import decision_epoch
 
 
 def dataset_info(ds: SequenceDataset) -> Dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Union
+from typing import Optional, Union
 
 from compress.engine.config import check_loss, check_precision
 from compress.errors import ConfigError
@@ -100,9 +100,3 @@ class SearchConfig:
 
     def schedule(self) -> TemperatureSchedule:
         return TemperatureSchedule(self.tau_start, self.tau_rate, self.tau_min, self.tau_schedule, self.epochs)
-
-
-def decision_epoch(card: Dict[str, Any]) -> int:
-    """The epoch whose controllers a search card's decision is (and whose weights its supernet holds); a
-    card written before ``decide`` existed decided at its best epoch."""
-    return card.get("decision_epoch", card["best_epoch"])

@@ -12,7 +12,6 @@ import re
 from typing import Any, Dict, List, Optional
 
 from compress.arch import ArchSpec
-from compress.nas.config import decision_epoch
 
 # adapter -> (the class native/ holds, how to load it and score a batch ``items`` (B, N) of item rows)
 NATIVE = {
@@ -140,6 +139,12 @@ def _data(card: Dict[str, Any]) -> Optional[str]:
     elif numbering:
         text += f" Items were numbered as {numbering} numbers them; `items.json` holds the numbering."
     return text
+
+
+def decision_epoch(search: Dict[str, Any]) -> int:
+    """The epoch whose controllers a search's decision is (and whose weights its supernet holds), from a
+    search card or a model card's ``search``; one written before ``decide`` existed decided at its best."""
+    return search.get("decision_epoch", search["best_epoch"])
 
 
 def _provenance(card: Dict[str, Any]) -> str:

@@ -33,9 +33,9 @@ from compress.files import atomic_dir, read_json
 from compress.layout import ARCH, CONFIG, RETRAINED, SEARCH_CARD, SUPERNET
 from compress.measure.evaluation import split_metrics
 from compress.measure.flops import model_flops
-from compress.nas.config import decision_epoch
 from compress.runtime.devices import resolve_device
 from compress.store.artifacts import load
+from compress.store.card import decision_epoch
 from compress.store.provenance import versions
 from compress.suite.pruning import prune_to_flops
 from compress.suite.spec import Cell
