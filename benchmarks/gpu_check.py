@@ -360,8 +360,8 @@ def stage_search_bf16(j: Journey) -> Dict[str, Any]:
 def stage_search_recompute(j: Journey) -> Dict[str, Any]:
     """One search epoch twice, keeping and recomputing each width's activations (``--recompute``): the
     same search, up to the order of parallel reductions (CUDA's atomics, several CPU threads; bit for bit
-    on one CPU thread). Toy runs stop on a
-    wall-clock budget, so their two searches may take different steps and are not compared."""
+    on one CPU thread). Toy runs stop on a wall-clock budget, so their two searches may take different
+    steps and are not compared."""
     runs = {name: cli(j, ["search", *j.model(), "--search-epochs", "1", "--stage", "search", *extra,
                           *j.budget(search=True), "--out", j.path(name), "--overwrite", "--json"])
             for name, extra in (("search_kept", []), ("search_recompute", ["--recompute"]))}

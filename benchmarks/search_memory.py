@@ -29,15 +29,14 @@ sys.path.insert(0, REPO)
 
 from compress.files import write_json  # noqa: E402
 
+UNCOUPLED = {"coupled": False, "inner_ratios": [0.0, 0.125, 0.25, 0.375, 0.5]}  # the pulled warm starts' space
 # (name, how the supernet is built: wrap() keywords and SearchSpace fields); "dense" is the model alone
 SPACES = {
     "dense": None,
     "paper design (linear, L_d = 2; 3 widths)": {"wrap": {"attention": "linear", "gate_layers": 2}, "space": {}},
     "default (3 widths x 2 kinds x 3 gate depths)": {"wrap": {}, "space": {}},
-    "uncoupled, inner in eighths (15 widths x 2 x 3)": {
-        "wrap": {}, "space": {"coupled": False, "inner_ratios": [0.0, 0.125, 0.25, 0.375, 0.5]}},
-    "the same, widths recomputed (--recompute)": {
-        "wrap": {}, "space": {"coupled": False, "inner_ratios": [0.0, 0.125, 0.25, 0.375, 0.5]}, "recompute": True},
+    "uncoupled, inner in eighths (15 widths x 2 x 3)": {"wrap": {}, "space": UNCOUPLED},
+    "the same, widths recomputed (--recompute)": {"wrap": {}, "space": UNCOUPLED, "recompute": True},
 }
 
 WORKER = r"""

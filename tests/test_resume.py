@@ -75,8 +75,8 @@ def test_fit_crashed_and_resumed_equals_uninterrupted(data, tmp_path, backbone, 
 
 @pytest.mark.parametrize("decide", ["best", "last"])
 def test_search_crashed_and_resumed_equals_uninterrupted(data, tmp_path, decide):
-    cfg = compress.SearchConfig(epochs=2, batch_size=64, seed=1, decide=decide)  # 8 steps an epoch: the crash
-    # is in the second
+    # 8 steps an epoch: the crash is in the second
+    cfg = compress.SearchConfig(epochs=2, batch_size=64, seed=1, decide=decide)
     space = compress.SearchSpace((0.0, 0.5), (0.0, 0.5))
     expected = compress.search(compress.wrap(fresh_model(data), space=space), data, cfg, "cpu")
     ckpt = Checkpointer(str(tmp_path / "search.partial"), every=3)

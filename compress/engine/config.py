@@ -8,6 +8,7 @@ from compress.errors import ConfigError
 
 LOSSES = ("full", "uniform", "inbatch")
 PRECISIONS = ("fp32", "bf16", "fp16")
+KEEPS = ("best", "last")  # the epoch whose state a loop returns: the best validation epoch's, or the last one's
 
 
 def check_loss(kind: str, n_negatives: int) -> None:

@@ -24,6 +24,7 @@ from torch import nn
 
 from compress.engine.batches import TrainingBatches
 from compress.engine.checkpoint import Checkpointer, rng_state, set_rng_state
+from compress.engine.config import KEEPS
 from compress.engine.progress import NullReporter, Reporter
 from compress.errors import CheckpointError, SearchError
 from compress.measure.evaluation import EvalSet
@@ -79,9 +80,6 @@ class LoopResult:
 
     def to_dict(self) -> Dict:
         return asdict(self)
-
-
-KEEPS = ("best", "last")
 
 
 class Loop:

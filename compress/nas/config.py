@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Union
 
-from compress.engine.config import check_loss, check_precision
+from compress.engine.config import KEEPS, check_loss, check_precision
 from compress.errors import ConfigError
 
 SELECTIONS = ("gumbel", "softmax")
@@ -36,7 +36,7 @@ class TemperatureSchedule:
 
 
 ARCH_BATCHES = ("valid", "train")
-DECISIONS = ("best", "last")
+DECISIONS = KEEPS  # the search decides at the epoch whose supernet its loop keeps
 PENALTIES = ("dnsrec", "budget", "proxyless")
 PROXYLESS_EXPONENT = 0.6  # β of ProxylessNAS's CE · (log F / log F_ref)^β
 
