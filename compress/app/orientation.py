@@ -49,7 +49,7 @@ def space_rows(supernet: Supernet, reference: str = "input") -> List[Dict[str, A
 def choice_labels(supernet: Supernet) -> Dict[str, Dict[str, Any]]:
     """Each controller's choices as the live view names them, keyed as an epoch row keys its weights."""
     return {"p": {"name": "width, α", "labels": [f"{w.hidden}/{w.inner}" for w in supernet.widths]},
-            "q": {"name": "exit depth, β", "labels": depth_labels(supernet.full.layers)},
+            "q": {"name": "exit depth, β", "labels": depth_labels(supernet.depths)},
             "r": {"name": "attention", "labels": list(supernet.kinds)},
             "s": {"name": "gate depth", "labels": [f"L_d={g}" for g in supernet.gate_depths]}}
 

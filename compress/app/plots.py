@@ -6,7 +6,7 @@ curves, and layouts are constrained so that titles, labels and legends never ove
 from __future__ import annotations
 
 import os
-from typing import Dict, List
+from typing import Dict, List, Optional, Sequence
 
 from compress.errors import ConfigError
 
@@ -34,17 +34,20 @@ def integer_epochs(ax, epochs: List[int]) -> None:
         ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
 
 
-def draw_controllers(axes, history: List[Dict], widths: List[Dict], **style) -> None:
-    """p (width, from α) on ``axes[0]`` and q (exit depth, from β) on ``axes[1]`` over search epochs.
+def draw_controllers(axes, history: List[Dict], widths: List[Dict], depths: Optional[Sequence[int]] = None,
+                     **style) -> None:
+    """p (width, from α) on ``axes[0]`` and q (exit depth, from β, over ``depths``: every depth from 1 when
+    not given, as cards written before depths were a choice) on ``axes[1]`` over search epochs.
 
     One colour per candidate, so several searches (seeds) drawn with different ``style`` stay readable.
     """
+    depths = depths or range(1, len(history[0]["q"]) + 1)
     epochs = [row["epoch"] for row in history]
     for i, w in enumerate(widths):
         axes[0].plot(epochs, [row["p"][i] for row in history], color=f"C{i}", label=f"d={w['hidden']}, D={w['inner']}",
                      **style)
-    for l in range(len(history[0]["q"])):
-        axes[1].plot(epochs, [row["q"][l] for row in history], color=f"C{l}", label=f"{l + 1} layer(s)", **style)
+    for l, n in enumerate(depths):
+        axes[1].plot(epochs, [row["q"][l] for row in history], color=f"C{l}", label=f"{n} layer(s)", **style)
     titles = ("width controller p = softmax(α/τ)", "depth controller q = softmax(β/τ)")
     for ax, title, what in zip(axes, titles, ("width", "exit depth")):
         ax.set_title(title, fontsize=FONT["title"])
@@ -64,7 +67,7 @@ def plot_search(card: Dict, path: str) -> str:
     """p and q of one search card over its epochs, side by side."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), layout="constrained")
-    draw_controllers(axes, card["history"], card["widths"], marker="o")
+    draw_controllers(axes, card["history"], card["widths"], card.get("depths"), marker="o")
     for ax in axes:
         legend_beside(ax)
     fig.savefig(path, dpi=120)

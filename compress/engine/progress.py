@@ -289,7 +289,7 @@ class SearchReporter(RichReporter):
     def begin(self, info: Dict) -> None:
         if not self.choices:
             self.choices = {"p": {"name": "width, α", "labels": [f"{w['hidden']}/{w['inner']}" for w in info["widths"]]},
-                            "q": {"name": "exit depth, β", "labels": depth_labels(info["layers"])}}
+                            "q": {"name": "exit depth, β", "labels": depth_labels(info["depths"])}}
 
     def epoch_end(self, row: Dict, improved: bool) -> None:
         c = self.progress.console
@@ -301,5 +301,6 @@ class SearchReporter(RichReporter):
                         markup=False)
 
 
-def depth_labels(layers: int) -> List[str]:
-    return [f"{n} layer{'s' if n > 1 else ''}" for n in range(1, layers + 1)]
+def depth_labels(depths: Sequence[int]) -> List[str]:
+    """The exit depths β picks from, as its bars name them."""
+    return [f"{n} layer{'s' if n > 1 else ''}" for n in depths]

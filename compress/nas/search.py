@@ -89,7 +89,7 @@ def decide(supernet: Supernet, budget: Optional[float]) -> Dict:
     candidates within ``budget`` when one is given."""
     logs = [F.log_softmax(c.logits.detach().double().cpu(), 0) for c in supernet.controllers]
     score = logs[0][:, None, None, None] + logs[1][None, :, None, None] + logs[2][None, None, :, None] + \
-        logs[3][None, None, None, :]  # (K, L, A, G) joint log-preference
+        logs[3][None, None, None, :]  # (K, L', A, G) joint log-preference
     free = tuple(c.choice() for c in supernet.controllers)
     if budget is not None:
         score = score.masked_fill(supernet.flops.cpu() > budget, float("-inf"))
@@ -150,7 +150,8 @@ class SearchResult:
                 "decision_epoch": self.decision_epoch, "seconds": self.seconds,
                 "options": asdict(self.config) if self.config else None,
                 "widths": [w._asdict() for w in sn.widths], "attention": list(sn.kinds),
-                "gate_layers": list(sn.gate_depths), "searched": searched(sn), "candidates": sn.candidates(),
+                "gate_layers": list(sn.gate_depths), "depths": list(sn.depths), "searched": searched(sn),
+                "candidates": sn.candidates(),
                 "full_flops": sn.reference_flops("supernet"), "input_flops": sn.input_flops,
                 "input_arch": sn.input_arch.to_dict(),
                 "budget": {"max_flops": cfg.max_flops, "reference": cfg.flops_reference,
@@ -246,7 +247,8 @@ class SearchTask(Task):
         batch) plus the resource penalty; returns the penalty L_RC (a device scalar). The weights do
         not move."""
         sn, cfg = self.model, self.cfg
-        l_t = sn.beta.logits.detach().argmax() + 1  # the depth of the current hard choice, on the device
+        # the depth of the current hard choice, on the device (take: a 0-d tensor index would read it on the host)
+        l_t = sn.exit_depths.take(sn.beta.logits.detach().argmax())
         if cfg.arch_batches == "valid":
             a_items, a_tgt = self.arch_data[self.arch_steps]
             part = distributed.shard(len(a_items))
@@ -286,7 +288,7 @@ class SearchTask(Task):
                 "gate_logits": logits[3].tolist(), "p": soft[0].tolist(), "q": soft[1].tolist(),
                 "r": soft[2].tolist(), "s": soft[3].tolist(),
                 "exp_flops": float(sn.expected_flops(*soft, reference=self.cfg.flops_reference)),
-                "decision": [self.decision["width"], self.decision["depth"] + 1],
+                "decision": [self.decision["width"], sn.depths[self.decision["depth"]]],
                 "decision_label": self.decision["label"], "decision_flops": self.decision["flops"]}
 
     def improved(self, epoch: int) -> None:
@@ -318,7 +320,7 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
     reporter = reporter or LogReporter()
     torch.manual_seed(cfg.seed + distributed.rank())
     task = SearchTask(supernet, dataset, cfg, device)
-    reporter.begin({"widths": [w._asdict() for w in supernet.widths], "layers": supernet.full.layers})
+    reporter.begin({"widths": [w._asdict() for w in supernet.widths], "depths": list(supernet.depths)})
     loop = Loop(task, cfg.epochs, cfg.patience, f"ndcg@{cfg.k}", cfg.max_minutes, reporter, checkpoint, cfg.decide)
     result = loop.run()
     last = cfg.decide == "last"

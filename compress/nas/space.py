@@ -1,12 +1,15 @@
 """The search space: width candidates (pruning ratios of the hidden size d and the inner size D),
-and the design choices whose cost the search weighs: the attention kind and the gates' depth.
+the exit depths, and the design choices whose cost the search weighs: the attention kind and the
+gates' depth.
 
 A ratio r keeps the leading round(d·(1−r)) dimensions, rounded to a multiple of ``round_to`` (8 by
 default: friendly to vector units) and to whole heads. Coupled (the paper's default) pairs the
 i-th hidden ratio with the i-th inner ratio; decoupled takes every combination.
 
 ``attention`` and ``gate_layers`` list the choices a controller picks from; one entry fixes the
-choice (the paper fixes linear attention and L_d = 2). Searching them lets the decision drop what
+choice (the paper fixes linear attention and L_d = 2). ``depths`` lists the exit depths β picks
+from (None: every depth of the model, the paper); one entry keeps the depth and searches widths only,
+as a channel pruner does. Searching them lets the decision drop what
 costs more than it returns: at N ≤ 64 causal linear attention costs the matrix products softmax does,
 and two gate MLPs per layer cost about as much as the FFN.
 """
@@ -30,6 +33,7 @@ class SearchSpace:
     round_to: int = 8
     attention: Tuple[str, ...] = ATTENTION_KINDS  # the kinds searched; one entry fixes it
     gate_layers: Tuple[int, ...] = (0, 1, 2)  # the gate depths L_d searched (0: no gates); one entry fixes it
+    depths: Optional[Tuple[int, ...]] = None  # the exit depths searched (None: 1..L); one entry fixes it
 
     def __post_init__(self) -> None:
         if not self.hidden_ratios or not self.inner_ratios:
@@ -49,9 +53,24 @@ class SearchSpace:
                                        for g in self.gate_layers):
             raise ConfigError(f"`gate_layers` choices {self.gate_layers!r}: give one or more integers in "
                               f"[0, {MAX_GATE_LAYERS}] (0: no gates)")
-        # a canonical order (softmax first, shallow gates first) so that choice indices mean one thing
+        if self.depths is not None and (not self.depths or any(isinstance(n, bool) or not isinstance(n, int) or n < 1
+                                                               for n in self.depths)):
+            raise ConfigError(f"`depths` choices {self.depths!r}: give one or more layer counts >= 1 "
+                              "(or none for every depth)")
+        # a canonical order (softmax first, shallow gates and exits first) so that choice indices mean one thing
         object.__setattr__(self, "attention", tuple(a for a in ATTENTION_KINDS if a in self.attention))
         object.__setattr__(self, "gate_layers", tuple(sorted(set(self.gate_layers))))
+        if self.depths is not None:
+            object.__setattr__(self, "depths", tuple(sorted(set(self.depths))))
+
+    def exits(self, arch: ArchSpec) -> Tuple[int, ...]:
+        """The exit depths searched on ``arch`` (shallowest first): the space's, or every one of its layers."""
+        if self.depths is None:
+            return tuple(range(1, arch.layers + 1))
+        if self.depths[-1] > arch.layers:
+            raise ConfigError(f"the search space's depths {list(self.depths)} exceed the model's {arch.layers} "
+                              f"layer(s); choose depths in 1..{arch.layers}")
+        return self.depths
 
     def fixing(self, attention: Optional[str] = None, gate_layers: Optional[int] = None) -> "SearchSpace":
         """This space with the attention kind and/or the gates' depth fixed (None leaves a choice searched)."""
@@ -63,10 +82,13 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, d: Dict, arch: Optional[ArchSpec] = None) -> "SearchSpace":
-        """A saved space; one saved before attention and gates were choices fixes them at ``arch``'s."""
+        """A saved space; one saved before attention and gates were choices fixes them at ``arch``'s, and one
+        saved before depths were a choice searched every depth."""
         fixed = arch or ArchSpec()
+        depths = d.get("depths")
         return cls(tuple(d["hidden_ratios"]), tuple(d["inner_ratios"]), d.get("coupled", True), d.get("round_to", 8),
-                   tuple(d.get("attention", (fixed.attention,))), tuple(d.get("gate_layers", (fixed.gate_layers,))))
+                   tuple(d.get("attention", (fixed.attention,))), tuple(d.get("gate_layers", (fixed.gate_layers,))),
+                   None if depths is None else tuple(depths))
 
     def widths(self, arch: ArchSpec) -> List[Width]:
         """Candidate widths, widest first, duplicates removed."""

@@ -1,7 +1,7 @@
 """The DNS-Rec supernet: one full-size backbone shared by every candidate.
 
-A candidate is a width k, an exit depth l, an attention kind a and a gate depth g, each picked by
-its controller: α (width, one for all layers), β (exit depth), and the attention and gate
+A candidate is a width k, an exit depth l (one of the space's depths), an attention kind a and a gate
+depth g, each picked by its controller: α (width, one for all layers), β (exit depth), and the attention and gate
 controllers, whose choices the search weighs by their FLOPs like the others. Candidate width k
 keeps the leading ``widths[k]`` dimensions (zero-masks on the trailing ones, computed by slicing).
 Each layer's output mixes the widths, 𝒯^(l) = Σ_k p_k T_k^(l), and the output is
@@ -46,20 +46,22 @@ class Supernet(nn.Module):
         self.widths: List[Width] = space.widths(self.full)
         self.kinds: Tuple[str, ...] = space.attention
         self.gate_depths: Tuple[int, ...] = space.gate_layers
+        self.depths: Tuple[int, ...] = space.exits(self.full)  # layer counts β picks from, shallowest first
         self.input_arch = input_arch or self.full  # the model that was wrapped: what budgets may refer to
         self.alpha = Controller(len(self.widths))  # transformer controller, shared by all layers
-        self.beta = Controller(self.full.layers)  # depth controller: exit after layer l
+        self.beta = Controller(len(self.depths))  # depth controller: exit after depths[l] layers
         self.attention_choice = Controller(len(self.kinds))  # attention kind, shared by all layers
         self.gate_choice = Controller(len(self.gate_depths))  # gate depth L_d, shared by all layers
         self.max_len, self.n_items, self.style = backbone.max_len, backbone.n_items, backbone.style
         self.tau = 1.0
         self.eval_selection = "soft"  # what predict() uses: "soft" (softmax(logits/τ)) or "hard" (argmax)
         self.recompute = False  # recompute each width's layer in the backward pass rather than keep its activations
-        shape = (len(self.widths), self.full.layers, len(self.kinds), len(self.gate_depths))
+        self.register_buffer("exit_depths", torch.tensor(self.depths), persistent=False)  # (L',) for the penalty
+        shape = (len(self.widths), len(self.depths), len(self.kinds), len(self.gate_depths))
         flops = torch.zeros(shape, dtype=torch.float64)
         for index in product(*(range(n) for n in shape)):
             flops[index] = analytic_flops(self.arch_for(*index), self.max_len, self.n_items, backbone.causal)["total"]
-        self.register_buffer("flops", flops, persistent=False)  # (K, L, A, G)
+        self.register_buffer("flops", flops, persistent=False)  # (K, L', A, G)
         self.input_flops = float(analytic_flops(self.input_arch, self.max_len, self.n_items, backbone.causal)["total"])
 
     @property
@@ -81,11 +83,11 @@ class Supernet(nn.Module):
         return 0
 
     def arch_for(self, k: int, l: int, a: Optional[int] = None, g: Optional[int] = None) -> ArchSpec:
-        """Dense architecture of width ``k`` exiting after layer ``l`` (0-based), attention kind ``a`` and
-        gate depth ``g`` (indices; optional where the space fixes them)."""
+        """Dense architecture of width ``k`` exiting at depth choice ``l`` (``depths[l]`` layers), attention
+        kind ``a`` and gate depth ``g`` (indices; optional where the space fixes them)."""
         a = self.only(a, self.attention_choice, "attention kind")
         g = self.only(g, self.gate_choice, "gate depth")
-        narrow = self.full.narrowed(self.widths[k].hidden, self.widths[k].inner, l + 1)
+        narrow = self.full.narrowed(self.widths[k].hidden, self.widths[k].inner, self.depths[l])
         return replace(narrow, attention=self.kinds[a], gate_layers=self.gate_depths[g])
 
     def architecture_parameters(self) -> List[nn.Parameter]:
@@ -113,25 +115,27 @@ class Supernet(nn.Module):
 
     def forward(self, items: torch.Tensor, p: Weights, q: Weights, r: Optional[Weights] = None,
                 s: Optional[Weights] = None) -> torch.Tensor:
-        """items (B, N); p (K,) width weights or a width index; q (L,) exit weights or an exit index;
+        """items (B, N); p (K,) width weights or a width index; q (L',) exit weights or an exit index;
         r (A,) attention-kind and s (G,) gate-depth weights or indices (optional where fixed) -> Y (B, N, d)."""
         d, backbone = self.full.hidden, self.backbone
         valid = items > 0
         p, active = self.mixture(p, len(self.widths))  # a one-hot p computes one candidate
-        q, exits = self.mixture(q, self.full.layers)
+        q, exits = self.mixture(q, len(self.depths))
+        at_exit = {self.depths[e] - 1: e for e in exits}  # layer index -> the exit choice that leaves after it
         kinds = self.pairs(r, self.kinds, self.attention_choice, "attention kind")
         gates = self.pairs(s, self.gate_depths, self.gate_choice, "gate depth")
         emb = {k: backbone.embed(items, self.widths[k].hidden) for k in active}
         x = sum(p[k] * zero_pad(emb[k], d) for k in active)  # (B, N, d)
         y = None
-        for l in range(max(exits) + 1):  # layers after the last exit are not needed
+        for l in range(max(at_exit) + 1):  # layers after the last exit are not needed
             outs = {k: self.layer(l, x, valid, emb[k], self.widths[k], kinds, gates) for k in active}
             x = sum(p[k] * zero_pad(outs[k], d) for k in active)  # (B, N, d)
-            if l in exits:
+            if l in at_exit:
                 # each candidate's exit gets its own final LN (pre-LN models), as its dense model would
                 out = x if not self.style.final_norm else \
                     sum(p[k] * zero_pad(backbone.finish(outs[k]), d) for k in active)
-                y = q[l] * out if y is None else y + q[l] * out
+                e = at_exit[l]
+                y = q[e] * out if y is None else y + q[e] * out
         return y
 
     def layer(self, l: int, x: torch.Tensor, valid: torch.Tensor, emb: torch.Tensor, width: Width, kinds,
@@ -195,10 +199,10 @@ class Supernet(nn.Module):
 
     def candidates(self) -> List[Dict]:
         out = []
-        for k, l, a, g in product(range(len(self.widths)), range(self.full.layers), range(len(self.kinds)),
+        for k, l, a, g in product(range(len(self.widths)), range(len(self.depths)), range(len(self.kinds)),
                                   range(len(self.gate_depths))):
             arch = self.arch_for(k, l, a, g)
-            out.append({"width": k, "hidden": arch.hidden, "inner": arch.inner, "layers": l + 1,
+            out.append({"width": k, "hidden": arch.hidden, "inner": arch.inner, "layers": arch.layers,
                         "attention": arch.attention, "gate_layers": arch.gate_layers, "label": arch.label(),
                         "flops": self.flops_of(k, l, a, g), "params": self.params_of(k, l, a, g)})
         return out

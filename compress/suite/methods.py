@@ -68,11 +68,11 @@ def dense(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:
 
 def controller_trace(card: Dict[str, Any]) -> Dict[str, Any]:
     """The search card's controllers' story, small enough for a results record: the candidate widths,
-    attention kinds and gate depths, and p, q, r, s, τ and the expected FLOPs per search epoch (what
+    exit depths, attention kinds and gate depths, and p, q, r, s, τ and the expected FLOPs per search epoch (what
     the report's trajectory plots are drawn from)."""
     fields = ("epoch", "p", "q", "r", "s", "tau", "exp_flops", "decision_flops", "decision_label")
     return {"widths": [{"hidden": w["hidden"], "inner": w["inner"]} for w in card["widths"]],
-            "attention": card.get("attention"), "gate_layers": card.get("gate_layers"),
+            "depths": card.get("depths"), "attention": card.get("attention"), "gate_layers": card.get("gate_layers"),
             "history": [{k: row[k] for k in fields if k in row} for row in card["history"]]}
 
 

@@ -207,7 +207,8 @@ def plot_controllers(dataset: str, rows: Records, path: str) -> str:
     styles = ("-", "--", ":", "-.")
     for i, r in enumerate(sorted(rows, key=lambda r: r["seed"])):
         trace = r["info"]["search"]
-        draw_controllers(axes, trace["history"], trace["widths"], linestyle=styles[i % len(styles)], marker=".")
+        draw_controllers(axes, trace["history"], trace["widths"], trace.get("depths"),
+                         linestyle=styles[i % len(styles)], marker=".")
     for ax in axes:
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles))
