@@ -7,11 +7,12 @@ default: friendly to vector units) and to whole heads. Coupled (the paper's defa
 i-th hidden ratio with the i-th inner ratio; decoupled takes every combination.
 
 ``attention`` and ``gate_layers`` list the choices a controller picks from; one entry fixes the
-choice (the paper fixes linear attention and L_d = 2). ``depths`` lists the exit depths β picks
-from (None: every depth of the model, the paper); one entry keeps the depth and searches widths only,
-as a channel pruner does. Searching them lets the decision drop what
+choice (the paper fixes linear attention and L_d = 2). Searching them lets the decision drop what
 costs more than it returns: at N ≤ 64 causal linear attention costs the matrix products softmax does,
 and two gate MLPs per layer cost about as much as the FFN.
+
+``depths`` lists the exit depths β picks from (None: every depth of the model, the paper); one entry
+keeps that depth and searches widths alone, the space a channel pruner searches.
 """
 from __future__ import annotations
 
