@@ -140,8 +140,10 @@ def test_cli_depth_choices_keep_the_depth_and_a_bad_one_exits_2(tmp_path, tiny_d
     assert result.exit_code == 0, result.stderr + result.stdout
     arch = ArchSpec.from_dict(json.loads((out / "arch.json").read_text()))
     assert arch.layers == 2
-    for value, words in (("3", "exceed the model's 2 layer(s)"), ("0", "--depth-choices must be >= 1")):
-        bad = tmp_path / f"bad{value}"
+    for value, words in (("3", "exceed the model's 2 layer(s)"), ("0", "--depth-choices must be >= 1"),
+                         ("-1", "--depth-choices must be >= 1"), ("2.5", "comma-separated list"),
+                         ("", "comma-separated list"), ("99999999999999999999", "choose depths in 1..2")):
+        bad = tmp_path / f"bad{abs(hash(value))}"
         assert words in error_line(invoke("search", "--recipe", recipe, "--data", tiny_data_file, "--device", "cpu",
                                           "--depth-choices", value, "--out", bad))
-        assert not bad.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]  # no run dir, no hidden temp dir left
