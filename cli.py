@@ -452,7 +452,10 @@ def inspect(
                           f"({100 * d['flops'] / card['full_flops']:.1f}% of the full supernet), "
                           f"{decided_at(card)}")
         hist = Table(title="search history")
-        for col in ("epoch", "tau", "p (width)", "q (depth)", "decision", "valid ndcg@10"):
+        # the exit depths β picked from; a card written before depths were a choice had every depth from 1
+        depths = card.get("depths") or (range(1, len(card["history"][0]["q"]) + 1) if card["history"] else ())
+        q_column = f"q (depth {', '.join(map(str, depths))})" if depths else "q (depth)"
+        for col in ("epoch", "tau", "p (width)", q_column, "decision", "valid ndcg@10"):
             hist.add_column(col)
         for row in card["history"]:
             hist.add_row(str(row["epoch"]), f"{row['tau']:.4f}", " ".join(f"{v:.2f}" for v in row["p"]),

@@ -140,6 +140,8 @@ def test_cli_depth_choices_keep_the_depth_and_a_bad_one_exits_2(tmp_path, tiny_d
     assert result.exit_code == 0, result.stderr + result.stdout
     arch = ArchSpec.from_dict(json.loads((out / "arch.json").read_text()))
     assert arch.layers == 2
+    shown = invoke("inspect", out)
+    assert shown.exit_code == 0 and "q (depth 2)" in shown.stdout
     for value, words in (("3", "exceed the model's 2 layer(s)"), ("0", "--depth-choices must be >= 1"),
                          ("-1", "--depth-choices must be >= 1"), ("2.5", "comma-separated list"),
                          ("", "comma-separated list"), ("99999999999999999999", "choose depths in 1..2")):
