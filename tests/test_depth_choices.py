@@ -142,6 +142,13 @@ def test_cli_depth_choices_keep_the_depth_and_a_bad_one_exits_2(tmp_path, tiny_d
     assert arch.layers == 2
     shown = invoke("inspect", out)
     assert shown.exit_code == 0 and "q (depth 2)" in shown.stdout
+    card_path = out / "search_card.json"
+    card = json.loads(card_path.read_text())
+    del card["depths"]  # as written before depths were a choice: β over every depth of the model
+    for row in card["history"]:
+        row["q"] = [0.3, 0.7]
+    card_path.write_text(json.dumps(card))
+    assert "q (depth 1, 2)" in invoke("inspect", out).stdout
     for value, words in (("3", "exceed the model's 2 layer(s)"), ("0", "--depth-choices must be >= 1"),
                          ("-1", "--depth-choices must be >= 1"), ("2.5", "comma-separated list"),
                          ("", "comma-separated list"), ("99999999999999999999", "choose depths in 1..2")):
