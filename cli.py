@@ -441,6 +441,7 @@ def inspect(
     from compress.files import read_json
     from compress.layout import CARD, METRICS, RETRAINED, SEARCH_CARD
     from compress.store.artifacts import load_config
+    from compress.store.card import exit_depths
 
     cfg = load_config(path)
     out_console.print(f"[bold]{escape(printable(path))}[/bold]  kind: {escape(printable(str(cfg.get('kind'))))}")
@@ -452,8 +453,7 @@ def inspect(
                           f"({100 * d['flops'] / card['full_flops']:.1f}% of the full supernet), "
                           f"{decided_at(card)}")
         hist = Table(title="search history")
-        # the exit depths β picked from; a card written before depths were a choice had every depth from 1
-        depths = card.get("depths") or (range(1, len(card["history"][0]["q"]) + 1) if card["history"] else ())
+        depths = exit_depths(card)
         q_column = f"q (depth {', '.join(map(str, depths))})" if depths else "q (depth)"
         for col in ("epoch", "tau", "p (width)", q_column, "decision", "valid ndcg@10"):
             hist.add_column(col)

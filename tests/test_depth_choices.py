@@ -23,6 +23,7 @@ from compress.nas.controllers import one_hot
 from compress.nas.search import searched
 from compress.nas.space import SearchSpace
 from compress.nas.wrap import load_supernet, save_supernet, wrap
+from compress.store.card import exit_depths
 
 FULL = ArchSpec(hidden=32, inner=64, heads=4, layers=3)
 MAX_LEN = 24
@@ -90,6 +91,12 @@ def test_the_default_space_searches_every_depth_as_before():
               gate_layers=0)
     assert sn.depths == (1, 2, 3) and sn.exit_depths.tolist() == [1, 2, 3]
     assert SearchSpace.from_dict({"hidden_ratios": [0.0], "inner_ratios": [0.0]}).depths is None
+
+
+def test_exit_depths_of_a_card_and_of_one_written_before_depth_choices():
+    rows = [{"q": [0.4, 0.6]}]
+    assert exit_depths({"depths": [1, 3], "history": rows}) == [1, 3]
+    assert exit_depths({"history": rows}) == [1, 2] and exit_depths({"history": []}) == []
 
 
 @pytest.mark.parametrize("depths, words", [((), "give one or more layer counts"), ((0,), "layer counts >= 1"),

@@ -17,7 +17,7 @@ def history(epochs: int) -> list:
 def test_epoch_ticks_are_integers(epochs):
     plt = pytest.importorskip("matplotlib.pyplot")
     fig, axes = plt.subplots(1, 2)
-    draw_controllers(axes, history(epochs), WIDTHS, marker="o")
+    draw_controllers(axes, history(epochs), WIDTHS, [1, 2], marker="o")
     fig.canvas.draw()
     for ax in axes:
         lo, hi = ax.get_xlim()

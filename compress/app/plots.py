@@ -6,9 +6,10 @@ curves, and layouts are constrained so that titles, labels and legends never ove
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 from compress.errors import ConfigError
+from compress.store.card import exit_depths
 
 FONT = {"title": 10, "label": 9, "tick": 8, "legend": 8, "note": 7}
 
@@ -34,14 +35,12 @@ def integer_epochs(ax, epochs: List[int]) -> None:
         ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
 
 
-def draw_controllers(axes, history: List[Dict], widths: List[Dict], depths: Optional[Sequence[int]] = None,
-                     **style) -> None:
-    """p (width, from α) on ``axes[0]`` and q (exit depth, from β, over ``depths``: every depth from 1 when
-    not given, as cards written before depths were a choice) on ``axes[1]`` over search epochs.
+def draw_controllers(axes, history: List[Dict], widths: List[Dict], depths: Sequence[int], **style) -> None:
+    """p (width, from α) on ``axes[0]`` and q (exit depth, from β, over ``depths``) on ``axes[1]`` over
+    search epochs.
 
     One colour per candidate, so several searches (seeds) drawn with different ``style`` stay readable.
     """
-    depths = depths or range(1, len(history[0]["q"]) + 1)
     epochs = [row["epoch"] for row in history]
     for i, w in enumerate(widths):
         axes[0].plot(epochs, [row["p"][i] for row in history], color=f"C{i}", label=f"d={w['hidden']}, D={w['inner']}",
@@ -67,7 +66,7 @@ def plot_search(card: Dict, path: str) -> str:
     """p and q of one search card over its epochs, side by side."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), layout="constrained")
-    draw_controllers(axes, card["history"], card["widths"], card.get("depths"), marker="o")
+    draw_controllers(axes, card["history"], card["widths"], exit_depths(card), marker="o")
     for ax in axes:
         legend_beside(ax)
     fig.savefig(path, dpi=120)

@@ -147,6 +147,14 @@ def decision_epoch(search: Dict[str, Any]) -> int:
     return search.get("decision_epoch", search["best_epoch"])
 
 
+def exit_depths(search: Dict[str, Any]) -> List[int]:
+    """The exit depths β picked from, in the order of each epoch row's ``q``, from a search card or a
+    results record's controller trace; one written before depths were a choice had every depth from 1."""
+    if search.get("depths"):
+        return list(search["depths"])
+    return list(range(1, len(search["history"][0]["q"]) + 1)) if search["history"] else []
+
+
 def _provenance(card: Dict[str, Any]) -> str:
     command = card.get("command")
     made = f"Made by `{command}`" if command else "Made from the Python API (`compress.export` or `SearchResult.export`)"

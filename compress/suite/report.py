@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional
 from compress.app.plots import _pyplot, draw_controllers
 from compress.errors import ConfigError
 from compress.files import write_text
+from compress.store.card import exit_depths
 from compress.suite.pareto import BASELINE_METHODS, dominance, is_dnsrec, pareto, point
 from compress.suite.pareto import by_field as _by
 from compress.suite.pareto import score as _test
@@ -207,7 +208,7 @@ def plot_controllers(dataset: str, rows: Records, path: str) -> str:
     styles = ("-", "--", ":", "-.")
     for i, r in enumerate(sorted(rows, key=lambda r: r["seed"])):
         trace = r["info"]["search"]
-        draw_controllers(axes, trace["history"], trace["widths"], trace.get("depths"),
+        draw_controllers(axes, trace["history"], trace["widths"], exit_depths(trace),
                          linestyle=styles[i % len(styles)], marker=".")
     for ax in axes:
         handles, labels = ax.get_legend_handles_labels()
