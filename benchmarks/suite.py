@@ -5,6 +5,7 @@
     COMPRESS_DATA_DIR=../shared/data python benchmarks/suite.py run --preset paper --device cuda
     python benchmarks/suite.py report --preset smoke              # tables + plots from results.jsonl
     python benchmarks/suite.py remeasure --preset smoke           # costs again, side by side, current code
+    python benchmarks/suite.py compare --preset cpu --dataset ml-100k --variants dnsrec_warm_tp_widths,dnsrec_warm_tp
 
 `run` appends one JSON line per finished cell to OUT/results.jsonl (default OUT:
 benchmarks/results/suite_<preset>) and keeps each cell's run directory in OUT_runs/; run it again
@@ -14,7 +15,9 @@ results file alone; `--readme FILE` (repeatable) also writes the summary table b
 `<!-- suite:PRESET -->` and `<!-- /suite:PRESET -->` markers. `remeasure` loads the saved model of
 every finished cell and measures their cost again side by side with the current code (FLOPs,
 parameters, latency interleaved across models, peak memory), keeping the replaced figures in each
-record. Bad input ends in a one-line `error: ...` and exit code 2.
+record. `compare` prints, for one dataset, each named variant's mean test NDCG@10 (or `--metric`) and
+FLOPs over the seeds they all share, and its difference from the first variant with the paired t-test's
+p-value (`compress.suite.compare`). Bad input ends in a one-line `error: ...` and exit code 2.
 """
 from __future__ import annotations
 
@@ -28,8 +31,10 @@ from compress.errors import CompressError, ConfigError  # noqa: E402
 from compress.runtime.allocator import tune_allocator  # noqa: E402
 from compress.suite import load_plan, run_plan, write_report  # noqa: E402
 from compress.suite.blocks import fill_block  # noqa: E402
+from compress.suite.compare import compare_file, format_comparison  # noqa: E402
 from compress.suite.remeasure import remeasure  # noqa: E402
-from compress.suite.report import readme_block  # noqa: E402
+from compress.suite.report import PROTOCOLS, readme_block  # noqa: E402
+from compress.suite.spec import read_spec  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = "results.jsonl"
@@ -47,13 +52,14 @@ def _list(text: Optional[str], cast=str) -> Optional[List]:
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
-    for name in ("run", "report", "remeasure"):
+    for name in ("run", "report", "remeasure", "compare"):
         p = sub.add_parser(name)
         p.add_argument("--preset", default="smoke", help="smoke, cpu or paper (see --suite)")
         p.add_argument("--suite", default=os.path.join(HERE, "suite.yaml"), help="the experiment list (YAML)")
         p.add_argument("--out", default=None, help="default: benchmarks/results/suite_<preset>")
-        p.add_argument("--readme", action="append", default=[],
-                       help="a Markdown file whose <!-- suite:PRESET --> block gets the summary table (repeatable)")
+    for name in ("run", "report", "remeasure"):
+        sub.choices[name].add_argument("--readme", action="append", default=[], help="a Markdown file whose "
+                                       "<!-- suite:PRESET --> block gets the summary table (repeatable)")
     for name in ("run", "remeasure"):
         p = sub.choices[name]
         p.add_argument("--runs", default=None, help="run directories (default: OUT_runs)")
@@ -65,7 +71,22 @@ def parser() -> argparse.ArgumentParser:
     sub.choices["remeasure"].add_argument("--variants", default=None,
                                           help="comma-separated subset, measured side by side (default: all)")
     run.add_argument("--seeds", default=None, help="comma-separated seeds instead of the preset's")
+    p = sub.choices["compare"]  # variants side by side on one dataset, paired by seed
+    p.add_argument("--results", default=None, help="the results file to read (default: OUT/results.jsonl)")
+    p.add_argument("--dataset", default=None, help="the dataset to compare on")
+    p.add_argument("--variants", default=None, help="comma-separated, at least two; the first is the reference")
+    p.add_argument("--metric", default="ndcg@10", help="test metric as the records name it (recall@10, mrr@10, ...)")
+    p.add_argument("--protocol", default="full", choices=PROTOCOLS, help="full ranking or 100 popular negatives")
     return ap
+
+
+def compare(args: argparse.Namespace, results: str) -> None:
+    """``compare``: names checked against the suite file's preset, figures from the results file."""
+    plan = load_plan(args.suite, args.preset)  # an unknown preset or a broken suite file is an error here too
+    comparison = compare_file(args.results or results, args.dataset, _list(args.variants) or [], metric=args.metric,
+                              protocol=args.protocol, known_variants=read_spec(args.suite).get("variants") or {},
+                              known_datasets={cell.dataset for cell in plan.cells})
+    print(format_comparison(comparison))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -73,6 +94,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = args.out or os.path.join(HERE, "results", f"suite_{args.preset}")
     results = os.path.join(out, RESULTS)
     try:
+        if args.command == "compare":
+            compare(args, results)
+            return 0
         if args.command == "report":
             load_plan(args.suite, args.preset)  # an unknown preset or a broken suite file is an error here too
         elif args.command == "remeasure":

@@ -296,7 +296,7 @@ def plot_lambda(dataset: str, rows: Records, path: str) -> str:
     return path
 
 
-def _records(results: str) -> Records:
+def read_records(results: str) -> Records:
     records = read_results(results)
     if not records:
         raise ConfigError(f"{results} holds no finished cells yet; run the suite first")
@@ -311,7 +311,7 @@ SUMMARY_NOTE = ("Test NDCG@10 (full ranking), mean ± std @ mean analytic FLOPs 
 
 def readme_block(results: str, report: str, markdown: str, command: str) -> str:
     """The summary table for a README at ``markdown``, with links relative to it and the command that wrote it."""
-    records = _records(results)
+    records = read_records(results)
     here = os.path.dirname(os.path.abspath(markdown))
     rel = os.path.relpath(os.path.abspath(report), here)
     return (f"Written by `{command}` from `{os.path.relpath(os.path.abspath(results), here)}` ({len(records)} cells); "
@@ -320,7 +320,7 @@ def readme_block(results: str, report: str, markdown: str, command: str) -> str:
 
 def write_report(results: str, out_dir: str) -> Dict[str, Any]:
     """Write ``out_dir/report.md`` and its PNGs from the results file; returns their paths."""
-    records = _records(results)
+    records = read_records(results)
     os.makedirs(out_dir, exist_ok=True)
     batches = sorted({int(k.split("@")[1]) for r in records for k in r["cost"] if k.startswith("latency_ms@")})
     presets = sorted({r["preset"] for r in records})
