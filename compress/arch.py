@@ -1,25 +1,30 @@
 """ArchSpec: the single source of truth for a model's shape, written into every ``config.json``.
 
-Heads keep a fixed width (``head_dim``); a narrower hidden size means fewer heads of the same width
-(``heads = hidden // head_dim``). Pruning a prefix of the hidden dimension therefore removes whole
-trailing heads and never leaves an all-zero head inside a kept one.
+A narrower hidden size shrinks attention one of two ways (``HEAD_PRUNING``): ``whole`` keeps the
+head width (``head_dim``) and drops trailing heads (``heads = hidden // head_dim``), so pruning a
+prefix of the hidden dimension never leaves an all-zero head inside a kept one; ``dims`` keeps every
+head and the leading ``hidden // heads`` dimensions of each (Torch-Pruning's default).
 """
 from __future__ import annotations
 
 import numbers
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Dict, NamedTuple
+from typing import Any, Dict, NamedTuple, Optional
 
 from compress.errors import ConfigError
 
 ATTENTION_KINDS = ("softmax", "linear")
+HEAD_PRUNING = ("whole", "dims")  # fewer heads of the full width, or every head narrowed
 
 
 class Width(NamedTuple):
-    """The kept leading dimensions of a width candidate: ``hidden`` of d, ``inner`` of D."""
+    """The kept leading dimensions of a width candidate: ``hidden`` of d, ``inner`` of D, and the
+    attention ``heads`` (None: whole heads of the model's head width, ``hidden // head_dim`` of them;
+    a count: that many heads of ``hidden // heads`` dimensions, the leading ones of each full head)."""
 
     hidden: int
     inner: int
+    heads: Optional[int] = None
 
 GATE_PLACEMENTS = ("code", "paper")
 
@@ -76,11 +81,14 @@ class ArchSpec:
             raise ConfigError(f"ArchSpec head_dim {d['head_dim']} disagrees with hidden/heads = {spec.head_dim}")
         return spec
 
-    def narrowed(self, hidden: int, inner: int, layers: int) -> "ArchSpec":
-        """The same design at a smaller width and depth, keeping the head width."""
-        if hidden % self.head_dim:
-            raise ConfigError(f"hidden size {hidden} is not a multiple of the head width {self.head_dim}")
-        return replace(self, hidden=hidden, inner=inner, heads=hidden // self.head_dim, layers=layers)
+    def narrowed(self, hidden: int, inner: int, layers: int, heads: Optional[int] = None) -> "ArchSpec":
+        """The same design at a smaller width and depth: keeping the head width (``heads`` None), or with
+        ``heads`` heads of ``hidden // heads`` dimensions each."""
+        if heads is None:
+            if hidden % self.head_dim:
+                raise ConfigError(f"hidden size {hidden} is not a multiple of the head width {self.head_dim}")
+            heads = hidden // self.head_dim
+        return replace(self, hidden=hidden, inner=inner, heads=heads, layers=layers)
 
     def label(self) -> str:
         """How a decision reads everywhere (live view, card, ``inspect``): ``64/256 × 1 layer``, with

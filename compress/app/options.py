@@ -14,7 +14,7 @@ import re
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from compress.arch import ATTENTION_KINDS, GATE_PLACEMENTS, ArchSpec
+from compress.arch import ATTENTION_KINDS, GATE_PLACEMENTS, HEAD_PRUNING, ArchSpec
 from compress.data.dataset import NUMBERINGS
 from compress.data.readers import FORMATS, ReadOptions
 from compress.engine.config import LOSSES, PRECISIONS, TrainConfig
@@ -346,6 +346,9 @@ OPTIONS: List[Option] = _section(
            SEARCHING, feeds=("SearchSpace.coupled",)),
     Option("round_to", "int", "Round candidate widths to a multiple of this.", SEARCHING,
            feeds=("SearchSpace.round_to",), low=1, high=1024),
+    Option("head_pruning", "choice", "How a narrower width shrinks attention: whole (paper: fewer heads of the "
+           "full head width) or dims (every head kept, each narrowed, as Torch-Pruning does: 40 of 64 is 4 heads "
+           "of 10).", SEARCHING, feeds=("SearchSpace.head_pruning",), choices=HEAD_PRUNING),
     Option("tau_start", "float", "Gumbel temperature at the start.", SEARCHING, feeds=("SearchConfig.tau_start",),
            above=0.0, high=100.0),
     Option("tau_schedule", "choice", "epoch: τ falls geometrically from tau_start to tau_min over the epochs; "

@@ -10,6 +10,9 @@ full-width model's scores unchanged:
   the scoring head is tied to the item embedding, so permuting its columns permutes h consistently);
 - per layer, a permutation of whole heads (blocks of ``head_dim`` rows of query/key/value, columns
   of out): a narrower hidden size keeps the leading heads, so heads are ordered per layer on their own;
+  where heads are narrowed instead (``head_pruning="dims"``), every head keeps its place and its own
+  dimensions are ordered (one permutation per head for its query, key and value rows and output
+  columns, so q·k and the value path are unchanged);
 - per layer, a permutation of the FFN inner dim D (rows of ffn_in, columns of ffn_out, gate outputs of size D).
 
 Importance follows Torch-Pruning's group criteria (``tp.importance.GroupMagnitudeImportance`` with
@@ -25,6 +28,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
+from compress.arch import HEAD_PRUNING
 from compress.backbones.transformer import MODEL_PARTS
 from compress.engine.losses import next_item_loss
 from compress.errors import ConfigError
@@ -75,7 +79,7 @@ def _group(tag: str, name: str, names: List[str], placement: str) -> Optional[Gr
     return HIDDEN if tag == "hidden" else (tag, int(parts[1]))
 
 
-def _couplings(model: nn.Module) -> Dict[str, Dict[int, Group]]:
+def couplings(model: nn.Module) -> Dict[str, Dict[int, Group]]:
     """For every parameter, which of its axes runs over which channel group."""
     names = [name for name, _ in model.named_parameters()]
     out = {}
@@ -112,18 +116,19 @@ def channel_importance(model: nn.Module, criterion: str = "magnitude",
 
     ``magnitude`` sums squared weights; ``taylor`` sums |w·∂L/∂w| with L the next-item loss on
     ``batch`` = (items, targets) in the model's current mode (eval mode gives a dropout-free gradient).
-    Returns float64 tensors {"hidden": (d,), "heads": [(H,) per layer], "inner": [(D,) per layer]}.
+    Returns float64 tensors {"hidden": (d,), "heads": [(H,) per layer], "head_dims": [(H, head_dim) per
+    layer], "inner": [(D,) per layer]}.
     """
     saliency = _saliency(model, criterion, batch)
     sums: Dict[Group, torch.Tensor] = {}
-    for name, axes in _couplings(model).items():
+    for name, axes in couplings(model).items():
         s = saliency[name]
         for axis, group in axes.items():
             per_channel = s.movedim(axis, 0).reshape(s.shape[axis], -1).sum(1)  # (channels,)
             sums[group] = sums[group] + per_channel if group in sums else per_channel
     layers, head_dim = model.arch.layers, model.arch.head_dim
-    return {"hidden": sums[HIDDEN],
-            "heads": [sums[("heads", i)].view(-1, head_dim).sum(1) for i in range(layers)],  # (H,)
+    head_dims = [sums[("heads", i)].view(-1, head_dim) for i in range(layers)]  # (H, head_dim)
+    return {"hidden": sums[HIDDEN], "heads": [h.sum(1) for h in head_dims], "head_dims": head_dims,
             "inner": [sums[("inner", i)] for i in range(layers)]}
 
 
@@ -133,26 +138,32 @@ def _descending(importance: torch.Tensor) -> torch.Tensor:
 
 
 def reorder(model: nn.Module, criterion: str = "magnitude",
-            batch: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> dict:
+            batch: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, head_pruning: str = "whole") -> dict:
     """Permute ``model``'s channels in place, most important first, leaving its scores unchanged.
 
     Run it before building the supernet so that every narrower candidate keeps the channels that
-    matter most. Returns the permutations applied (new position -> old index):
-    {"hidden": (d,), "heads": [(H,) per layer], "inner": [(D,) per layer]}.
+    matter most; ``head_pruning`` is the search space's (whole: heads are ordered; dims: each head's
+    dimensions are). Returns the permutations applied (new position -> old index): {"hidden": (d,),
+    "heads": [(H,) per layer], "head_dims": [(H, head_dim) per layer], "inner": [(D,) per layer]}.
     """
+    if head_pruning not in HEAD_PRUNING:
+        raise ConfigError(f"unknown head pruning {head_pruning!r}; choose one of {', '.join(HEAD_PRUNING)}")
     importance = channel_importance(model, criterion, batch)
-    perms = {"hidden": _descending(importance["hidden"]),
-             "heads": [_descending(h) for h in importance["heads"]],
-             "inner": [_descending(d) for d in importance["inner"]]}
     head_dim = model.arch.head_dim
+    whole = head_pruning == "whole"  # heads ordered, their dimensions in place; or the reverse
+    perms = {"hidden": _descending(importance["hidden"]),
+             "heads": [_descending(h) if whole else torch.arange(len(h), device=h.device) for h in importance["heads"]],
+             "head_dims": [torch.arange(head_dim, device=h.device).expand_as(h) if whole else _descending(h)
+                           for h in importance["head_dims"]],
+             "inner": [_descending(d) for d in importance["inner"]]}
     index: Dict[Group, torch.Tensor] = {HIDDEN: perms["hidden"]}
-    for i, (heads, inner) in enumerate(zip(perms["heads"], perms["inner"])):
-        rows = heads[:, None] * head_dim + torch.arange(head_dim, device=heads.device)  # (H, head_dim)
-        index[("heads", i)] = rows.reshape(-1)  # whole heads move: (H·head_dim,)
+    for i, (heads, dims, inner) in enumerate(zip(perms["heads"], perms["head_dims"], perms["inner"])):
+        rows = heads[:, None] * head_dim + dims[heads]  # (H, head_dim): head j's rows, its dims in order
+        index[("heads", i)] = rows.reshape(-1)  # (H·head_dim,)
         index[("inner", i)] = inner
     params = dict(model.named_parameters())
     with torch.no_grad():
-        for name, axes in _couplings(model).items():
+        for name, axes in couplings(model).items():
             t = params[name].detach()
             for axis, group in axes.items():
                 t = t.index_select(axis, index[group])

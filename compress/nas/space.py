@@ -3,8 +3,13 @@ the exit depths, and the design choices whose cost the search weighs: the attent
 gates' depth.
 
 A ratio r keeps the leading round(d·(1−r)) dimensions, rounded to a multiple of ``round_to`` (8 by
-default: friendly to vector units) and to whole heads. Coupled (the paper's default) pairs the
-i-th hidden ratio with the i-th inner ratio; decoupled takes every combination.
+default: friendly to vector units). Coupled (the paper's default) pairs the i-th hidden ratio with the
+i-th inner ratio; decoupled takes every combination.
+
+``head_pruning`` says how a narrower hidden size shrinks attention: ``whole`` (the paper's slicing)
+drops trailing heads, so kept widths are whole heads; ``dims`` keeps every head and narrows each to
+its leading ``hidden / heads`` dimensions (Torch-Pruning's default), so kept widths are multiples of
+the head count: 40 of 64 is 4 heads of 10, which whole heads of 16 cannot express.
 
 ``attention`` and ``gate_layers`` list the choices a controller picks from; one entry fixes the
 choice (the paper fixes linear attention and L_d = 2). Searching them lets the decision drop what
@@ -20,7 +25,7 @@ from dataclasses import asdict, dataclass, replace
 from itertools import product
 from typing import Dict, List, Optional, Tuple
 
-from compress.arch import ATTENTION_KINDS, ArchSpec, Width
+from compress.arch import ATTENTION_KINDS, HEAD_PRUNING, ArchSpec, Width
 from compress.errors import ConfigError
 
 MAX_GATE_LAYERS = 16
@@ -35,6 +40,7 @@ class SearchSpace:
     attention: Tuple[str, ...] = ATTENTION_KINDS  # the kinds searched; one entry fixes it
     gate_layers: Tuple[int, ...] = (0, 1, 2)  # the gate depths L_d searched (0: no gates); one entry fixes it
     depths: Optional[Tuple[int, ...]] = None  # the exit depths searched (None: 1..L); one entry fixes it
+    head_pruning: str = "whole"  # whole: fewer heads of the full width; dims: every head, each narrowed
 
     def __post_init__(self) -> None:
         if not self.hidden_ratios or not self.inner_ratios:
@@ -58,6 +64,9 @@ class SearchSpace:
                                                                for n in self.depths)):
             raise ConfigError(f"`depths` choices {self.depths!r}: give one or more layer counts >= 1 "
                               "(or none for every depth)")
+        if not isinstance(self.head_pruning, str) or self.head_pruning not in HEAD_PRUNING:
+            raise ConfigError(f"unknown head pruning {self.head_pruning!r}; choose whole (drop heads) or dims "
+                              "(narrow every head)")
         # a canonical order (softmax first, shallow gates and exits first) so that choice indices mean one thing
         object.__setattr__(self, "attention", tuple(a for a in ATTENTION_KINDS if a in self.attention))
         object.__setattr__(self, "gate_layers", tuple(sorted(set(self.gate_layers))))
@@ -84,29 +93,36 @@ class SearchSpace:
     @classmethod
     def from_dict(cls, d: Dict, arch: Optional[ArchSpec] = None) -> "SearchSpace":
         """A saved space; one saved before attention and gates were choices fixes them at ``arch``'s, and one
-        saved before depths were a choice searched every depth."""
+        saved before depths were a choice searched every depth, and one saved before head pruning was a
+        choice dropped whole heads."""
         fixed = arch or ArchSpec()
         depths = d.get("depths")
         return cls(tuple(d["hidden_ratios"]), tuple(d["inner_ratios"]), d.get("coupled", True), d.get("round_to", 8),
                    tuple(d.get("attention", (fixed.attention,))), tuple(d.get("gate_layers", (fixed.gate_layers,))),
-                   None if depths is None else tuple(depths))
+                   None if depths is None else tuple(depths), d.get("head_pruning", "whole"))
 
     def widths(self, arch: ArchSpec) -> List[Width]:
         """Candidate widths, widest first, duplicates removed."""
         pairs = zip(self.hidden_ratios, self.inner_ratios) if self.coupled else \
             product(self.hidden_ratios, self.inner_ratios)
+        dims = self.head_pruning == "dims"
         out: List[Width] = []
         for rh, ri in pairs:
-            w = Width(self._keep(arch.hidden, rh, arch.head_dim, "hidden"), self._keep(arch.inner, ri, 1, "inner"))
+            hidden = self._keep(arch.hidden, rh, arch.heads if dims else arch.head_dim, "hidden")
+            w = Width(hidden, self._keep(arch.inner, ri, 1, "inner"), arch.heads if dims else None)
             if w not in out:
                 out.append(w)
         return sorted(out, key=lambda w: (-w.hidden, -w.inner))
 
-    def _keep(self, size: int, ratio: float, head_dim: int, what: str) -> int:
+    def _keep(self, size: int, ratio: float, multiple: int, what: str) -> int:
+        """The kept share of ``size``, rounded to ``round_to``; it must be a multiple of ``multiple`` (the
+        head width for whole heads, the head count for narrowed ones, 1 for the inner size)."""
         step = self.round_to
         kept = max(step, int(round(size * (1.0 - ratio) / step)) * step)
         kept = min(kept, size)
-        if kept % head_dim:
+        if kept % multiple:
+            fix = f"into heads of width {multiple}; choose ratios that keep whole heads" \
+                if self.head_pruning == "whole" else f"among {multiple} heads; choose ratios that split evenly"
             raise ConfigError(f"{what} width {kept} (ratio {ratio} of {size}, rounded to {step}) is not divisible "
-                              f"into heads of width {head_dim}; choose ratios that keep whole heads")
+                              + fix)
         return kept

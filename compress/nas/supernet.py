@@ -28,8 +28,9 @@ from compress.errors import ConfigError
 from compress.measure.flops import analytic_flops
 from compress.nas.config import FLOPS_REFERENCES
 from compress.nas.controllers import Controller, one_hot
+from compress.nas.reorder import couplings
 from compress.nas.space import SearchSpace
-from compress.nn.width import zero_pad
+from compress.nn.width import head_block, zero_pad
 
 Weights = Union[int, torch.Tensor]  # a choice index (one-hot) or soft weights over the choices
 
@@ -87,7 +88,8 @@ class Supernet(nn.Module):
         kind ``a`` and gate depth ``g`` (indices; optional where the space fixes them)."""
         a = self.only(a, self.attention_choice, "attention kind")
         g = self.only(g, self.gate_choice, "gate depth")
-        narrow = self.full.narrowed(self.widths[k].hidden, self.widths[k].inner, self.depths[l])
+        width = self.widths[k]
+        narrow = self.full.narrowed(width.hidden, width.inner, self.depths[l], width.heads)
         return replace(narrow, attention=self.kinds[a], gate_layers=self.gate_depths[g])
 
     def architecture_parameters(self) -> List[nn.Parameter]:
@@ -202,9 +204,9 @@ class Supernet(nn.Module):
         for k, l, a, g in product(range(len(self.widths)), range(len(self.depths)), range(len(self.kinds)),
                                   range(len(self.gate_depths))):
             arch = self.arch_for(k, l, a, g)
-            out.append({"width": k, "hidden": arch.hidden, "inner": arch.inner, "layers": arch.layers,
-                        "attention": arch.attention, "gate_layers": arch.gate_layers, "label": arch.label(),
-                        "flops": self.flops_of(k, l, a, g), "params": self.params_of(k, l, a, g)})
+            out.append({"width": k, "hidden": arch.hidden, "inner": arch.inner, "heads": arch.heads,
+                        "layers": arch.layers, "attention": arch.attention, "gate_layers": arch.gate_layers,
+                        "label": arch.label(), "flops": self.flops_of(k, l, a, g), "params": self.params_of(k, l, a, g)})
         return out
 
     def params_of(self, k: int, l: int, a: Optional[int] = None, g: Optional[int] = None) -> int:
@@ -214,10 +216,17 @@ class Supernet(nn.Module):
 
     def slice(self, k: int, l: int, a: Optional[int] = None, g: Optional[int] = None) -> nn.Module:
         """The dense model of candidate (k, l, a, g) holding the leading slices of the shared weights
-        (a shallower gate keeps the first hidden layers and the scoring layer of the deepest)."""
-        dense = self.backbone.rebuilt(self.arch_for(k, l, a, g))
+        (a shallower gate keeps the first hidden layers and the scoring layer of the deepest; narrowed
+        heads keep the leading dimensions of every head)."""
+        arch = self.arch_for(k, l, a, g)
+        dense = self.backbone.rebuilt(arch)
         source = self.backbone.state_dict()
+        head_axes = {name: [axis for axis, group in axes.items() if group[0] == "heads"]
+                     for name, axes in couplings(self.backbone).items()}
         with torch.no_grad():  # same parameter names, smaller shapes: each tensor is the leading block of its source
             for name, t in dense.state_dict().items():
-                t.copy_(source[name][tuple(slice(0, s) for s in t.shape)])
+                s = source[name]
+                for axis in head_axes.get(name, ()):  # query/key/value rows, output columns: per head
+                    s = head_block(s, axis, self.full.head_dim, arch.heads, arch.head_dim)
+                t.copy_(s[tuple(slice(0, n) for n in t.shape)])
         return dense.to(self.alpha.logits.device)

@@ -39,19 +39,19 @@ def wrap(model: nn.Module, adapter: Union[None, str, Adapter] = None, space: Opt
     for a model that does not carry its vocabulary (one trained elsewhere); the search, slices and
     exports then check data against it. More ids than rows add fresh rows for the extra items (data
     loaded with ``unknown_items="append"``). ``reorder`` ("magnitude" or "taylor", Torch-Pruning's
-    group criteria) first permutes hidden channels, heads and FFN channels by importance, scores
-    unchanged, so that the leading slices a narrower candidate keeps are the important ones; "taylor"
-    needs ``reorder_batch=(items, targets)``. The user's ``model`` itself is never modified."""
+    group criteria) first permutes hidden channels, heads (or each head's dimensions, where the space
+    narrows heads) and FFN channels by importance, scores unchanged, so that the leading slices a
+    narrower candidate keeps are the important ones; "taylor" needs ``reorder_batch=(items, targets)``. The user's ``model`` itself is never modified."""
     adapter = get_adapter(model, adapter)
     model = adapter.convert(model)
     if item_ids is not None:
         vocabulary = ItemVocabulary(list(item_ids))
         model = model.with_items(len(vocabulary)) if len(vocabulary) != model.n_items else copy.copy(model)
         model.vocabulary = vocabulary
+    space = (space or SearchSpace()).fixing(attention, gate_layers)
     if reorder is not None:
         model = copy.deepcopy(model)  # convert() may return the user's own (built-in) model
-        channel_reorder(model, reorder, reorder_batch)
-    space = (space or SearchSpace()).fixing(attention, gate_layers)
+        channel_reorder(model, reorder, reorder_batch, space.head_pruning)
     # gates as deep as the deepest choice, or as the model's own (whose weights are carried over)
     arch = replace(model.arch, attention=space.attention[0], gate_layers=max(*space.gate_layers, model.arch.gate_layers),
                    gate_placement=gate_placement)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress.nn.width import linear
+from compress.nn.width import head_block, linear
 
 NORM_EPS = 1e-6
 MAX_CHUNK = 64
@@ -88,7 +88,7 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: 
 
 
 class MultiHeadAttention(nn.Module):
-    """q/k/v/out projections around softmax or linear attention; heads of fixed width ``head_dim``."""
+    """q/k/v/out projections around softmax or linear attention; ``head_dim`` is the full head width."""
 
     def __init__(self, hidden: int, heads: int, kind: str, dropout: float, causal: bool = True) -> None:
         super().__init__()
@@ -100,26 +100,40 @@ class MultiHeadAttention(nn.Module):
         self.out = nn.Linear(hidden, hidden)
 
     def forward(self, x: torch.Tensor, valid: Optional[torch.Tensor],
-                kinds: Optional[Sequence[Tuple[Optional[torch.Tensor], str]]] = None) -> torch.Tensor:
-        """x: (B, N, d_k) with d_k a multiple of head_dim (the kept width); returns (B, N, d_k).
+                kinds: Optional[Sequence[Tuple[Optional[torch.Tensor], str]]] = None,
+                heads: Optional[int] = None) -> torch.Tensor:
+        """x: (B, N, d_k), the kept width; returns (B, N, d_k).
 
+        ``heads`` (a supernet's width candidate): that many heads of d_k / heads dimensions, the leading
+        ones of each full head; None: whole heads of head_dim (d_k a multiple of it), the leading ones.
         ``kinds`` (a supernet's attention choice): pairs (weight, kind) whose weighted sum of attention
         outputs passes the output projection, one shared set of projections for every kind; a weight of
         None is a one-hot choice (computed alone, no multiply). None: this layer's own kind."""
         b, n, d = x.shape
-        heads = d // self.head_dim
+        heads = heads or d // self.head_dim
+        dh = d // heads
 
         def split(t: torch.Tensor) -> torch.Tensor:
-            return t.view(b, n, heads, self.head_dim).transpose(1, 2)  # (B, h, N, dh)
+            return t.view(b, n, heads, dh).transpose(1, 2)  # (B, h, N, dh)
 
-        q, k, v = (split(linear(p, x, d)) for p in (self.query, self.key, self.value))
+        q, k, v = (split(self.project(p, x, heads, dh)) for p in (self.query, self.key, self.value))
         y = None
         for weight, kind in kinds or ((None, self.kind),):
             y_kind = self.attend(kind, q, k, v, valid)  # (B, h, N, dh)
             y_kind = y_kind if weight is None else weight * y_kind
             y = y_kind if y is None else y + y_kind
         y = y.transpose(1, 2).reshape(b, n, d)  # (B, N, d_k)
-        return linear(self.out, y, d)
+        if dh == self.head_dim:
+            return linear(self.out, y, d)
+        return F.linear(y, head_block(self.out.weight, 1, self.head_dim, heads, dh)[:d], self.out.bias[:d])
+
+    def project(self, layer: nn.Linear, x: torch.Tensor, heads: int, dh: int) -> torch.Tensor:
+        """Query, key or value of x (B, N, d_k) for ``heads`` heads of ``dh`` dims -> (B, N, heads·dh)."""
+        d = x.shape[-1]
+        if dh == self.head_dim:  # whole heads: the leading rows
+            return linear(layer, x, d)
+        return F.linear(x, head_block(layer.weight, 0, self.head_dim, heads, dh)[:, :d],
+                        head_block(layer.bias, 0, self.head_dim, heads, dh))
 
     def attend(self, kind: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                valid: Optional[torch.Tensor]) -> torch.Tensor:

@@ -51,7 +51,7 @@ class TransformerLayer(nn.Module):
         width = width or self.full
         x = x[..., :width.hidden]
         pre = self.norm == "pre"
-        a = self.attention(layer_norm(self.attn_norm, x) if pre else x, valid, kinds)
+        a = self.attention(layer_norm(self.attn_norm, x) if pre else x, valid, kinds, width.heads)
         h = x + self.drop(a) if pre else layer_norm(self.attn_norm, x + self.drop(a))  # (B, N, d_k)
         u = layer_norm(self.ffn_norm, h) if pre else h
         d1, d2 = self.gate_scores(e, width, gates)

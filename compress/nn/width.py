@@ -27,3 +27,11 @@ def layer_norm(ln: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
 def zero_pad(x: torch.Tensor, size: int) -> torch.Tensor:
     """Place the kept dimensions back into a ``size``-wide tensor, zeros on the trailing ones."""
     return x if x.shape[-1] == size else F.pad(x, (0, size - x.shape[-1]))
+
+
+def head_block(t: torch.Tensor, axis: int, head_dim: int, heads: int, kept: int) -> torch.Tensor:
+    """Along ``axis`` (blocks of ``head_dim``, one per head), the leading ``kept`` entries of each of the
+    leading ``heads`` heads: a candidate's query/key/value rows or output-projection columns. With
+    ``kept == head_dim`` that is the leading ``heads · head_dim`` entries (whole heads)."""
+    blocks = t.unflatten(axis, (-1, head_dim))  # (..., H, head_dim, ...)
+    return blocks.narrow(axis, 0, heads).narrow(axis + 1, 0, kept).flatten(axis, axis + 1)

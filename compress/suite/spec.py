@@ -35,8 +35,9 @@ VOLATILE = ("device", "data_dir", "checkpoint_every", "compile", "eval_batch_siz
 # do not search.
 LATER = {"eval_seed": 2024, "from_scratch": False, "item_numbering": "compress", "tau_schedule": "step",
          "flops_reference": "supernet", "attention_choices": ["softmax", "linear"], "gate_choices": [0, 1, 2],
-         "decide": "best", "depth_choices": None}
-SEARCH_LATER = ("tau_schedule", "flops_reference", "attention_choices", "gate_choices", "decide", "depth_choices")
+         "decide": "best", "depth_choices": None, "head_pruning": "whole"}
+SEARCH_LATER = ("tau_schedule", "flops_reference", "attention_choices", "gate_choices", "decide", "depth_choices",
+                "head_pruning")
 FIRST_NAMES = {"data_format": "format"}
 DEFAULT_DATA = "default"
 TOP_KEYS = {"variants", "presets"}
