@@ -206,7 +206,8 @@ class Supernet(nn.Module):
             arch = self.arch_for(k, l, a, g)
             out.append({"width": k, "hidden": arch.hidden, "inner": arch.inner, "heads": arch.heads,
                         "layers": arch.layers, "attention": arch.attention, "gate_layers": arch.gate_layers,
-                        "label": arch.label(), "flops": self.flops_of(k, l, a, g), "params": self.params_of(k, l, a, g)})
+                        "label": arch.label(), "flops": self.flops_of(k, l, a, g),
+                        "params": self.params_of(k, l, a, g)})
         return out
 
     def params_of(self, k: int, l: int, a: Optional[int] = None, g: Optional[int] = None) -> int:

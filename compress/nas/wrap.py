@@ -41,7 +41,8 @@ def wrap(model: nn.Module, adapter: Union[None, str, Adapter] = None, space: Opt
     loaded with ``unknown_items="append"``). ``reorder`` ("magnitude" or "taylor", Torch-Pruning's
     group criteria) first permutes hidden channels, heads (or each head's dimensions, where the space
     narrows heads) and FFN channels by importance, scores unchanged, so that the leading slices a
-    narrower candidate keeps are the important ones; "taylor" needs ``reorder_batch=(items, targets)``. The user's ``model`` itself is never modified."""
+    narrower candidate keeps are the important ones; "taylor" needs ``reorder_batch=(items, targets)``.
+    The user's ``model`` itself is never modified."""
     adapter = get_adapter(model, adapter)
     model = adapter.convert(model)
     if item_ids is not None:

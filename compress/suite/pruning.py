@@ -16,6 +16,8 @@ Attention can shrink two ways. By default (``heads="keep"``, Torch-Pruning's def
 keeps its place and loses dimensions; with ``heads="prune"`` whole heads go and the kept ones keep
 their width, which is how DNS-Rec's width choices slice attention, so the baseline can stand at the
 very shape (and FLOPs) of a decision: the softmax's elementwise work grows with the head count.
+These are the search space's ``head_pruning`` "dims" and "whole" (compress/nas/space.py), under the
+names the suite's cell keys were first written with.
 """
 from __future__ import annotations
 
