@@ -449,7 +449,9 @@ def inspect(
     if os.path.exists(card_path):
         card = read_json(card_path)
         d = card["decision"]
-        out_console.print(f"decision: {ArchSpec.from_dict(d['arch']).label()}  FLOPs {d['flops']:.4g} "
+        arch = ArchSpec.from_dict(d["arch"])
+        heads = f" ({arch.heads} heads of {arch.head_dim})" if card.get("head_pruning") == "dims" else ""
+        out_console.print(f"decision: {arch.label()}{heads}  FLOPs {d['flops']:.4g} "
                           f"({100 * d['flops'] / card['full_flops']:.1f}% of the full supernet), "
                           f"{decided_at(card)}")
         hist = Table(title="search history")

@@ -186,6 +186,7 @@ def test_cli_head_pruning_dims_and_a_bad_value_exits_2(tmp_path, tiny_data_file)
     arch = ArchSpec.from_dict(json.loads((out / "arch.json").read_text()))
     assert (arch.hidden, arch.heads, arch.head_dim) == (8, 2, 4)  # whole heads would keep one head of 8
     assert json.loads((out / "search_card.json").read_text())["head_pruning"] == "dims"
+    assert "L_d=2 (2 heads of 4)" in invoke("inspect", out).stdout
     for value in ("heads", "", "dim", "whole,dims"):
         bad = tmp_path / f"bad{abs(hash(value))}"
         line = error_line(invoke("search", "--recipe", recipe, "--data", tiny_data_file, "--device", "cpu",
