@@ -106,6 +106,19 @@ def test_bad_depth_choices_are_typed_errors(depths, words):
         SearchSpace(depths=depths)
 
 
+def test_negative_depths_count_from_the_models_depth():
+    three = ArchSpec(hidden=32, inner=64, heads=4, layers=3)
+    assert SearchSpace(depths=(-1,)).exits(three) == (3,) and SearchSpace(depths=(-1,)).exits(FULL) == (3,)
+    assert SearchSpace(depths=(-1,)).exits(ArchSpec(layers=2)) == (2,)
+    assert SearchSpace(depths=(-1, 3, -3, 1)).depths == (1, 3, -3, -1)
+    assert SearchSpace(depths=(-1, 3, -3, 1)).exits(three) == (1, 3)
+    with pytest.raises(ConfigError, match=r"depths \[-4\] exceed the model's 3 layer\(s\); choose depths in 1..3 or -3"):
+        SearchSpace(depths=(-4,)).exits(three)
+    sn = wrap(SASRec(FULL, 40, MAX_LEN), space=SearchSpace((0.0, 0.5), (0.0, 0.5), depths=(-1,)), attention="softmax",
+              gate_layers=0)
+    assert sn.depths == (3,) and sn.arch_for(1, 0).layers == 3
+
+
 def test_a_depth_beyond_the_model_is_a_typed_error_naming_its_layers():
     with pytest.raises(ConfigError, match=r"depths \[2, 4\] exceed the model's 3 layer\(s\); choose depths in 1..3"):
         wrap(SASRec(FULL, 40, MAX_LEN), space=SearchSpace(depths=(4, 2, 2)))
@@ -156,8 +169,8 @@ def test_cli_depth_choices_keep_the_depth_and_a_bad_one_exits_2(tmp_path, tiny_d
         row["q"] = [0.3, 0.7]
     card_path.write_text(json.dumps(card))
     assert "q (depth 1, 2)" in invoke("inspect", out).stdout
-    for value, words in (("3", "exceed the model's 2 layer(s)"), ("0", "--depth-choices must be >= 1"),
-                         ("-1", "--depth-choices must be >= 1"), ("2.5", "comma-separated list"),
+    for value, words in (("3", "exceed the model's 2 layer(s)"), ("0", "layer counts >= 1, or -1 for the model's"),
+                         ("-3", "choose depths in 1..2 or -2..-1"), ("2.5", "comma-separated list"),
                          ("", "comma-separated list"), ("99999999999999999999", "choose depths in 1..2")):
         bad = tmp_path / f"bad{abs(hash(value))}"
         assert words in error_line(invoke("search", "--recipe", recipe, "--data", tiny_data_file, "--device", "cpu",

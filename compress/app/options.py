@@ -318,8 +318,8 @@ OPTIONS: List[Option] = _section(
     Option("gate_choices", "ints", "Gate depths L_d the search picks from, 0 = no gates (one fixes it).",
            SEARCHING, feeds=("SearchSpace.gate_layers",), low=0, high=16),
     Option("depth_choices", "ints", "Exit depths (layer counts) the search picks from; one keeps that depth and "
-           "searches widths only, as a channel pruner does (default: every depth of the model).", SEARCHING,
-           feeds=("SearchSpace.depths",), low=1, nullable=True),
+           "searches widths only, as a channel pruner does; -1 is the model's depth, -2 one fewer (default: every "
+           "depth of the model).", SEARCHING, feeds=("SearchSpace.depths",), nullable=True),
     Option("arch_every", "int", "f: an α/β step every f weight steps.", SEARCHING, feeds=("SearchConfig.arch_every",),
            low=1),
     Option("arch_lr", "float", "Adam learning rate of α and β.", SEARCHING, feeds=("SearchConfig.arch_lr",),

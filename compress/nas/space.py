@@ -17,7 +17,9 @@ costs more than it returns: at N ≤ 64 causal linear attention costs the matrix
 and two gate MLPs per layer cost about as much as the FFN.
 
 ``depths`` lists the exit depths β picks from (None: every depth of the model, the paper); one entry
-keeps that depth and searches widths alone, the space a channel pruner searches.
+keeps that depth and searches widths alone, the space a channel pruner searches. A negative entry
+counts from the model's depth, as Python indexes do (-1: all its layers, -2: one fewer), so one
+space keeps the depth of models of any depth.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ class SearchSpace:
     round_to: int = 8
     attention: Tuple[str, ...] = ATTENTION_KINDS  # the kinds searched; one entry fixes it
     gate_layers: Tuple[int, ...] = (0, 1, 2)  # the gate depths L_d searched (0: no gates); one entry fixes it
-    depths: Optional[Tuple[int, ...]] = None  # the exit depths searched (None: 1..L); one entry fixes it
+    depths: Optional[Tuple[int, ...]] = None  # the exit depths searched (None: 1..L; -1: L); one entry fixes it
     head_pruning: str = "whole"  # whole: fewer heads of the full width; dims: every head, each narrowed
 
     def __post_init__(self) -> None:
@@ -60,27 +62,29 @@ class SearchSpace:
                                        for g in self.gate_layers):
             raise ConfigError(f"`gate_layers` choices {self.gate_layers!r}: give one or more integers in "
                               f"[0, {MAX_GATE_LAYERS}] (0: no gates)")
-        if self.depths is not None and (not self.depths or any(isinstance(n, bool) or not isinstance(n, int) or n < 1
+        if self.depths is not None and (not self.depths or any(isinstance(n, bool) or not isinstance(n, int) or n == 0
                                                                for n in self.depths)):
-            raise ConfigError(f"`depths` choices {self.depths!r}: give one or more layer counts >= 1 "
-                              "(or none for every depth)")
+            raise ConfigError(f"`depths` choices {self.depths!r}: give one or more layer counts >= 1, or -1 for "
+                              "the model's depth (-2 one fewer; or none for every depth)")
         if not isinstance(self.head_pruning, str) or self.head_pruning not in HEAD_PRUNING:
             raise ConfigError(f"unknown head pruning {self.head_pruning!r}; choose whole (drop heads) or dims "
                               "(narrow every head)")
         # a canonical order (softmax first, shallow gates and exits first) so that choice indices mean one thing
         object.__setattr__(self, "attention", tuple(a for a in ATTENTION_KINDS if a in self.attention))
         object.__setattr__(self, "gate_layers", tuple(sorted(set(self.gate_layers))))
-        if self.depths is not None:
-            object.__setattr__(self, "depths", tuple(sorted(set(self.depths))))
+        if self.depths is not None:  # counts first, shallowest first; then counts from the model's depth
+            object.__setattr__(self, "depths", tuple(sorted(set(self.depths), key=lambda n: (n < 0, n))))
 
     def exits(self, arch: ArchSpec) -> Tuple[int, ...]:
-        """The exit depths searched on ``arch`` (shallowest first): the space's, or every one of its layers."""
+        """The exit depths searched on ``arch`` (shallowest first): the space's, counted from its depth where
+        negative, or every one of its layers."""
         if self.depths is None:
             return tuple(range(1, arch.layers + 1))
-        if self.depths[-1] > arch.layers:
+        resolved = [n if n > 0 else arch.layers + 1 + n for n in self.depths]
+        if not all(1 <= n <= arch.layers for n in resolved):
             raise ConfigError(f"the search space's depths {list(self.depths)} exceed the model's {arch.layers} "
-                              f"layer(s); choose depths in 1..{arch.layers}")
-        return self.depths
+                              f"layer(s); choose depths in 1..{arch.layers} or -{arch.layers}..-1")
+        return tuple(sorted(set(resolved)))
 
     def fixing(self, attention: Optional[str] = None, gate_layers: Optional[int] = None) -> "SearchSpace":
         """This space with the attention kind and/or the gates' depth fixed (None leaves a choice searched)."""
