@@ -112,7 +112,8 @@ def test_negative_depths_count_from_the_models_depth():
     assert SearchSpace(depths=(-1,)).exits(ArchSpec(layers=2)) == (2,)
     assert SearchSpace(depths=(-1, 3, -3, 1)).depths == (1, 3, -3, -1)
     assert SearchSpace(depths=(-1, 3, -3, 1)).exits(three) == (1, 3)
-    with pytest.raises(ConfigError, match=r"depths \[-4\] exceed the model's 3 layer\(s\); choose depths in 1..3 or -3"):
+    with pytest.raises(ConfigError,
+                       match=r"depths \[-4\] exceed the model's 3 layer\(s\); choose depths in 1..3 or -3..-1"):
         SearchSpace(depths=(-4,)).exits(three)
     sn = wrap(SASRec(FULL, 40, MAX_LEN), space=SearchSpace((0.0, 0.5), (0.0, 0.5), depths=(-1,)), attention="softmax",
               gate_layers=0)
