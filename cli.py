@@ -270,6 +270,7 @@ def search(flags: dict, recipe: Optional[str] = RecipeOpt, set_: List[str] = Set
 
     RUN_DIR gets arch.json, search_card.json, supernet/ and (stage retrain/all) retrained/."""
     from compress.app.jobs import dnsrec_run, retrain_run, search_run
+    from compress.app.orientation import RETRAIN_FROM
     from compress.app.recipes import resolve_options
     from compress.errors import ConfigError
 
@@ -279,7 +280,7 @@ def search(flags: dict, recipe: Optional[str] = RecipeOpt, set_: List[str] = Set
     if stage == "retrain":
         if out is None:
             raise ConfigError("--stage retrain needs --out pointing at a finished search RUN_DIR")
-        retrain_flags = {k: flags[k] for k in ("epochs", "batch_size", "from_scratch", "tensorboard")
+        retrain_flags = {k: flags[k] for k in ("epochs", "batch_size", "from_scratch", "from_init", "tensorboard")
                          if flags.get(k) is not None}
         with reporting("train") as reporter:
             result = retrain_run(out, {k: opts[k] for k in retrain_flags}, overwrite, reporter)
@@ -296,8 +297,7 @@ def search(flags: dict, recipe: Optional[str] = RecipeOpt, set_: List[str] = Set
         print(json.dumps(result))
         return
     retrained = result["retrain"]
-    print_trained(f"retrained {'from scratch' if retrained['from_scratch'] else 'with transferred weights'}",
-                  retrained, False)
+    print_trained(f"retrained {RETRAIN_FROM[retrained['start']]}", retrained, False)
 
 
 @app.command()
@@ -308,15 +308,16 @@ def retrain(flags: dict, run_dir: str = typer.Argument(..., help="A finished sea
             resume: bool = typer.Option(False, "--resume",
                                         help="Continue an interrupted retrain (RUN_DIR/retrained.partial/)."),
             json_out: bool = JsonOpt) -> None:
-    """Retrain the decided architecture of a search run (weights transferred unless --from-scratch)."""
+    """Retrain the decided architecture of a search run (the supernet's weights, unless --from-scratch or
+    --from-init)."""
     from compress.app.jobs import retrain_run
     from compress.app.options import BY_KEY
+    from compress.app.orientation import RETRAIN_FROM
 
     overrides = {k: BY_KEY[k].parse(v, BY_KEY[k].flag("retrain")) for k, v in flags.items() if v is not None}
     with reporting("train") as reporter:
         result = retrain_run(run_dir, overrides, overwrite, reporter, resume)
-    print_trained(f"retrained {'from scratch' if result['from_scratch'] else 'with transferred weights'}",
-                  result, json_out)
+    print_trained(f"retrained {RETRAIN_FROM[result['start']]}", result, json_out)
 
 
 @app.command()

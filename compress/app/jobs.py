@@ -9,6 +9,7 @@ Options are checked, and configurations built, before any data is read.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import replace
 from typing import Any, Callable, Dict, Optional
@@ -29,7 +30,7 @@ from compress.app.rundirs import (
     saved_options,
     write_trained,
 )
-from compress.app.warm import load_init, prepare_init
+from compress.app.warm import load_init, prepare_init, weights_digest
 from compress.arch import ArchSpec
 from compress.backbones import get_backbone
 from compress.backbones.objectives import training_batch, training_data
@@ -55,6 +56,8 @@ from compress.store.artifacts import load, load_config, model_dir
 from compress.store.card import decision_epoch
 from compress.store.export import reference_cost, save_model_dir
 from compress.store.provenance import versions
+
+log = logging.getLogger(__name__)
 
 PENALTY_TEXT = {
     "dnsrec": "CE + λ·L_RC, L_RC = (L_t/L) * sum_l q_l sum_k p_k FLOPs(k, l) / FLOPs(full); "
@@ -151,15 +154,16 @@ def importance_batch(model, ds: SequenceDataset, size: int, seed: int):
 
 
 def search_supernet(opts: Dict[str, Any], ds: SequenceDataset):
-    """(the supernet to search, the options with the warm start's shape): a fresh dense backbone
-    (softmax attention, no gates: the model a user compares against), or the trained model ``init``
-    names (compress, RecBole or Hugging Face; see ``compress.app.warm``), wrapped with the searched
-    design injected."""
+    """(the supernet to search, the options with the warm start's shape, the init's ``weights_digest``
+    or None): a fresh dense backbone (softmax attention, no gates: the model a user compares against),
+    or the trained model ``init`` names (compress, RecBole or Hugging Face; see ``compress.app.warm``),
+    wrapped with the searched design injected."""
     arch = build(ArchSpec, opts, attention="softmax", gate_layers=0)
     model = new_backbone(opts, arch, ds.n_items)
-    adapter, vocabulary = None, None
+    adapter, vocabulary, digest = None, None, None
     if opts["init"]:  # warm start: the trained model's weights and shape
         model, adapter, vocabulary = load_init(opts["init"])
+        digest = weights_digest(model)
     taylor = importance_batch(get_adapter(model, adapter).convert(model), ds, opts["search_batch_size"],
                               opts["seed"]) if opts["reorder"] == "taylor" else None
     supernet = wrap(model, adapter, build(SearchSpace, opts), opts["attention"], opts["gate_layers"],
@@ -169,7 +173,7 @@ def search_supernet(opts: Dict[str, Any], ds: SequenceDataset):
         shape = supernet.full
         opts = {**opts, "backbone": supernet.backbone.backbone_name, "hidden": shape.hidden, "inner": shape.inner,
                 "heads": shape.heads, "layers": shape.layers, "seq_len": supernet.max_len}
-    return supernet, opts
+    return supernet, opts, digest
 
 
 def search_card(result: SearchResult, opts: Dict[str, Any], ds: SequenceDataset, device) -> Dict[str, Any]:
@@ -203,7 +207,7 @@ def search_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool 
         sink = metrics_sink(opts, ckpt.directory, out, os.path.basename(os.path.abspath(out)), "search")
         opts = prepare_init(opts)
         ds = dataset_from_options(opts)
-        supernet, opts = search_supernet(opts, ds)
+        supernet, opts, digest = search_supernet(opts, ds)
         reporter = Reporters(reporter or LogReporter(), sink)
         reporter.header(search_header(ds, supernet, device, cfg))
         run_config = {"kind": "search", "data": recorded_data(opts), "dataset": ds.stats(), "options": opts,
@@ -214,7 +218,7 @@ def search_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool 
         except SearchError as exc:
             write_failed_search(out, overwrite, run_config, supernet, exc)
             raise
-        card = search_card(result, opts, ds, device)
+        card = {**search_card(result, opts, ds, device), **({"init_digest": digest} if digest else {})}
         with output_dir(out, overwrite, run_inputs(opts)) as tmp:
             write_json(os.path.join(tmp, CONFIG), run_config)
             write_json(os.path.join(tmp, ARCH), result.arch.to_dict())
@@ -246,15 +250,47 @@ def search_summary(out: str, card: Optional[Dict[str, Any]] = None) -> Dict[str,
             "valid": {m[len("valid_"):]: v for m, v in kept.items() if m.startswith("valid_")}}
 
 
-def retrained_start(run_dir: str, supernet, decision: Dict[str, Any], gates: Optional[int], from_scratch: bool):
-    """The model the retraining starts from: the decision sliced out of the supernet (weights
-    transferred, paper §2.7), or fresh weights of its shape (official code); ``gates`` another gate
-    depth (0: none; Table 6, "retrain only")."""
+RETRAIN_STARTS = ("supernet", "scratch", "init")
+
+
+def retrain_start(opts: Dict[str, Any]) -> str:
+    """Which weights the retraining starts from: the supernet's (paper §2.7), fresh ones
+    (``from_scratch``, official code) or the warm start's own (``from_init``)."""
+    if opts["from_scratch"] and opts["from_init"]:
+        raise ConfigError("from_scratch and from_init are both set: retrain from fresh weights or from the warm "
+                          "start's, not both")
+    if opts["from_init"] and not opts["init"]:
+        raise ConfigError("from_init retrains from the model a search was warm-started from, and this search "
+                          "started from fresh weights (no init); drop from_init")
+    return "scratch" if opts["from_scratch"] else "init" if opts["from_init"] else "supernet"
+
+
+def init_supernet(run_dir: str, opts: Dict[str, Any], ds: SequenceDataset, card: Dict[str, Any]):
+    """The supernet the search started from, rebuilt: its init read again and reordered as the search
+    reordered it (the same criterion, seed and data), the injected parts fresh. Refuses an init that
+    no longer holds the model the search recorded."""
+    if not os.path.exists(opts["init"]):
+        raise CheckpointError(f"{run_dir} was warm-started from {opts['init']}, which is gone; from_init needs "
+                              "it in place (or retrain from the supernet: drop from_init)")
+    supernet, _, digest = search_supernet(opts, ds)
+    if "init_digest" not in card:
+        log.warning("%s predates init digests: the init %s is taken as the model the search started from",
+                    run_dir, opts["init"])
+    elif digest != card["init_digest"]:
+        raise CheckpointError(f"{opts['init']} no longer holds the model {run_dir} was warm-started from (its "
+                              "weights changed since the search); restore it, or drop from_init")
+    return supernet
+
+
+def retrained_start(run_dir: str, supernet, decision: Dict[str, Any], gates: Optional[int], start: str):
+    """The model the retraining starts from: the decision sliced out of ``supernet`` (the search's, or
+    for ``start="init"`` the one it started from, see ``init_supernet``), or fresh weights of its shape
+    (``start="scratch"``); ``gates`` another gate depth (0: none; Table 6, "retrain only")."""
     model = supernet.slice(*decision_index(decision))
     if model.arch.to_dict() != decision["arch"]:
         raise CheckpointError(f"{run_dir}: supernet/ and search_card.json disagree on the decided architecture")
     gates = model.arch.gate_layers if gates is None else gates
-    if from_scratch:
+    if start == "scratch":
         return supernet.backbone.rebuilt(replace(model.arch, gate_layers=gates))
     return model.regated(gates)
 
@@ -274,27 +310,29 @@ def retrain_run(run_dir: str, overrides: Optional[Dict[str, Any]] = None, overwr
     with run_state("retrain", {"overrides": overrides or {}}, out, overwrite, resume) as (settings, ckpt):
         overrides = settings["overrides"]
         opts = {**saved_options(cfg["options"], "search"), **{k: v for k, v in overrides.items() if v is not None}}
-        from_scratch = opts["from_scratch"]
+        start = retrain_start(opts)
         ckpt.every = opts["checkpoint_every"]
         train_cfg = build(TrainConfig, opts)
         device = resolve_device(opts["device"])
         sink = metrics_sink(opts, ckpt.directory, out, os.path.basename(os.path.abspath(run_dir)), "retrain")
         ds = dataset_from_options(opts)
-        supernet = load_supernet(os.path.join(run_dir, SUPERNET))
         torch.manual_seed(opts["seed"])
-        model = retrained_start(run_dir, supernet, card["decision"], overrides.get("gate_layers"), from_scratch)
+        supernet = init_supernet(run_dir, opts, ds, card) if start == "init" else \
+            load_supernet(os.path.join(run_dir, SUPERNET))
+        model = retrained_start(run_dir, supernet, card["decision"], overrides.get("gate_layers"), start)
         reporter = Reporters(reporter or LogReporter(), sink)
-        reporter.header(train_header(retrain_title(model, from_scratch), ds, model, device, train_cfg))
+        reporter.header(train_header(retrain_title(model, start), ds, model, device, train_cfg))
         with ckpt, sink:
             result = fit(model, ds, train_cfg, device, reporter, ckpt)
         metrics = split_metrics(model, ds, train_cfg.k, opts["eval_seed"], device, train_cfg.eval_batch_size)
         with output_dir(out, overwrite) as tmp:
             write_trained(tmp, model, result, metrics, {"kind": "retrain", "data": cfg["data"],
                                                         "dataset": ds.stats(), "options": opts,
-                                                        "from_scratch": from_scratch, "versions": versions()})
+                                                        "from_scratch": start == "scratch", "start": start,
+                                                        "versions": versions()})
         ckpt.remove()
     return {"out": out, "best_epoch": result.best_epoch, "metrics": metrics, "seconds": result.seconds,
-            "arch": model.arch.to_dict(), "from_scratch": from_scratch}
+            "arch": model.arch.to_dict(), "from_scratch": start == "scratch", "start": start}
 
 
 def dnsrec_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool = False,
@@ -306,6 +344,7 @@ def dnsrec_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool 
     ``reporters(stage)`` gives each stage's progress reporter; ``on_search`` sees the search's result
     before the retraining starts."""
     reporters = reporters or (lambda stage: None)
+    retrain_start({**opts, **{k: v for k, v in (retrain or {}).items() if v is not None}})  # before the search
     out = out or default_out("search", opts)
     retrained = os.path.join(out, RETRAINED)
     searched = resume and not os.path.exists(partial_dir(out)) and os.path.exists(os.path.join(out, SEARCH_CARD))

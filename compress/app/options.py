@@ -360,6 +360,9 @@ OPTIONS: List[Option] = _section(
            high=100.0),
     Option("from_scratch", "bool", "Retrain from fresh weights (official code) instead of transferring the "
            "supernet's (paper).", ("search", "retrain"), default=False),
+    Option("from_init", "bool", "Retrain a warm-started search's decision from the trained model it started from "
+           "(init: channels reordered as the search ordered them, then sliced; prune, then fine-tune) instead of "
+           "from the supernet's weights.", ("search", "retrain"), default=False),
     Option("init", "str", "Warm start from a trained RUN_DIR or MODEL_DIR (its shape and weights; the searched "
            "design is injected).", SEARCHING, default=None, nullable=True),
     Option("reorder", "choice", "Order channels by importance before the search: magnitude or taylor.", SEARCHING,

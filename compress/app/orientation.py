@@ -99,7 +99,11 @@ def decided_at(card: Dict[str, Any]) -> str:
     return f"best epoch {best}" if epoch == best else f"decided at the last epoch, {epoch} (best epoch {best})"
 
 
-def retrain_title(model: torch.nn.Module, from_scratch: bool) -> str:
-    """How the retraining stage announces itself: the decision it retrains, and from which weights."""
-    start = "from fresh weights" if from_scratch else "with the supernet's weights"
-    return f"retraining the decision {model.arch.label()} {start}"
+RETRAIN_FROM = {"supernet": "with the supernet's weights", "scratch": "from fresh weights",
+                "init": "from the warm start's weights"}
+
+
+def retrain_title(model: torch.nn.Module, start: str) -> str:
+    """How the retraining stage announces itself: the decision it retrains, and from which weights
+    (``start``: supernet, scratch or init)."""
+    return f"retraining the decision {model.arch.label()} {RETRAIN_FROM[start]}"

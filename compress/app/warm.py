@@ -10,10 +10,12 @@
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from typing import Any, Dict, Optional, Tuple
 
+import torch
 from torch import nn
 
 from compress.adapters.recbole import read_checkpoint
@@ -55,6 +57,17 @@ def load_init(path: str) -> Tuple[nn.Module, Any, Optional[ItemVocabulary]]:
         return _hugging_face(path), None, _hf_vocabulary(path)
     model = load(path).train()
     return model, None, model.vocabulary
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 of a model's state (names, shapes, dtypes and bytes), whatever file it was read from: a
+    search records its init's, so that retraining from that init (``from_init``) can tell that the file
+    still holds the model the search started from."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _hugging_face(path: str) -> nn.Module:

@@ -2,7 +2,8 @@
 
 - ``dense``: train a backbone as configured (SASRec, SASRec + linear attention, BERT4Rec, ...).
 - ``dnsrec``: DNS-Rec search, then retraining of the decision (weights transferred, or
-  ``from_scratch``; a variant's ``retrain`` options, such as ``gate_layers: 0``, apply to this stage).
+  ``from_scratch``; a variant's ``retrain`` options, such as ``gate_layers: 0`` or ``from_init: true``,
+  apply to this stage).
   A variant with a ``reference`` retrains a copy of that cell's search instead of searching again; one
   with a ``budget`` searches under ``max_flops`` = the analytic FLOPs of that cell's model, so that it
   stands where a baseline stands on every dataset and seed.
@@ -107,7 +108,8 @@ def dnsrec(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:
                    {"decision": card["decision"], "search_best_epoch": card["best_epoch"],
                     "search_decision_epoch": decision_epoch(card),
                     "slice_max_abs_diff": card["slice_max_abs_diff"], "best_epoch": res["best_epoch"],
-                    "from_scratch": res["from_scratch"], "retrain_options": cell.variant.retrain,
+                    "from_scratch": res["from_scratch"], "retrain_start": res["start"],
+                    "retrain_options": cell.variant.retrain,
                     "search": controller_trace(card), "search_of": shared["key"] if shared else None,
                     "warm_from": deps["base"]["key"] if "base" in deps else None,
                     "budget_of": deps["budget"]["key"] if "budget" in deps else None,
