@@ -165,3 +165,35 @@ def test_search_and_retrain_from_init_in_one_command(artifacts, tmp_path):
     assert json.loads(result.stdout)["retrain"]["start"] == "init"
     assert read(out / "search_card.json")["init_digest"] == compress.app.warm.weights_digest(
         load(str(artifacts["baseline"])))
+
+
+def test_the_api_slices_the_decision_out_of_the_model_searched_from():
+    """``SearchResult.slice(supernet)``: the decision cut from the trained model wrapped again as it was."""
+    from synthetic import walking_dataset
+
+    from compress.arch import ArchSpec
+    from compress.backbones.sasrec import SASRec
+    from compress.nas.config import SearchConfig
+    from compress.nas.search import search
+    from compress.nas.space import SearchSpace
+    from compress.nas.wrap import wrap
+
+    data = walking_dataset()
+    torch.manual_seed(0)
+    model = SASRec(ArchSpec(hidden=24, inner=48, heads=2, layers=2), data.n_items, 20)
+    space = SearchSpace((0.0, 1 / 3, 2 / 3), (0.0, 1 / 3, 2 / 3), head_pruning="dims")
+    result = search(wrap(model, space=space, attention="softmax", gate_layers=0, reorder="magnitude"), data,
+                    SearchConfig(epochs=1, batch_size=32, seed=0, max_flops="40%"), device="cpu")
+    small = result.slice(wrap(model, space=space, attention="softmax", gate_layers=0, reorder="magnitude"))
+    ordered = copy.deepcopy(model)
+    reorder(ordered, "magnitude", head_pruning="dims")
+    assert small.arch == result.slice().arch and small.arch.hidden < 24
+    assert small.arch.heads == 2  # every head kept, each narrowed
+    blocks, kept = ordered.state_dict(), small.arch.hidden
+    q = blocks["layers.0.attention.query.weight"].reshape(2, 12, 24)[:, :kept // 2, :kept].reshape(kept, kept)
+    assert torch.equal(small.state_dict()["layers.0.attention.query.weight"], q)  # each head's leading rows
+    assert torch.equal(small.state_dict()["item_embedding.weight"],
+                       blocks["item_embedding.weight"][:, :small.arch.hidden])
+    other = SearchSpace((0.0, 2 / 3), (0.0, 2 / 3), head_pruning="dims")
+    with pytest.raises(compress.ConfigError, match="not wrapped as the searched one was"):
+        result.slice(wrap(model, space=other, attention="softmax", gate_layers=0, reorder="magnitude"))

@@ -126,9 +126,18 @@ class SearchResult:
     config: Optional[SearchConfig] = None
     seconds: float = 0.0
 
-    def slice(self) -> torch.nn.Module:
-        """The decided dense model with the supernet's leading weight slices."""
-        return self.supernet.slice(*decision_index(self.decision))
+    def slice(self, supernet: Optional[Supernet] = None) -> torch.nn.Module:
+        """The decided dense model with the leading weight slices of ``supernet``: by default the
+        searched one's (weight transfer, paper §2.7); or the model searched from, wrapped again as it
+        was (``compress.wrap(model, space, ..., reorder=...)``), to start the retraining from the weights
+        it was trained to (prune, then fine-tune: ``compress retrain --from-init``)."""
+        if supernet is None:
+            return self.supernet.slice(*decision_index(self.decision))
+        if supernet.space != self.supernet.space or supernet.input_arch != self.supernet.input_arch:
+            raise ConfigError("the supernet to slice the decision from was not wrapped as the searched one was: "
+                              "its search space or input model differs; wrap the model searched from with the "
+                              "same space")
+        return supernet.slice(*decision_index(self.decision))
 
     def export(self, path: str, dataset: SequenceDataset, model: Optional[torch.nn.Module] = None,
                overwrite: bool = False, fmt: str = "safetensors") -> torch.nn.Module:
