@@ -280,8 +280,8 @@ def search(flags: dict, recipe: Optional[str] = RecipeOpt, set_: List[str] = Set
     if stage == "retrain":
         if out is None:
             raise ConfigError("--stage retrain needs --out pointing at a finished search RUN_DIR")
-        retrain_flags = {k: flags[k] for k in ("epochs", "batch_size", "from_scratch", "from_init", "tensorboard")
-                         if flags.get(k) is not None}
+        retrain_flags = {k: flags[k] for k in ("epochs", "batch_size", "from_scratch", "from_init", "distill",
+                                                 "distill_temperature", "tensorboard") if flags.get(k) is not None}
         with reporting("train") as reporter:
             result = retrain_run(out, {k: opts[k] for k in retrain_flags}, overwrite, reporter)
         return print_trained("retrained", result, json_out)

@@ -255,31 +255,40 @@ RETRAIN_STARTS = ("supernet", "scratch", "init")
 
 def retrain_start(opts: Dict[str, Any]) -> str:
     """Which weights the retraining starts from: the supernet's (paper §2.7), fresh ones
-    (``from_scratch``, official code) or the warm start's own (``from_init``)."""
+    (``from_scratch``, official code) or the warm start's own (``from_init``). Refuses what needs a
+    warm start (``from_init``, and ``distill``, whose teacher it is) in a search that had none."""
     if opts["from_scratch"] and opts["from_init"]:
         raise ConfigError("from_scratch and from_init are both set: retrain from fresh weights or from the warm "
                           "start's, not both")
-    if opts["from_init"] and not opts["init"]:
-        raise ConfigError("from_init retrains from the model a search was warm-started from, and this search "
-                          "started from fresh weights (no init); drop from_init")
+    for key, what in (("from_init", "retrains from"), ("distill", "distils from")):
+        if opts[key] and not opts["init"]:
+            raise ConfigError(f"{key} {what} the model a search was warm-started from, and this search started "
+                              f"from fresh weights (no init); drop {key}")
     return "scratch" if opts["from_scratch"] else "init" if opts["from_init"] else "supernet"
 
 
-def init_supernet(run_dir: str, opts: Dict[str, Any], ds: SequenceDataset, card: Dict[str, Any]):
-    """The supernet the search started from, rebuilt: its init read again and reordered as the search
-    reordered it (the same criterion, seed and data), the injected parts fresh. Refuses an init that
-    no longer holds the model the search recorded."""
+def warm_start(run_dir: str, opts: Dict[str, Any], card: Dict[str, Any]) -> torch.nn.Module:
+    """The trained model a search RUN_DIR started from (its ``init``), read again: refused where the
+    file is gone or no longer holds the weights the search recorded."""
     if not os.path.exists(opts["init"]):
-        raise CheckpointError(f"{run_dir} was warm-started from {opts['init']}, which is gone; from_init needs "
-                              "it in place (or retrain from the supernet: drop from_init)")
-    supernet, _, digest = search_supernet(opts, ds)
+        raise CheckpointError(f"{run_dir} was warm-started from {opts['init']}, which is gone; from_init and "
+                              "distill need it in place (or drop them)")
+    model, adapter, _ = load_init(opts["init"])
     if "init_digest" not in card:
         log.warning("%s predates init digests: the init %s is taken as the model the search started from",
                     run_dir, opts["init"])
-    elif digest != card["init_digest"]:
+    elif weights_digest(model) != card["init_digest"]:
         raise CheckpointError(f"{opts['init']} no longer holds the model {run_dir} was warm-started from (its "
-                              "weights changed since the search); restore it, or drop from_init")
-    return supernet
+                              "weights changed since the search); restore it, or drop from_init and distill")
+    return get_adapter(model, adapter).convert(model)
+
+
+def init_supernet(run_dir: str, opts: Dict[str, Any], ds: SequenceDataset, card: Dict[str, Any]):
+    """The supernet the search started from, rebuilt: its init (checked by ``warm_start``) read again
+    and reordered as the search reordered it (the same criterion, seed and data), the injected parts
+    fresh."""
+    warm_start(run_dir, opts, card)
+    return search_supernet(opts, ds)[0]
 
 
 def retrained_start(run_dir: str, supernet, decision: Dict[str, Any], gates: Optional[int], start: str):
@@ -320,10 +329,11 @@ def retrain_run(run_dir: str, overrides: Optional[Dict[str, Any]] = None, overwr
         supernet = init_supernet(run_dir, opts, ds, card) if start == "init" else \
             load_supernet(os.path.join(run_dir, SUPERNET))
         model = retrained_start(run_dir, supernet, card["decision"], overrides.get("gate_layers"), start)
+        teacher = warm_start(run_dir, opts, card) if train_cfg.distill > 0 else None
         reporter = Reporters(reporter or LogReporter(), sink)
-        reporter.header(train_header(retrain_title(model, start), ds, model, device, train_cfg))
+        reporter.header(train_header(retrain_title(model, start, train_cfg), ds, model, device, train_cfg))
         with ckpt, sink:
-            result = fit(model, ds, train_cfg, device, reporter, ckpt)
+            result = fit(model, ds, train_cfg, device, reporter, ckpt, teacher)
         metrics = split_metrics(model, ds, train_cfg.k, opts["eval_seed"], device, train_cfg.eval_batch_size)
         with output_dir(out, overwrite) as tmp:
             write_trained(tmp, model, result, metrics, {"kind": "retrain", "data": cfg["data"],

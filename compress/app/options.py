@@ -363,6 +363,11 @@ OPTIONS: List[Option] = _section(
     Option("from_init", "bool", "Retrain a warm-started search's decision from the trained model it started from "
            "(init: channels reordered as the search ordered them, then sliced; prune, then fine-tune) instead of "
            "from the supernet's weights.", ("search", "retrain"), default=False),
+    Option("distill", "float", "Distil while retraining a warm-started search's decision: w of (1 − w)·CE + "
+           "w·T²·KL(teacher ‖ model), the teacher the trained model the search started from (init); 0: none.",
+           ("search", "retrain"), feeds=("TrainConfig.distill",), low=0.0, high=1.0),
+    Option("distill_temperature", "float", "T of the distillation's softened distributions.", ("search", "retrain"),
+           feeds=("TrainConfig.distill_temperature",), above=0.0, high=100.0),
     Option("init", "str", "Warm start from a trained RUN_DIR or MODEL_DIR (its shape and weights; the searched "
            "design is injected).", SEARCHING, default=None, nullable=True),
     Option("reorder", "choice", "Order channels by importance before the search: magnitude or taylor.", SEARCHING,

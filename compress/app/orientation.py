@@ -4,7 +4,7 @@ search every candidate with its cost, the budget and λ. Shown before the first 
 dataset, device or search space is seen in seconds, not after the last epoch."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Optional, Union
 
 import torch
 
@@ -103,7 +103,9 @@ RETRAIN_FROM = {"supernet": "with the supernet's weights", "scratch": "from fres
                 "init": "from the warm start's weights"}
 
 
-def retrain_title(model: torch.nn.Module, start: str) -> str:
-    """How the retraining stage announces itself: the decision it retrains, and from which weights
-    (``start``: supernet, scratch or init)."""
-    return f"retraining the decision {model.arch.label()} {RETRAIN_FROM[start]}"
+def retrain_title(model: torch.nn.Module, start: str, cfg: Optional[TrainConfig] = None) -> str:
+    """How the retraining stage announces itself: the decision it retrains, from which weights
+    (``start``: supernet, scratch or init), and what it distils from."""
+    distil = f", distilling from the warm start (w={cfg.distill:g}, T={cfg.distill_temperature:g})" \
+        if cfg is not None and cfg.distill > 0 else ""
+    return f"retraining the decision {model.arch.label()} {RETRAIN_FROM[start]}{distil}"

@@ -39,10 +39,19 @@ class TrainConfig:
     negatives: int = 100  # negatives per step of a sampled loss
     precision: str = "fp32"  # fp32, bf16 (CPU/CUDA) or fp16 (CUDA) autocast of the forward pass
     compile: bool = False  # torch.compile the training forward (pays on GPUs for long runs)
+    distill: float = 0.0  # w: (1 − w)·CE + w·T²·KL(teacher ‖ model), the teacher given to ``fit``
+    distill_temperature: float = 1.0  # T of the distillation's softened distributions
 
     def __post_init__(self) -> None:
         check_loss(self.loss, self.negatives)
         check_precision(self.precision)
+        if not 0.0 <= self.distill <= 1.0:
+            raise ConfigError(f"distill must be in [0, 1] (the distillation's share of the loss), got {self.distill}")
+        if not 0.0 < self.distill_temperature < float("inf"):
+            raise ConfigError(f"distill_temperature must be a positive number, got {self.distill_temperature}")
+        if self.distill > 0 and self.loss != "full":
+            raise ConfigError(f"distill compares the scores of every item with the teacher's, which loss "
+                              f"{self.loss!r} never computes; use loss full, or distill 0")
         for name in ("epochs", "batch_size", "patience", "k", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

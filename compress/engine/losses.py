@@ -175,3 +175,52 @@ class StepLoss:
                                  for s in range(first, first + self.BLOCK)]).to(device)
             self.block = (first, block)
         return block[step - first]
+
+
+Scorer = Callable[[torch.Tensor], torch.Tensor]  # hidden states (M, d) -> logits (M, n_items + 1)
+
+
+def distillation_loss(h: torch.Tensor, teacher_h: torch.Tensor, targets: torch.Tensor, score: Scorer,
+                      teacher_score: Scorer, temperature: float = 1.0, reduction: str = "mean") -> torch.Tensor:
+    """Knowledge distillation (Hinton et al. 2015) at every position with a target: T²·KL(p_teacher ‖
+    p_model), p = softmax over the items of logits / T (column 0, padding, left out), their mean or sum.
+    T² keeps the gradients' scale as T grows. h: (B, N, d); teacher_h: (B, N, d_teacher); targets: (B, N)."""
+    if reduction not in REDUCTIONS:
+        raise ConfigError(f"unknown reduction {reduction!r}; choose mean or sum")
+    h, scored = scored_positions(h, targets)  # (M, d), (M,)
+    teacher_h, _ = scored_positions(teacher_h, targets)
+    student = F.log_softmax(score(h)[:, 1:].float() / temperature, dim=-1)  # (M, n_items)
+    teacher = F.log_softmax(teacher_score(teacher_h)[:, 1:].float() / temperature, dim=-1)
+    kl = F.kl_div(student, teacher, reduction="none", log_target=True).sum(-1) * temperature ** 2  # (M,)
+    kl = kl.masked_fill(scored == 0, 0.0)  # padding rows, kept on an accelerator
+    return kl.sum() if reduction == "sum" else kl.sum() / (scored > 0).sum().clamp(min=1)
+
+
+class Distillation:
+    """A step loss with a teacher: (1 − w)·``step_loss`` + w·``distillation_loss`` against the frozen
+    ``teacher`` on the same rows. ``forward`` pairs the model's hidden states with the teacher's, so the
+    rows a distributed run shards stay paired. The teacher scores the same items: the model it was
+    pruned from, or the one a search started from."""
+
+    def __init__(self, step_loss: StepLoss, model: nn.Module, teacher: nn.Module, weight: float,
+                 temperature: float) -> None:
+        if teacher.n_items != model.n_items or teacher.style.objective != model.style.objective:
+            raise ConfigError(f"the teacher ({teacher.n_items} items, {teacher.style.objective} objective) must score "
+                              f"the items the model scores ({model.n_items}, {model.style.objective}); distill from "
+                              "the model it was pruned or searched from")
+        self.step_loss, self.teacher, self.weight, self.temperature = step_loss, teacher, weight, temperature
+        teacher.eval().requires_grad_(False)  # no dropout: the same targets at every step, and on resume
+
+    def forward(self, student: Callable[[torch.Tensor], torch.Tensor]):
+        """items (B, N) -> (the model's hidden states, the teacher's)."""
+        def paired(items: torch.Tensor):
+            with torch.no_grad():
+                teacher_h = self.teacher(items)
+            return student(items), teacher_h
+        return paired
+
+    def __call__(self, model: nn.Module, hidden, targets: torch.Tensor, step: int,
+                 reduction: str = "mean") -> torch.Tensor:
+        h, teacher_h = hidden
+        kd = distillation_loss(h, teacher_h, targets, model.score, self.teacher.score, self.temperature, reduction)
+        return (1.0 - self.weight) * self.step_loss(model, h, targets, step, reduction) + self.weight * kd

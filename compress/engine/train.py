@@ -12,10 +12,10 @@ from compress.engine.batches import TrainingBatches
 from compress.engine.checkpoint import Checkpointer
 from compress.engine.config import TrainConfig
 from compress.engine.loop import Loop, LoopResult, Task
-from compress.engine.losses import StepLoss
+from compress.engine.losses import Distillation, StepLoss
 from compress.engine.precision import Precision
 from compress.engine.progress import LogReporter, Reporter
-from compress.errors import DivergedError
+from compress.errors import ConfigError, DivergedError
 from compress.measure.evaluation import EVAL_SEED, check_model_and_data, eval_set, score_set
 from compress.runtime import distributed
 from compress.runtime.devices import as_device
@@ -54,13 +54,17 @@ def weight_step(model: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor
 class DenseTask(Task):
     """Training one dense backbone with ``weight_step``."""
 
-    def __init__(self, model: nn.Module, dataset: SequenceDataset, cfg: TrainConfig, device: torch.device) -> None:
+    def __init__(self, model: nn.Module, dataset: SequenceDataset, cfg: TrainConfig, device: torch.device,
+                 teacher: Optional[nn.Module] = None) -> None:
         self.model, self.cfg = model.to(device), cfg
         self.batches = TrainingBatches(model, dataset, cfg.batch_size, cfg.seed, device)
         self.optimizer = adam(model.parameters(), cfg.lr, cfg.weight_decay, device)
         self.step_loss = StepLoss(cfg.loss, cfg.negatives, cfg.seed, dataset)
         self.amp = Precision(cfg.precision, torch.device(device))
         self.forward = torch.compile(model) if cfg.compile else model
+        if teacher is not None:
+            distilled = Distillation(self.step_loss, model, teacher.to(device), cfg.distill, cfg.distill_temperature)
+            self.step_loss, self.forward = distilled, distilled.forward(self.forward)
         self.valid = eval_set(dataset, "valid", "full", model.max_len, EVAL_SEED, device)
 
     def step(self, step: int, index: int, items: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -90,14 +94,21 @@ def adopt_vocabulary(model: nn.Module, dataset: SequenceDataset) -> None:
 
 
 def fit(model: nn.Module, dataset: SequenceDataset, cfg: Optional[TrainConfig] = None, device=None,
-        reporter: Optional[Reporter] = None, checkpoint: Optional[Checkpointer] = None) -> LoopResult:
+        reporter: Optional[Reporter] = None, checkpoint: Optional[Checkpointer] = None,
+        teacher: Optional[nn.Module] = None) -> LoopResult:
     """Train ``model`` in place; on return it holds the weights of the best validation epoch. With a
     ``checkpoint``, state is saved after every epoch (and every ``checkpoint.every`` steps) and a
-    saved state is resumed from, batch for batch, so a killed run ends as an uninterrupted one would."""
+    saved state is resumed from, batch for batch, so a killed run ends as an uninterrupted one would.
+    With ``cfg.distill`` > 0 the loss also pulls the model's scores towards the frozen ``teacher``'s
+    (knowledge distillation: the dense model a smaller one was pruned or searched from)."""
     cfg = cfg or TrainConfig()
+    if cfg.distill > 0 and teacher is None:
+        raise ConfigError(f"distill {cfg.distill} needs a teacher: pass the dense model to distil from, or distill 0")
+    if teacher is not None and cfg.distill == 0:
+        raise ConfigError("a teacher was given with distill 0, so it would teach nothing: set distill > 0")
     adopt_vocabulary(model, dataset)
     device = as_device(device, next(model.parameters()).device)
     torch.manual_seed(cfg.seed + distributed.rank())  # dropout differs per rank, as on different rows it should
-    task = DenseTask(model, dataset, cfg, device)
+    task = DenseTask(model, dataset, cfg, device, teacher)
     reporter = reporter or LogReporter()  # silent until the caller configures logging
     return Loop(task, cfg.epochs, cfg.patience, f"ndcg@{cfg.k}", cfg.max_minutes, reporter, checkpoint).run()

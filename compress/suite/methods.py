@@ -10,7 +10,8 @@
 - ``uniform``: uniform shrinking, the dense design of the variant's options trained from scratch at
   the widths and depth the ``reference`` DNS-Rec cell decided.
 - ``prune``: structured pruning of the trained ``base`` dense model with Torch-Pruning
-  (``compress.suite.pruning``) to the analytic FLOPs of the ``reference`` cell's model, then fine-tuning.
+  (``compress.suite.pruning``) to the analytic FLOPs of the ``reference`` cell's model, then fine-tuning
+  (distilling from ``base`` where the options set ``distill``).
 
 Each returns the trained model (for cost measurement) and its valid/test metrics. Interrupted
 training resumes from its checkpoint in the cell's run directory.
@@ -132,13 +133,15 @@ def prune(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:
     model, ratio = prune_to_flops(base, target, floor=True, heads=cell.variant.heads)
     ds = dataset_from_options(opts)
     before = split_metrics(model, ds, opts["k"], opts["eval_seed"], device)
-    result = fit(model, ds, build(TrainConfig, opts), device)
+    cfg = build(TrainConfig, opts)
+    result = fit(model, ds, cfg, device, teacher=base if cfg.distill > 0 else None)  # base: pruned copies only
     metrics = split_metrics(model, ds, opts["k"], opts["eval_seed"], device)
     info = {"ratio": ratio, "target_flops": target, "reached_target": model_flops(model)["total"] <= target,
             "pruned_from": deps["base"]["key"],
             "flops_of": deps["reference"]["key"], "before_finetune": before, "best_epoch": result.best_epoch,
             "criterion": "Torch-Pruning MetaPruner, GroupMagnitudeImportance(p=2), uniform ratio, depth kept"
-                         + (", whole heads pruned" if cell.variant.heads == "prune" else "")}
+                         + (", whole heads pruned" if cell.variant.heads == "prune" else ""),
+            "distilled_from": deps["base"]["key"] if cfg.distill > 0 else None}
     with atomic_dir(out, overwrite=True) as tmp:
         write_trained(tmp, model, result, metrics, {"kind": "train", "data": recorded_data(opts),
                                                      "dataset": ds.stats(), "options": opts, "pruning": info,

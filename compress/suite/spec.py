@@ -33,9 +33,10 @@ VOLATILE = ("device", "data_dir", "checkpoint_every", "compile", "eval_batch_siz
 # the one the cells recorded before ran with, so that those keep their keys; and options renamed
 # since, under their first name. The search's own (SEARCH_LATER) are not in the identity of cells that
 # do not search.
-LATER = {"eval_seed": 2024, "from_scratch": False, "from_init": False, "item_numbering": "compress",
-         "tau_schedule": "step", "flops_reference": "supernet", "attention_choices": ["softmax", "linear"],
-         "gate_choices": [0, 1, 2], "decide": "best", "depth_choices": None, "head_pruning": "whole"}
+LATER = {"eval_seed": 2024, "from_scratch": False, "from_init": False, "distill": 0.0, "distill_temperature": 1.0,
+         "item_numbering": "compress", "tau_schedule": "step", "flops_reference": "supernet",
+         "attention_choices": ["softmax", "linear"], "gate_choices": [0, 1, 2], "decide": "best", "depth_choices": None,
+         "head_pruning": "whole"}
 SEARCH_LATER = ("tau_schedule", "flops_reference", "attention_choices", "gate_choices", "decide", "depth_choices",
                 "head_pruning")
 FIRST_NAMES = {"data_format": "format"}
