@@ -271,8 +271,8 @@ def warm_start(run_dir: str, opts: Dict[str, Any], card: Dict[str, Any]) -> torc
     """The trained model a search RUN_DIR started from (its ``init``), read again: refused where the
     file is gone or no longer holds the weights the search recorded."""
     if not os.path.exists(opts["init"]):
-        raise CheckpointError(f"{run_dir} was warm-started from {opts['init']}, which is gone; from_init and "
-                              "distill need it in place (or drop them)")
+        raise CheckpointError(f"{run_dir} was warm-started from {opts['init']}, which is gone; restore it, or "
+                              "drop from_init and distill")
     model, adapter, _ = load_init(opts["init"])
     if "init_digest" not in card:
         log.warning("%s predates init digests: the init %s is taken as the model the search started from",
