@@ -92,7 +92,7 @@ def test_hard_selection_predicts_what_the_decision_slices_to():
             sn.eval_selection = "soft"
             sn.alpha.logits.zero_(), sn.beta.logits.zero_()
         b = sn.slice(2, 1).eval().predict(histories())
-    assert (a[:, 1:] - b[:, 1:]).abs().max() <= 1e-5
+    assert torch.equal(a[:, 1:], b[:, 1:])
 
 
 def test_exit_weights_mix_the_depth_outputs():
@@ -103,7 +103,7 @@ def test_exit_weights_mix_the_depth_outputs():
     with torch.no_grad():
         y = sn(items, one_hot(1, 3), q)
         want = sum(q[l] * torch.nn.functional.pad(sn.slice(1, l).eval()(items), (0, 8)) for l in (0, 2))
-    assert (y - want).abs().max() <= 1e-5
+    assert (y - want).abs().max() <= 1e-6  # a weighted sum of exact slices, summed in another order
 
 
 def test_soft_widths_mix_and_every_candidate_matters():
