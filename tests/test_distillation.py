@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from clihelp import error_line, invoke, read
 from synthetic import walking_dataset
 
+import compress.app.jobs as jobs
 import compress.engine.losses as losses
 from compress.arch import ArchSpec
 from compress.backbones.sasrec import SASRec
@@ -154,12 +155,24 @@ def test_retrain_distils_from_the_warm_start(warm_search, tmp_path):
     assert json.loads(result.stdout)["start"] == "supernet"
 
 
-def test_retrain_from_init_and_distilling_together(warm_search, tmp_path):
+def test_retrain_from_init_and_distilling_together(warm_search, tmp_path, monkeypatch):
     run = copied(warm_search, tmp_path)
+    calls = {"load_init": 0, "weights_digest": 0}
+
+    def counted(name):
+        real = getattr(jobs, name)
+
+        def call(*args):
+            calls[name] += 1
+            return real(*args)
+        return call
+    for name in calls:
+        monkeypatch.setattr(jobs, name, counted(name))
     result = invoke("retrain", run, "--from-init", "--distill", "0.3", "--epochs", "1")
     assert result.exit_code == 0, result.stderr
     assert "from the warm start's weights, distilling from the warm start (w=0.3, T=1)" in \
         " ".join(result.stderr.split())
+    assert calls == {"load_init": 1, "weights_digest": 1}  # one read, one check, for the supernet and the teacher
 
 
 def test_distilling_a_cold_search_is_refused(artifacts, tmp_path):

@@ -30,7 +30,7 @@ from compress.app.rundirs import (
     saved_options,
     write_trained,
 )
-from compress.app.warm import load_init, prepare_init, weights_digest
+from compress.app.warm import Init, load_init, prepare_init, weights_digest
 from compress.arch import ArchSpec
 from compress.backbones import get_backbone
 from compress.backbones.objectives import training_batch, training_data
@@ -153,17 +153,18 @@ def importance_batch(model, ds: SequenceDataset, size: int, seed: int):
     return training_batch(model, inputs[idx], targets[idx], torch.rand(len(idx), inputs.shape[1], generator=gen))
 
 
-def search_supernet(opts: Dict[str, Any], ds: SequenceDataset):
-    """(the supernet to search, the options with the warm start's shape, the init's ``weights_digest``
-    or None): a fresh dense backbone (softmax attention, no gates: the model a user compares against),
-    or the trained model ``init`` names (compress, RecBole or Hugging Face; see ``compress.app.warm``),
-    wrapped with the searched design injected."""
+def search_supernet(opts: Dict[str, Any], ds: SequenceDataset, init: Optional[Init] = None):
+    """(the supernet to search, the options with the warm start's shape, the warm start or None): a
+    fresh dense backbone (softmax attention, no gates: the model a user compares against), or the
+    trained model ``init`` names (compress, RecBole or Hugging Face; see ``compress.app.warm``), wrapped
+    with the searched design injected. ``init``: that model as ``load_init`` read it, when the caller
+    has it already (it is read here otherwise); it is left as it was."""
     arch = build(ArchSpec, opts, attention="softmax", gate_layers=0)
-    model = new_backbone(opts, arch, ds.n_items)
-    adapter, vocabulary, digest = None, None, None
+    model = new_backbone(opts, arch, ds.n_items)  # drawn for a warm start too: the draws after it stay as they were
+    adapter, vocabulary = None, None
     if opts["init"]:  # warm start: the trained model's weights and shape
-        model, adapter, vocabulary = load_init(opts["init"])
-        digest = weights_digest(model)
+        init = init or load_init(opts["init"])
+        model, adapter, vocabulary = init
     taylor = importance_batch(get_adapter(model, adapter).convert(model), ds, opts["search_batch_size"],
                               opts["seed"]) if opts["reorder"] == "taylor" else None
     supernet = wrap(model, adapter, build(SearchSpace, opts), opts["attention"], opts["gate_layers"],
@@ -173,7 +174,7 @@ def search_supernet(opts: Dict[str, Any], ds: SequenceDataset):
         shape = supernet.full
         opts = {**opts, "backbone": supernet.backbone.backbone_name, "hidden": shape.hidden, "inner": shape.inner,
                 "heads": shape.heads, "layers": shape.layers, "seq_len": supernet.max_len}
-    return supernet, opts, digest
+    return supernet, opts, init
 
 
 def search_card(result: SearchResult, opts: Dict[str, Any], ds: SequenceDataset, device) -> Dict[str, Any]:
@@ -207,7 +208,8 @@ def search_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool 
         sink = metrics_sink(opts, ckpt.directory, out, os.path.basename(os.path.abspath(out)), "search")
         opts = prepare_init(opts)
         ds = dataset_from_options(opts)
-        supernet, opts, digest = search_supernet(opts, ds)
+        supernet, opts, init = search_supernet(opts, ds)
+        digest = None if init is None else weights_digest(init[0])
         reporter = Reporters(reporter or LogReporter(), sink)
         reporter.header(search_header(ds, supernet, device, cfg))
         run_config = {"kind": "search", "data": recorded_data(opts), "dataset": ds.stats(), "options": opts,
@@ -267,33 +269,26 @@ def retrain_start(opts: Dict[str, Any]) -> str:
     return "scratch" if opts["from_scratch"] else "init" if opts["from_init"] else "supernet"
 
 
-def warm_start(run_dir: str, opts: Dict[str, Any], card: Dict[str, Any]) -> torch.nn.Module:
-    """The trained model a search RUN_DIR started from (its ``init``), read again: refused where the
-    file is gone or no longer holds the weights the search recorded."""
+def checked_init(run_dir: str, opts: Dict[str, Any], card: Dict[str, Any]) -> Init:
+    """The trained model a search RUN_DIR started from (its ``init``), read again as ``load_init`` reads
+    it: refused where the file is gone or no longer holds the weights the search recorded."""
     if not os.path.exists(opts["init"]):
         raise CheckpointError(f"{run_dir} was warm-started from {opts['init']}, which is gone; restore it, or "
                               "drop from_init and distill")
-    model, adapter, _ = load_init(opts["init"])
+    init = load_init(opts["init"])
     if "init_digest" not in card:
         log.warning("%s predates init digests: the init %s is taken as the model the search started from",
                     run_dir, opts["init"])
-    elif weights_digest(model) != card["init_digest"]:
+    elif weights_digest(init[0]) != card["init_digest"]:
         raise CheckpointError(f"{opts['init']} no longer holds the model {run_dir} was warm-started from (its "
                               "weights changed since the search); restore it, or drop from_init and distill")
-    return get_adapter(model, adapter).convert(model)
-
-
-def init_supernet(run_dir: str, opts: Dict[str, Any], ds: SequenceDataset, card: Dict[str, Any]):
-    """The supernet the search started from, rebuilt: its init (checked by ``warm_start``) read again
-    and reordered as the search reordered it (the same criterion, seed and data), the injected parts
-    fresh."""
-    warm_start(run_dir, opts, card)
-    return search_supernet(opts, ds)[0]
+    return init
 
 
 def retrained_start(run_dir: str, supernet, decision: Dict[str, Any], gates: Optional[int], start: str):
     """The model the retraining starts from: the decision sliced out of ``supernet`` (the search's, or
-    for ``start="init"`` the one it started from, see ``init_supernet``), or fresh weights of its shape
+    for ``start="init"`` the one it started from, rebuilt by ``search_supernet``: the init reordered as
+    the search reordered it, the same criterion, seed and data, the injected parts fresh), or fresh weights of its shape
     (``start="scratch"``); ``gates`` another gate depth (0: none; Table 6, "retrain only")."""
     model = supernet.slice(*decision_index(decision))
     if model.arch.to_dict() != decision["arch"]:
@@ -326,10 +321,12 @@ def retrain_run(run_dir: str, overrides: Optional[Dict[str, Any]] = None, overwr
         sink = metrics_sink(opts, ckpt.directory, out, os.path.basename(os.path.abspath(run_dir)), "retrain")
         ds = dataset_from_options(opts)
         torch.manual_seed(opts["seed"])
-        supernet = init_supernet(run_dir, opts, ds, card) if start == "init" else \
+        # the init read and checked once, for the supernet it rebuilds and for the teacher it is
+        init = checked_init(run_dir, opts, card) if start == "init" or train_cfg.distill > 0 else None
+        supernet = search_supernet(opts, ds, init)[0] if start == "init" else \
             load_supernet(os.path.join(run_dir, SUPERNET))
         model = retrained_start(run_dir, supernet, card["decision"], overrides.get("gate_layers"), start)
-        teacher = warm_start(run_dir, opts, card) if train_cfg.distill > 0 else None
+        teacher = get_adapter(init[0], init[1]).convert(init[0]) if train_cfg.distill > 0 else None
         reporter = Reporters(reporter or LogReporter(), sink)
         reporter.header(train_header(retrain_title(model, start, train_cfg), ds, model, device, train_cfg))
         with ckpt, sink:

@@ -27,6 +27,8 @@ from compress.store.artifacts import load
 
 log = logging.getLogger(__name__)
 
+Init = Tuple[nn.Module, Any, Optional[ItemVocabulary]]  # what load_init reads: (model, its adapter, its items)
+
 
 def init_kind(path: str) -> str:
     """``recbole``, ``hf`` or ``compress``: what kind of trained model ``path`` holds."""
@@ -47,7 +49,7 @@ def prepare_init(opts: Dict[str, Any]) -> Dict[str, Any]:
     return opts
 
 
-def load_init(path: str) -> Tuple[nn.Module, Any, Optional[ItemVocabulary]]:
+def load_init(path: str) -> Init:
     """(the trained model, the adapter to wrap it with or None to find one, its item vocabulary or None)."""
     kind = init_kind(path)
     if kind == "recbole":
