@@ -6,6 +6,7 @@
     python benchmarks/suite.py report --preset smoke              # tables + plots from results.jsonl
     python benchmarks/suite.py remeasure --preset smoke           # costs again, side by side, current code
     python benchmarks/suite.py compare --preset cpu --dataset ml-100k --variants dnsrec_warm_tp_widths,dnsrec_warm_tp
+    python benchmarks/suite.py pool --preset cpu --pairs lastfm:dnsrec_warm_tp_paper_dims:torch_pruning_paper,...
 
 `run` appends one JSON line per finished cell to OUT/results.jsonl (default OUT:
 benchmarks/results/suite_<preset>) and keeps each cell's run directory in OUT_runs/; run it again
@@ -17,7 +18,10 @@ every finished cell and measures their cost again side by side with the current 
 parameters, latency interleaved across models, peak memory), keeping the replaced figures in each
 record. `compare` prints, for one dataset, each named variant's mean test NDCG@10 (or `--metric`) and
 FLOPs over the seeds they all share, and its difference from the first variant with the paired t-test's
-p-value (`compress.suite.compare`). Bad input ends in a one-line `error: ...` and exit code 2.
+p-value (`compress.suite.compare`). `pool` takes DATASET:VARIANT:REFERENCE cells and prints each
+variant's relative difference from its reference per seed, then all of them pooled across datasets
+with a t interval and p-value (`compress.suite.pool`): how large a difference a row of per-dataset
+ties could hide. Bad input ends in a one-line `error: ...` and exit code 2.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from compress.runtime.allocator import tune_allocator  # noqa: E402
 from compress.suite import load_plan, run_plan, write_report  # noqa: E402
 from compress.suite.blocks import fill_block  # noqa: E402
 from compress.suite.compare import compare_file, format_comparison  # noqa: E402
+from compress.suite.pool import format_pooled, parse_level, parse_triples, pool_file  # noqa: E402
 from compress.suite.remeasure import remeasure  # noqa: E402
 from compress.suite.report import PROTOCOLS, readme_block  # noqa: E402
 from compress.suite.spec import read_spec  # noqa: E402
@@ -52,7 +57,7 @@ def _list(text: Optional[str], cast=str) -> Optional[List]:
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
-    for name in ("run", "report", "remeasure", "compare"):
+    for name in ("run", "report", "remeasure", "compare", "pool"):
         p = sub.add_parser(name)
         p.add_argument("--preset", default="smoke", help="smoke, cpu or paper (see --suite)")
         p.add_argument("--suite", default=os.path.join(HERE, "suite.yaml"), help="the experiment list (YAML)")
@@ -72,11 +77,17 @@ def parser() -> argparse.ArgumentParser:
                                           help="comma-separated subset, measured side by side (default: all)")
     run.add_argument("--seeds", default=None, help="comma-separated seeds instead of the preset's")
     p = sub.choices["compare"]  # variants side by side on one dataset, paired by seed
-    p.add_argument("--results", default=None, help="the results file to read (default: OUT/results.jsonl)")
     p.add_argument("--dataset", default=None, help="the dataset to compare on")
     p.add_argument("--variants", default=None, help="comma-separated, at least two; the first is the reference")
-    p.add_argument("--metric", default="ndcg@10", help="test metric as the records name it (recall@10, mrr@10, ...)")
-    p.add_argument("--protocol", default="full", choices=PROTOCOLS, help="full ranking or 100 popular negatives")
+    p = sub.choices["pool"]  # matched cells of several datasets, their relative differences pooled
+    p.add_argument("--pairs", default=None, help="comma-separated DATASET:VARIANT:REFERENCE cells")
+    p.add_argument("--level", default="0.95", help="the confidence level of the pooled interval")
+    for name in ("compare", "pool"):
+        p = sub.choices[name]
+        p.add_argument("--results", default=None, help="the results file to read (default: OUT/results.jsonl)")
+        p.add_argument("--metric", default="ndcg@10", help="test metric as the records name it (recall@10, "
+                       "mrr@10, ...)")
+        p.add_argument("--protocol", default="full", choices=PROTOCOLS, help="full ranking or 100 popular negatives")
     return ap
 
 
@@ -89,13 +100,23 @@ def compare(args: argparse.Namespace, results: str) -> None:
     print(format_comparison(comparison))
 
 
+def pooled(args: argparse.Namespace, results: str) -> None:
+    """``pool``: the cells' names checked against the suite file's preset, figures from the results file."""
+    plan = load_plan(args.suite, args.preset)
+    result = pool_file(args.results or results, parse_triples(args.pairs), metric=args.metric,
+                       protocol=args.protocol, level=parse_level(args.level),
+                       known_variants=read_spec(args.suite).get("variants") or {},
+                       known_datasets={cell.dataset for cell in plan.cells})
+    print(format_pooled(result))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
     out = args.out or os.path.join(HERE, "results", f"suite_{args.preset}")
     results = os.path.join(out, RESULTS)
     try:
-        if args.command == "compare":
-            compare(args, results)
+        if args.command in ("compare", "pool"):
+            (compare if args.command == "compare" else pooled)(args, results)
             return 0
         if args.command == "report":
             load_plan(args.suite, args.preset)  # an unknown preset or a broken suite file is an error here too

@@ -79,12 +79,10 @@ def _check_names(records: Records, dataset: str, variants: Sequence[str], known_
                           f"{_names(present)}")
 
 
-def compare(records: Records, dataset: str, variants: Sequence[str], metric: str = "ndcg@10",
-            protocol: str = "full", known_variants: Collection[str] = (), known_datasets: Collection[str] = (),
-            source: str = "the results file") -> Comparison:
-    """``variants`` (the first is the reference) on ``dataset``, paired by seed. ``known_variants`` and
-    ``known_datasets`` (the suite file's) only tell an unknown name from one not run yet; ``source``
-    names the results file in error messages. Bad input raises a one-line ``ConfigError``."""
+def paired_values(records: Records, dataset: str, variants: Sequence[str], metric: str, protocol: str,
+            known_variants: Collection[str], known_datasets: Collection[str], source: str):
+    """(the seeds every variant has, each variant's records on them, its metric on them, every seed it
+    has): the names checked first. Bad input raises a one-line ``ConfigError``."""
     _check_names(records, dataset, variants, known_variants, known_datasets, source)
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
@@ -101,6 +99,17 @@ def compare(records: Records, dataset: str, variants: Sequence[str], metric: str
         raise ConfigError(f"the records hold no {SPLIT} metric {metric!r} ({protocol}); choose one of "
                           f"{_names(m for m in held if '@' in m)}")
     values = {v: [score(r, protocol, metric, SPLIT) for r in rows] for v, rows in picked.items()}
+    return shared, picked, values, seeds_of
+
+
+def compare(records: Records, dataset: str, variants: Sequence[str], metric: str = "ndcg@10",
+            protocol: str = "full", known_variants: Collection[str] = (), known_datasets: Collection[str] = (),
+            source: str = "the results file") -> Comparison:
+    """``variants`` (the first is the reference) on ``dataset``, paired by seed. ``known_variants`` and
+    ``known_datasets`` (the suite file's) only tell an unknown name from one not run yet; ``source``
+    names the results file in error messages. Bad input raises a one-line ``ConfigError``."""
+    shared, picked, values, seeds_of = paired_values(records, dataset, variants, metric, protocol, known_variants,
+                                               known_datasets, source)
     reference = values[variants[0]]
     rows = []
     for v in variants:
@@ -118,7 +127,13 @@ def compare_file(results: str, dataset: str, variants: Sequence[str], **kwargs: 
     return compare(read_records(results), dataset, variants, source=results, **kwargs)
 
 
-def _p(p: Optional[float]) -> str:
+def aligned(table: List[List[str]]) -> List[str]:
+    """The rows of ``table`` as lines, each column padded to its widest cell."""
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in table]
+
+
+def p_text(p: Optional[float]) -> str:
     if p is None:
         return "n/a"
     return f"{p:.2f}" if p >= 0.01 else f"{p:.2g}"  # 2 decimals, but a small p is not shown as 0.00
@@ -135,9 +150,8 @@ def format_comparison(c: Comparison) -> str:
     for r in c.rows:
         seeds = str(len(c.seeds)) + (f" of {r.own_seeds}" if r.own_seeds != len(c.seeds) else "")
         table.append([r.variant, seeds, f"{r.score:.4f}", f"{r.flops / 1e6:.2f}",
-                      "-" if r.diff is None else f"{r.diff:+.4f}", "-" if r.diff is None else _p(r.p), r.label])
-    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
-    lines = head + ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in table]
+                      "-" if r.diff is None else f"{r.diff:+.4f}", "-" if r.diff is None else p_text(r.p), r.label])
+    lines = head + aligned(table)
     lines += [f"left out: {v} seed{'' if len(s) == 1 else 's'} {', '.join(map(str, s))} (not run for every variant)"
               for v, s in c.left_out.items()]
     if len(c.seeds) < 2:

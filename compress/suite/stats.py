@@ -1,7 +1,9 @@
-"""Summary statistics for the benchmark report: mean ± std over seeds and a paired t-test.
+"""Summary statistics for the benchmark report: mean ± std over seeds, a paired t-test and a
+t confidence interval.
 
 The t-test's p-value uses the exact Student-t distribution for integer degrees of freedom
-(Abramowitz & Stegun 26.7.3–26.7.4: a finite series in θ = atan(t/√ν)), so no SciPy is needed.
+(Abramowitz & Stegun 26.7.3–26.7.4: a finite series in θ = atan(t/√ν)), and the interval's quantile
+inverts it by bisection, so no SciPy is needed.
 """
 from __future__ import annotations
 
@@ -55,3 +57,30 @@ def paired_t_test(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
     if std == 0.0:
         return 1.0 if mean == 0.0 else 0.0
     return t_two_sided(mean / (std / math.sqrt(len(diffs))), len(diffs) - 1)
+
+
+def t_quantile(level: float, df: int) -> float:
+    """The t with P(|T| ≤ t) = ``level`` for Student's t with ``df`` degrees of freedom (12.706 for
+    0.95 and ν = 1, 1.960 as ν grows), found by bisection on ``t_two_sided``."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"a confidence level is in (0, 1), got {level}")
+    low, high = 0.0, 1.0
+    while t_two_sided(high, df) > 1.0 - level:
+        high *= 2.0
+    for _ in range(200):  # far past double precision on an interval that halves each step
+        mid = (low + high) / 2.0
+        if t_two_sided(mid, df) > 1.0 - level:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2.0
+
+
+def mean_interval(values: Sequence[float], level: float = 0.95) -> Optional[Tuple[float, float]]:
+    """The two-sided t confidence interval of the mean of ``values`` at ``level``; None with fewer
+    than two values, where there is no spread to build one from."""
+    if len(values) < 2:
+        return None
+    mean, std = mean_std(values)
+    half = t_quantile(level, len(values) - 1) * std / math.sqrt(len(values))
+    return mean - half, mean + half

@@ -1,0 +1,137 @@
+"""Matched cells pooled across datasets (`suite.py pool`): is one method ahead of another at all?
+
+Three seeds a cell rarely separate two methods that stand within a few per cent of each other, so each
+cell on its own reads as a tie, and a tie says nothing of how large a difference could hide in it.
+Pooling asks the question the cells share (at the same shape or FLOPs, does the variant score more
+than its reference?) over every (cell, seed) at once. A cell is a (dataset, variant, reference) triple
+paired by the seeds both have; each seed gives the relative difference (variant − reference) /
+reference, so that a dataset scoring 0.03 weighs as much as one scoring 0.3. The pooled figure is the
+mean of those differences with its two-sided t interval and the one-sample t-test against zero. Each
+(cell, seed) counts as one observation: the seeds of a cell share its data, so where cells differ in
+their own right the interval is narrower than one over cell means would be, and the output says so.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
+
+from compress.errors import ConfigError
+from compress.suite.compare import SPLIT, aligned, p_text, paired_values
+from compress.suite.pareto import Records
+from compress.suite.report import METRICS, read_records
+from compress.suite.stats import mean_interval, mean_std, paired_t_test
+
+Triple = Tuple[str, str, str]  # (dataset, variant, reference)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One triple over the seeds its variant and reference share."""
+
+    dataset: str
+    variant: str
+    reference: str
+    seeds: List[int]
+    relative: List[float]  # (variant − reference) / reference, per seed
+    flops_ratio: float  # mean analytic FLOPs of the variant over the reference's
+    left_out: Dict[str, List[int]]  # variant or reference -> its seeds the other lacks
+
+
+@dataclass(frozen=True)
+class Pooled:
+    metric: str
+    protocol: str
+    level: float
+    cells: List[Cell]
+    mean: float  # of every cell's relative differences together
+    interval: Optional[Tuple[float, float]]  # None with fewer than two differences
+    p: Optional[float]
+
+
+def parse_triples(text: Optional[str]) -> List[Triple]:
+    """``DATASET:VARIANT:REFERENCE[,...]`` as triples; a malformed or repeated one is a ``ConfigError``."""
+    triples: List[Triple] = []
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        fields = tuple(f.strip() for f in part.split(":"))
+        if len(fields) != 3 or not all(fields):
+            raise ConfigError(f"--pairs takes DATASET:VARIANT:REFERENCE triples separated by commas; got "
+                              f"{part.strip()!r}")
+        if fields in triples:
+            raise ConfigError(f"{part.strip()} is named more than once in --pairs; name each cell once")
+        triples.append(fields)
+    if not triples:
+        raise ConfigError("pool needs --pairs DATASET:VARIANT:REFERENCE[,...]: at least one variant and the "
+                          "reference it is compared with")
+    return triples
+
+
+def parse_level(text: str) -> float:
+    """A confidence level in (0, 1), e.g. 0.95; anything else is a ``ConfigError``."""
+    try:
+        level = float(text)
+    except ValueError:
+        level = math.nan
+    if not 0.0 < level < 1.0:  # NaN fails this too
+        raise ConfigError(f"--level is a confidence level between 0 and 1 (e.g. 0.95); got {text!r}")
+    return level
+
+
+def _cell(records: Records, triple: Triple, metric: str, protocol: str, known: Dict[str, Any]) -> Cell:
+    dataset, variant, reference = triple
+    seeds, picked, values, seeds_of = paired_values(records, dataset, [variant, reference], metric, protocol, **known)
+    relative = []
+    for seed, ours, theirs in zip(seeds, values[variant], values[reference]):
+        if not (math.isfinite(ours) and math.isfinite(theirs) and theirs > 0):
+            raise ConfigError(f"{dataset} seed {seed}: {variant} scores {ours} and {reference} {theirs}; a relative "
+                              f"difference needs finite scores and a reference above 0")
+        relative.append((ours - theirs) / theirs)
+    flops = {v: mean_std([r["cost"]["flops_analytic"] for r in picked[v]])[0] for v in (variant, reference)}
+    left_out = {v: sorted(set(s) - set(seeds)) for v, s in seeds_of.items() if set(s) - set(seeds)}
+    return Cell(dataset, variant, reference, seeds, relative, flops[variant] / flops[reference], left_out)
+
+
+def pool(records: Records, triples: Sequence[Triple], metric: str = "ndcg@10", protocol: str = "full",
+         level: float = 0.95, known_variants: Collection[str] = (), known_datasets: Collection[str] = (),
+         source: str = "the results file") -> Pooled:
+    """Every triple's relative differences, per cell and pooled; names are checked as ``compare``
+    checks them. Bad input raises a one-line ``ConfigError``."""
+    known = {"known_variants": known_variants, "known_datasets": known_datasets, "source": source}
+    cells = [_cell(records, t, metric, protocol, known) for t in triples]
+    every = [d for c in cells for d in c.relative]
+    return Pooled(metric, protocol, level, cells, mean_std(every)[0], mean_interval(every, level),
+                  paired_t_test(every, [0.0] * len(every)))
+
+
+def pool_file(results: str, triples: Sequence[Triple], **kwargs: Any) -> Pooled:
+    """``pool`` on the records of the results file at ``results`` (an error if it has none)."""
+    return pool(read_records(results), triples, source=results, **kwargs)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:+.1f}%"
+
+
+def format_pooled(p: Pooled) -> str:
+    """One row per cell, then the pooled line and what it assumes."""
+    name = METRICS.get(p.metric, p.metric)
+    n = sum(len(c.relative) for c in p.cells)
+    lines = [f"{SPLIT} {name} ({p.protocol}), each variant against its reference paired by seed: relative "
+             f"difference (variant - reference) / reference"]
+    table = [["dataset", "variant", "reference", "seeds", "FLOPs ratio", "mean", "per seed"]]
+    table += [[c.dataset, c.variant, c.reference, str(len(c.seeds)), f"{c.flops_ratio:.2f}x",
+               _pct(mean_std(c.relative)[0]), ", ".join(_pct(d) for d in c.relative)] for c in p.cells]
+    lines += aligned(table)
+    cells = f"{len(p.cells)} cell{'' if len(p.cells) == 1 else 's'}"
+    if p.interval is None:
+        lines.append(f"pooled over {n} (cell, seed) pair of {cells}: mean {_pct(p.mean)}; interval and p: n/a "
+                     "with fewer than 2 pairs")
+    else:
+        lines.append(f"pooled over {n} (cell, seed) pairs of {cells}: mean {_pct(p.mean)}, {100 * p.level:g}% "
+                     f"CI {_pct(p.interval[0])} to {_pct(p.interval[1])}, p = {p_text(p.p)} (one-sample t-test "
+                     "against 0; each seed counted as an independent pair)")
+    lines += [f"left out: {c.dataset} {v} seed{'' if len(s) == 1 else 's'} {', '.join(map(str, s))} (not run "
+              f"for both)" for c in p.cells for v, s in c.left_out.items()]
+    return "\n".join(lines)
