@@ -88,7 +88,8 @@ def test_another_level_and_metric_and_a_single_pair(results, capsys):
     assert last.startswith("pooled over 2 (cell, seed) pairs of 1 cell: mean +20.0%, 90% CI +20.0% to +20.0%")
     assert main(pool_args(results, "--pairs", "toy:single:theirs")) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[-2] == "pooled over 1 (cell, seed) pair of 1 cell: mean +10.0%; interval and p: n/a with fewer than 2 pairs"
+    assert out[-2] == \
+        "pooled over 1 (cell, seed) pair of 1 cell: mean +10.0%; interval and p: n/a with fewer than 2 pairs"
     assert out[-1] == "left out: toy theirs seeds 1, 2 (not run for both)"
     width = [(lambda i: i[1] - i[0])(pool_file(str(results), [("toy", "ours", "theirs")], level=level).interval)
              for level in (0.5, 0.95)]
