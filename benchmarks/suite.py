@@ -38,7 +38,8 @@ from compress.suite.blocks import fill_block  # noqa: E402
 from compress.suite.compare import compare_file, format_comparison  # noqa: E402
 from compress.suite.pool import format_pooled, parse_level, parse_triples, pool_file  # noqa: E402
 from compress.suite.remeasure import remeasure  # noqa: E402
-from compress.suite.report import PROTOCOLS, readme_block  # noqa: E402
+from compress.suite.report import readme_block  # noqa: E402
+from compress.suite.results import PROTOCOLS  # noqa: E402
 from compress.suite.spec import read_spec  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -16,7 +16,7 @@ from typing import Any, Collection, Dict, List, Optional, Sequence
 
 from compress.errors import ConfigError
 from compress.suite.pareto import Records, by_field, score
-from compress.suite.report import METRICS, PROTOCOLS, read_records
+from compress.suite.results import METRICS, PROTOCOLS, read_records
 from compress.suite.stats import mean_std, paired_t_test
 
 SPLIT = "test"

@@ -19,7 +19,7 @@ from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
 from compress.errors import ConfigError
 from compress.suite.compare import SPLIT, aligned, p_text, paired_values
 from compress.suite.pareto import Records
-from compress.suite.report import METRICS, read_records
+from compress.suite.results import METRICS, read_records
 from compress.suite.stats import mean_interval, mean_std, paired_t_test
 
 Triple = Tuple[str, str, str]  # (dataset, variant, reference)

@@ -20,13 +20,12 @@ from collections import defaultdict
 from typing import Any, Dict, List, Optional
 
 from compress.app.plots import _pyplot, draw_controllers
-from compress.errors import ConfigError
 from compress.files import write_text
 from compress.store.card import exit_depths
 from compress.suite.pareto import BASELINE_METHODS, dominance, is_dnsrec, pareto, point
 from compress.suite.pareto import by_field as _by
 from compress.suite.pareto import score as _test
-from compress.suite.results import read_results
+from compress.suite.results import METRICS, PROTOCOLS, read_records
 from compress.suite.stats import mean_std, paired_t_test
 
 MIN_SEEDS = 3
@@ -68,8 +67,6 @@ def dataset_table(records: Records) -> str:
     return "\n".join(lines)
 
 
-METRICS = {"ndcg@10": "NDCG@10", "recall@10": "Recall@10", "mrr@10": "MRR@10"}
-PROTOCOLS = ("full", "pop100")
 
 
 def accuracy_table(rows_by_variant: Dict[str, Records], split: str = "test") -> str:
@@ -294,14 +291,6 @@ def plot_lambda(dataset: str, rows: Records, path: str) -> str:
     path = _save(fig, path)
     plt.close(fig)
     return path
-
-
-def read_records(results: str) -> Records:
-    records = read_results(results)
-    if not records:
-        raise ConfigError(f"{results} holds no finished cells yet; run the suite first")
-    latest = {r["key"]: r for r in records}  # a cell run twice (results merged by hand): its last record
-    return list(latest.values())
 
 
 SUMMARY_NOTE = ("Test NDCG@10 (full ranking), mean ± std @ mean analytic FLOPs (seeds). A baseline is dominated when "

@@ -18,8 +18,11 @@ try:
 except ImportError:  # Windows: one process per results file
     fcntl = None
 
-from compress.errors import CheckpointError
+from compress.errors import CheckpointError, ConfigError
 from compress.files import json_default
+
+METRICS = {"ndcg@10": "NDCG@10", "recall@10": "Recall@10", "mrr@10": "MRR@10"}  # what a record's metrics hold
+PROTOCOLS = ("full", "pop100")  # full ranking, or against 100 popular negatives
 
 
 def read_results(path: str) -> List[Dict[str, Any]]:
@@ -86,3 +89,13 @@ def append_result(path: str, record: Dict[str, Any]) -> None:
         fh.write(line)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def read_records(results: str) -> List[Dict[str, Any]]:
+    """The records of ``results`` for a report or a comparison: the last of a cell run twice (results
+    merged by hand); a file with none is a ``ConfigError``."""
+    records = read_results(results)
+    if not records:
+        raise ConfigError(f"{results} holds no finished cells yet; run the suite first")
+    latest = {r["key"]: r for r in records}
+    return list(latest.values())
