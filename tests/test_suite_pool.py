@@ -13,7 +13,9 @@ from clihelp import benchmark_script
 from test_suite import _record
 from test_suite_compare import _one_error_line
 
-from compress.suite.pool import pool_file
+from compress.suite import write_report
+from compress.suite.pool import pool_file, pulled_section, pulled_triples
+from compress.suite.report import readme_block
 from compress.suite.results import append_result
 from compress.suite.stats import mean_interval, t_quantile
 
@@ -134,3 +136,43 @@ def test_a_missing_results_file_is_one_error_line(tmp_path, capsys):
     path = tmp_path / "results.jsonl"
     assert benchmark_script("suite").main(pool_args(path, "--pairs", "toy:ours:theirs")) == 2
     assert _one_error_line(capsys.readouterr().err) == f"error: {path} holds no finished cells yet; run the suite first"
+
+
+def _pulled_records() -> list:
+    """tp (a baseline) and two searches pulled to its FLOPs per seed, with cells the pooling must skip."""
+    records = []
+    for seed, (base, pull, flops) in {1: (0.20, 0.22, 4e6), 2: (0.25, 0.25, 5e6), 3: (0.40, 0.36, 6e6)}.items():
+        tp = _record("tp", "prune", seed, base, flops)
+        records.append(tp)
+        for name, ndcg, options in (("pull", pull, {"penalty": "budget", "tradeoff": 1.0}),
+                                    ("pull_lambda0", 0.9, {"penalty": "budget", "tradeoff": 0.0}),  # not DNS-Rec
+                                    ("pull_gone", 0.9, {"penalty": "budget", "tradeoff": 1.0})):
+            r = _record(name, "dnsrec", seed, ndcg, flops / 2, **options)
+            r["needs"] = {"budget": tp["key"] if name != "pull_gone" else "a cell no longer in the file"}
+            records.append(r)
+        other = _record("other_pull", "dnsrec", seed, 0.1, 1e6, penalty="budget", tradeoff=1.0)
+        other["needs"] = {"budget": records[-3]["key"]}  # pulled to a DNS-Rec cell: not a baseline's
+        records.append(other)
+    zero = [_record("tp", "prune", s, 0.0 if s == 1 else 0.1, 1e6, dataset="other") for s in (1, 2)]
+    for s, tp in zip((1, 2), zero):
+        r = _record("pull", "dnsrec", s, 0.1, 1e6, dataset="other", penalty="budget", tradeoff=1.0)
+        r["needs"] = {"budget": tp["key"]}
+        records += [tp, r]
+    return records
+
+
+def test_the_report_pools_every_search_pulled_to_a_baselines_flops(tmp_path):
+    records = _pulled_records()
+    assert pulled_triples(records) == [("other", "pull", "tp"), ("toy", "pull", "tp")]
+    section = pulled_section(records)
+    assert "| toy | pull | tp | 3 | 0.50x | +10.0%, +0.0%, -10.0% | +0.0% |" in section
+    assert "pooled over 3 (cell, seed) pairs of 1 cell: mean +0.0%, 95% CI " in section
+    assert "other pull left out: other seed 1: pull scores 0.1 and tp 0.0; a relative difference needs" in section
+    path = tmp_path / "results.jsonl"
+    for r in records:
+        append_result(str(path), r)
+    report = Path(write_report(str(path), str(tmp_path / "report"))["report"]).read_text()
+    assert "**Pulled to a baseline's FLOPs.**" in report and "| toy | pull | tp | 3 | 0.50x |" in report
+    block = readme_block(str(path), str(tmp_path / "report" / "report.md"), str(tmp_path / "README.md"), "cmd")
+    assert block.endswith(section)
+    assert pulled_section([r for r in records if r["variant"] == "tp"]) == ""  # nothing pulled: no section

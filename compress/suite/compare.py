@@ -80,7 +80,8 @@ def _check_names(records: Records, dataset: str, variants: Sequence[str], known_
 
 
 def paired_values(records: Records, dataset: str, variants: Sequence[str], metric: str, protocol: str,
-            known_variants: Collection[str], known_datasets: Collection[str], source: str):
+                  known_variants: Collection[str] = (), known_datasets: Collection[str] = (),
+                  source: str = "the results file"):
     """(the seeds every variant has, each variant's records on them, its metric on them, every seed it
     has): the names checked first. Bad input raises a one-line ``ConfigError``."""
     _check_names(records, dataset, variants, known_variants, known_datasets, source)

@@ -18,7 +18,7 @@ from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
 
 from compress.errors import ConfigError
 from compress.suite.compare import SPLIT, aligned, p_text, paired_values
-from compress.suite.pareto import Records
+from compress.suite.pareto import BASELINE_METHODS, Records, is_dnsrec
 from compress.suite.results import METRICS, read_records
 from compress.suite.stats import mean_interval, mean_std, paired_t_test
 
@@ -93,16 +93,57 @@ def _cell(records: Records, triple: Triple, metric: str, protocol: str, known: D
     return Cell(dataset, variant, reference, seeds, relative, flops[variant] / flops[reference], left_out)
 
 
+def summarize(cells: List[Cell], metric: str = "ndcg@10", protocol: str = "full", level: float = 0.95) -> Pooled:
+    """The cells' relative differences pooled: their mean, t interval at ``level`` and p against 0."""
+    every = [d for c in cells for d in c.relative]
+    return Pooled(metric, protocol, level, cells, mean_std(every)[0] if every else math.nan,
+                  mean_interval(every, level), paired_t_test(every, [0.0] * len(every)) if every else None)
+
+
 def pool(records: Records, triples: Sequence[Triple], metric: str = "ndcg@10", protocol: str = "full",
          level: float = 0.95, known_variants: Collection[str] = (), known_datasets: Collection[str] = (),
          source: str = "the results file") -> Pooled:
     """Every triple's relative differences, per cell and pooled; names are checked as ``compare``
     checks them. Bad input raises a one-line ``ConfigError``."""
     known = {"known_variants": known_variants, "known_datasets": known_datasets, "source": source}
-    cells = [_cell(records, t, metric, protocol, known) for t in triples]
-    every = [d for c in cells for d in c.relative]
-    return Pooled(metric, protocol, level, cells, mean_std(every)[0], mean_interval(every, level),
-                  paired_t_test(every, [0.0] * len(every)))
+    return summarize([_cell(records, t, metric, protocol, known) for t in triples], metric, protocol, level)
+
+
+def pulled_triples(records: Records) -> List[Triple]:
+    """Every (dataset, DNS-Rec variant, baseline variant) whose search was pulled to that baseline
+    cell's FLOPs (``budget:`` in the suite file, ``needs.budget`` in the records), sorted."""
+    by_key = {r["key"]: r for r in records}
+    found = set()
+    for r in records:
+        budget = by_key.get((r.get("needs") or {}).get("budget"))
+        if budget is not None and budget["method"] in BASELINE_METHODS and is_dnsrec([r]):
+            found.add((r["dataset"], r["variant"], budget["variant"]))
+    return sorted(found)
+
+
+PULLED_NOTE = ("**Pulled to a baseline's FLOPs.** Each DNS-Rec search pulled to a baseline cell's FLOPs (`budget:`) "
+               "against that cell, paired by seed: the relative difference (DNS-Rec − baseline) / baseline of test "
+               "NDCG@10 (full), per seed and pooled across datasets (two-sided 95% t interval, one-sample t-test "
+               "against 0; each seed counts as an independent pair, and a baseline cell met by several pulls once "
+               "per pull). `suite.py pool` computes the same for any cells.")
+
+
+def pulled_section(records: Records) -> str:
+    """``PULLED_NOTE``, a row per pulled cell and the pooled line; empty where no search was pulled. A
+    cell whose baseline scores 0 on a seed (no relative difference) is named and left out."""
+    cells, skipped = [], []
+    for triple in pulled_triples(records):
+        try:
+            cells.append(_cell(records, triple, "ndcg@10", "full", {}))
+        except ConfigError as exc:
+            skipped.append(f"{triple[0]} {triple[1]} left out: {exc}")
+    if not cells and not skipped:
+        return ""
+    p = summarize(cells)
+    rows = ["| dataset | DNS-Rec, pulled | baseline | seeds | FLOPs ratio | per seed | mean |", "|---" * 7 + "|"]
+    rows += [f"| {c.dataset} | {c.variant} | {c.reference} | {len(c.seeds)} | {c.flops_ratio:.2f}x | "
+             f"{', '.join(_pct(d) for d in c.relative)} | {_pct(mean_std(c.relative)[0])} |" for c in cells]
+    return "\n\n".join([PULLED_NOTE, "\n".join(rows)] + ([_pooled_line(p)] if cells else []) + skipped)
 
 
 def pool_file(results: str, triples: Sequence[Triple], **kwargs: Any) -> Pooled:
@@ -111,27 +152,30 @@ def pool_file(results: str, triples: Sequence[Triple], **kwargs: Any) -> Pooled:
 
 
 def _pct(x: float) -> str:
-    return f"{100 * x:+.1f}%"
+    return f"{round(100 * x, 1) + 0.0:+.1f}%"  # + 0.0: a mean that rounds to zero is +0.0%, not -0.0%
+
+
+def _pooled_line(p: Pooled) -> str:
+    n = sum(len(c.relative) for c in p.cells)
+    cells = f"{len(p.cells)} cell{'' if len(p.cells) == 1 else 's'}"
+    if p.interval is None:
+        return (f"pooled over {n} (cell, seed) pair{'' if n == 1 else 's'} of {cells}: mean {_pct(p.mean)}; interval "
+                "and p: n/a with fewer than 2 pairs")
+    return (f"pooled over {n} (cell, seed) pairs of {cells}: mean {_pct(p.mean)}, {100 * p.level:g}% CI "
+            f"{_pct(p.interval[0])} to {_pct(p.interval[1])}, p = {p_text(p.p)} (one-sample t-test against 0; each "
+            "seed counted as an independent pair)")
 
 
 def format_pooled(p: Pooled) -> str:
     """One row per cell, then the pooled line and what it assumes."""
     name = METRICS.get(p.metric, p.metric)
-    n = sum(len(c.relative) for c in p.cells)
     lines = [f"{SPLIT} {name} ({p.protocol}), each variant against its reference paired by seed: relative "
              f"difference (variant - reference) / reference"]
     table = [["dataset", "variant", "reference", "seeds", "FLOPs ratio", "mean", "per seed"]]
     table += [[c.dataset, c.variant, c.reference, str(len(c.seeds)), f"{c.flops_ratio:.2f}x",
                _pct(mean_std(c.relative)[0]), ", ".join(_pct(d) for d in c.relative)] for c in p.cells]
     lines += aligned(table)
-    cells = f"{len(p.cells)} cell{'' if len(p.cells) == 1 else 's'}"
-    if p.interval is None:
-        lines.append(f"pooled over {n} (cell, seed) pair of {cells}: mean {_pct(p.mean)}; interval and p: n/a "
-                     "with fewer than 2 pairs")
-    else:
-        lines.append(f"pooled over {n} (cell, seed) pairs of {cells}: mean {_pct(p.mean)}, {100 * p.level:g}% "
-                     f"CI {_pct(p.interval[0])} to {_pct(p.interval[1])}, p = {p_text(p.p)} (one-sample t-test "
-                     "against 0; each seed counted as an independent pair)")
+    lines.append(_pooled_line(p))
     lines += [f"left out: {c.dataset} {v} seed{'' if len(s) == 1 else 's'} {', '.join(map(str, s))} (not run "
               f"for both)" for c in p.cells for v, s in c.left_out.items()]
     return "\n".join(lines)

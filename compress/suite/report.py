@@ -1,7 +1,9 @@
 """The suite's report, from the results file alone: Markdown tables and PNG plots.
 
 - A summary across datasets: test NDCG@10 (full) and FLOPs of SASRec, DNS-Rec and the baselines,
-  and whether a DNS-Rec point dominates each baseline at equal FLOPs (``compress.suite.pareto``).
+  and whether a DNS-Rec point dominates each baseline at equal FLOPs (``compress.suite.pareto``);
+  then every search pulled to a baseline cell's FLOPs against that cell, per seed and pooled across
+  datasets (``compress.suite.pool``).
 - Table 1 of the paper: users, items, interactions, average length, density and where the
   sequence order comes from (timestamps, or file order for rating sets without them).
 - Per dataset: every variant's NDCG, Recall and MRR @10 (full and pop100) on test and on
@@ -25,6 +27,7 @@ from compress.store.card import exit_depths
 from compress.suite.pareto import BASELINE_METHODS, dominance, is_dnsrec, pareto, point
 from compress.suite.pareto import by_field as _by
 from compress.suite.pareto import score as _test
+from compress.suite.pool import pulled_section
 from compress.suite.results import METRICS, PROTOCOLS, read_records
 from compress.suite.stats import mean_std, paired_t_test
 
@@ -303,8 +306,10 @@ def readme_block(results: str, report: str, markdown: str, command: str) -> str:
     records = read_records(results)
     here = os.path.dirname(os.path.abspath(markdown))
     rel = os.path.relpath(os.path.abspath(report), here)
+    pulled = pulled_section(records)
     return (f"Written by `{command}` from `{os.path.relpath(os.path.abspath(results), here)}` ({len(records)} cells); "
-            f"every table and plot: [{rel}]({rel}). {SUMMARY_NOTE}\n\n{summary_table(records)}")
+            f"every table and plot: [{rel}]({rel}). {SUMMARY_NOTE}\n\n{summary_table(records)}"
+            + (f"\n\n{pulled}" if pulled else ""))
 
 
 def write_report(results: str, out_dir: str) -> Dict[str, Any]:
@@ -331,8 +336,9 @@ def write_report(results: str, out_dir: str) -> Dict[str, Any]:
              "(leave-one-out); mean ± sample std over seeds. p: two-sided paired t-test over seeds (exact Student-t, "
              f"n − 1 degrees of freedom) of test NDCG@10 (full) against {BASELINE}, shown with "
              f"≥ {MIN_SEEDS} paired seeds. FLOPs = 2 x multiply-adds of scoring one full-length history.",
-             f"## Summary\n\n{SUMMARY_NOTE}\n\n{summary_table(records)}",
-             "## Datasets\n\n" + dataset_table(records)]
+             f"## Summary\n\n{SUMMARY_NOTE}\n\n{summary_table(records)}"]
+    pulled = pulled_section(records)
+    parts += ([pulled] if pulled else []) + ["## Datasets\n\n" + dataset_table(records)]
     files = {"report": os.path.join(out_dir, "report.md"), "plots": []}
     for dataset, rows in _by(records, "dataset").items():
         by_variant = _by(rows, "variant")
