@@ -28,7 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from compress.errors import CompressError, ConfigError  # noqa: E402
@@ -92,22 +92,25 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def known_names(args: argparse.Namespace) -> Dict[str, Any]:
+    """The suite file's variants and the preset's datasets, which tell ``compare`` and ``pool`` an
+    unknown name from one not run yet (an unknown preset or a broken suite file is an error here too)."""
+    plan = load_plan(args.suite, args.preset)
+    return {"known_variants": read_spec(args.suite).get("variants") or {},
+            "known_datasets": {cell.dataset for cell in plan.cells}}
+
+
 def compare(args: argparse.Namespace, results: str) -> None:
     """``compare``: names checked against the suite file's preset, figures from the results file."""
-    plan = load_plan(args.suite, args.preset)  # an unknown preset or a broken suite file is an error here too
     comparison = compare_file(args.results or results, args.dataset, _list(args.variants) or [], metric=args.metric,
-                              protocol=args.protocol, known_variants=read_spec(args.suite).get("variants") or {},
-                              known_datasets={cell.dataset for cell in plan.cells})
+                              protocol=args.protocol, **known_names(args))
     print(format_comparison(comparison))
 
 
 def pooled(args: argparse.Namespace, results: str) -> None:
     """``pool``: the cells' names checked against the suite file's preset, figures from the results file."""
-    plan = load_plan(args.suite, args.preset)
     result = pool_file(args.results or results, parse_triples(args.pairs), metric=args.metric,
-                       protocol=args.protocol, level=parse_level(args.level),
-                       known_variants=read_spec(args.suite).get("variants") or {},
-                       known_datasets={cell.dataset for cell in plan.cells})
+                       protocol=args.protocol, level=parse_level(args.level), **known_names(args))
     print(format_pooled(result))
 
 

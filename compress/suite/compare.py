@@ -82,8 +82,9 @@ def _check_names(records: Records, dataset: str, variants: Sequence[str], known_
 def paired_values(records: Records, dataset: str, variants: Sequence[str], metric: str, protocol: str,
                   known_variants: Collection[str] = (), known_datasets: Collection[str] = (),
                   source: str = "the results file"):
-    """(the seeds every variant has, each variant's records on them, its metric on them, every seed it
-    has): the names checked first. Bad input raises a one-line ``ConfigError``."""
+    """(the seeds every variant has, each variant's records on them, its metric on them, and for each
+    variant with seeds the others lack, those seeds): the names checked first. Bad input raises a
+    one-line ``ConfigError``."""
     _check_names(records, dataset, variants, known_variants, known_datasets, source)
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
@@ -100,7 +101,8 @@ def paired_values(records: Records, dataset: str, variants: Sequence[str], metri
         raise ConfigError(f"the records hold no {SPLIT} metric {metric!r} ({protocol}); choose one of "
                           f"{_names(m for m in held if '@' in m)}")
     values = {v: [score(r, protocol, metric, SPLIT) for r in rows] for v, rows in picked.items()}
-    return shared, picked, values, seeds_of
+    left_out = {v: sorted(set(s) - set(shared)) for v, s in seeds_of.items() if set(s) - set(shared)}
+    return shared, picked, values, left_out
 
 
 def compare(records: Records, dataset: str, variants: Sequence[str], metric: str = "ndcg@10",
@@ -109,17 +111,16 @@ def compare(records: Records, dataset: str, variants: Sequence[str], metric: str
     """``variants`` (the first is the reference) on ``dataset``, paired by seed. ``known_variants`` and
     ``known_datasets`` (the suite file's) only tell an unknown name from one not run yet; ``source``
     names the results file in error messages. Bad input raises a one-line ``ConfigError``."""
-    shared, picked, values, seeds_of = paired_values(records, dataset, variants, metric, protocol, known_variants,
-                                               known_datasets, source)
+    shared, picked, values, left_out = paired_values(records, dataset, variants, metric, protocol, known_variants,
+                                                     known_datasets, source)
     reference = values[variants[0]]
     rows = []
     for v in variants:
         first = v == variants[0]
-        rows.append(Row(v, picked[v][0]["label"], len(seeds_of[v]), mean_std(values[v])[0],
+        rows.append(Row(v, picked[v][0]["label"], len(shared) + len(left_out.get(v, [])), mean_std(values[v])[0],
                         mean_std([r["cost"]["flops_analytic"] for r in picked[v]])[0],
                         None if first else mean_std([a - b for a, b in zip(values[v], reference)])[0],
                         None if first else paired_t_test(values[v], reference)))
-    left_out = {v: sorted(set(s) - set(shared)) for v, s in seeds_of.items() if set(s) - set(shared)}
     return Comparison(dataset, metric, protocol, shared, left_out, rows)
 
 

@@ -81,7 +81,7 @@ def parse_level(text: str) -> float:
 
 def _cell(records: Records, triple: Triple, metric: str, protocol: str, known: Dict[str, Any]) -> Cell:
     dataset, variant, reference = triple
-    seeds, picked, values, seeds_of = paired_values(records, dataset, [variant, reference], metric, protocol, **known)
+    seeds, picked, values, left_out = paired_values(records, dataset, [variant, reference], metric, protocol, **known)
     relative = []
     for seed, ours, theirs in zip(seeds, values[variant], values[reference]):
         if not (math.isfinite(ours) and math.isfinite(theirs) and theirs > 0):
@@ -89,7 +89,6 @@ def _cell(records: Records, triple: Triple, metric: str, protocol: str, known: D
                               f"difference needs finite scores and a reference above 0")
         relative.append((ours - theirs) / theirs)
     flops = {v: mean_std([r["cost"]["flops_analytic"] for r in picked[v]])[0] for v in (variant, reference)}
-    left_out = {v: sorted(set(s) - set(seeds)) for v, s in seeds_of.items() if set(s) - set(seeds)}
     return Cell(dataset, variant, reference, seeds, relative, flops[variant] / flops[reference], left_out)
 
 

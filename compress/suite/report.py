@@ -70,8 +70,6 @@ def dataset_table(records: Records) -> str:
     return "\n".join(lines)
 
 
-
-
 def accuracy_table(rows_by_variant: Dict[str, Records], split: str = "test") -> str:
     """NDCG, Recall and MRR @10 under both protocols on ``split``; on test also the paired p-value."""
     base = rows_by_variant.get(BASELINE)
