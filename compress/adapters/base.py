@@ -68,6 +68,8 @@ def adapter_class(name: str) -> Type[Adapter]:
 
 def get_adapter(model: nn.Module, adapter: Optional[object] = None) -> Adapter:
     """An adapter instance: given, by name, or the first registered one that matches ``model``."""
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"the model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(adapter, Adapter):
         return adapter
     if isinstance(adapter, str):

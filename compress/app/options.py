@@ -27,6 +27,7 @@ from compress.nas.config import (
     SELECTIONS,
     TAU_SCHEDULES,
     SearchConfig,
+    read_budget,
 )
 from compress.nas.space import SearchSpace
 
@@ -187,12 +188,7 @@ def _list(opt: Option, value: Any, name: str, item) -> list:
 
 def _budget(opt: Option, value: Any, name: str) -> str:
     text = _str(opt, value, name).strip()
-    try:
-        number = _float(opt, text[:-1] if text.endswith("%") else text, name)
-    except ConfigError:
-        raise ConfigError(f"{name} is neither a percentage like 50% nor a finite number of FLOPs: {value!r}") from None
-    if number <= 0:
-        raise ConfigError(f"{name} must be a positive number of FLOPs or a percentage like 50%, got {text!r}")
+    read_budget(text, name)
     return text
 
 

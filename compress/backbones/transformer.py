@@ -17,6 +17,7 @@ from torch import nn
 from compress.arch import ArchSpec, Width
 from compress.backbones.objectives import OBJECTIVES, at, query
 from compress.backbones.registry import register_backbone
+from compress.bounds import real, whole
 from compress.errors import ConfigError
 from compress.nn.block import ACTIVATIONS, LAYER_PARTS, NORMS, TransformerLayer
 from compress.nn.width import layer_norm
@@ -83,6 +84,12 @@ class SequenceTransformer(nn.Module):
     def __init__(self, arch: ArchSpec, n_items: int, max_len: int, dropout: float = 0.2,
                  layer_norm_eps: float = 1e-12, init_std: float = 0.02, style: Optional[Style] = None) -> None:
         super().__init__()
+        if not isinstance(arch, ArchSpec):
+            raise ConfigError(f"arch must be a compress.ArchSpec, got {type(arch).__name__}")
+        n_items, max_len = whole("n_items", n_items), whole("max_len", max_len)  # a max_len of 0 never windows
+        real("dropout", dropout, low=0.0, below=1.0)
+        real("layer_norm_eps", layer_norm_eps, above=0.0)
+        real("init_std", init_std, above=0.0)
         self.style = style or self.default_style
         self.arch, self.n_items, self.max_len = arch, n_items, max_len
         self.vocabulary = None  # ItemVocabulary: the raw id of every item row, once known

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from compress.bounds import real, whole
 from compress.errors import ConfigError
 
 LOSSES = ("full", "uniform", "inbatch")
@@ -15,8 +16,7 @@ def check_loss(kind: str, n_negatives: int) -> None:
     """A loss name and negative count a training configuration may hold."""
     if kind not in LOSSES:
         raise ConfigError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
-    if n_negatives < 1:
-        raise ConfigError(f"negatives must be >= 1, got {n_negatives}")
+    whole("negatives", n_negatives)
 
 
 def check_precision(precision: str) -> None:
@@ -45,15 +45,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_loss(self.loss, self.negatives)
         check_precision(self.precision)
-        if not 0.0 <= self.distill <= 1.0:
-            raise ConfigError(f"distill must be in [0, 1] (the distillation's share of the loss), got {self.distill}")
-        if not 0.0 < self.distill_temperature < float("inf"):
-            raise ConfigError(f"distill_temperature must be a positive number, got {self.distill_temperature}")
+        for name in ("epochs", "batch_size", "patience", "k", "eval_batch_size"):
+            whole(name, getattr(self, name))
+        whole("seed", self.seed, minimum=0)
+        real("lr", self.lr, above=0.0)
+        real("weight_decay", self.weight_decay, low=0.0)
+        if self.max_minutes is not None:
+            real("max_minutes", self.max_minutes, above=0.0)
+        real("distill", self.distill, low=0.0, high=1.0)
+        real("distill_temperature", self.distill_temperature, above=0.0)
         if self.distill > 0 and self.loss != "full":
             raise ConfigError(f"distill compares the scores of every item with the teacher's, which loss "
                               f"{self.loss!r} never computes; use loss full, or distill 0")
-        for name in ("epochs", "batch_size", "patience", "k", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")

@@ -26,7 +26,7 @@ from compress.engine.batches import TrainingBatches
 from compress.engine.checkpoint import Checkpointer, rng_state, set_rng_state
 from compress.engine.config import KEEPS
 from compress.engine.progress import NullReporter, Reporter
-from compress.errors import CheckpointError, SearchError
+from compress.errors import CheckpointError, ConfigError, SearchError
 from compress.measure.evaluation import EvalSet
 from compress.runtime import distributed
 
@@ -283,3 +283,14 @@ def _finite_weights(model: nn.Module) -> bool:
     """Whether every weight is finite (one host read)."""
     checks = [torch.isfinite(p.detach()).all() for p in model.parameters()]
     return bool(torch.stack(checks).all()) if checks else True
+
+
+def check_finite_weights(model: nn.Module, what: str = "the model") -> None:
+    """Refuse a model that starts out with NaN or inf weights (one host read when it does not): training
+    or searching it would only stop at its first step with a divergence blamed on the learning rate."""
+    if _finite_weights(model):
+        return
+    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p.detach()).all())]
+    more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+    raise ConfigError(f"{what} holds NaN or inf in {bad[0]}{more}; start from finite weights: a fresh model, or "
+                      "an earlier checkpoint of this one")

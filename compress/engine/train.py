@@ -11,7 +11,7 @@ from compress.data.dataset import SequenceDataset
 from compress.engine.batches import TrainingBatches
 from compress.engine.checkpoint import Checkpointer
 from compress.engine.config import TrainConfig
-from compress.engine.loop import Loop, LoopResult, Task
+from compress.engine.loop import Loop, LoopResult, Task, check_finite_weights
 from compress.engine.losses import Distillation, StepLoss
 from compress.engine.precision import Precision
 from compress.engine.progress import LogReporter, Reporter
@@ -106,6 +106,9 @@ def fit(model: nn.Module, dataset: SequenceDataset, cfg: Optional[TrainConfig] =
         raise ConfigError(f"distill {cfg.distill} needs a teacher: pass the dense model to distil from, or distill 0")
     if teacher is not None and cfg.distill == 0:
         raise ConfigError("a teacher was given with distill 0, so it would teach nothing: set distill > 0")
+    check_finite_weights(model)
+    if teacher is not None:
+        check_finite_weights(teacher, "the teacher")
     adopt_vocabulary(model, dataset)
     device = as_device(device, next(model.parameters()).device)
     torch.manual_seed(cfg.seed + distributed.rank())  # dropout differs per rank, as on different rows it should

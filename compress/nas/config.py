@@ -2,9 +2,11 @@
 ``--help`` load without it."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
+from compress.bounds import real, whole
 from compress.engine.config import KEEPS, check_loss, check_precision
 from compress.errors import ConfigError
 
@@ -33,6 +35,22 @@ class TemperatureSchedule:
         if self.epochs == 1:
             return self.start
         return self.start * (self.minimum / self.start) ** ((min(epoch, self.epochs) - 1) / (self.epochs - 1))
+
+
+def read_budget(max_flops: Union[float, str], name: str = "max_flops") -> Tuple[float, bool]:
+    """A FLOPs budget as (number, whether it is a percentage): "50%" is (50.0, True), 3e6 is (3e6, False).
+    NaN, inf, zero and negative budgets are refused here, before any model is built."""
+    text = str(max_flops).strip()
+    percent = text.endswith("%")
+    try:
+        number = float(text[:-1] if percent else text) if not isinstance(max_flops, bool) else math.nan
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise ConfigError(f"{name} is neither a percentage like 50% nor a finite number of FLOPs: {max_flops!r}")
+    if number <= 0:
+        raise ConfigError(f"{name} must be a positive number of FLOPs or a percentage like 50%, got {text!r}")
+    return number, percent
 
 
 ARCH_BATCHES = ("valid", "train")
@@ -89,10 +107,18 @@ class SearchConfig:
         if self.arch_batches not in ARCH_BATCHES:
             raise ConfigError(f"unknown arch_batches {self.arch_batches!r}; choose valid or train")
         for name in ("epochs", "batch_size", "arch_every", "patience", "k"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.tradeoff < 0:
-            raise ConfigError(f"tradeoff λ must be >= 0, got {self.tradeoff}")
+            whole(name, getattr(self, name))
+        whole("seed", self.seed, minimum=0)
+        real("lr", self.lr, above=0.0)
+        real("arch_lr", self.arch_lr, above=0.0)
+        real("tradeoff λ", self.tradeoff, low=0.0)
+        real("tau_start", self.tau_start, above=0.0)
+        real("tau_rate", self.tau_rate, low=0.0)
+        real("tau_min", self.tau_min, above=0.0)
+        if self.max_minutes is not None:
+            real("max_minutes", self.max_minutes, above=0.0)
+        if self.max_flops is not None:
+            read_budget(self.max_flops)
         if self.tau_schedule not in TAU_SCHEDULES:
             raise ConfigError(f"unknown tau_schedule {self.tau_schedule!r}; choose epoch or step")
         if self.flops_reference not in FLOPS_REFERENCES:

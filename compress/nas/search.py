@@ -40,7 +40,7 @@ from compress.engine.progress import LogReporter, Reporter
 from compress.engine.train import adam, adopt_vocabulary, shard_loss, weight_step
 from compress.errors import ConfigError
 from compress.measure.evaluation import EVAL_SEED, eval_set, score_set
-from compress.nas.config import PROXYLESS_EXPONENT, SearchConfig
+from compress.nas.config import PROXYLESS_EXPONENT, SearchConfig, read_budget
 from compress.nas.supernet import Supernet
 from compress.runtime import distributed
 from compress.runtime.devices import as_device, resolve_device
@@ -53,11 +53,8 @@ def budget_flops(max_flops: Optional[Union[float, str]], supernet: Supernet,
     if max_flops is None:
         return None
     full = supernet.reference_flops(reference)
-    text = str(max_flops).strip()
-    try:
-        budget = full * float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    except ValueError:
-        raise ConfigError(f"`max_flops` {max_flops!r} is neither a percentage like 50% nor a number") from None
+    number, percent = read_budget(max_flops)
+    budget = full * number / 100 if percent else number
     smallest = float(supernet.flops.min())
     if budget < smallest:
         raise ConfigError(f"`max_flops` {max_flops} ({budget:.3g} FLOPs) is below the smallest candidate "

@@ -23,11 +23,13 @@ space keeps the depth of models of any depth.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, replace
 from itertools import product
 from typing import Dict, List, Optional, Tuple
 
 from compress.arch import ATTENTION_KINDS, HEAD_PRUNING, ArchSpec, Width
+from compress.bounds import whole
 from compress.errors import ConfigError
 
 MAX_GATE_LAYERS = 16
@@ -45,16 +47,19 @@ class SearchSpace:
     head_pruning: str = "whole"  # whole: fewer heads of the full width; dims: every head, each narrowed
 
     def __post_init__(self) -> None:
+        for name in ("hidden_ratios", "inner_ratios"):
+            if not isinstance(getattr(self, name), (tuple, list)):
+                raise ConfigError(f"{name} must be a tuple of pruning ratios like (0.0, 0.5), "
+                                  f"got {getattr(self, name)!r}")
         if not self.hidden_ratios or not self.inner_ratios:
             raise ConfigError("the search space is empty: give at least one hidden and one inner pruning ratio")
         for r in (*self.hidden_ratios, *self.inner_ratios):
-            if not 0.0 <= r < 1.0:
-                raise ConfigError(f"pruning ratio {r} is outside [0, 1): 0 keeps everything, 0.5 keeps half")
+            if isinstance(r, bool) or not isinstance(r, numbers.Real) or not 0.0 <= r < 1.0:
+                raise ConfigError(f"pruning ratio {r!r} is outside [0, 1): 0 keeps everything, 0.5 keeps half")
         if self.coupled and len(self.hidden_ratios) != len(self.inner_ratios):
             raise ConfigError("coupled search space needs as many hidden as inner ratios; "
                               "give equal lists or set coupled: false")
-        if self.round_to < 1:
-            raise ConfigError(f"round_to must be >= 1, got {self.round_to}")
+        whole("round_to", self.round_to)
         if isinstance(self.attention, str) or not self.attention or \
                 any(not isinstance(a, str) or a not in ATTENTION_KINDS for a in self.attention):
             raise ConfigError(f"`attention` choices {self.attention!r}: give one or more of {', '.join(ATTENTION_KINDS)}")

@@ -17,6 +17,7 @@ from torch import nn
 from compress.adapters import Adapter, adapter_class, get_adapter
 from compress.arch import ArchSpec
 from compress.data.vocabulary import ItemVocabulary
+from compress.engine.loop import check_finite_weights
 from compress.errors import CheckpointError
 from compress.files import read_json
 from compress.layout import CONFIG, WEIGHTS
@@ -44,6 +45,7 @@ def wrap(model: nn.Module, adapter: Union[None, str, Adapter] = None, space: Opt
     narrower candidate keeps are the important ones; "taylor" needs ``reorder_batch=(items, targets)``.
     The user's ``model`` itself is never modified."""
     adapter = get_adapter(model, adapter)
+    check_finite_weights(model)
     model = adapter.convert(model)
     if item_ids is not None:
         vocabulary = ItemVocabulary(list(item_ids))

@@ -1,0 +1,45 @@
+"""Range checks of the numbers the configuration classes and models are built with. The command line
+checks its options against declared bounds before anything runs (``compress.app.options``); these
+guard the same values given from Python, where a NaN learning rate would train on silently, a
+fractional epoch count would fail deep in a loop, and a sequence length of 0 would never end."""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Optional
+
+from compress.errors import ConfigError
+
+
+def whole(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``; numpy integers pass, bools and fractions do not."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def real(name: str, value: Any, low: Optional[float] = None, above: Optional[float] = None,
+         below: Optional[float] = None, high: Optional[float] = None) -> float:
+    """``value`` as a finite float within the bounds given: ``low``/``high`` inclusive,
+    ``above``/``below`` exclusive. NaN and inf always fail."""
+    number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+    ok = math.isfinite(number) and (low is None or number >= low) and (above is None or number > above) \
+        and (below is None or number < below) and (high is None or number <= high)
+    if not ok:
+        raise ConfigError(f"{name} must be a finite number{_bounds(low, above, below, high)}, got {value!r}")
+    return number
+
+
+def _bounds(low: Optional[float], above: Optional[float], below: Optional[float], high: Optional[float]) -> str:
+    """" >= 0", " > 0" or " in [0, 1)": the bounds as the error message says them."""
+    lower = f"[{low:g}" if low is not None else f"({above:g}" if above is not None else None
+    upper = f"{high:g}]" if high is not None else f"{below:g})" if below is not None else None
+    if lower and upper:
+        return f" in {lower}, {upper}"
+    if lower:
+        return f" >= {low:g}" if low is not None else f" > {above:g}"
+    if upper:
+        return f" <= {high:g}" if high is not None else f" < {below:g}"
+    return ""

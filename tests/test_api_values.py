@@ -1,0 +1,133 @@
+"""Bad numbers and objects given from Python, where no command line checks them first: each ends in a
+typed error naming the value, before any data is read or any step is taken. A sequence length of 0
+once looped forever building training windows (until the machine ran out of memory), a NaN λ or
+budget searched on, and a NaN model reached its first step only to blame the learning rate."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import compress
+from compress.errors import ConfigError
+
+ARCH = compress.ArchSpec(hidden=16, inner=32, heads=2, layers=1)
+
+
+@pytest.fixture(scope="module")
+def data(tiny_data_file):
+    return compress.load_dataset(str(tiny_data_file))
+
+
+def sasrec(n_items: int, **kwargs) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return compress.get_backbone("sasrec")(ARCH, n_items, **{"max_len": 10, **kwargs})
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(lr=float("inf")), "lr must be a finite number > 0, got inf"),
+    (dict(lr=0.0), "lr must be a finite number > 0, got 0.0"),
+    (dict(weight_decay=float("nan")), "weight_decay must be a finite number >= 0, got nan"),
+    (dict(weight_decay=-0.1), "weight_decay must be a finite number >= 0"),
+    (dict(max_minutes=0), "max_minutes must be a finite number > 0, got 0"),
+    (dict(max_minutes=float("inf")), "max_minutes must be a finite number > 0"),
+    (dict(epochs=2.5), "epochs must be a whole number, got 2.5"),
+    (dict(batch_size=True), "batch_size must be a whole number, got True"),
+    (dict(seed=-1), "seed must be >= 0, got -1"),
+    (dict(negatives=0, loss="uniform"), "negatives must be >= 1, got 0"),
+    (dict(distill=float("nan")), r"distill must be a finite number in \[0, 1\], got nan"),
+    (dict(distill_temperature="2"), "distill_temperature must be a finite number > 0, got '2'"),
+])
+def test_bad_training_configs_name_the_value(kwargs, words):
+    with pytest.raises(ConfigError, match=words):
+        compress.TrainConfig(**kwargs)
+
+
+def test_numpy_numbers_are_numbers():
+    import numpy as np
+
+    cfg = compress.TrainConfig(epochs=np.int64(3), lr=np.float32(0.5))
+    assert cfg.epochs == 3 and cfg.lr == 0.5
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(max_len=0), "max_len must be >= 1, got 0"),
+    (dict(max_len=-5), "max_len must be >= 1, got -5"),
+    (dict(max_len=2.5), "max_len must be a whole number, got 2.5"),
+    (dict(dropout=1.0), r"dropout must be a finite number in \[0, 1\), got 1.0"),
+    (dict(dropout=float("nan")), "dropout must be a finite number"),
+    (dict(layer_norm_eps=0.0), "layer_norm_eps must be a finite number > 0"),
+    (dict(init_std=float("inf")), "init_std must be a finite number > 0"),
+])
+def test_bad_model_sizes_are_refused_when_the_model_is_built(kwargs, words):
+    with pytest.raises(ConfigError, match=words):
+        sasrec(30, **kwargs)
+
+
+@pytest.mark.parametrize("n_items, words", [(0, "n_items must be >= 1, got 0"),
+                                            (30.0, "n_items must be a whole number, got 30.0")])
+def test_bad_item_counts_are_refused(n_items, words):
+    with pytest.raises(ConfigError, match=words):
+        sasrec(n_items)
+
+
+def test_an_arch_that_is_not_an_archspec_is_refused():
+    with pytest.raises(ConfigError, match="arch must be a compress.ArchSpec, got dict"):
+        compress.get_backbone("sasrec")(dict(hidden=16, inner=32, heads=2, layers=1), 30, max_len=10)
+
+
+def test_a_saved_config_with_a_zero_sequence_length_is_refused_on_load(artifacts, tmp_path):
+    import json
+    import shutil
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(artifacts["model"], model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    config["model"]["max_len"] = 0
+    (model_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(compress.CompressError, match="max_len"):
+        compress.load(str(model_dir))
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(round_to=float("nan")), "round_to must be a whole number, got nan"),
+    (dict(round_to=2.5), "round_to must be a whole number, got 2.5"),
+    (dict(hidden_ratios=0.5), r"hidden_ratios must be a tuple of pruning ratios like \(0.0, 0.5\), got 0.5"),
+    (dict(inner_ratios=("0.5",)), "pruning ratio '0.5' is outside"),
+    (dict(hidden_ratios=(float("nan"),)), "pruning ratio nan is outside"),
+])
+def test_bad_search_spaces_name_the_value(kwargs, words):
+    with pytest.raises(ConfigError, match=words):
+        compress.SearchSpace(**kwargs)
+
+
+@pytest.mark.parametrize("thing", [5, "sasrec", None])
+def test_wrapping_what_is_not_a_module_is_refused(thing):
+    with pytest.raises(ConfigError, match=f"the model must be a torch.nn.Module, got {type(thing).__name__}"):
+        compress.wrap(thing)
+
+
+def inf_model(n_items: int) -> torch.nn.Module:
+    model = sasrec(n_items)
+    with torch.no_grad():
+        model.position_embedding.weight[1, 2] = float("inf")
+    return model
+
+
+def test_a_model_with_nan_or_inf_weights_is_refused_by_wrap_and_fit(data):
+    model = inf_model(data.n_items)
+    with pytest.raises(ConfigError, match=r"the model holds NaN or inf in position_embedding.weight.*fresh model"):
+        compress.wrap(model)
+    with pytest.raises(ConfigError, match="the model holds NaN or inf in position_embedding.weight"):
+        compress.fit(model, data, compress.TrainConfig(epochs=1), "cpu")
+    with pytest.raises(ConfigError, match="the teacher holds NaN or inf"):
+        compress.fit(sasrec(data.n_items), data, compress.TrainConfig(epochs=1, distill=0.5), "cpu", teacher=model)
+
+
+def test_the_refusal_names_how_many_weights_are_bad(data):
+    model = sasrec(data.n_items)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    n = len(list(model.parameters()))
+    with pytest.raises(ConfigError, match=rf"in item_embedding.weight \(and {n - 1} more\)"):
+        compress.wrap(model)
