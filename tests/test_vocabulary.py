@@ -202,3 +202,31 @@ def test_a_hugging_face_directory_needs_its_vocabulary(tmp_path):
 def test_popularity_that_is_not_one_number_per_row_is_refused(popularity):
     with pytest.raises(compress.ConfigError, match="popularity must be 3 finite numbers"):
         ItemVocabulary(["a", "b"], popularity)
+
+
+@pytest.mark.parametrize("ids, words", [
+    ("abcde", "must be an ordered list of ids .*got str"),
+    ({"a", "b"}, "must be an ordered list of ids .*got set"),
+    ({"a": 1}, "must be an ordered list of ids .*got dict"),
+    (["a", None, "c"], "item id None of row 2 is neither a non-empty string nor an integer"),
+    (["a", "", "c"], "item id '' of row 2"),
+    ([float("nan"), "b"], "item id nan of row 1"),
+    ([1.0, 2.0], "item id 1.0 of row 1"),
+    ([True, "b"], "item id True of row 1"),
+])
+def test_ids_no_data_could_match_are_refused(ids, words):
+    with pytest.raises(compress.ConfigError, match=words):
+        ItemVocabulary(ids)
+
+
+def test_integer_ids_read_as_the_data_writes_them():
+    assert ItemVocabulary(np.array([3, 1, 2])).ids == ["3", "1", "2"]
+    assert ItemVocabulary(("x", 7)).ids == ["x", "7"]
+
+
+def test_wrapping_with_fewer_ids_than_rows_says_how_many_each_has():
+    model = compress.get_backbone("sasrec")(compress.ArchSpec(16, 32, 2, 1), 5, max_len=10)
+    with pytest.raises(compress.ConfigError, match="item_ids names 2 items but the model has 5 item rows"):
+        compress.wrap(model, item_ids=["a", "b"])
+    with pytest.raises(compress.ConfigError, match="got str"):
+        compress.wrap(model, item_ids="abcde")  # five characters are not five ids

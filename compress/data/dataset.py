@@ -74,7 +74,7 @@ class SequenceDataset:
         model then needs the rows: ``compress.wrap(model, item_ids=data.item_tokens)``)."""
         if unknown not in ("drop", "append"):
             raise ConfigError(f"unknown_items must be drop or append, got {unknown!r}")
-        tokens = ItemVocabulary(list(item_ids)).ids
+        tokens = ItemVocabulary(item_ids).ids
         index = {t: i + 1 for i, t in enumerate(tokens)}
         mapping = np.zeros(self.n_items + 1, dtype=np.int64)  # our index -> theirs (0: dropped)
         for ours, token in enumerate(self.item_tokens, 1):

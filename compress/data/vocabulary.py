@@ -8,13 +8,27 @@ counts prove nothing, so wherever a model meets data the vocabularies are compar
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
 
 from compress.errors import CheckpointError, ConfigError
 
 ALIGN_HINT = ("load the data onto the model's vocabulary: compress.load_dataset(..., item_ids=<the model's ids>), "
               "or on the command line train/search with --init and the same data")
+
+
+def _raw_id(token: Any, row: int) -> str:
+    """An item id as the data's readers give it: a non-empty string, or an integer written as one. A
+    float (1.0 is not "1", NaN is a missing value) or None would name a row that no data can match."""
+    if isinstance(token, numbers.Integral) and not isinstance(token, bool):
+        return str(int(token))
+    if isinstance(token, str) and token.strip():
+        return str(token)
+    raise ConfigError(f"item id {token!r} of row {row} is neither a non-empty string nor an integer; "
+                      "give the raw ids as the data has them, one per row")
 
 
 @dataclass
@@ -28,9 +42,10 @@ class ItemVocabulary:
     _index: Dict[str, int] = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.ids, (str, bytes)) or not isinstance(self.ids, Sequence):
-            raise ConfigError(f"item ids must be a list of strings, got {type(self.ids).__name__}")
-        self.ids = [str(i) for i in self.ids]
+        if isinstance(self.ids, (str, bytes, Set, Mapping)) or not isinstance(self.ids, (Sequence, np.ndarray)):
+            raise ConfigError(f"item ids must be an ordered list of ids (row i + 1 is ids[i]), got "
+                              f"{type(self.ids).__name__}")
+        self.ids = [_raw_id(t, row) for row, t in enumerate(self.ids, 1)]
         if len(set(self.ids)) != len(self.ids):
             raise ConfigError("item ids must be distinct: an id given twice would name two embedding rows")
         if self.popularity is not None:

@@ -18,7 +18,7 @@ from compress.adapters import Adapter, adapter_class, get_adapter
 from compress.arch import ArchSpec
 from compress.data.vocabulary import ItemVocabulary
 from compress.engine.loop import check_finite_weights
-from compress.errors import CheckpointError
+from compress.errors import CheckpointError, ConfigError
 from compress.files import read_json
 from compress.layout import CONFIG, WEIGHTS
 from compress.nas.reorder import reorder as channel_reorder
@@ -48,7 +48,11 @@ def wrap(model: nn.Module, adapter: Union[None, str, Adapter] = None, space: Opt
     check_finite_weights(model)
     model = adapter.convert(model)
     if item_ids is not None:
-        vocabulary = ItemVocabulary(list(item_ids))
+        vocabulary = ItemVocabulary(item_ids)
+        if len(vocabulary) < model.n_items:
+            raise ConfigError(f"item_ids names {len(vocabulary):,} items but the model has {model.n_items:,} item "
+                              "rows; give one id per row (row i + 1 is item_ids[i]), and more only for items "
+                              "the data adds")
         model = model.with_items(len(vocabulary)) if len(vocabulary) != model.n_items else copy.copy(model)
         model.vocabulary = vocabulary
     space = (space or SearchSpace()).fixing(attention, gate_layers)

@@ -178,7 +178,7 @@ def export(model: torch.nn.Module, out: str, format: str = "safetensors",
     card's cost comparison: the ``Supernet`` (whose adapter also writes native/, the model as the
     wrapped class, where that class can hold it) or a dense compress model."""
     if vocabulary is not None and not isinstance(vocabulary, ItemVocabulary):
-        vocabulary = ItemVocabulary(list(vocabulary))
+        vocabulary = ItemVocabulary(vocabulary)
     vocabulary = vocabulary or getattr(model, "vocabulary", None)
     stats = None
     if dataset is not None:
