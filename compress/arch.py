@@ -7,10 +7,10 @@ head and the leading ``hidden // heads`` dimensions of each (Torch-Pruning's def
 """
 from __future__ import annotations
 
-import numbers
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Dict, NamedTuple, Optional
 
+from compress.bounds import whole
 from compress.errors import ConfigError
 
 ATTENTION_KINDS = ("softmax", "linear")
@@ -41,13 +41,7 @@ class ArchSpec:
 
     def __post_init__(self) -> None:
         for name in ("hidden", "inner", "heads", "layers", "gate_layers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # numpy ints are fine
-                raise ConfigError(f"{name} must be an integer, got {value!r}")
-            object.__setattr__(self, name, int(value))
-        for name in ("hidden", "inner", "heads", "layers"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+            object.__setattr__(self, name, whole(name, getattr(self, name), minimum=int(name != "gate_layers")))
         if self.hidden % self.heads:
             raise ConfigError(f"hidden size {self.hidden} is not divisible into {self.heads} heads; "
                               "pick heads that divide it")
@@ -55,8 +49,6 @@ class ArchSpec:
             raise ConfigError(f"unknown attention {self.attention!r}; choose one of {', '.join(ATTENTION_KINDS)}")
         if not isinstance(self.gate_placement, str) or self.gate_placement not in GATE_PLACEMENTS:
             raise ConfigError(f"unknown gate placement {self.gate_placement!r}; choose 'code' or 'paper'")
-        if self.gate_layers < 0:
-            raise ConfigError(f"gate_layers must be >= 0, got {self.gate_layers}")
 
     @property
     def head_dim(self) -> int:

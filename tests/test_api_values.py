@@ -131,3 +131,15 @@ def test_the_refusal_names_how_many_weights_are_bad(data):
     n = len(list(model.parameters()))
     with pytest.raises(ConfigError, match=rf"in item_embedding.weight \(and {n - 1} more\)"):
         compress.wrap(model)
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: compress.training_windows([torch.arange(1, 9).numpy()], 0), "max_len must be >= 1, got 0"),
+    (lambda: compress.pad_right([torch.arange(1, 9).numpy()], -3), "length must be >= 1, got -3"),
+    (lambda: compress.analytic_flops(ARCH, -5, 30), "n must be >= 1, got -5"),
+    (lambda: compress.analytic_flops(ARCH, 10, 0), "n_items must be >= 1, got 0"),
+    (lambda: compress.measured_flops(sasrec(30), 11), "n 11 exceeds the 10 positions the model has"),
+])
+def test_public_helpers_refuse_sizes_they_cannot_serve(call, words):
+    with pytest.raises(ConfigError, match=words):
+        call()

@@ -9,7 +9,7 @@ from typing import Dict, List, Set
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "compress"
 # bottom to top; a module may import its own stage and the stages below it
-STAGES = [{"errors", "arch", "files", "layout", "runtime"}, {"data"}, {"nn"}, {"backbones"}, {"adapters"},
+STAGES = [{"errors", "bounds", "arch", "files", "layout", "runtime"}, {"data"}, {"nn"}, {"backbones"}, {"adapters"},
           {"measure"}, {"engine"}, {"store"}, {"nas"}, {"app"}, {"suite"}]
 MAX_FUNCTION_LINES = 80
 

@@ -15,6 +15,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from compress.arch import ArchSpec
+from compress.bounds import whole
+from compress.errors import ConfigError
 from compress.nn.attention import chunk_size
 
 
@@ -61,6 +63,7 @@ def elementwise_flops(arch: ArchSpec, n: int) -> int:
 
 def analytic_flops(arch: ArchSpec, n: int, n_items: int, causal: bool = True) -> Dict[str, int]:
     """Breakdown and totals for one sequence of length ``n`` scored against ``n_items`` items."""
+    n, n_items = whole("n", n), whole("n_items", n_items)
     per_layer = layer_flops(arch, n, causal)
     out = {k: v * arch.layers for k, v in per_layer.items()}
     out["head"] = 2 * arch.hidden * (n_items + 1)  # last position against every item row (incl. padding)
@@ -89,6 +92,8 @@ def model_flops(model: torch.nn.Module) -> Dict[str, int]:
 
 def measured_flops(model: torch.nn.Module, n: int) -> int:
     """FlopCounterMode's count of ``model.predict`` on one full-length sequence."""
+    if whole("n", n) > model.max_len:
+        raise ConfigError(f"n {n} exceeds the {model.max_len} positions the model has; give n <= {model.max_len}")
     items = torch.randint(1, model.n_items + 1, (1, n), device=next(model.parameters()).device)
     was_training = model.training
     model.eval()
