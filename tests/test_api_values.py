@@ -143,3 +143,14 @@ def test_the_refusal_names_how_many_weights_are_bad(data):
 def test_public_helpers_refuse_sizes_they_cannot_serve(call, words):
     with pytest.raises(ConfigError, match=words):
         call()
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(kcore=-1), "kcore must be >= 0, got -1"),
+    (dict(kcore=float("nan")), "kcore must be a whole number, got nan"),
+    (dict(min_interactions=1), r"min_interactions \(leave-one-out needs .*\) must be >= 3, got 1"),
+    (dict(min_interactions=2.5), "min_interactions .* must be a whole number"),
+])
+def test_bad_filters_are_refused_before_the_data_is_read(kwargs, words):
+    with pytest.raises(ConfigError, match=words):
+        compress.load_dataset("/nonexistent/file.tsv", **kwargs)  # the path would fail later, as DataError

@@ -13,6 +13,7 @@ import zipfile
 from dataclasses import asdict
 from typing import Optional, Sequence
 
+from compress.bounds import whole
 from compress.data.dataset import MIN_INTERACTIONS, SequenceDataset, build_dataset
 from compress.data.readers import ReadOptions, read_interactions
 from compress.data.registry import DATASETS, DEFAULT, cache_root, resolve
@@ -72,6 +73,9 @@ def load_dataset(data: Optional[str] = None, data_dir: Optional[str] = None,
     Items are numbered by ``numbering`` (``compress``, or ``recbole``: as RecBole numbers the same
     file), or, given a model's vocabulary ``item_ids`` (row i + 1 is ``item_ids[i]``), as that model
     numbers them, interactions with other items dropped or their items appended (``unknown_items``)."""
+    kcore = whole("kcore", kcore, minimum=0)
+    min_interactions = whole("min_interactions (leave-one-out needs a training item, a validation and a test "
+                             "target)", min_interactions, minimum=MIN_INTERACTIONS)
     path, opts, name = resolve_source(data, data_dir, options)
     ds = _load(path, opts, name, kcore, min_interactions, use_cache, numbering)
     return ds if item_ids is None else ds.aligned(item_ids, unknown_items)
