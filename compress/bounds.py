@@ -1,12 +1,14 @@
-"""Range checks of the numbers the configuration classes and models are built with. The command line
-checks its options against declared bounds before anything runs (``compress.app.options``); these
-guard the same values given from Python, where a NaN learning rate would train on silently, a
-fractional epoch count would fail deep in a loop, and a sequence length of 0 would never end."""
+"""Checks of the values the public API is given: the numbers configurations and models are built
+with, and the kinds of object each entry point takes. The command line checks its options against
+declared bounds before anything runs (``compress.app.options``); these guard the same values given
+from Python, where a NaN learning rate would train on silently, a fractional epoch count would fail
+deep in a loop, a sequence length of 0 would never end, and a dict for a config would end in an
+AttributeError far from the call."""
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Optional
+from typing import Any, Optional, Type
 
 from compress.errors import ConfigError
 
@@ -30,6 +32,12 @@ def real(name: str, value: Any, low: Optional[float] = None, above: Optional[flo
     if not ok:
         raise ConfigError(f"{name} must be a finite number{_bounds(low, above, below, high)}, got {value!r}")
     return number
+
+
+def instance(name: str, value: Any, kind: Type, fix: str) -> None:
+    """Refuse ``value`` unless it is a ``kind``, saying what it was and how to make one (``fix``)."""
+    if not isinstance(value, kind):
+        raise ConfigError(f"{name} must be a {kind.__name__}, got {type(value).__name__}; {fix}")
 
 
 def _bounds(low: Optional[float], above: Optional[float], below: Optional[float], high: Optional[float]) -> str:

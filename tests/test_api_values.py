@@ -154,3 +154,49 @@ def test_public_helpers_refuse_sizes_they_cannot_serve(call, words):
 def test_bad_filters_are_refused_before_the_data_is_read(kwargs, words):
     with pytest.raises(ConfigError, match=words):
         compress.load_dataset("/nonexistent/file.tsv", **kwargs)  # the path would fail later, as DataError
+
+
+def test_entry_points_name_the_object_they_take(data):
+    model = sasrec(data.n_items)
+    supernet = compress.wrap(model)
+    calls = [
+        (lambda: compress.fit(model, "default", compress.TrainConfig(epochs=1), "cpu"),
+         "the data must be a SequenceDataset, got str; load it with compress.load_dataset"),
+        (lambda: compress.fit(model, data, {"epochs": 1}, "cpu"), "cfg must be a TrainConfig, got dict"),
+        (lambda: compress.fit(supernet, data, compress.TrainConfig(epochs=1), "cpu"), "the model must be a SequenceTransformer, got Supernet.*compress.search"),
+        (lambda: compress.search(model, data, compress.SearchConfig(epochs=1)),
+         "the model searched must be a Supernet, got SASRec; wrap it first"),
+        (lambda: compress.search(supernet, data, {"epochs": 1}), "cfg must be a SearchConfig, got dict"),
+        (lambda: compress.evaluate(model, data.items), "the data must be a SequenceDataset, got ndarray"),
+        (lambda: compress.split_metrics(model, None), "the data must be a SequenceDataset, got NoneType"),
+    ]
+    for call, words in calls:
+        with pytest.raises(ConfigError, match=words):
+            call()
+
+
+def test_serving_and_export_arguments_are_checked(artifacts, tmp_path):
+    model = compress.load(str(artifacts["model"]))
+    small = sasrec(3)
+    top = compress.Recommender(small, vocabulary=["a", "b", "c"]).recommend([["a"]], k=2)[0]
+    assert sorted(i for i, _ in top) == ["b", "c"]  # a list of raw ids is a vocabulary; "a" was seen
+    with pytest.raises(ConfigError, match="item ids must be an ordered list of ids .*got str"):
+        compress.Recommender(small, vocabulary="abc")  # three characters are not three ids
+    out = str(tmp_path / "m")
+    for kwargs, words in [(dict(dataset="default"), "dataset must be a SequenceDataset, got str"),
+                          (dict(metrics="good"), "metrics must be a dict, got str"),
+                          (dict(overwrite="no"), "overwrite must be a bool, got str")]:
+        with pytest.raises(ConfigError, match=words):
+            compress.export(model, out, **kwargs)
+    assert not (tmp_path / "m").exists()
+
+
+def test_save_supernet_refuses_a_dense_model_and_an_unwritable_place(artifacts, tmp_path):
+    with pytest.raises(ConfigError, match="the model saved must be a Supernet, got SASRec"):
+        compress.save_supernet(compress.load(str(artifacts["model"])), str(tmp_path / "s"))
+    blocker = tmp_path / "file"
+    blocker.write_text("mine")
+    supernet = compress.load_supernet(str(artifacts["search"] / "supernet"))
+    with pytest.raises(ConfigError, match="cannot write .*file/s"):
+        compress.save_supernet(supernet, str(blocker / "s"))
+    assert blocker.read_text() == "mine"

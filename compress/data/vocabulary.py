@@ -10,7 +10,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -103,9 +103,11 @@ def check_same(model_vocab: Optional[ItemVocabulary], data_vocab: ItemVocabulary
         raise ConfigError(f"{what} and the data number their items differently ({differs}); {ALIGN_HINT}")
 
 
-def vocabulary_of(model: Any, given: Optional[ItemVocabulary] = None) -> ItemVocabulary:
+def vocabulary_of(model: Any, given: Union[None, ItemVocabulary, Sequence[str]] = None) -> ItemVocabulary:
     """The vocabulary naming ``model``'s item rows: ``given``, or the one the model carries (a model
     from ``compress.load`` or trained by ``compress.fit``); refused when absent or of another size."""
+    if given is not None and not isinstance(given, ItemVocabulary):
+        given = ItemVocabulary(given)  # a list of raw ids, checked as such
     vocabulary = given or getattr(model, "vocabulary", None)
     if vocabulary is None:
         raise ConfigError("the model has no item vocabulary, so its rows cannot be named as raw item ids; pass "

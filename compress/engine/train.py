@@ -7,6 +7,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 import torch
 from torch import nn
 
+from compress.backbones.transformer import SequenceTransformer
+from compress.bounds import instance
 from compress.data.dataset import SequenceDataset
 from compress.engine.batches import TrainingBatches
 from compress.engine.checkpoint import Checkpointer
@@ -101,7 +103,10 @@ def fit(model: nn.Module, dataset: SequenceDataset, cfg: Optional[TrainConfig] =
     saved state is resumed from, batch for batch, so a killed run ends as an uninterrupted one would.
     With ``cfg.distill`` > 0 the loss also pulls the model's scores towards the frozen ``teacher``'s
     (knowledge distillation: the dense model a smaller one was pruned or searched from)."""
-    cfg = cfg or TrainConfig()
+    cfg = TrainConfig() if cfg is None else cfg
+    instance("the model", model, SequenceTransformer, "fit trains a compress model (compress.get_backbone, "
+             "result.slice() of a search, compress.load); a Supernet is trained by compress.search")
+    instance("cfg", cfg, TrainConfig, "e.g. compress.TrainConfig(epochs=20)")
     if cfg.distill > 0 and teacher is None:
         raise ConfigError(f"distill {cfg.distill} needs a teacher: pass the dense model to distil from, or distill 0")
     if teacher is not None and cfg.distill == 0:

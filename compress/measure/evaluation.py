@@ -30,6 +30,7 @@ from typing import Dict, List, Optional, Union
 
 import torch
 
+from compress.bounds import instance
 from compress.data.batching import pad_right
 from compress.data.dataset import SequenceDataset
 from compress.data.vocabulary import check_same
@@ -116,6 +117,7 @@ def evaluate(model: torch.nn.Module, dataset: SequenceDataset, split: str = "val
 
 def check_model_and_data(model: torch.nn.Module, dataset: SequenceDataset) -> None:
     """A model compress can score (``predict``, ``max_len``, ``n_items``) whose items are the data's."""
+    instance("the data", dataset, SequenceDataset, "load it with compress.load_dataset")
     missing = [a for a in ("predict", "max_len", "n_items") if not hasattr(model, a)]
     if missing:
         raise ConfigError(f"a {type(model).__name__} has no {', '.join(missing)}: evaluate a compress model, "

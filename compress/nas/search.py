@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from compress.arch import ArchSpec
+from compress.bounds import instance
 from compress.data.batching import pad_right
 from compress.data.dataset import SequenceDataset
 from compress.engine.batches import TrainingBatches
@@ -321,7 +322,9 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
     validation epoch, or the last one (``cfg.decide``).
     With a ``checkpoint`` the search saves after every epoch (and every ``checkpoint.every`` steps) and
     resumes a saved state exactly (weights, α/β, optimisers, τ step, RNG, data position)."""
-    cfg = cfg or SearchConfig()
+    cfg = SearchConfig() if cfg is None else cfg
+    instance("the model searched", supernet, Supernet, "wrap it first: compress.wrap(model)")
+    instance("cfg", cfg, SearchConfig, "e.g. compress.SearchConfig(tradeoff=0.1)")
     adopt_vocabulary(supernet.backbone, dataset)
     device = as_device(device, resolve_device("auto"))
     reporter = reporter or LogReporter()

@@ -16,6 +16,7 @@ from torch import nn
 
 from compress.adapters import Adapter, adapter_class, get_adapter
 from compress.arch import ArchSpec
+from compress.bounds import instance
 from compress.data.vocabulary import ItemVocabulary
 from compress.engine.loop import check_finite_weights
 from compress.errors import CheckpointError, ConfigError
@@ -77,11 +78,15 @@ def save_supernet(supernet: Supernet, directory: str) -> None:
     """``config.json`` (backbone + adapter + space + what ``predict`` uses) and ``model.safetensors``
     (weights, α, β). τ and the selection are saved because ``predict`` mixes with softmax(α/τ): without
     them a reloaded supernet would score differently from the one whose metrics the search card holds."""
-    os.makedirs(directory, exist_ok=True)
-    save_model(supernet, directory, {"kind": "supernet", "supernet": {
-        "adapter": supernet.adapter.name, "adapter_config": supernet.adapter.to_dict(),
-        "space": supernet.space.to_dict(), "input_arch": supernet.input_arch.to_dict(), "tau": supernet.tau,
-        "eval_selection": supernet.eval_selection}}, supernet.backbone.config())
+    instance("the model saved", supernet, Supernet, "a dense model is written by compress.export")
+    try:
+        os.makedirs(directory, exist_ok=True)
+        save_model(supernet, directory, {"kind": "supernet", "supernet": {
+            "adapter": supernet.adapter.name, "adapter_config": supernet.adapter.to_dict(),
+            "space": supernet.space.to_dict(), "input_arch": supernet.input_arch.to_dict(), "tau": supernet.tau,
+            "eval_selection": supernet.eval_selection}}, supernet.backbone.config())
+    except OSError as exc:
+        raise ConfigError(f"cannot write {directory}: {exc.strerror or exc}") from None
 
 
 def load_supernet(directory: str, device: Union[str, torch.device] = "cpu") -> Supernet:

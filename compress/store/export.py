@@ -22,6 +22,7 @@ import torch
 
 from compress.adapters import Adapter
 from compress.arch import ArchSpec
+from compress.bounds import instance
 from compress.data.dataset import SequenceDataset
 from compress.data.vocabulary import ItemVocabulary, check_same, vocabulary_of
 from compress.errors import CheckpointError, ConfigError
@@ -179,6 +180,11 @@ def export(model: torch.nn.Module, out: str, format: str = "safetensors",
     wrapped class, where that class can hold it) or a dense compress model."""
     if vocabulary is not None and not isinstance(vocabulary, ItemVocabulary):
         vocabulary = ItemVocabulary(vocabulary)
+    instance("overwrite", overwrite, bool, "True replaces an existing out, False refuses it")
+    if dataset is not None:
+        instance("dataset", dataset, SequenceDataset, "the data the model was trained on, from compress.load_dataset")
+    if metrics is not None:
+        instance("metrics", metrics, dict, "e.g. compress.split_metrics(model, dataset)")
     vocabulary = vocabulary or getattr(model, "vocabulary", None)
     stats = None
     if dataset is not None:

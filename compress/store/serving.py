@@ -11,7 +11,7 @@ from __future__ import annotations
 import numbers
 import warnings
 from collections.abc import Iterable
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -32,7 +32,8 @@ class Recommender:
     (a power of two: a batch is padded with empty histories up to it), so a small model's latency
     follows its FLOPs."""
 
-    def __init__(self, model: nn.Module, vocabulary: Optional[ItemVocabulary] = None, graphs: bool = True) -> None:
+    def __init__(self, model: nn.Module, vocabulary: Union[None, ItemVocabulary, Sequence[str]] = None,
+                 graphs: bool = True) -> None:
         self.model, self.vocabulary = model, vocabulary_of(model, vocabulary)
         device = next(model.parameters()).device
         self.predict = Replayed(model.predict, device) if graphs else model.predict
