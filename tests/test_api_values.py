@@ -200,3 +200,27 @@ def test_save_supernet_refuses_a_dense_model_and_an_unwritable_place(artifacts, 
     with pytest.raises(ConfigError, match="cannot write .*file/s"):
         compress.save_supernet(supernet, str(blocker / "s"))
     assert blocker.read_text() == "mine"
+
+
+def test_reporters_checkpoints_and_teachers_are_checked_before_any_work(data, tmp_path):
+    from compress.engine.checkpoint import Checkpointer
+
+    model, cfg = sasrec(data.n_items), compress.TrainConfig(epochs=1)
+    calls = [
+        (lambda: compress.fit(model, data, cfg, "cpu", reporter="rich"), "reporter must be a Reporter, got str"),
+        (lambda: compress.fit(model, data, cfg, "cpu", checkpoint=str(tmp_path)),
+         "checkpoint must be a Checkpointer, got str"),
+        (lambda: compress.search(compress.wrap(model), data, compress.SearchConfig(epochs=1), reporter=print),
+         "reporter must be a Reporter, got builtin_function_or_method"),
+        (lambda: compress.fit(model, data, compress.TrainConfig(epochs=1, distill=0.5), "cpu", teacher="x"),
+         "the teacher must be a SequenceTransformer, got str"),
+        (lambda: compress.Reporters(compress.LogReporter(), "csv"), "each reporter must be a Reporter, got str"),
+        (lambda: Checkpointer(str(tmp_path), every=float("nan")), "every must be a whole number, got nan"),
+        (lambda: compress.MetricsSink(str(tmp_path / "file" / "metrics.csv")),
+         "the metrics CSV needs a directory, but .*file is a file"),
+    ]
+    (tmp_path / "file").write_text("mine")
+    for call, words in calls:
+        with pytest.raises(ConfigError, match=words):
+            call()
+    assert (tmp_path / "file").read_text() == "mine" and not list(tmp_path.glob("*.csv"))

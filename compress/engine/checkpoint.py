@@ -26,6 +26,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from compress.bounds import whole
 from compress.errors import CheckpointError, Interrupted
 from compress.files import atomic_dir, first_line, read_json, recover, write_json
 from compress.layout import CHECKPOINT, LOCK, PARTIAL, RUN_META
@@ -61,7 +62,7 @@ class Checkpointer:
     """Saves and restores a loop's state in ``directory``; ``every`` > 0 also saves every that many steps."""
 
     def __init__(self, directory: str, every: int = 0) -> None:
-        self.directory, self.every = directory, every
+        self.directory, self.every = os.fspath(directory), whole("every", every, minimum=0)
         self.stop_requested = False  # set by the signal handler, at any moment
         self.stopping = False  # set by the loop from every rank's stop_requested, once per step
         self.meta: Optional[Dict[str, Any]] = None  # written with the first checkpoint: a run that fails

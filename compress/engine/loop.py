@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
+from compress.bounds import instance
 from compress.engine.batches import TrainingBatches
 from compress.engine.checkpoint import Checkpointer, rng_state, set_rng_state
 from compress.engine.config import KEEPS
@@ -283,6 +284,14 @@ def _finite_weights(model: nn.Module) -> bool:
     """Whether every weight is finite (one host read)."""
     checks = [torch.isfinite(p.detach()).all() for p in model.parameters()]
     return bool(torch.stack(checks).all()) if checks else True
+
+
+def check_hooks(reporter: Optional[Reporter], checkpoint: Optional[Checkpointer]) -> None:
+    """What ``fit`` and ``search`` are given to report to and to checkpoint into, checked before any work."""
+    if reporter is not None:
+        instance("reporter", reporter, Reporter, "e.g. compress.RichReporter(), or None to log")
+    if checkpoint is not None:
+        instance("checkpoint", checkpoint, Checkpointer, "e.g. Checkpointer(directory) from compress.engine.checkpoint")
 
 
 def check_finite_weights(model: nn.Module, what: str = "the model") -> None:

@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from compress.bounds import instance
 from compress.runtime import distributed
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class Reporters(Reporter):
 
     def __init__(self, *many: Optional[Reporter]) -> None:
         self.many = [r for r in many if r is not None]
+        for r in self.many:
+            instance("each reporter", r, Reporter, "e.g. compress.RichReporter() or compress.MetricsSink(path)")
 
     def header(self, info: Dict) -> None:
         for r in self.many:

@@ -54,20 +54,20 @@ def summary_writer() -> type:
     return SummaryWriter
 
 
-def check_log_dir(path: str) -> None:
-    """A TensorBoard directory that can be written: created if missing, refused when it is a file or
-    not writable, so that a bad path fails before training rather than after the first epoch."""
+def check_dir(path: str, what: str) -> None:
+    """A directory ``what`` writes into that can be written: created if missing, refused when it is a
+    file or not writable, so that a bad path fails before training rather than after the first epoch."""
     existing = os.path.abspath(path)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        raise ConfigError(f"`tensorboard` needs a directory, but {existing} is a file; choose another path")
+        raise ConfigError(f"{what} needs a directory, but {existing} is a file; choose another path")
     try:
         os.makedirs(path, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as exc:
-        raise ConfigError(f"`tensorboard` directory {path} cannot be written: {exc.strerror}") from None
+        raise ConfigError(f"{what} directory {path} cannot be written: {exc.strerror}") from None
 
 
 class MetricsSink(Reporter):
@@ -77,8 +77,11 @@ class MetricsSink(Reporter):
     def __init__(self, csv: Optional[str] = None, tensorboard: Optional[str] = None) -> None:
         self.csv, self.tensorboard = csv, tensorboard
         self.writer_class = summary_writer() if tensorboard else None  # a missing package fails now
-        if tensorboard and distributed.is_main():
-            check_log_dir(tensorboard)
+        if distributed.is_main():
+            if tensorboard:
+                check_dir(tensorboard, "`tensorboard`")
+            if csv:
+                check_dir(os.path.dirname(os.path.abspath(csv)), "the metrics CSV")
         self.rows: List[Dict[str, Any]] = []
         self.writer = None
 

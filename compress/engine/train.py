@@ -13,7 +13,7 @@ from compress.data.dataset import SequenceDataset
 from compress.engine.batches import TrainingBatches
 from compress.engine.checkpoint import Checkpointer
 from compress.engine.config import TrainConfig
-from compress.engine.loop import Loop, LoopResult, Task, check_finite_weights
+from compress.engine.loop import Loop, LoopResult, Task, check_finite_weights, check_hooks
 from compress.engine.losses import Distillation, StepLoss
 from compress.engine.precision import Precision
 from compress.engine.progress import LogReporter, Reporter
@@ -107,12 +107,14 @@ def fit(model: nn.Module, dataset: SequenceDataset, cfg: Optional[TrainConfig] =
     instance("the model", model, SequenceTransformer, "fit trains a compress model (compress.get_backbone, "
              "result.slice() of a search, compress.load); a Supernet is trained by compress.search")
     instance("cfg", cfg, TrainConfig, "e.g. compress.TrainConfig(epochs=20)")
+    check_hooks(reporter, checkpoint)
     if cfg.distill > 0 and teacher is None:
         raise ConfigError(f"distill {cfg.distill} needs a teacher: pass the dense model to distil from, or distill 0")
     if teacher is not None and cfg.distill == 0:
         raise ConfigError("a teacher was given with distill 0, so it would teach nothing: set distill > 0")
     check_finite_weights(model)
     if teacher is not None:
+        instance("the teacher", teacher, SequenceTransformer, "the dense model to distil from")
         check_finite_weights(teacher, "the teacher")
     adopt_vocabulary(model, dataset)
     device = as_device(device, next(model.parameters()).device)

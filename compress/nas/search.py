@@ -34,7 +34,7 @@ from compress.data.batching import pad_right
 from compress.data.dataset import SequenceDataset
 from compress.engine.batches import TrainingBatches
 from compress.engine.checkpoint import Checkpointer
-from compress.engine.loop import Loop, Task
+from compress.engine.loop import Loop, Task, check_hooks
 from compress.engine.losses import StepLoss
 from compress.engine.precision import Precision
 from compress.engine.progress import LogReporter, Reporter
@@ -325,6 +325,7 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
     cfg = SearchConfig() if cfg is None else cfg
     instance("the model searched", supernet, Supernet, "wrap it first: compress.wrap(model)")
     instance("cfg", cfg, SearchConfig, "e.g. compress.SearchConfig(tradeoff=0.1)")
+    check_hooks(reporter, checkpoint)
     adopt_vocabulary(supernet.backbone, dataset)
     device = as_device(device, resolve_device("auto"))
     reporter = reporter or LogReporter()
