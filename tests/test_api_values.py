@@ -224,3 +224,21 @@ def test_reporters_checkpoints_and_teachers_are_checked_before_any_work(data, tm
         with pytest.raises(ConfigError, match=words):
             call()
     assert (tmp_path / "file").read_text() == "mine" and not list(tmp_path.glob("*.csv"))
+
+
+MAPPING = {"item_embedding": "items", "position_embedding": "positions", "layers": "blocks",
+           "attention": {"qkv": "mix.qkv", "output": "mix.proj"}, "ffn_in": "up", "ffn_out": "down",
+           "attention_norm": "norm_a", "ffn_norm": "norm_b", "heads": 2, "norm": "pre", "causal": True,
+           "activation": "relu", "objective": "next"}
+
+
+@pytest.mark.parametrize("change, words", [
+    (dict(heads=0), "declared mapping: heads must be >= 1, got 0"),
+    (dict(heads=float("nan")), "declared mapping: heads must be a whole number, got nan"),
+    (dict(causal="no"), "style causal must be true or false, got 'no'"),  # a truthy string, not False
+    (dict(norm="sandwich"), "unknown norm placement 'sandwich'"),
+])
+def test_a_declared_mapping_is_checked_when_declared(change, words):
+    compress.DeclaredAdapter(MAPPING)
+    with pytest.raises(ConfigError, match=words):
+        compress.DeclaredAdapter({**MAPPING, **change})

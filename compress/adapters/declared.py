@@ -36,6 +36,7 @@ from torch import nn
 from compress.adapters.base import Adapter, register_adapter
 from compress.arch import ArchSpec
 from compress.backbones.transformer import MODEL_PARTS, SequenceTransformer, Style, part_path
+from compress.bounds import whole
 from compress.errors import CheckpointError, ConfigError
 from compress.nn.block import LAYER_PARTS
 
@@ -69,6 +70,7 @@ def read_mapping(mapping: Union[str, Dict[str, Any]]) -> Dict[str, Any]:
     att = mapping["attention"]
     if not isinstance(att, dict) or "output" not in att or not ({"query", "key", "value"} <= set(att) or "qkv" in att):
         raise ConfigError(f"declared mapping: attention needs 'output' and either query/key/value or qkv; {DOCS}")
+    whole("declared mapping: heads", mapping["heads"])
     return dict(mapping)
 
 
@@ -116,6 +118,8 @@ class DeclaredAdapter(Adapter):
 
     def __init__(self, mapping: Union[str, Dict[str, Any], None] = None) -> None:
         self.mapping = read_mapping(mapping) if mapping is not None else None
+        if self.mapping is not None:
+            self.style()  # causal, norm, activation and objective checked now, not when a model is wrapped
 
     def to_dict(self) -> Dict[str, Any]:
         return {"mapping": self.mapping}
