@@ -359,13 +359,14 @@ def recommend(
         recs = recommender.recommend([[t.strip() for t in history.split(",") if t.strip()]], k, not keep_seen)[0]
     for w in caught:
         err_console.print(f"warning: {escape(printable(str(w.message)))}", highlight=False)
+    by = "popularity" if any(issubclass(w.category, compress.PopularityFallback) for w in caught) else "model"
     if json_out:
-        print(json.dumps([{"item": i, "score": s} for i, s in recs]))
+        print(json.dumps([{"item": i, "score": s, "by": by} for i, s in recs]))
         return
     table = Table(title=f"top-{k} for history {escape(printable(history))}")
     table.add_column("rank", justify="right")
     table.add_column("item")
-    table.add_column("score", justify="right")
+    table.add_column("interactions" if by == "popularity" else "score", justify="right")
     for r, (item, score) in enumerate(recs, 1):
         table.add_row(str(r), escape(printable(item)), f"{score:.4f}")
     out_console.print(table)

@@ -31,7 +31,8 @@ _API = {
     "SearchSpace": "compress.nas.space", "Supernet": "compress.nas.supernet",
     "load_supernet": "compress.nas.wrap", "save_supernet": "compress.nas.wrap", "wrap": "compress.nas.wrap",
     "channel_importance": "compress.nas.reorder", "reorder": "compress.nas.reorder",
-    "load": "compress.store.artifacts", "Recommender": "compress.store.serving", "export": "compress.store.export",
+    "load": "compress.store.artifacts", "Recommender": "compress.store.serving",
+    "PopularityFallback": "compress.store.serving", "export": "compress.store.export",
 }
 __all__ = sorted(_API) + ["__version__"]
 

@@ -116,7 +116,8 @@ def check(model, histories, k, exclude_seen, result) -> None:
 
 
 def run(model, histories, k, exclude_seen):
-    """recommend's result, or None after a one-line ConfigError; unknown ids warn once, with their count."""
+    """recommend's result, or None after a one-line ConfigError; unknown ids warn once, with their count,
+    and histories left without a known item once more, as a PopularityFallback with theirs."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -130,9 +131,13 @@ def run(model, histories, k, exclude_seen):
     event("ok")
     index = set(catalogue(model))
     unknown = sum(1 for h in histories for t in h if str(t) not in index)
-    assert len(caught) == (1 if unknown else 0)
+    empty = sum(1 for h in histories if not any(str(t) in index for t in h))
+    assert len(caught) == (1 if unknown else 0) + (1 if empty else 0)
     if unknown:
         assert f"skipped {unknown} unknown" in str(caught[0].message)
+    if empty:
+        assert caught[-1].category is compress.PopularityFallback
+        assert f"{empty} of {len(histories)} histories held no known item" in str(caught[-1].message)
     return result
 
 

@@ -98,8 +98,12 @@ def test_unknown_ids_are_skipped_with_one_warning(model, items):
 def test_empty_history_gets_the_most_popular_items(model, items):
     k = 10
     pop = items["popularity"]
-    with pytest.warns(UserWarning, match="skipped 1 unknown"):
+    with pytest.warns(UserWarning) as caught:
         recs = compress.Recommender(model).recommend([[], ["nope"], user_histories(model, items)[0]], k=k)
+    messages = [str(w.message) for w in caught]
+    assert "skipped 1 unknown item id(s) in the histories" in messages
+    assert [w.category for w in caught if "no known item" in str(w.message)] == [compress.PopularityFallback]
+    assert "2 of 3 histories held no known item" in " ".join(messages)
     assert recs[0] == recs[1]
     index = {tok: i + 1 for i, tok in enumerate(items["item_ids"])}
     counts = [pop[index[item]] for item, _ in recs[0]]
@@ -135,7 +139,7 @@ def test_recommend_cli_json(model_dir, model, items):
     result = invoke("recommend", model_dir, "--history", ",".join(hist), "--k", "5", "--json")
     assert result.exit_code == 0, result.stderr
     recs = json.loads(result.stdout)
-    assert len(recs) == 5 and all(set(r) == {"item", "score"} for r in recs)
+    assert len(recs) == 5 and all(set(r) == {"item", "score", "by"} and r["by"] == "model" for r in recs)
     want = recommend(model, [hist], k=5)[0]
     assert [r["item"] for r in recs] == [i for i, _ in want]
     assert not {r["item"] for r in recs} & set(hist)
@@ -149,6 +153,19 @@ def test_recommend_cli_unknown_ids_and_keep_seen(model_dir, model, items):
     assert "skipped 2 unknown item id(s)" in result.stderr
     assert [r["item"] for r in json.loads(result.stdout)] == \
         [i for i, _ in recommend(model, [hist], k=3, exclude_seen=False)[0]]
+
+
+def test_recommend_cli_says_when_popularity_answers(model_dir, items):
+    """A history of unknown ids only is answered by popularity: the counts are labelled as such in the
+    table, the JSON and a warning, never passed off as the model's scores."""
+    result = invoke("recommend", model_dir, "--history", "nope-a,nope-b", "--k", "3", "--json")
+    assert result.exit_code == 0, result.stderr
+    recs = json.loads(result.stdout)
+    assert [r["by"] for r in recs] == ["popularity"] * 3
+    assert sorted((r["score"] for r in recs), reverse=True) == sorted(items["popularity"][1:], reverse=True)[:3]
+    assert "1 of 1 histories held no known item" in result.stderr
+    table = invoke("recommend", model_dir, "--history", "nope-a", "--k", "3")
+    assert table.exit_code == 0 and "interactions" in table.stdout and "score" not in table.stdout
 
 
 def test_recommend_cli_on_a_missing_dir(tmp_path):

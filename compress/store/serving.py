@@ -4,7 +4,8 @@ A ``Recommender`` wraps a model (anything with ``predict(items) -> (B, n_items +
 and ``n_items``) and the item vocabulary of a MODEL_DIR (``items.json``: the raw id of every
 embedding row, and item popularity). Unknown ids are skipped with one warning that counts them; a
 history longer than N keeps its last N items (what the model was trained to see); an empty history
-gets the most popular items (interaction counts over the whole dataset) with those counts as scores.
+gets the most popular items (interaction counts over the whole dataset) with those counts as scores,
+and a ``PopularityFallback`` warning says so, since those are not the model's scores.
 """
 from __future__ import annotations
 
@@ -23,6 +24,11 @@ from compress.errors import ConfigError
 from compress.runtime.replay import Replayed
 
 Recommendations = List[List[Tuple[str, float]]]
+
+
+class PopularityFallback(UserWarning):
+    """Some histories held no known item, so they got the most popular items, scored by interaction
+    counts: numbers on another scale than the model's scores, which a caller must not mix with them."""
 
 
 class Recommender:
@@ -55,8 +61,12 @@ class Recommender:
         k = min(int(k), self.model.n_items)
         out: Recommendations = [[] for _ in seqs]
         filled = [i for i, s in enumerate(seqs) if len(s)]
-        for i in set(range(len(seqs))) - set(filled):
+        empty = sorted(set(range(len(seqs))) - set(filled))
+        for i in empty:
             out[i] = self.most_popular(k)
+        if empty:
+            warnings.warn(f"{len(empty)} of {len(seqs)} histories held no known item: they get the most popular "
+                          "items, scored by interaction count, not by the model", PopularityFallback, stacklevel=2)
         if filled:
             for i, recs in zip(filled, self.top_k([seqs[i] for i in filled], k, exclude_seen)):
                 out[i] = recs
