@@ -41,7 +41,7 @@ def instance(name: str, value: Any, kind: Type, fix: str) -> None:
 
 
 def _bounds(low: Optional[float], above: Optional[float], below: Optional[float], high: Optional[float]) -> str:
-    """" >= 0", " > 0" or " in [0, 1)": the bounds as the error message says them."""
+    """The bounds as the error message says them: ' >= 0', ' > 0' or ' in [0, 1)'."""
     lower = f"[{low:g}" if low is not None else f"({above:g}" if above is not None else None
     upper = f"{high:g}]" if high is not None else f"{below:g})" if below is not None else None
     if lower and upper:

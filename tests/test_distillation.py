@@ -122,7 +122,8 @@ def test_a_teacher_over_other_items_is_refused():
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"distill": -0.1}, "distill must be a finite number in"), ({"distill": 1.5}, "distill must be a finite number in"),
-    ({"distill": float("nan")}, "distill must be a finite number in"), ({"distill_temperature": 0.0}, "distill_temperature must"),
+    ({"distill": float("nan")}, "distill must be a finite number in"),
+    ({"distill_temperature": 0.0}, "distill_temperature must"),
     ({"distill_temperature": float("inf")}, "distill_temperature must"),
     ({"distill_temperature": float("nan")}, "distill_temperature must"),
     ({"distill": 0.5, "loss": "uniform"}, "use loss full")])

@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Union
 
 import torch
 
-from compress.bounds import instance
+from compress.bounds import instance, whole
 from compress.data.batching import pad_right
 from compress.data.dataset import SequenceDataset
 from compress.data.vocabulary import check_same
@@ -129,8 +129,7 @@ def check_model_and_data(model: torch.nn.Module, dataset: SequenceDataset) -> No
 
 def check_sizes(k: int, batch_size: int, item_chunk: int) -> None:
     for name, value in (("k", k), ("batch_size", batch_size), ("item_chunk", item_chunk)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be >= 1, got {value!r}")
+        whole(name, value)
 
 
 @torch.no_grad()

@@ -9,7 +9,6 @@ and a ``PopularityFallback`` warning says so, since those are not the model's sc
 """
 from __future__ import annotations
 
-import numbers
 import warnings
 from collections.abc import Iterable
 from typing import List, Sequence, Tuple, Union
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from compress.bounds import whole
 from compress.data.batching import pad_right
 from compress.data.vocabulary import ItemVocabulary, vocabulary_of
 from compress.errors import ConfigError
@@ -55,10 +55,9 @@ class Recommender:
     @torch.no_grad()
     def recommend(self, histories: Sequence[Sequence], k: int = 10, exclude_seen: bool = True) -> Recommendations:
         """Top-``k`` (raw item id, score) per history, best first."""
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-            raise ConfigError(f"k must be >= 1 (a whole number), got {k!r}")
+        k = whole("k", k)
         seqs = self.indices(histories)
-        k = min(int(k), self.model.n_items)
+        k = min(k, self.model.n_items)
         out: Recommendations = [[] for _ in seqs]
         filled = [i for i, s in enumerate(seqs) if len(s)]
         empty = sorted(set(range(len(seqs))) - set(filled))
