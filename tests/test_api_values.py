@@ -243,3 +243,17 @@ def test_a_declared_mapping_is_checked_when_declared(change, words):
     compress.DeclaredAdapter(MAPPING)
     with pytest.raises(ConfigError, match=words):
         compress.DeclaredAdapter({**MAPPING, **change})
+
+
+def test_a_search_result_and_the_reordering_check_what_they_are_given(data, tmp_path):
+    model = sasrec(data.n_items)
+    supernet = compress.wrap(model, space=compress.SearchSpace((0.0, 0.5), (0.0, 0.5)))
+    result = compress.search(supernet, data, compress.SearchConfig(epochs=1, batch_size=512))
+    with pytest.raises(ConfigError, match="the supernet to slice from must be a Supernet, got int"):
+        result.slice(5)
+    with pytest.raises(ConfigError, match="dataset must be a SequenceDataset, got str"):
+        result.export(str(tmp_path / "m"), "default")
+    assert not (tmp_path / "m").exists()
+    for call in (compress.channel_importance, compress.reorder):
+        with pytest.raises(ConfigError, match="the model must be a SequenceTransformer, got str; pass reorder="):
+            call("sasrec")

@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from compress.arch import HEAD_PRUNING
-from compress.backbones.transformer import MODEL_PARTS
+from compress.backbones.transformer import MODEL_PARTS, SequenceTransformer
+from compress.bounds import instance
 from compress.engine.losses import next_item_loss
 from compress.errors import ConfigError
 from compress.nn.block import LAYER_PARTS
@@ -119,6 +120,7 @@ def channel_importance(model: nn.Module, criterion: str = "magnitude",
     Returns float64 tensors {"hidden": (d,), "heads": [(H,) per layer], "head_dims": [(H, head_dim) per
     layer], "inner": [(D,) per layer]}.
     """
+    instance("the model", model, SequenceTransformer, "pass reorder= to compress.wrap, which converts it first")
     saliency = _saliency(model, criterion, batch)
     sums: Dict[Group, torch.Tensor] = {}
     for name, axes in couplings(model).items():

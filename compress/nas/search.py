@@ -131,6 +131,8 @@ class SearchResult:
         it was trained to (prune, then fine-tune: ``compress retrain --from-init``)."""
         if supernet is None:
             return self.supernet.slice(*decision_index(self.decision))
+        instance("the supernet to slice from", supernet, Supernet,
+                 "the model searched from, wrapped again: compress.wrap(model, space)")
         if supernet.space != self.supernet.space or supernet.input_arch != self.supernet.input_arch:
             raise ConfigError("the supernet to slice the decision from was not wrapped as the searched one was: "
                               "its search space or input model differs; wrap the model searched from with the "
@@ -144,6 +146,7 @@ class SearchResult:
         and return the dense model."""
         from compress.store.export import save_model_dir
 
+        instance("dataset", dataset, SequenceDataset, "the data the model was trained on, from compress.load_dataset")
         model = model if model is not None else self.slice()
         search = {"decision": self.decision, "best_epoch": self.best_epoch, "decision_epoch": self.decision_epoch}
         save_model_dir(model, path, fmt, overwrite, card={"kind": "api", "search": search},
