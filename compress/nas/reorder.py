@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from compress.arch import HEAD_PRUNING
-from compress.backbones.transformer import MODEL_PARTS, SequenceTransformer
+from compress.backbones.transformer import MODEL_PARTS
 from compress.bounds import instance
 from compress.engine.losses import next_item_loss
 from compress.errors import ConfigError
@@ -120,7 +120,8 @@ def channel_importance(model: nn.Module, criterion: str = "magnitude",
     Returns float64 tensors {"hidden": (d,), "heads": [(H,) per layer], "head_dims": [(H, head_dim) per
     layer], "inner": [(D,) per layer]}.
     """
-    instance("the model", model, SequenceTransformer, "pass reorder= to compress.wrap, which converts it first")
+    instance("the model", model, nn.Module, "one whose parameters are named as compress's transformer names them; "
+             "or pass reorder= to compress.wrap, which converts it first")
     saliency = _saliency(model, criterion, batch)
     sums: Dict[Group, torch.Tensor] = {}
     for name, axes in couplings(model).items():
