@@ -257,3 +257,15 @@ def test_a_search_result_and_the_reordering_check_what_they_are_given(data, tmp_
     for call in (compress.channel_importance, compress.reorder):
         with pytest.raises(ConfigError, match="the model must be a Module, got str; .*pass reorder= to compress.wrap"):
             call("sasrec")
+
+
+def test_evaluation_and_serving_arguments_are_checked(data):
+    model = sasrec(data.n_items)
+    for kwargs, words in [(dict(seed=float("nan")), "seed must be a whole number, got nan"),
+                          (dict(seed=-1), "seed must be >= 0, got -1"),
+                          (dict(device=0), "device must be a string like 'cuda:0' or a torch.device, got int")]:
+        with pytest.raises(ConfigError, match=words):
+            compress.evaluate(model, data, "test", "pop100", **kwargs)
+    recommender = compress.Recommender(model, vocabulary=data.vocabulary())
+    with pytest.raises(ConfigError, match="exclude_seen must be a bool, got str"):
+        recommender.recommend([[data.item_tokens[0]]], k=2, exclude_seen="no")  # "no" is truthy

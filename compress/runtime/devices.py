@@ -29,4 +29,6 @@ def as_device(device: Union[None, str, torch.device], default: torch.device) -> 
     ``torch.device`` is itself."""
     if device is None:
         return default
+    if not isinstance(device, (str, torch.device)):
+        raise ConfigError(f"device must be a string like 'cuda:0' or a torch.device, got {type(device).__name__}")
     return device if isinstance(device, torch.device) else resolve_device(device)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress.bounds import whole
+from compress.bounds import instance, whole
 from compress.data.batching import pad_right
 from compress.data.vocabulary import ItemVocabulary, vocabulary_of
 from compress.errors import ConfigError
@@ -56,6 +56,7 @@ class Recommender:
     def recommend(self, histories: Sequence[Sequence], k: int = 10, exclude_seen: bool = True) -> Recommendations:
         """Top-``k`` (raw item id, score) per history, best first."""
         k = whole("k", k)
+        instance("exclude_seen", exclude_seen, bool, "True leaves out the items of the history, False keeps them")
         seqs = self.indices(histories)
         k = min(k, self.model.n_items)
         out: Recommendations = [[] for _ in seqs]
