@@ -269,3 +269,24 @@ def test_evaluation_and_serving_arguments_are_checked(data):
     recommender = compress.Recommender(model, vocabulary=data.vocabulary())
     with pytest.raises(ConfigError, match="exclude_seen must be a bool, got str"):
         recommender.recommend([[data.item_tokens[0]]], k=2, exclude_seen="no")  # "no" is truthy
+
+
+def test_read_options_are_checked_and_one_column_is_never_two(tmp_path):
+    from compress.data.readers import ReadOptions
+    from compress.errors import DataError
+
+    path = tmp_path / "d.csv"
+    path.write_text("user_id,item_id,timestamp\n" + "".join(f"{u},{i},{i}\n" for u in range(3) for i in range(4)))
+    for kwargs, words in [
+        (dict(sep=5), "sep must be a string, a delimiter such as ','; got 5"),
+        (dict(user_col=0), "user_col must be a string, a column name, or a 0-based position"),
+        (dict(user_col="2", item_col="2"), "must name different columns, got 2, 2"),
+    ]:
+        with pytest.raises(DataError, match=words):
+            ReadOptions(**kwargs)
+    for kwargs, words in [(dict(item_col="user_id"), "user and item would both be read from column 'user_id'"),
+                          (dict(time_col="item_id"), "the timestamp and item would both be read from column")]:
+        with pytest.raises(DataError, match=words):
+            compress.load_dataset(str(path), options=ReadOptions(**kwargs), use_cache=False)
+    with pytest.raises(DataError, match="options must be a ReadOptions, got dict"):
+        compress.load_dataset(str(path), options={"sep": ","})

@@ -294,9 +294,14 @@ def test_random_read_options(user_col, item_col, time_col, sep, fmt, header):
     lines = ["user_id,item_id,rating,timestamp"] if header else []
     lines += [f"{u},{i},4,{t}" for u, i, t in [(1, 10, 3), (1, 11, 2), (1, 12, 1), (2, 10, 1), (2, 13, 2),
                                                (2, 11, 3), (3, 12, 0)]]
+    try:
+        options = ReadOptions(fmt, user_col, item_col, time_col, sep)
+    except DataError as exc:  # one column named twice: refused before any file is read
+        one_line(exc)
+        return
     tmp, path = write("\n".join(lines).encode(), "x.csv")
     with tmp:
-        outcome(path, ReadOptions(fmt, user_col, item_col, time_col, sep))
+        outcome(path, options)
 
 
 # ---------------------------------------------------------------- truncated gzip

@@ -49,6 +49,9 @@ def resolve_source(data: Optional[str], data_dir: Optional[str] = None,
     """(path, read options, dataset name) for a named dataset, a file or a directory."""
     data = data or DEFAULT
     options = options or ReadOptions()
+    if not isinstance(options, ReadOptions):
+        raise DataError(f"options must be a ReadOptions, got {type(options).__name__}; "
+                        "e.g. compress.data.readers.ReadOptions(sep=',')")
     if data == DEFAULT or data in DATASETS:
         path, named = resolve(data, data_dir)
         return path, (named if options == ReadOptions() else options), data

@@ -62,6 +62,16 @@ class ReadOptions:
     time_col: Optional[str] = None
     sep: Optional[str] = None
 
+    def __post_init__(self) -> None:
+        for name in ("user_col", "item_col", "time_col", "sep"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                what = "a delimiter such as ','" if name == "sep" else "a column name, or a 0-based position like '2'"
+                raise DataError(f"{name} must be a string, {what}; got {value!r}")
+        named = [c for c in (self.user_col, self.item_col, self.time_col) if c is not None]
+        if len(set(named)) != len(named):
+            raise DataError(f"user_col, item_col and time_col must name different columns, got {', '.join(named)}")
+
 
 class TokenColumn:
     """An id column read row by row. Each row costs a 4-byte code into the distinct tokens seen so
@@ -282,6 +292,11 @@ def _read_delimited(path: str, options: ReadOptions) -> Interactions:
     elif u is None or i is None:
         raise DataError(f"{path}: cannot find user/item columns in header {header}; "
                         "name them with `user_col`/`item_col`")
+    if u == i or t in (u, i):
+        role = "user and item" if u == i else "the timestamp and " + ("user" if t == u else "item")
+        column = header[i if u == i else t] if header else str(i if u == i else t)
+        raise DataError(f"{path}: {role} would both be read from column {column!r}; name different columns with "
+                        "`user_col`, `item_col` and `time_col`")
     return _read_columns(path, sep, header=header, cols=(u, i, t))
 
 
