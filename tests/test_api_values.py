@@ -278,8 +278,8 @@ def test_read_options_are_checked_and_one_column_is_never_two(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("user_id,item_id,timestamp\n" + "".join(f"{u},{i},{i}\n" for u in range(3) for i in range(4)))
     for kwargs, words in [
-        (dict(sep=5), "sep must be a string, a delimiter such as ','; got 5"),
-        (dict(user_col=0), "user_col must be a string, a column name, or a 0-based position"),
+        (dict(sep=5), "`sep` must be a string, a delimiter such as ','; got 5"),
+        (dict(user_col=0), "`user_col` must be a string, a column name, or a 0-based position"),
         (dict(user_col="2", item_col="2"), "must name different columns, got 2, 2"),
     ]:
         with pytest.raises(DataError, match=words):

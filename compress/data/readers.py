@@ -67,10 +67,11 @@ class ReadOptions:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 what = "a delimiter such as ','" if name == "sep" else "a column name, or a 0-based position like '2'"
-                raise DataError(f"{name} must be a string, {what}; got {value!r}")
+                raise DataError(f"`{name}` must be a string, {what}; got {value!r}")
         named = [c for c in (self.user_col, self.item_col, self.time_col) if c is not None]
         if len(set(named)) != len(named):
-            raise DataError(f"user_col, item_col and time_col must name different columns, got {', '.join(named)}")
+            raise DataError(f"`user_col`, `item_col` and `time_col` must name different columns, got "
+                            f"{', '.join(named)}")
 
 
 class TokenColumn:
