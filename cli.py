@@ -183,7 +183,7 @@ def resume_target(resume: Optional[str], out: Optional[str], recipe: Optional[st
 def metrics_table(title: str, rows: dict) -> Table:
     table = Table(title=title)
     table.add_column("split/protocol")
-    names = [m for m in next(iter(rows.values())) if "@" in m]
+    names = [m for m in next(iter(rows.values()), {}) if "@" in m]
     for m in names:
         table.add_column(m, justify="right")
     for key, vals in rows.items():
@@ -438,39 +438,17 @@ def inspect(
     plot: bool = typer.Option(False, "--plot", help="Write PNGs (α/β over epochs, candidates' FLOPs) into PATH."),
 ) -> None:
     """A summary of a run or model: architecture, decision, α/β history, metrics, FLOPs, files."""
-    from compress.app.orientation import decided_at, recorded_label
-    from compress.arch import ArchSpec
     from compress.files import read_json
     from compress.layout import CARD, METRICS, RETRAINED, SEARCH_CARD
     from compress.store.artifacts import load_config
-    from compress.store.card import exit_depths
 
     cfg = load_config(path)
     out_console.print(f"[bold]{escape(printable(path))}[/bold]  kind: {escape(printable(str(cfg.get('kind'))))}")
     card_path = os.path.join(path, SEARCH_CARD)
     if os.path.exists(card_path):
-        card = read_json(card_path)
-        d = card["decision"]
-        arch = ArchSpec.from_dict(d["arch"])
-        heads = f" ({arch.heads} heads of {arch.head_dim})" if card.get("head_pruning") == "dims" else ""
-        out_console.print(f"decision: {arch.label()}{heads}  FLOPs {d['flops']:.4g} "
-                          f"({100 * d['flops'] / card['full_flops']:.1f}% of the full supernet), "
-                          f"{decided_at(card)}")
-        hist = Table(title="search history")
-        depths = exit_depths(card)
-        q_column = f"q (depth {', '.join(map(str, depths))})" if depths else "q (depth)"
-        for col in ("epoch", "tau", "p (width)", q_column, "decision", "valid ndcg@10"):
-            hist.add_column(col)
-        for row in card["history"]:
-            hist.add_row(str(row["epoch"]), f"{row['tau']:.4f}", " ".join(f"{v:.2f}" for v in row["p"]),
-                         " ".join(f"{v:.2f}" for v in row["q"]), recorded_label(card, row),
-                         f"{row['valid_ndcg@10']:.4f}")
-        out_console.print(hist)
-        if plot:
-            from compress.app.plots import plot_run
-
-            for png in plot_run(path, card):
-                out_console.print(f"wrote {png}")
+        with written_by_compress(card_path):
+            search_card = read_json(card_path)
+            search_summary(search_card)
     elif plot:
         from compress.errors import ConfigError
 
@@ -478,16 +456,59 @@ def inspect(
     for sub in ("", RETRAINED):
         metrics = os.path.join(path, sub, METRICS)
         if os.path.exists(metrics):
-            out_console.print(metrics_table(f"metrics ({sub or 'model'})", read_json(metrics)["metrics"]))
+            with written_by_compress(metrics):
+                out_console.print(metrics_table(f"metrics ({sub or 'model'})", read_json(metrics)["metrics"]))
     card_json = os.path.join(path, CARD)
     if os.path.exists(card_json):
-        card = read_json(card_json)
-        out_console.print(f"arch {card['arch']}, params {card['params']:,}, FLOPs {card['flops']['measured']:,}")
+        with written_by_compress(card_json):
+            card = read_json(card_json)
+            out_console.print(f"arch {card['arch']}, params {card['params']:,}, FLOPs {card['flops']['measured']:,}")
+    if plot:  # last, once every artifact has been read: a command that fails writes nothing
+        from compress.app.plots import plot_run
+
+        with written_by_compress(card_path):
+            for png in plot_run(path, search_card):
+                out_console.print(f"wrote {png}")
     for root, _, files in os.walk(path):
         for f in sorted(files):
             full = os.path.join(root, f)
             out_console.print(f"  {escape(printable(os.path.relpath(full, path))):<40} {os.path.getsize(full):>12,} bytes")
 
+
+@contextlib.contextmanager
+def written_by_compress(path: str):
+    """Render an artifact compress wrote: a key missing or of another type means it was edited by hand or
+    written by another version, which is one line, not a traceback."""
+    from compress.errors import CheckpointError
+    from compress.files import first_line
+
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError) as exc:
+        what = f"lacks {exc}" if isinstance(exc, KeyError) else f"holds a value of another kind ({first_line(exc)})"
+        raise CheckpointError(f"{path} {what}; the artifact is corrupt or from another version of compress") from None
+
+
+def search_summary(card: dict) -> None:
+    """The decision and the search's history per epoch."""
+    from compress.app.orientation import decided_at, recorded_label
+    from compress.arch import ArchSpec
+    from compress.store.card import exit_depths
+
+    d = card["decision"]
+    arch = ArchSpec.from_dict(d["arch"])
+    heads = f" ({arch.heads} heads of {arch.head_dim})" if card.get("head_pruning") == "dims" else ""
+    out_console.print(f"decision: {arch.label()}{heads}  FLOPs {d['flops']:.4g} "
+                      f"({100 * d['flops'] / card['full_flops']:.1f}% of the full supernet), {decided_at(card)}")
+    hist = Table(title="search history")
+    depths = exit_depths(card)
+    q_column = f"q (depth {', '.join(map(str, depths))})" if depths else "q (depth)"
+    for col in ("epoch", "tau", "p (width)", q_column, "decision", "valid ndcg@10"):
+        hist.add_column(col)
+    for row in card["history"]:
+        hist.add_row(str(row["epoch"]), f"{row['tau']:.4f}", " ".join(f"{v:.2f}" for v in row["p"]),
+                     " ".join(f"{v:.2f}" for v in row["q"]), recorded_label(card, row), f"{row['valid_ndcg@10']:.4f}")
+    out_console.print(hist)
 
 @app.command("backbones")
 def backbones_cmd() -> None:

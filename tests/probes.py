@@ -183,9 +183,9 @@ def data_probes() -> List[Probe]:
     return probes
 
 
-def _json_edit(rel: str, change: Callable[[dict], None]) -> Callable[[Dict[str, str]], None]:
+def _json_edit(rel: str, change: Callable[[dict], None], root: str = "model") -> Callable[[Dict[str, str]], None]:
     def edit(paths: Dict[str, str]) -> None:
-        path = f"{paths['model']}/{rel}"
+        path = f"{paths[root]}/{rel}"
         with open(path) as fh:
             obj = json.load(fh)
         change(obj)
@@ -269,5 +269,26 @@ def artifact_probes() -> List[Probe]:
     return probes
 
 
+def inspect_probes() -> List[Probe]:
+    """A run's and a model's JSON artifacts edited by hand, or written by another version, then inspected."""
+    edits = {
+        "a search card without τ": ("run", "search_card.json", lambda c: [r.pop("tau") for r in c["history"]]),
+        "a search card with text for FLOPs": ("run", "search_card.json", lambda c: c["decision"].update(flops="x")),
+        "a search card with a number for its history": ("run", "search_card.json", lambda c: c.update(history=5)),
+        "a search card with zero full FLOPs": ("run", "search_card.json", lambda c: c.update(full_flops=0)),
+        "a search card with a list for its decision": ("run", "search_card.json", lambda c: c.update(decision=[])),
+        "metrics.json without metrics": ("run", "retrained/metrics.json", lambda m: m.pop("metrics")),
+        "a model card without params": ("model", "card.json", lambda c: c.pop("params")),
+    }
+    probes = []
+    for name, (root, rel, change) in edits.items():
+        for extra in ([], ["--plot"]) if root == "run" else ([],):
+            probes.append(Probe(f"inspect {' '.join(extra)} of {name}".replace("  ", " "),
+                                ["inspect", "{" + root + "}", *extra], prepare=_json_edit(rel, change, root)))
+    probes.append(Probe("inspect of empty metrics", ["inspect", "{run}"], "ok",
+                        prepare=_json_edit("retrained/metrics.json", lambda m: m.update(metrics={}), "run")))
+    return probes
+
+
 def all_probes() -> List[Probe]:
-    return option_probes() + path_probes() + output_probes() + data_probes() + artifact_probes()
+    return option_probes() + path_probes() + output_probes() + data_probes() + artifact_probes() + inspect_probes()
