@@ -270,7 +270,8 @@ def artifact_probes() -> List[Probe]:
 
 
 def inspect_probes() -> List[Probe]:
-    """A run's and a model's JSON artifacts edited by hand, or written by another version, then inspected."""
+    """A run's and a model's JSON artifacts edited by hand, or written by another version, then inspected;
+    a search card's decision likewise, then retrained and exported."""
     edits = {
         "a search card without τ": ("run", "search_card.json", lambda c: [r.pop("tau") for r in c["history"]]),
         "a search card with text for FLOPs": ("run", "search_card.json", lambda c: c["decision"].update(flops="x")),
@@ -287,6 +288,18 @@ def inspect_probes() -> List[Probe]:
                                 ["inspect", "{" + root + "}", *extra], prepare=_json_edit(rel, change, root)))
     probes.append(Probe("inspect of empty metrics", ["inspect", "{run}"], "ok",
                         prepare=_json_edit("retrained/metrics.json", lambda m: m.update(metrics={}), "run")))
+    decisions = {"no decision": lambda c: c.pop("decision"),
+                 "a number for its decision": lambda c: c.update(decision=5),
+                 "a width choice that is not there": lambda c: c["decision"].update(width=99),
+                 "a bool for its depth choice": lambda c: c["decision"].update(depth=True),
+                 "no seconds": lambda c: c.pop("seconds")}
+    for name, change in decisions.items():
+        probes.append(Probe(f"retrain of a search card with {name}",
+                            ["retrain", "{run}", "--epochs", "1", "--overwrite"],
+                            prepare=_json_edit("search_card.json", change, "run")))
+        if name != "a width choice that is not there":  # export takes the retrained model, and records the card
+            probes.append(Probe(f"export of a search card with {name}", ["export", "{run}", "--out", "{tmp}/m"],
+                                prepare=_json_edit("search_card.json", change, "run")))
     return probes
 
 

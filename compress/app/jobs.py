@@ -24,6 +24,7 @@ from compress.app.rundirs import (
     default_out,
     metrics_sink,
     output_dir,
+    read_search_card,
     recorded_data,
     run_inputs,
     run_state,
@@ -307,7 +308,7 @@ def retrain_run(run_dir: str, overrides: Optional[Dict[str, Any]] = None, overwr
     cfg = load_config(run_dir)
     if cfg.get("kind") != "search" or cfg.get("failed"):
         raise CheckpointError(f"{run_dir} holds no finished search; run `compress search` first")
-    card = read_json(os.path.join(run_dir, SEARCH_CARD))
+    card = read_search_card(run_dir)
     out = os.path.join(run_dir, RETRAINED)
     if os.path.exists(out) and not overwrite:
         raise ConfigError(f"{out} already exists; pass `overwrite` to retrain again")
@@ -377,9 +378,8 @@ def export_run(run_dir: str, out: str, fmt: str = "safetensors", overwrite: bool
     metrics_file = os.path.join(src, METRICS)
     card: Dict[str, Any] = {"source": os.path.abspath(run_dir), "kind": load_config(run_dir).get("kind"),
                             "metrics": read_json(metrics_file)["metrics"] if os.path.exists(metrics_file) else {}}
-    search_card_file = os.path.join(run_dir, SEARCH_CARD)
-    if os.path.exists(search_card_file):
-        s = read_json(search_card_file)
+    if os.path.exists(os.path.join(run_dir, SEARCH_CARD)):
+        s = read_search_card(run_dir)
         card["search"] = {"decision": s["decision"], "best_epoch": s["best_epoch"],
                           "decision_epoch": decision_epoch(s), "full_flops": s["full_flops"],
                           "seconds": s["seconds"], "choices": s.get("choices")}

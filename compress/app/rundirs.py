@@ -20,8 +20,8 @@ from compress.engine.checkpoint import Checkpointer, partial_dir
 from compress.engine.loop import LoopResult
 from compress.engine.sinks import MetricsSink, csv_text
 from compress.errors import CheckpointError, ConfigError
-from compress.files import atomic_dir, write_json, write_text
-from compress.layout import ITEMS, LOCK, METRICS, METRICS_CSV, TRAIN_LOG
+from compress.files import atomic_dir, read_json, write_json, write_text
+from compress.layout import ITEMS, LOCK, METRICS, METRICS_CSV, SEARCH_CARD, TRAIN_LOG
 from compress.runtime import distributed
 from compress.runtime.lock import RunLock
 from compress.store.artifacts import save_model
@@ -142,3 +142,23 @@ def metrics_sink(opts: Dict[str, Any], partial: str, out: str, run: str, stage: 
         raise ConfigError(f"`tensorboard` {root} lies inside {out}, which is written whole when the run ends; "
                           "choose a directory outside it")
     return MetricsSink(os.path.join(partial, METRICS_CSV), os.path.join(root, run, stage) if root else None)
+
+
+def read_search_card(run_dir: str) -> Dict[str, Any]:
+    """A search RUN_DIR's search_card.json, the fields that retraining and export read from it checked:
+    a card edited by hand, or written by another version, is one error naming what it lacks."""
+    path = os.path.join(run_dir, SEARCH_CARD)
+    card = read_json(path)
+    decision = card.get("decision")
+    if not isinstance(decision, dict):
+        problem = "no decision"
+    elif any(isinstance(decision.get(k), bool) or not isinstance(decision.get(k), int) for k in ("width", "depth")):
+        problem = "no whole width and depth choices in its decision"
+    elif not isinstance(decision.get("arch"), dict):
+        problem = "no architecture in its decision"
+    elif any(isinstance(card.get(k), bool) or not isinstance(card.get(k), (int, float))
+             for k in ("best_epoch", "full_flops", "seconds")):
+        problem = "no best_epoch, full_flops or seconds"
+    else:
+        return card
+    raise CheckpointError(f"{path} holds {problem}; the artifact is corrupt or from another version of compress")

@@ -13,6 +13,7 @@ the sliced dense model.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import replace
 from itertools import product
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -34,6 +35,13 @@ from compress.nn.width import head_block, zero_pad
 
 Weights = Union[int, torch.Tensor]  # a choice index (one-hot) or soft weights over the choices
 
+
+
+def choice(index, count: int, what: str) -> int:
+    """``index`` as one of ``count`` choices: a decision read from a file may name one that is not there."""
+    if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not 0 <= index < count:
+        raise ConfigError(f"{what} choice {index!r} is not one of this supernet's {count} (0 to {count - 1})")
+    return int(index)
 
 class Supernet(nn.Module):
     def __init__(self, backbone: nn.Module, adapter: Adapter, space: SearchSpace,
@@ -86,10 +94,11 @@ class Supernet(nn.Module):
     def arch_for(self, k: int, l: int, a: Optional[int] = None, g: Optional[int] = None) -> ArchSpec:
         """Dense architecture of width ``k`` exiting at depth choice ``l`` (``depths[l]`` layers), attention
         kind ``a`` and gate depth ``g`` (indices; optional where the space fixes them)."""
-        a = self.only(a, self.attention_choice, "attention kind")
-        g = self.only(g, self.gate_choice, "gate depth")
-        width = self.widths[k]
-        narrow = self.full.narrowed(width.hidden, width.inner, self.depths[l], width.heads)
+        a = choice(self.only(a, self.attention_choice, "attention kind"), len(self.kinds), "attention kind")
+        g = choice(self.only(g, self.gate_choice, "gate depth"), len(self.gate_depths), "gate depth")
+        width = self.widths[choice(k, len(self.widths), "width")]
+        narrow = self.full.narrowed(width.hidden, width.inner, self.depths[choice(l, len(self.depths), "depth")],
+                                    width.heads)
         return replace(narrow, attention=self.kinds[a], gate_layers=self.gate_depths[g])
 
     def architecture_parameters(self) -> List[nn.Parameter]:
