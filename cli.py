@@ -448,7 +448,7 @@ def inspect(
     if os.path.exists(card_path):
         with written_by_compress(card_path):
             search_card = read_json(card_path)
-            search_summary(search_card)
+            print_search_card(search_card)
     elif plot:
         from compress.errors import ConfigError
 
@@ -489,7 +489,7 @@ def written_by_compress(path: str):
         raise CheckpointError(f"{path} {what}; the artifact is corrupt or from another version of compress") from None
 
 
-def search_summary(card: dict) -> None:
+def print_search_card(card: dict) -> None:
     """The decision and the search's history per epoch."""
     from compress.app.orientation import decided_at, recorded_label
     from compress.arch import ArchSpec
@@ -509,6 +509,7 @@ def search_summary(card: dict) -> None:
         hist.add_row(str(row["epoch"]), f"{row['tau']:.4f}", " ".join(f"{v:.2f}" for v in row["p"]),
                      " ".join(f"{v:.2f}" for v in row["q"]), recorded_label(card, row), f"{row['valid_ndcg@10']:.4f}")
     out_console.print(hist)
+
 
 @app.command("backbones")
 def backbones_cmd() -> None:

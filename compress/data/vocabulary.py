@@ -45,7 +45,10 @@ class ItemVocabulary:
         if isinstance(self.ids, (str, bytes, Set, Mapping)) or not isinstance(self.ids, (Sequence, np.ndarray)):
             raise ConfigError(f"item ids must be an ordered list of ids (row i + 1 is ids[i]), got "
                               f"{type(self.ids).__name__}")
-        self.ids = [_raw_id(t, row) for row, t in enumerate(self.ids, 1)]
+        ids = list(self.ids)
+        if not all(type(t) is str and t.strip() for t in ids):  # the readers' strings pass at list speed
+            ids = [_raw_id(t, row) for row, t in enumerate(ids, 1)]
+        self.ids = ids
         if len(set(self.ids)) != len(self.ids):
             raise ConfigError("item ids must be distinct: an id given twice would name two embedding rows")
         if self.popularity is not None:

@@ -13,7 +13,6 @@ the sliced dense model.
 """
 from __future__ import annotations
 
-import numbers
 from dataclasses import replace
 from itertools import product
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -25,6 +24,7 @@ from torch.utils.checkpoint import checkpoint
 from compress.adapters.base import Adapter
 from compress.arch import ArchSpec, Width
 from compress.backbones.objectives import at, query
+from compress.bounds import whole
 from compress.errors import ConfigError
 from compress.measure.flops import analytic_flops
 from compress.nas.config import FLOPS_REFERENCES
@@ -39,9 +39,10 @@ Weights = Union[int, torch.Tensor]  # a choice index (one-hot) or soft weights o
 
 def choice(index, count: int, what: str) -> int:
     """``index`` as one of ``count`` choices: a decision read from a file may name one that is not there."""
-    if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not 0 <= index < count:
-        raise ConfigError(f"{what} choice {index!r} is not one of this supernet's {count} (0 to {count - 1})")
-    return int(index)
+    index = whole(f"{what} choice", index, minimum=0)
+    if index >= count:
+        raise ConfigError(f"{what} choice {index} is not one of this supernet's {count} (0 to {count - 1})")
+    return index
 
 class Supernet(nn.Module):
     def __init__(self, backbone: nn.Module, adapter: Adapter, space: SearchSpace,
