@@ -290,3 +290,41 @@ def test_read_options_are_checked_and_one_column_is_never_two(tmp_path):
             compress.load_dataset(str(path), options=ReadOptions(**kwargs), use_cache=False)
     with pytest.raises(DataError, match="options must be a ReadOptions, got dict"):
         compress.load_dataset(str(path), options={"sep": ","})
+
+
+BAD_HISTORIES = [
+    ([[1, 2]], "must be a \\(batch, N\\) tensor of item indices, got list"),
+    (torch.tensor([[1.0, 2.0]]), "must hold int64 item indices, got torch.float32; convert them with .long\\(\\)"),
+    (torch.tensor([[1, 2]], dtype=torch.uint8), "got torch.uint8"),  # would index as a mask
+    (torch.tensor([[True, False]]), "got torch.bool"),
+    (torch.tensor([1, 2]), "1 <= N <= max_len = 10, got shape \\(2,\\); give one history as items\\[None\\]"),
+    (torch.ones(1, 2, 2, dtype=torch.long), "got shape \\(1, 2, 2\\)"),
+    (torch.zeros(2, 0, dtype=torch.long), "got shape \\(2, 0\\)"),
+    (torch.ones(1, 11, dtype=torch.long), "got shape \\(1, 11\\); .* keep each history's last 10 items"),
+    (torch.tensor([[3, 2], [2, -1]]), "in 0..30 \\(0 pads\\), got -1 in row 1; map raw item ids"),  # read row -1
+    (torch.tensor([[31, 2]]), "in 0..30 \\(0 pads\\), got 31 in row 0"),
+    (torch.tensor([[1, 2, 0], [0, 1, 2]]), "right-padded .* row 1 has an item after a 0"),  # left padding
+    (torch.tensor([[1, 0, 2]]), "row 0 has an item after a 0"),
+]
+
+
+@pytest.mark.parametrize("backbone", ["sasrec", "bert4rec"])
+@pytest.mark.parametrize("items, words", BAD_HISTORIES)
+def test_histories_predict_would_misread_are_refused(backbone, items, words):
+    torch.manual_seed(0)
+    model = compress.get_backbone(backbone)(ARCH, 30, max_len=10).eval()
+    for read in (model.predict, model.query_hidden, compress.wrap(model).predict):
+        with pytest.raises(ConfigError, match=words):
+            read(items)
+
+
+@pytest.mark.parametrize("backbone", ["sasrec", "bert4rec"])
+def test_histories_that_are_fine_score_as_before(backbone):
+    """Empty rows and batches, int32 indices and every length up to N still score, int32 as int64."""
+    torch.manual_seed(0)
+    model = compress.get_backbone(backbone)(ARCH, 30, max_len=10).eval()
+    items = torch.tensor([[5, 30, 1, 0], [0, 0, 0, 0], [7, 0, 0, 0]])
+    with torch.no_grad():
+        assert torch.equal(model.predict(items.int()), model.predict(items))
+        assert model.predict(items[:0]).shape == (0, 31) and model.predict(items[:, :1]).shape == (3, 31)
+        assert model.predict(torch.randint(1, 31, (2, 10))).shape == (2, 31)

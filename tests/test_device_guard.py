@@ -85,3 +85,18 @@ def test_host_reads_per_epoch_do_not_grow_with_the_steps(device, data, monkeypat
                             compress.SearchConfig(epochs=1, batch_size=batch_size), device)
         reads[batch_size] = len(fakegpu.READS)
     assert reads[32] == reads[128], reads
+
+
+def test_predict_checks_histories_on_an_accelerator_without_reading_them(device, data):
+    """On a GPU ``predict`` checks the histories' kind and shape but never reads their values back: that
+    would stall every call and break CUDA graph capture (the CPU checks the values too)."""
+    model = small_model(data).to(device).eval()
+    items = torch.tensor([[3, 2, 0], [1, 0, 0]]).to(device)
+    fakegpu.reset()
+    with torch.no_grad():
+        model.predict(items)
+    assert fakegpu.READS == []
+    with pytest.raises(compress.ConfigError, match="got torch.float32"):
+        model.predict(items.float())
+    with pytest.raises(compress.ConfigError, match="1 <= N <= max_len = 20"):
+        model.predict(torch.ones(1, 21, dtype=torch.long).to(device))

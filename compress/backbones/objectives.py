@@ -5,6 +5,10 @@
 - ``cloze`` (BERT4Rec): random items are replaced by a mask token and predicted from both sides; a
   history is scored by appending the mask token after its last item (dropping its oldest item when
   the history already fills N) and reading that position.
+
+Both read their input as right-padded rows of item indices, so ``query`` first refuses what it would
+misread (``check_histories``): a negative index would silently read an embedding from the end of the
+table, and a left-padded row would be scored at a padding position.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import numpy as np
 import torch
 
 from compress.data.batching import pad_right, training_windows
+from compress.errors import ConfigError
 
 OBJECTIVES = ("next", "cloze")
 
@@ -51,8 +56,40 @@ def training_batch(model, items: torch.Tensor, targets: torch.Tensor,
     return items.masked_fill(masked, model.n_items + 1), targets.masked_fill(~masked, 0)
 
 
+def check_histories(model, items: torch.Tensor) -> None:
+    """Refuse histories ``predict`` would misread, with the fix. Kind, dtype and shape are checked on any
+    device; the values (indices in 0..n_items, items before padding) only on the CPU, where reading them
+    costs nothing: on an accelerator it would stall every call (and break CUDA graph capture), so there
+    the caller vouches for them, as ``Recommender`` does by building the indices itself."""
+    if not isinstance(items, torch.Tensor):
+        raise ConfigError(f"histories must be a (batch, N) tensor of item indices, got {type(items).__name__}; "
+                          "build one with torch.tensor(rows, dtype=torch.long), or serve raw item ids with "
+                          "compress.Recommender")
+    if items.dtype not in (torch.int64, torch.int32):  # uint8 would index as a mask, floats not at all
+        raise ConfigError(f"histories must hold int64 item indices, got {items.dtype}; convert them with .long()")
+    if items.dim() != 2 or not 1 <= items.shape[1] <= model.max_len:
+        raise ConfigError(f"histories must be (batch, N) item indices with 1 <= N <= max_len = {model.max_len}, got "
+                          f"shape {tuple(items.shape)}; give one history as items[None] and keep each history's "
+                          f"last {model.max_len} items")
+    if items.device.type != "cpu" or torch.jit.is_tracing():
+        return
+    outside = (items < 0) | (items > model.n_items)  # (B, N)
+    if bool(outside.any()):
+        row = int(outside.any(1).nonzero()[0])
+        raise ConfigError(f"item indices must be in 0..{model.n_items} (0 pads), got {int(items[outside][0])} in "
+                          f"row {row}; map raw item ids to indices with model.vocabulary.index, or serve raw ids "
+                          "with compress.Recommender")
+    real = items > 0
+    gap = real[:, 1:] & ~real[:, :-1]  # (B, N - 1): an item right after a padding 0
+    if bool(gap.any()):
+        row = int(gap.any(1).nonzero()[0])
+        raise ConfigError(f"histories must be right-padded (items first, then 0s), but row {row} has an item "
+                          "after a 0; move each row's items to its front (left padding is read as padding)")
+
+
 def query(model, items: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Right-padded histories (B, N) -> (the model's input (B, N), the position to score (B,))."""
+    check_histories(model, items)
     if model.style.objective == "next":
         return items, last_index(items)
     n_real = (items > 0).sum(1)
