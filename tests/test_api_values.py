@@ -4,6 +4,8 @@ once looped forever building training windows (until the machine ran out of memo
 budget searched on, and a NaN model reached its first step only to blame the learning rate."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -328,3 +330,99 @@ def test_histories_that_are_fine_score_as_before(backbone):
         assert torch.equal(model.predict(items.int()), model.predict(items))
         assert model.predict(items[:0]).shape == (0, 31) and model.predict(items[:, :1]).shape == (3, 31)
         assert model.predict(torch.randint(1, 31, (2, 10))).shape == (2, 31)
+
+
+def test_models_come_back_in_the_mode_they_were_given(data):
+    """fit and search train in train mode but give models back as they came (a caller's eval-mode model
+    stays dropout-free), freeze a teacher only while they use it, and a supernet or a slice is in the
+    mode of the model it came from: predict of a train-mode model draws dropout, a different score each call."""
+    model = sasrec(data.n_items).eval()
+    teacher = sasrec(data.n_items).train()
+    teacher.item_embedding.weight.requires_grad_(False)
+    compress.fit(model, data, compress.TrainConfig(epochs=1, batch_size=64, distill=0.5), "cpu", teacher=teacher)
+    assert not model.training and teacher.training
+    assert [p.requires_grad for p in teacher.parameters()].count(False) == 1
+    supernet = compress.wrap(model, space=compress.SearchSpace((0.0, 0.5), (0.0, 0.5)))
+    assert not supernet.training and compress.wrap(sasrec(data.n_items)).training
+    result = compress.search(supernet, data, compress.SearchConfig(epochs=1, batch_size=64), "cpu")
+    small = result.slice()
+    assert not supernet.training and not small.training
+    items = torch.tensor([[1, 2, 3, 0]])
+    with torch.no_grad():
+        assert torch.equal(small.predict(items), small.predict(items))
+
+
+def test_a_reloaded_supernet_keeps_its_items_and_is_in_eval_mode(data, tmp_path):
+    """save_supernet writes the item vocabulary: a reloaded supernet refuses data of another numbering,
+    as the saved one did, instead of adopting the data's ids and labelling every row wrongly."""
+    supernet = compress.wrap(sasrec(data.n_items), item_ids=list(reversed(data.item_tokens)))
+    compress.save_supernet(supernet, str(tmp_path / "sn"))
+    loaded = compress.load_supernet(str(tmp_path / "sn"))
+    assert loaded.vocabulary.ids == list(reversed(data.item_tokens)) and not loaded.training
+    with pytest.raises(ConfigError, match="number their items differently"):
+        compress.search(loaded, data, compress.SearchConfig(epochs=1), "cpu")
+    (tmp_path / "sn" / "items.json").unlink()
+    with pytest.raises(compress.CheckpointError, match="items.json is missing"):
+        compress.load_supernet(str(tmp_path / "sn"))
+
+
+def test_a_search_result_exports_only_with_data_of_its_items(data, tiny_data_file, tmp_path):
+    result = compress.search(compress.wrap(sasrec(data.n_items), space=compress.SearchSpace((0.0, 0.5), (0.0, 0.5))),
+                             data, compress.SearchConfig(epochs=1, batch_size=64), "cpu")
+    other = compress.load_dataset(str(tiny_data_file), item_ids=list(reversed(data.item_tokens)))
+    with pytest.raises(ConfigError, match="number their items differently"):
+        result.export(str(tmp_path / "m"), other)
+    assert not (tmp_path / "m").exists()
+    result.export(str(tmp_path / "m"), data)
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    assert card["dataset"]["name"] == data.name  # the statistics as compress.export writes them
+
+
+@pytest.mark.parametrize("version, words", [(99, "in format 99, written by a newer compress"),
+                                            ("1", "format_version must be a whole number"),
+                                            (0, "format_version must be a whole number >= 1, got 0")])
+def test_a_config_of_another_format_is_refused(data, tmp_path, version, words):
+    model = sasrec(data.n_items)
+    compress.export(model, str(tmp_path / "m"), dataset=data)
+    compress.save_supernet(compress.wrap(model), str(tmp_path / "sn"))
+    for path, load in ((tmp_path / "m", compress.load), (tmp_path / "sn", compress.load_supernet)):
+        config = json.loads((path / "config.json").read_text())
+        (path / "config.json").write_text(json.dumps({**config, "format_version": version}))
+        with pytest.raises(compress.CheckpointError, match=words):
+            load(str(path))
+
+
+def test_export_and_serving_name_what_they_take(data, tmp_path):
+    model = sasrec(data.n_items)
+    model.vocabulary = data.vocabulary()
+    cases = [(lambda: compress.export(compress.wrap(model), str(tmp_path / "a")), "got Supernet; export a dense"),
+             (lambda: compress.export(model, str(tmp_path / "b"), metrics={"test/full": 0.3}),
+              "metrics must map each split to \\{metric: number\\}.* got 0.3 for 'test/full'"),
+             (lambda: compress.export(model, str(tmp_path / "c"), metrics={"test/full": {"ndcg@10": "high"}}),
+              "metrics must map each split"),
+             (lambda: compress.load(None), "the path to load must be a str or os.PathLike, got NoneType"),
+             (lambda: compress.Recommender(str(tmp_path)), "got str; a MODEL_DIR is served by .*Recommender.load"),
+             (lambda: compress.Recommender(model, graphs="no"), "graphs must be a bool, got str")]
+    for call, words in cases:
+        with pytest.raises(ConfigError, match=words):
+            call()
+    assert not list(tmp_path.iterdir())
+
+
+def test_wrap_names_a_bad_space_or_taylor_batch(data):
+    model = sasrec(data.n_items)
+    items = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])
+    targets = torch.tensor([[2, 3, 0, 0], [5, 0, 0, 0]])
+    cases = [(dict(space={"hidden_ratios": (0.0,)}), "space must be a SearchSpace, got dict"),
+             (dict(reorder_batch=(items,)), "pass batch=\\(items, targets\\), two \\(B, N\\) tensors"),
+             (dict(reorder_batch=None), "pass batch=\\(items, targets\\)"),
+             (dict(reorder_batch=(items.float(), targets)), "histories must hold int64 item indices"),
+             (dict(reorder_batch=(items, targets.float())), "targets must be item indices of the items' shape"),
+             (dict(reorder_batch=(items, targets[:, :2])), "shape \\(2, 4\\) and dtype torch.int64, got .* \\(2, 2\\)"),
+             (dict(reorder_batch=(items, targets.tolist())), "got list"),
+             (dict(reorder_batch=(items, targets + 999)), f"in 0..{data.n_items} \\(0: none\\), got 1001")]
+    for kwargs, words in cases:
+        reorder = "taylor" if "reorder_batch" in kwargs else None
+        with pytest.raises(ConfigError, match=words):
+            compress.wrap(model, reorder=reorder, **kwargs)
+    assert compress.wrap(model, reorder="taylor", reorder_batch=(items, targets)) is not None

@@ -40,7 +40,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 def test_search_writes_a_run_dir(run_dir):
     assert set(listing(run_dir)) - {"retrained"} == SEARCH_FILES  # retrained/: the stage after the search
-    assert set(listing(run_dir / "supernet")) == {"config.json", "model.safetensors"}
+    assert set(listing(run_dir / "supernet")) == {"config.json", "model.safetensors", "items.json"}
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["kind"] == "search"
     assert cfg["options"]["seq_len"] == 20 and cfg["options"]["hidden"] == 16 and cfg["options"]["inner"] == 32

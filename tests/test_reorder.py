@@ -126,7 +126,7 @@ class FinalNorm(nn.Module):
 
     def __init__(self, arch: ArchSpec) -> None:
         super().__init__()
-        self.arch = arch
+        self.arch, self.n_items, self.max_len = arch, N_ITEMS, MAX_LEN  # what a Taylor batch is checked against
         self.item_embedding = nn.Embedding(N_ITEMS + 2, arch.hidden)
         self.position_embedding = nn.Embedding(MAX_LEN, arch.hidden)
         self.layers = nn.ModuleList(TransformerLayer(arch, 0.0, 1e-12) for _ in range(arch.layers))

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import copy
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -303,3 +304,18 @@ def check_finite_weights(model: nn.Module, what: str = "the model") -> None:
     more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
     raise ConfigError(f"{what} holds NaN or inf in {bad[0]}{more}; start from finite weights: a fresh model, or "
                       "an earlier checkpoint of this one")
+
+
+@contextmanager
+def kept_modes(*modules: Optional[nn.Module]) -> Iterator[None]:
+    """Give ``modules`` back as they came: each one's train/eval mode and its parameters' requires_grad.
+    Training switches the model to train mode and freezes a teacher; a caller who then calls
+    ``predict`` on a model they had put in eval mode would get dropout's random scores."""
+    kept = [(m, m.training, [p.requires_grad for p in m.parameters()]) for m in modules if m is not None]
+    try:
+        yield
+    finally:
+        for module, training, grads in kept:
+            module.train(training)
+            for param, grad in zip(module.parameters(), grads):
+                param.requires_grad_(grad)

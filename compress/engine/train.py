@@ -13,7 +13,7 @@ from compress.data.dataset import SequenceDataset
 from compress.engine.batches import TrainingBatches
 from compress.engine.checkpoint import Checkpointer
 from compress.engine.config import TrainConfig
-from compress.engine.loop import Loop, LoopResult, Task, check_finite_weights, check_hooks
+from compress.engine.loop import Loop, LoopResult, Task, check_finite_weights, check_hooks, kept_modes
 from compress.engine.losses import Distillation, StepLoss
 from compress.engine.precision import Precision
 from compress.engine.progress import LogReporter, Reporter
@@ -98,7 +98,8 @@ def adopt_vocabulary(model: nn.Module, dataset: SequenceDataset) -> None:
 def fit(model: nn.Module, dataset: SequenceDataset, cfg: Optional[TrainConfig] = None, device=None,
         reporter: Optional[Reporter] = None, checkpoint: Optional[Checkpointer] = None,
         teacher: Optional[nn.Module] = None) -> LoopResult:
-    """Train ``model`` in place; on return it holds the weights of the best validation epoch. With a
+    """Train ``model`` in place; on return it holds the weights of the best validation epoch, in the mode
+    (train or eval) it came in, and a ``teacher`` is given back as it came too. With a
     ``checkpoint``, state is saved after every epoch (and every ``checkpoint.every`` steps) and a
     saved state is resumed from, batch for batch, so a killed run ends as an uninterrupted one would.
     With ``cfg.distill`` > 0 the loss also pulls the model's scores towards the frozen ``teacher``'s
@@ -119,6 +120,7 @@ def fit(model: nn.Module, dataset: SequenceDataset, cfg: Optional[TrainConfig] =
     adopt_vocabulary(model, dataset)
     device = as_device(device, next(model.parameters()).device)
     torch.manual_seed(cfg.seed + distributed.rank())  # dropout differs per rank, as on different rows it should
-    task = DenseTask(model, dataset, cfg, device, teacher)
     reporter = reporter or LogReporter()  # silent until the caller configures logging
-    return Loop(task, cfg.epochs, cfg.patience, f"ndcg@{cfg.k}", cfg.max_minutes, reporter, checkpoint).run()
+    with kept_modes(model, teacher):
+        task = DenseTask(model, dataset, cfg, device, teacher)
+        return Loop(task, cfg.epochs, cfg.patience, f"ndcg@{cfg.k}", cfg.max_minutes, reporter, checkpoint).run()

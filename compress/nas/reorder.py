@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from compress.arch import HEAD_PRUNING
+from compress.backbones.objectives import check_histories
 from compress.backbones.transformer import MODEL_PARTS
 from compress.bounds import instance
 from compress.engine.losses import next_item_loss
@@ -102,13 +103,30 @@ def _saliency(model: nn.Module, criterion: str, batch) -> Dict[str, torch.Tensor
         return {name: p.detach().double() ** 2 for name, p in params.items()}
     if criterion != "taylor":
         raise ConfigError(f"unknown importance criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
-    if batch is None:
-        raise ConfigError("the taylor criterion needs gradients: pass batch=(items, targets)")
-    items, targets = batch  # (B, N) right-padded histories and next items, 0 = padding
+    items, targets = _taylor_batch(model, batch)  # (B, N) right-padded histories and next items, 0 = padding
     loss = next_item_loss(model(items), targets, model.score)
     grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
     return {name: (p.detach().double() * (torch.zeros_like(p) if g is None else g).double()).abs()
             for (name, p), g in zip(params.items(), grads)}
+
+
+def _taylor_batch(model: nn.Module, batch) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``batch`` as (items, targets) once each is checked: a gradient of indices out of range or of another
+    shape would fail deep in the loss, or silently score the wrong rows."""
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise ConfigError("the taylor criterion needs gradients: pass batch=(items, targets), two (B, N) tensors "
+                          "of item indices, targets[b, t] the item after items[b, :t + 1] (0: none)")
+    items, targets = batch
+    check_histories(model, items)
+    if not isinstance(targets, torch.Tensor) or targets.shape != items.shape or targets.dtype != items.dtype:
+        got = f"{targets.dtype} {tuple(targets.shape)}" if isinstance(targets, torch.Tensor) else type(targets).__name__
+        raise ConfigError(f"the taylor batch's targets must be item indices of the items' shape {tuple(items.shape)} "
+                          f"and dtype {items.dtype}, got {got}")
+    outside = (targets < 0) | (targets > model.n_items)
+    if bool(outside.any()):
+        raise ConfigError(f"the taylor batch's targets must be item indices in 0..{model.n_items} (0: none), got "
+                          f"{int(targets[outside][0])}")
+    return items, targets
 
 
 def channel_importance(model: nn.Module, criterion: str = "magnitude",
@@ -143,6 +161,8 @@ def _descending(importance: torch.Tensor) -> torch.Tensor:
 def reorder(model: nn.Module, criterion: str = "magnitude",
             batch: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, head_pruning: str = "whole") -> dict:
     """Permute ``model``'s channels in place, most important first, leaving its scores unchanged.
+    ``model`` has a SequenceTransformer's parameter names, and its ``n_items`` and ``max_len`` bound
+    the Taylor ``batch``.
 
     Run it before building the supernet so that every narrower candidate keeps the channels that
     matter most; ``head_pruning`` is the search space's (whole: heads are ordered; dims: each head's

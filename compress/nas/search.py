@@ -34,7 +34,7 @@ from compress.data.batching import pad_right
 from compress.data.dataset import SequenceDataset
 from compress.engine.batches import TrainingBatches
 from compress.engine.checkpoint import Checkpointer
-from compress.engine.loop import Loop, Task, check_hooks
+from compress.engine.loop import Loop, Task, check_hooks, kept_modes
 from compress.engine.losses import StepLoss
 from compress.engine.precision import Precision
 from compress.engine.progress import LogReporter, Reporter
@@ -144,14 +144,14 @@ class SearchResult:
         """Write a MODEL_DIR for ``model`` (default: the sliced decision, e.g. after retraining it
         pass the retrained one) in ``fmt`` (safetensors, torchscript or onnx, as ``compress export``)
         and return the dense model."""
-        from compress.store.export import save_model_dir
+        from compress.store.export import save_model_dir, trained_on
 
         instance("dataset", dataset, SequenceDataset, "the data the model was trained on, from compress.load_dataset")
         model = model if model is not None else self.slice()
+        vocabulary, stats = trained_on(model, None, dataset)
         search = {"decision": self.decision, "best_epoch": self.best_epoch, "decision_epoch": self.decision_epoch}
         save_model_dir(model, path, fmt, overwrite, card={"kind": "api", "search": search},
-                       adapter=self.supernet.adapter, vocabulary=model.vocabulary or dataset.vocabulary(),
-                       dataset_stats=dataset.stats())
+                       adapter=self.supernet.adapter, vocabulary=vocabulary, dataset_stats=stats)
         return model
 
     def card(self) -> Dict:
@@ -322,7 +322,7 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
            device: Union[None, str, torch.device] = None, reporter: Optional[Reporter] = None,
            checkpoint: Optional[Checkpointer] = None) -> SearchResult:
     """Run the bilevel search; on return ``supernet`` holds the state of the epoch that decided: the best
-    validation epoch, or the last one (``cfg.decide``).
+    validation epoch, or the last one (``cfg.decide``), in the mode (train or eval) it came in.
     With a ``checkpoint`` the search saves after every epoch (and every ``checkpoint.every`` steps) and
     resumes a saved state exactly (weights, α/β, optimisers, τ step, RNG, data position)."""
     cfg = SearchConfig() if cfg is None else cfg
@@ -333,10 +333,12 @@ def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchCon
     device = as_device(device, resolve_device("auto"))
     reporter = reporter or LogReporter()
     torch.manual_seed(cfg.seed + distributed.rank())
-    task = SearchTask(supernet, dataset, cfg, device)
-    reporter.begin({"widths": [w._asdict() for w in supernet.widths], "depths": list(supernet.depths)})
-    loop = Loop(task, cfg.epochs, cfg.patience, f"ndcg@{cfg.k}", cfg.max_minutes, reporter, checkpoint, cfg.decide)
-    result = loop.run()
+    with kept_modes(supernet):
+        task = SearchTask(supernet, dataset, cfg, device)
+        reporter.begin({"widths": [w._asdict() for w in supernet.widths], "depths": list(supernet.depths)})
+        loop = Loop(task, cfg.epochs, cfg.patience, f"ndcg@{cfg.k}", cfg.max_minutes, reporter, checkpoint,
+                    cfg.decide)
+        result = loop.run()
     last = cfg.decide == "last"
     epoch = len(result.history) if last else max(result.best_epoch, 1)
     supernet.tau = result.history[epoch - 1]["tau"]  # predict() mixes as the deciding epoch validated

@@ -20,13 +20,13 @@ from compress.bounds import instance
 from compress.data.vocabulary import ItemVocabulary
 from compress.engine.loop import check_finite_weights
 from compress.errors import CheckpointError, ConfigError
-from compress.files import read_json
-from compress.layout import CONFIG, WEIGHTS
+from compress.files import read_json, write_json
+from compress.layout import CONFIG, ITEMS, WEIGHTS
 from compress.nas.reorder import reorder as channel_reorder
 from compress.nas.space import SearchSpace
 from compress.nas.supernet import Supernet
 from compress.runtime.devices import as_device
-from compress.store.artifacts import build_checked, load_state, save_model
+from compress.store.artifacts import build_checked, check_format, load_state, read_vocabulary, save_model
 
 
 def wrap(model: nn.Module, adapter: Union[None, str, Adapter] = None, space: Optional[SearchSpace] = None,
@@ -46,6 +46,8 @@ def wrap(model: nn.Module, adapter: Union[None, str, Adapter] = None, space: Opt
     narrower candidate keeps are the important ones; "taylor" needs ``reorder_batch=(items, targets)``.
     The user's ``model`` itself is never modified."""
     adapter = get_adapter(model, adapter)
+    if space is not None:
+        instance("space", space, SearchSpace, "e.g. compress.SearchSpace(hidden_ratios=(0.0, 0.5))")
     check_finite_weights(model)
     model = adapter.convert(model)
     if item_ids is not None:
@@ -71,28 +73,36 @@ def wrap(model: nn.Module, adapter: Union[None, str, Adapter] = None, space: Opt
             if name not in own or own[name].shape != t.shape:
                 raise CheckpointError(f"cannot carry weight {name} {tuple(t.shape)} into the supernet")
             own[name].copy_(t)
-    return Supernet(shared, adapter, space, model.arch)
+    return Supernet(shared, adapter, space, model.arch).train(model.training)  # in the mode the model was in
 
 
 def save_supernet(supernet: Supernet, directory: str) -> None:
-    """``config.json`` (backbone + adapter + space + what ``predict`` uses) and ``model.safetensors``
-    (weights, α, β). τ and the selection are saved because ``predict`` mixes with softmax(α/τ): without
-    them a reloaded supernet would score differently from the one whose metrics the search card holds."""
+    """``config.json`` (backbone + adapter + space + what ``predict`` uses), ``model.safetensors``
+    (weights, α, β) and, where the items are known, ``items.json``, so that a reloaded supernet still
+    refuses data that numbers its items differently. τ and the selection are saved because ``predict``
+    mixes with softmax(α/τ): without them a reloaded supernet would score differently from the one
+    whose metrics the search card holds."""
     instance("the model saved", supernet, Supernet, "a dense model is written by compress.export")
+    vocabulary = supernet.vocabulary
+    saved = {"adapter": supernet.adapter.name, "adapter_config": supernet.adapter.to_dict(),
+             "space": supernet.space.to_dict(), "input_arch": supernet.input_arch.to_dict(), "tau": supernet.tau,
+             "eval_selection": supernet.eval_selection}
     try:
         os.makedirs(directory, exist_ok=True)
-        save_model(supernet, directory, {"kind": "supernet", "supernet": {
-            "adapter": supernet.adapter.name, "adapter_config": supernet.adapter.to_dict(),
-            "space": supernet.space.to_dict(), "input_arch": supernet.input_arch.to_dict(), "tau": supernet.tau,
-            "eval_selection": supernet.eval_selection}}, supernet.backbone.config())
+        save_model(supernet, directory, {"kind": "supernet", "items": ITEMS if vocabulary is not None else None,
+                                         "supernet": saved}, supernet.backbone.config())
+        if vocabulary is not None:
+            write_json(os.path.join(directory, ITEMS), vocabulary.to_json())
     except OSError as exc:
         raise ConfigError(f"cannot write {directory}: {exc.strerror or exc}") from None
 
 
 def load_supernet(directory: str, device: Union[str, torch.device] = "cpu") -> Supernet:
-    """The supernet checkpoint in ``directory`` on ``device`` (what ``--device`` takes, "auto" too)."""
+    """The supernet checkpoint in ``directory`` on ``device`` (what ``--device`` takes, "auto" too), in eval
+    mode as ``compress.load`` gives a model."""
     device = as_device(device, torch.device("cpu"))
     cfg = read_json(os.path.join(directory, CONFIG))
+    check_format(cfg, os.path.join(directory, CONFIG))
     if cfg.get("kind") != "supernet":
         raise CheckpointError(f"{directory} holds a {cfg.get('kind', 'unknown')!r} checkpoint, not a supernet")
     backbone = build_checked(cfg.get("model"), os.path.join(directory, WEIGHTS), prefix="backbone.")
@@ -103,5 +113,6 @@ def load_supernet(directory: str, device: Union[str, torch.device] = "cpu") -> S
     load_state(supernet, os.path.join(directory, WEIGHTS))
     supernet.tau = float(cfg["supernet"].get("tau", supernet.tau))
     supernet.eval_selection = cfg["supernet"].get("eval_selection", supernet.eval_selection)
-    return supernet.to(device)
+    backbone.vocabulary = read_vocabulary(directory, cfg, backbone.n_items)
+    return supernet.to(device).eval()
 

@@ -139,6 +139,8 @@ def load_state(model: nn.Module, path: str) -> None:
 def model_dir(path: str) -> str:
     """The directory holding the dense model of a train RUN_DIR, a search RUN_DIR (its retrained/
     model) or a MODEL_DIR."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"the path to load must be a str or os.PathLike, got {type(path).__name__}")
     if not os.path.isdir(path):
         raise CheckpointError(f"{path} is not a directory with {CONFIG} and {WEIGHTS}")
     kind = read_json(os.path.join(path, CONFIG)).get("kind")
@@ -172,22 +174,42 @@ def build_checked(model_cfg: Dict[str, Any], weights: str, prefix: str = "") -> 
 
 def load(path: str, device: Union[str, torch.device] = "cpu") -> nn.Module:
     """Rebuild a model from ``config.json`` alone and load ``model.safetensors`` strictly. The item
-    vocabulary (``items.json``) becomes ``model.vocabulary``; one that config.json names but that is
-    missing is an error, not a model serving its row numbers as item ids. ``device`` takes what
+    vocabulary (``items.json``) becomes ``model.vocabulary`` (``read_vocabulary``). ``device`` takes what
     ``--device`` takes ("auto" too), checked before anything is read."""
     device = as_device(device, torch.device("cpu"))
     path = model_dir(path)
     cfg = read_json(os.path.join(path, CONFIG))
+    check_format(cfg, os.path.join(path, CONFIG))
     weights = os.path.join(path, WEIGHTS)
     model = build_checked(cfg.get("model"), weights)
     load_state(model, weights)
+    model.vocabulary = read_vocabulary(path, cfg, model.n_items)
+    return model.to(device).eval()
+
+
+def check_format(cfg: Dict[str, Any], where: str) -> None:
+    """Refuse a config.json of a format this version cannot read (one written by a newer compress) rather
+    than read its fields as they meant something else; files from before format 1 carry no version."""
+    version = cfg.get("format_version", FORMAT_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{where}: format_version must be a whole number >= 1, got {version!r}; the file is "
+                              "corrupt: export the model again")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{where} is in format {version}, written by a newer compress; this one reads format "
+                              f"{FORMAT_VERSION}: upgrade compress (pip install -U dnsrec-compress)")
+
+
+def read_vocabulary(path: str, cfg: Dict[str, Any], n_items: int) -> Optional[ItemVocabulary]:
+    """The item vocabulary ``items.json`` in ``path`` holds (None where there is none); one that
+    ``cfg`` (its config.json) names but that is missing is an error, not a model serving its row
+    numbers as item ids."""
     items_file = os.path.join(path, ITEMS)
     if os.path.exists(items_file):
-        model.vocabulary = ItemVocabulary.from_json(read_json(items_file), model.n_items, items_file)
-    elif cfg.get("items"):
+        return ItemVocabulary.from_json(read_json(items_file), n_items, items_file)
+    if cfg.get("items"):
         raise CheckpointError(f"{items_file} is missing, though {CONFIG} names it: without it the model cannot say "
                               "which item each row is; restore the file or export the model again")
-    return model.to(device).eval()
+    return None
 
 
 def load_config(path: str) -> Dict[str, Any]:

@@ -14,14 +14,16 @@ import contextlib
 import copy
 import importlib.util
 import io
+import numbers
 import os
 import warnings
-from typing import Any, Dict, Iterable, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import torch
 
 from compress.adapters import Adapter
 from compress.arch import ArchSpec
+from compress.backbones.transformer import SequenceTransformer
 from compress.bounds import instance
 from compress.data.dataset import SequenceDataset
 from compress.data.vocabulary import ItemVocabulary, check_same, vocabulary_of
@@ -111,6 +113,8 @@ def save_model_dir(model: torch.nn.Module, out: str, fmt: str = "safetensors", o
     (``reference_cost``), when given, is the model it was compressed from. With the ``adapter``
     of a wrapped user model, MODEL_DIR/native/ also holds the model as the user's own class where that
     class can express it (Hugging Face: softmax attention, no gates). ``model`` itself is not changed."""
+    instance("the model exported", model, SequenceTransformer, "export a dense model: result.slice() of a "
+             "search, a model compress.fit trained, or compress.load(MODEL_DIR)")
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export `format` {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     vocabulary = vocabulary_of(model, vocabulary)
@@ -181,16 +185,8 @@ def export(model: torch.nn.Module, out: str, format: str = "safetensors",
     if vocabulary is not None and not isinstance(vocabulary, ItemVocabulary):
         vocabulary = ItemVocabulary(vocabulary)
     instance("overwrite", overwrite, bool, "True replaces an existing out, False refuses it")
-    if dataset is not None:
-        instance("dataset", dataset, SequenceDataset, "the data the model was trained on, from compress.load_dataset")
-    if metrics is not None:
-        instance("metrics", metrics, dict, "e.g. compress.split_metrics(model, dataset)")
-    vocabulary = vocabulary or getattr(model, "vocabulary", None)
-    stats = None
-    if dataset is not None:
-        data_vocabulary = dataset.vocabulary()
-        check_same(vocabulary, data_vocabulary, "the model")
-        vocabulary, stats = data_vocabulary, {"name": dataset.name, **dataset.stats()}  # same ids, with popularity
+    check_metrics(metrics)
+    vocabulary, stats = trained_on(model, vocabulary, dataset)
     card: Dict[str, Any] = {"metrics": metrics or {}}
     adapter = None
     if baseline is not None:
@@ -201,3 +197,30 @@ def export(model: torch.nn.Module, out: str, format: str = "safetensors",
         adapter = getattr(baseline, "adapter", None)
     return save_model_dir(model, out, format, overwrite, card, adapter=adapter, vocabulary=vocabulary,
                           dataset_stats=stats)
+
+
+def trained_on(model: torch.nn.Module, vocabulary: Optional[ItemVocabulary],
+               dataset: Optional[SequenceDataset]) -> Tuple[Optional[ItemVocabulary], Optional[Dict[str, Any]]]:
+    """(the vocabulary to write, the card's statistics of ``dataset``) for an export of ``model`` trained
+    on ``dataset``: the data's vocabulary (the same ids, with their popularity) once it numbers the items
+    as the model (or ``vocabulary``) does; data of other items is refused, not written beside the model."""
+    vocabulary = vocabulary or getattr(model, "vocabulary", None)
+    if dataset is None:
+        return vocabulary, None
+    instance("dataset", dataset, SequenceDataset, "the data the model was trained on, from compress.load_dataset")
+    data_vocabulary = dataset.vocabulary()
+    check_same(vocabulary, data_vocabulary, "the model")
+    return data_vocabulary, {"name": dataset.name, **dataset.stats()}
+
+
+def check_metrics(metrics: Optional[Dict[str, Any]]) -> None:
+    """Refuse metrics the card cannot show: they map a split (``test/full``) to {metric name: number}."""
+    if metrics is None:
+        return
+    instance("metrics", metrics, dict, "e.g. compress.split_metrics(model, dataset)")
+    for split, row in metrics.items():
+        numbers_only = isinstance(row, dict) and all(isinstance(k, str) and isinstance(v, numbers.Real)
+                                                     for k, v in row.items())
+        if not isinstance(split, str) or not numbers_only:
+            raise ConfigError(f"metrics must map each split to {{metric: number}}, as compress.split_metrics "
+                              f"returns, got {row!r} for {split!r}")

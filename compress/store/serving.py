@@ -40,6 +40,8 @@ class Recommender:
 
     def __init__(self, model: nn.Module, vocabulary: Union[None, ItemVocabulary, Sequence[str]] = None,
                  graphs: bool = True) -> None:
+        instance("the model served", model, nn.Module, "a MODEL_DIR is served by compress.Recommender.load(path)")
+        instance("graphs", graphs, bool, "True replays predict as CUDA graphs on a GPU, False calls it as it is")
         self.model, self.vocabulary = model, vocabulary_of(model, vocabulary)
         device = next(model.parameters()).device
         self.predict = Replayed(model.predict, device) if graphs else model.predict
