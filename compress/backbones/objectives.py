@@ -12,7 +12,7 @@ table, and a left-padded row would be scored at a padding position.
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -56,11 +56,13 @@ def training_batch(model, items: torch.Tensor, targets: torch.Tensor,
     return items.masked_fill(masked, model.n_items + 1), targets.masked_fill(~masked, 0)
 
 
-def check_histories(model, items: torch.Tensor) -> None:
+def check_histories(model, items: torch.Tensor, highest: Optional[int] = None) -> None:
     """Refuse histories ``predict`` would misread, with the fix. Kind, dtype and shape are checked on any
-    device; the values (indices in 0..n_items, items before padding) only on the CPU, where reading them
-    costs nothing: on an accelerator it would stall every call (and break CUDA graph capture), so there
-    the caller vouches for them, as ``Recommender`` does by building the indices itself."""
+    device; the values (indices in 0..``highest``, by default n_items; items before padding) only on the
+    CPU, where reading them costs nothing: on an accelerator it would stall every call (and break CUDA
+    graph capture), so there the caller vouches for them, as ``Recommender`` does by building the
+    indices itself. A training batch of a cloze model may also hold its mask token, n_items + 1."""
+    highest = model.n_items if highest is None else highest
     if not isinstance(items, torch.Tensor):
         raise ConfigError(f"histories must be a (batch, N) tensor of item indices, got {type(items).__name__}; "
                           "build one with torch.tensor(rows, dtype=torch.long), or serve raw item ids with "
@@ -73,10 +75,10 @@ def check_histories(model, items: torch.Tensor) -> None:
                           f"last {model.max_len} items")
     if items.device.type != "cpu" or torch.jit.is_tracing():
         return
-    outside = (items < 0) | (items > model.n_items)  # (B, N)
+    outside = (items < 0) | (items > highest)  # (B, N)
     if bool(outside.any()):
         row = int(outside.any(1).nonzero()[0])
-        raise ConfigError(f"item indices must be in 0..{model.n_items} (0 pads), got {int(items[outside][0])} in "
+        raise ConfigError(f"item indices must be in 0..{highest} (0 pads), got {int(items[outside][0])} in "
                           f"row {row}; map raw item ids to indices with model.vocabulary.index, or serve raw ids "
                           "with compress.Recommender")
     real = items > 0

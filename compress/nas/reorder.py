@@ -117,7 +117,7 @@ def _taylor_batch(model: nn.Module, batch) -> Tuple[torch.Tensor, torch.Tensor]:
         raise ConfigError("the taylor criterion needs gradients: pass batch=(items, targets), two (B, N) tensors "
                           "of item indices, targets[b, t] the item after items[b, :t + 1] (0: none)")
     items, targets = batch
-    check_histories(model, items)
+    check_histories(model, items, model.item_embedding.num_embeddings - 1)  # a cloze batch masks items
     if not isinstance(targets, torch.Tensor) or targets.shape != items.shape or targets.dtype != items.dtype:
         got = f"{targets.dtype} {tuple(targets.shape)}" if isinstance(targets, torch.Tensor) else type(targets).__name__
         raise ConfigError(f"the taylor batch's targets must be item indices of the items' shape {tuple(items.shape)} "
