@@ -208,6 +208,33 @@ def test_non_numeric_timestamp(tmp_path):
         read_interactions(str(p))
 
 
+@pytest.mark.parametrize("name, text, where", [
+    ("e.tsv", "user_id\titem_id\ttimestamp\nu0\t1\t0\nu0\t\t1\nu0\t3\t2\n", "e.tsv:3: empty item id"),
+    ("e.csv", "user_id,item_id,timestamp\nu0,1,0\nu0,2,1\nu0,,2\n", "e.csv:4: empty item id"),
+    ("e.csv", "user_id,item_id,timestamp\nu0,1,0\n,2,1\nu0,,2\n", "e.csv:3: empty user id"),  # the first
+    ("e.csv", "user_id,item_id,timestamp\nu0,1,0\nu0,   ,1\n", "e.csv:3: empty item id"),  # blank: stripped
+    ("e.csv", "u0,1,0\nu0,,1\n", "e.csv:2: empty item id"),  # no header
+    ("u.data", "1\t\t5\t100\n", "u.data:1: empty item id"),
+])
+def test_empty_ids_name_the_line(tmp_path, name, text, where):
+    with pytest.raises(DataError, match="holds nothing or only spaces.*; fill it in or drop the row") as err:
+        read_interactions(str(write(tmp_path / name, text)))
+    assert where in str(err.value)
+
+
+@pytest.mark.parametrize("text, where", [("u0,1,2,,3\n", "s.txt:1: empty item id"),
+                                         ("u0,1,2,3\n  ,4,5,6\n", "s.txt:2: empty user id")])
+def test_empty_ids_in_sequences_with_a_delimiter(tmp_path, text, where):
+    with pytest.raises(DataError, match=where):
+        read_interactions(str(write(tmp_path / "s.txt", text)), ReadOptions(format="sequence", sep=","))
+
+
+def test_sequence_fields_are_stripped_as_columns_are(tmp_path):
+    p = write(tmp_path / "s.txt", "u0, 1, 2 ,3\n")
+    assert rows(read_interactions(str(p), ReadOptions(format="sequence", sep=","))) == [
+        ("u0", "1", 0.0), ("u0", "2", 1.0), ("u0", "3", 2.0)]
+
+
 def test_unknown_format(tmp_path):
     p = write(tmp_path / "r.csv", "user_id,item_id\n1,2\n")
     with pytest.raises(DataError, match="unknown format 'parquet'"):

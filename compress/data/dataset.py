@@ -67,11 +67,13 @@ class SequenceDataset:
         """The raw id of every item index, with item popularity."""
         return ItemVocabulary(self.item_tokens, self.item_popularity().tolist())
 
-    def aligned(self, item_ids: Sequence[str], unknown: str = "drop") -> "SequenceDataset":
+    def aligned(self, item_ids: Sequence[str], unknown: str = "drop",
+                min_interactions: int = MIN_INTERACTIONS) -> "SequenceDataset":
         """This data with its items numbered as ``item_ids`` numbers them (a model's vocabulary: row
         i + 1 is ``item_ids[i]``). Interactions with items ``item_ids`` lacks are dropped and counted
-        (``unknown="drop"``), or those items get new rows after the known ones (``"append"``; the
-        model then needs the rows: ``compress.wrap(model, item_ids=data.item_tokens)``)."""
+        (``unknown="drop"``), then users left with fewer than ``min_interactions``; or those items get
+        new rows after the known ones (``"append"``; the model then needs the rows:
+        ``compress.wrap(model, item_ids=data.item_tokens)``)."""
         if unknown not in ("drop", "append"):
             raise ConfigError(f"unknown_items must be drop or append, got {unknown!r}")
         tokens = ItemVocabulary(item_ids).ids
@@ -86,13 +88,21 @@ class SequenceDataset:
         keep = items > 0
         user = np.repeat(np.arange(self.n_users), np.diff(self.offsets))[keep]
         lengths = np.bincount(user, minlength=self.n_users)
-        long = lengths >= MIN_INTERACTIONS
+        long = lengths >= min_interactions
+        if not long.any():  # ids of another dataset, or spelled otherwise ("0001" for "1")
+            matched = int((mapping[1:] > 0).sum())
+            raise DataError(f"the {len(item_ids)} item_ids given match {matched} of the data's {self.n_items} items, "
+                            f"which leaves no user with {min_interactions} or more interactions; are they this "
+                            "data's ids? give the model's raw item ids as the data file writes them")
         rows = long[user]
         offsets = np.concatenate([[0], np.cumsum(lengths[long])]).astype(np.int64)
         info = {**self.info, "aligned": True, "dropped_interactions": int((~keep).sum()),
                 "dropped_users_after_alignment": int((~long).sum()), "appended_items": len(tokens) - len(item_ids)}
         if info["dropped_interactions"]:
             log.warning("dropped %d interactions with items the vocabulary lacks", info["dropped_interactions"])
+        if info["dropped_users_after_alignment"]:
+            log.warning("dropped %d users left with fewer than %d interactions", info["dropped_users_after_alignment"],
+                        min_interactions)
         return SequenceDataset(items[keep][rows], offsets, tokens, [u for u, ok in zip(self.user_tokens, long) if ok],
                                self.name, info)
 

@@ -11,15 +11,15 @@ import os
 import tempfile
 import zipfile
 from dataclasses import asdict
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
-from compress.bounds import whole
+from compress.bounds import instance, whole
 from compress.data.dataset import MIN_INTERACTIONS, SequenceDataset, build_dataset
 from compress.data.readers import ReadOptions, read_interactions
 from compress.data.registry import DATASETS, DEFAULT, cache_root, resolve
-from compress.errors import DataError
+from compress.errors import ConfigError, DataError
 
-CACHE_VERSION = 2  # 2: tokens packed as UTF-8 bytes
+CACHE_VERSION = 3  # 2: tokens packed as UTF-8 bytes; 3: empty ids refused, sequence fields stripped
 DATA_SUFFIXES = (".inter", ".dat", ".data", ".tsv", ".csv", ".txt", ".gz")
 
 
@@ -67,21 +67,39 @@ def resolve_source(data: Optional[str], data_dir: Optional[str] = None,
     return data, options, name
 
 
-def load_dataset(data: Optional[str] = None, data_dir: Optional[str] = None,
+def load_dataset(data: Union[str, os.PathLike, None] = None, data_dir: Union[str, os.PathLike, None] = None,
                  options: Optional[ReadOptions] = None, kcore: int = 0,
                  min_interactions: int = MIN_INTERACTIONS, use_cache: bool = True, numbering: str = "compress",
                  item_ids: Optional[Sequence[str]] = None, unknown_items: str = "drop") -> SequenceDataset:
-    """Load ``data`` (a dataset name, file or directory; None = embedded default) as sequences.
+    """Load ``data`` (a dataset name, or a file or directory as a str or pathlib.Path; None = the
+    embedded default) as sequences.
 
     Items are numbered by ``numbering`` (``compress``, or ``recbole``: as RecBole numbers the same
     file), or, given a model's vocabulary ``item_ids`` (row i + 1 is ``item_ids[i]``), as that model
     numbers them, interactions with other items dropped or their items appended (``unknown_items``)."""
+    data = _path_argument("data", data, "a dataset name or a path", "write the interactions (user, item, timestamp) "
+                          "to a file and pass its path")
+    data_dir = _path_argument("data_dir", data_dir, "a directory", "give the folder that holds the named datasets")
     kcore = whole("kcore", kcore, minimum=0)
     min_interactions = whole("min_interactions (leave-one-out needs a training item, a validation and a test "
                              "target)", min_interactions, minimum=MIN_INTERACTIONS)
+    instance("use_cache", use_cache, bool, "True reuses the arrays processed before from the same file and "
+             "options, False reads the file again")
     path, opts, name = resolve_source(data, data_dir, options)
     ds = _load(path, opts, name, kcore, min_interactions, use_cache, numbering)
-    return ds if item_ids is None else ds.aligned(item_ids, unknown_items)
+    return ds if item_ids is None else ds.aligned(item_ids, unknown_items, min_interactions)
+
+
+def _path_argument(name: str, value: Any, what: str, fix: str) -> Optional[str]:
+    """``value`` (None, a str, or an os.PathLike such as pathlib.Path) as a str. Anything else is
+    refused here, by what it is: a DataFrame or a list of rows would otherwise fail as an unhashable
+    type or as a path that does not exist."""
+    path = os.fspath(value) if isinstance(value, os.PathLike) else value
+    if path is None or isinstance(path, str):
+        return path
+    if hasattr(value, "to_csv"):  # a pandas (or look-alike) DataFrame: pandas itself need not be installed
+        fix = "save it first, e.g. df.to_csv('data.tsv', sep='\\t', index=False), and pass that path"
+    raise ConfigError(f"{name} must be {what} (str or pathlib.Path), got {type(value).__name__}; {fix}")
 
 
 def _load(path: str, opts: ReadOptions, name: str, kcore: int, min_interactions: int, use_cache: bool,

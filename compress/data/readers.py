@@ -14,7 +14,7 @@ import stat
 import zlib
 from array import array
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, NoReturn, Optional, Sequence
 
 import numpy as np
 
@@ -91,6 +91,12 @@ class TokenColumn:
     def interactions(self, items: "TokenColumn", order: np.ndarray, timed: bool, source: str) -> Interactions:
         """These users with ``items`` as coded Interactions."""
         return Interactions(self.codes_array(), items.codes_array(), order, timed, source, self.vocab(), items.vocab())
+
+    def first_empty(self) -> Optional[int]:
+        """The row of the first empty id, or None. One dict look-up while there is none, not a check a
+        row: the readers strip ids, so a blank one (a doubled delimiter, spaces) is the token ''."""
+        code = self.index.get("")
+        return None if code is None else int(np.argmax(self.codes_array() == code))
 
     def codes_array(self) -> np.ndarray:
         return np.frombuffer(self.codes, dtype=np.int32)  # (rows,)
@@ -225,8 +231,12 @@ def _read_sequence(path: str, sep: Optional[str]) -> Interactions:
     users, items = TokenColumn(), TokenColumn()
     for lineno, line in enumerate(_lines(path), 1):
         toks = _split(line, sep)
+        if sep is not None and (" " in line or "\t" in line):  # strip fields as the column readers do
+            toks = [t.strip() for t in toks]
         if len(toks) < 2:
             raise DataError(f"{path}:{lineno}: a sequence line needs 'user item1 item2 ...', got {_quote(line)}")
+        if "" in toks:  # only with a given `sep`: split() on whitespace never yields an empty field
+            _refuse_empty(path, lineno, "user" if toks[0] == "" else "item", sep)
         for tok in toks[1:]:
             users.add(toks[0])
             items.add(tok)
@@ -341,5 +351,17 @@ def _read_columns(path: str, sep: Optional[str], header: Optional[list], cols: t
                                 "fix or drop the row, or pick another `time_col`")
     if not len(users):
         raise DataError(f"{path} has a header but no rows")
+    empty = [(row, what) for row, what in ((users.first_empty(), "user"), (items.first_empty(), "item"))
+             if row is not None]
+    if empty:
+        row, what = min(empty)
+        _refuse_empty(path, row + (2 if header is not None else 1), what, sep)
     order = np.arange(len(users), dtype=np.float64) if t is None else np.frombuffer(times, dtype=np.float64)
     return users.interactions(items, order, t is not None, path)
+
+
+def _refuse_empty(path: str, lineno: int, what: str, sep: Optional[str]) -> NoReturn:
+    """An empty or blank id would load as an item (or user) named '' and fail far away (in a
+    vocabulary, a model's export), so the row is refused where it is."""
+    raise DataError(f"{path}:{lineno}: empty {what} id (its field, delimited by {sep or 'whitespace'!r}, holds "
+                    "nothing or only spaces); fill it in or drop the row")

@@ -52,9 +52,10 @@ class ItemVocabulary:
         if len(set(self.ids)) != len(self.ids):
             raise ConfigError("item ids must be distinct: an id given twice would name two embedding rows")
         if self.popularity is not None:
-            pop = self.popularity if isinstance(self.popularity, Sequence) and not isinstance(self.popularity, str) else ()
-            if len(pop) != len(self.ids) + 1 or not all(isinstance(p, numbers.Real) and p == p and abs(p) != float("inf")
-                                                        for p in pop):
+            listed = isinstance(self.popularity, Sequence) and not isinstance(self.popularity, str)
+            pop = self.popularity if listed else ()
+            if len(pop) != len(self.ids) + 1 or not all(
+                    isinstance(p, numbers.Real) and p == p and abs(p) != float("inf") for p in pop):
                 raise ConfigError(f"popularity must be {len(self.ids) + 1} finite numbers (index 0 unused)")
             self.popularity = [float(p) for p in pop]
 
@@ -80,7 +81,8 @@ class ItemVocabulary:
             raise CheckpointError(f"{where} maps {count} items but config.json says {n_items}; "
                                   "the model directory is inconsistent")
         if not all(isinstance(t, str) for t in ids):
-            raise CheckpointError(f"{where}: item_ids must be {n_items} distinct strings; the model directory is corrupt")
+            raise CheckpointError(f"{where}: item_ids must be {n_items} distinct strings; "
+                                  "the model directory is corrupt")
         try:
             return cls(ids, pop)
         except ConfigError as exc:
@@ -94,7 +96,8 @@ class ItemVocabulary:
         missing = len(set(other.ids) - set(self.ids))
         return (f"{moved:,} of {min(len(self), len(other)):,} rows hold another item"
                 + (f", {missing:,} of the data's items are unknown to the model" if missing else "")
-                + (f" ({len(self):,} items in the model, {len(other):,} in the data)" if len(self) != len(other) else ""))
+                + (f" ({len(self):,} items in the model, {len(other):,} in the data)"
+                   if len(self) != len(other) else ""))
 
 
 def check_same(model_vocab: Optional[ItemVocabulary], data_vocab: ItemVocabulary, what: str) -> None:
