@@ -242,7 +242,8 @@ def test_importance_reordering_keeps_scores_and_the_users_model(kind, criterion,
     with torch.no_grad():
         assert (sn.predict(items, *full) - plain.predict(items, *full))[:, 1:].abs().max() <= 1e-5
     assert all(torch.equal(before[n], p) for n, p in model.state_dict().items())  # the user's model is untouched
-    moved = [not torch.equal(a, b) for a, b in zip(sn.backbone.state_dict().values(), plain.backbone.state_dict().values())]
+    pairs = zip(sn.backbone.state_dict().values(), plain.backbone.state_dict().values())
+    moved = [not torch.equal(a, b) for a, b in pairs]
     assert any(moved)
 
 

@@ -9,6 +9,7 @@ and nothing else.
 """
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any, Dict, List, Optional, Type
 
 from torch import nn
@@ -70,6 +71,7 @@ def get_adapter(model: nn.Module, adapter: Optional[object] = None) -> Adapter:
     """An adapter instance: given, by name, or the first registered one that matches ``model``."""
     if not isinstance(model, nn.Module):
         raise ConfigError(f"the model must be a torch.nn.Module, got {type(model).__name__}")
+    check_materialized(model)
     if isinstance(adapter, Adapter):
         return adapter
     if isinstance(adapter, str):
@@ -82,3 +84,12 @@ def get_adapter(model: nn.Module, adapter: Optional[object] = None) -> Adapter:
     raise ConfigError(f"no adapter fits {type(model).__name__}; describe its modules with the declared adapter "
                       f"(compress.DeclaredAdapter, see README 'Wrap your own model'); "
                       f"registered adapters: {', '.join(list_adapters())}")
+
+
+def check_materialized(model: nn.Module) -> None:
+    """Refuse a model built on the meta device (shapes without values): every adapter copies weights and
+    the finiteness check reads them, which meta tensors cannot do."""
+    meta = next((name for name, t in chain(model.named_parameters(), model.named_buffers()) if t.is_meta), None)
+    if meta is not None:
+        raise ConfigError(f"the model's weights are on the meta device ({meta} has no values); materialize the "
+                          "weights first, e.g. load them (from_pretrained, load_state_dict(..., assign=True))")

@@ -21,8 +21,12 @@ entries are paths inside each layer::
     dropout: 0.2
 
 Projections may be ``nn.Linear`` or Hugging Face's ``Conv1D`` (weight stored as (in, out)); a packed
-``qkv`` holds query, key and value in that order along its output. The model's scores must be its
-hidden state times the item embedding (a tied head), as SASRec, BERT4Rec and their HF versions do.
+``qkv`` holds query, key and value in that order along its output. Wrapping checks every mapped module
+against the sizes the mapping implies (d = the item embedding's width; d -> d projections, d -> 3d for
+``qkv``, d -> inner -> d for the FFN with one inner size for all layers; norms are ``nn.LayerNorm(d)``
+with a weight and a bias, all with one eps) and names the key and path of the first that differs.
+The model's scores must be its hidden state times the item embedding (a tied head), as SASRec,
+BERT4Rec and their HF versions do.
 """
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ from torch import nn
 from compress.adapters.base import Adapter, register_adapter
 from compress.arch import ArchSpec
 from compress.backbones.transformer import MODEL_PARTS, SequenceTransformer, Style, part_path
-from compress.bounds import whole
+from compress.bounds import real, whole
 from compress.errors import CheckpointError, ConfigError
 from compress.nn.block import LAYER_PARTS
 
@@ -49,29 +53,70 @@ ROLE_NAMES = {"ffn_in": "FFN input projection", "ffn_out": "FFN output projectio
               "attention_norm": "attention LayerNorm", "ffn_norm": "FFN LayerNorm"}
 
 
-def read_mapping(mapping: Union[str, Dict[str, Any]]) -> Dict[str, Any]:
-    """A mapping dict, or a YAML file holding one; unknown or missing keys are named."""
-    if isinstance(mapping, str):
-        if not os.path.isfile(mapping):
-            raise ConfigError(f"declared mapping {mapping} not found")
-        with open(mapping) as fh:
-            try:
-                mapping = yaml.safe_load(fh)
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"declared mapping {fh.name} is not valid YAML: {exc}") from None
+PATHS = ("item_embedding", "position_embedding", "embedding_norm", "final_norm", "layers", "ffn_in", "ffn_out",
+         "attention_norm", "ffn_norm")
+SEPARATE = ("query", "key", "value")
+ATTENTION_ROLES = ("qkv", *SEPARATE, "output")
+PROJECTION_SIZES = {"qkv": ("d", "3d"), "ffn_in": ("d", "inner"), "ffn_out": ("inner", "d")}  # the rest: d -> d
+
+
+def read_mapping(mapping: Union[str, "os.PathLike[str]", Dict[str, Any]]) -> Dict[str, Any]:
+    """A mapping dict, or a YAML file holding one (a str or pathlib path); unknown or missing keys and
+    values of the wrong type are named here, before any model is read."""
+    if isinstance(mapping, (str, os.PathLike)):
+        mapping = _read_yaml(os.fspath(mapping))
     if not isinstance(mapping, dict):
-        raise ConfigError(f"a declared mapping is a dict of module paths; {DOCS}")
+        raise ConfigError(f"a declared mapping is a dict of module paths or the path of a YAML file holding one, got "
+                          f"{type(mapping).__name__}; {DOCS}")
     unknown = set(mapping) - set(REQUIRED) - set(OPTIONAL)
     missing = [k for k in REQUIRED if k not in mapping]
     if unknown or missing:
-        what = (f"unknown key(s) {', '.join(sorted(unknown))}" if unknown else "") + \
+        what = (f"unknown key(s) {', '.join(sorted(map(str, unknown)))}" if unknown else "") + \
             ("; " if unknown and missing else "") + (f"missing key(s) {', '.join(missing)}" if missing else "")
         raise ConfigError(f"declared mapping: {what}; {DOCS}")
-    att = mapping["attention"]
-    if not isinstance(att, dict) or "output" not in att or not ({"query", "key", "value"} <= set(att) or "qkv" in att):
-        raise ConfigError(f"declared mapping: attention needs 'output' and either query/key/value or qkv; {DOCS}")
+    _check_attention(mapping["attention"])
+    for key in PATHS:
+        if key in mapping:
+            _check_path(key, mapping[key])
     whole("declared mapping: heads", mapping["heads"])
+    if "dropout" in mapping:
+        real("declared mapping: dropout", mapping["dropout"], low=0.0, below=1.0)
     return dict(mapping)
+
+
+def _read_yaml(path: str) -> Any:
+    if not os.path.isfile(path):
+        raise ConfigError(f"declared mapping {path} not found")
+    with open(path) as fh:
+        try:
+            mapping = yaml.safe_load(fh)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"declared mapping {path} is not valid YAML: {exc}") from None
+    if mapping is None:
+        raise ConfigError(f"declared mapping {path} is empty; {DOCS}")
+    return mapping
+
+
+def _check_attention(att: Any) -> None:
+    """``attention`` names ``output`` and either a packed ``qkv`` or all of query/key/value, never both."""
+    if not isinstance(att, dict) or "output" not in att or not (set(SEPARATE) <= set(att) or "qkv" in att):
+        raise ConfigError(f"declared mapping: attention needs 'output' and either query/key/value or qkv; {DOCS}")
+    unknown = set(att) - {"qkv", "output", *SEPARATE}
+    if unknown:
+        raise ConfigError(f"declared mapping: attention has unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
+                          f"it takes output and either qkv or query/key/value; {DOCS}")
+    both = sorted(set(SEPARATE) & set(att))
+    if "qkv" in att and both:
+        raise ConfigError(f"declared mapping: attention gives both qkv and {', '.join(both)}; name either one packed "
+                          f"qkv projection or separate query/key/value ones; {DOCS}")
+    for key, path in att.items():
+        _check_path(f"attention.{key}", path)
+
+
+def _check_path(key: str, path: Any) -> None:
+    if not isinstance(path, str) or not path:
+        raise ConfigError(f"declared mapping: {key} must be a module path (a dotted string such as 'blocks' or "
+                          f"'mlp.fc1'), got {path!r}; {DOCS}")
 
 
 def activation_from(table: Dict[str, str], value: Any, where: str) -> str:
@@ -112,11 +157,59 @@ def set_weight(m: nn.Module, w: torch.Tensor, b: Optional[torch.Tensor]) -> None
                               "export the dense model instead")
 
 
+def _check_embedding(m: nn.Module, where: str, d: int) -> int:
+    """The width of an nn.Embedding that must be ``d`` wide (any width for the first, the item table)."""
+    if not isinstance(m, nn.Embedding):
+        raise ConfigError(f"{where} is a {type(m).__name__}, expected an nn.Embedding (one row per id); {DOCS}")
+    if d and m.embedding_dim != d:
+        raise ConfigError(f"{where} is {m.embedding_dim} wide, expected {d}, the hidden size d of item_embedding; "
+                          f"{DOCS}")
+    return m.embedding_dim
+
+
+def _check_norm(m: nn.Module, where: str, d: int, eps: float) -> float:
+    """The eps of an nn.LayerNorm over ``d`` features with a weight and a bias, as ours; it must equal ``eps``
+    (the first LayerNorm's) when that is set, since our transformer has one eps for all."""
+    if not isinstance(m, nn.LayerNorm):
+        raise ConfigError(f"{where} is a {type(m).__name__}, expected an nn.LayerNorm({d}): compress computes "
+                          f"LayerNorm only (RMSNorm and other norms are not supported); {DOCS}")
+    if tuple(m.normalized_shape) != (d,):
+        raise ConfigError(f"{where} normalizes over {tuple(m.normalized_shape)}, expected ({d},), the hidden size d "
+                          f"of item_embedding; {DOCS}")
+    if m.weight is None or m.bias is None:
+        lacks = "weight and bias" if m.weight is None else "bias"
+        raise ConfigError(f"{where} is a LayerNorm without a learned {lacks} (elementwise_affine=False or bias=False), "
+                          "expected both; build it with the defaults (a weight of ones and a bias of zeros compute "
+                          "the same)")
+    if eps and m.eps != eps:
+        raise ConfigError(f"{where} has eps {m.eps:g}, another mapped LayerNorm {eps:g}; compress uses one eps for "
+                          "all, give every LayerNorm the same")
+    return m.eps
+
+
+def _check_projection(m: nn.Module, where: str, role: str, d: int, inner: int) -> int:
+    """The inner size after a projection of ``role`` checked to map the sizes it must: d -> d, d -> 3d for
+    a packed qkv, d -> inner and inner -> d for the FFN (``inner`` is 0 until the first ffn_in sets it)."""
+    weight, _ = weight_of(m, where)
+    out_f, in_f = weight.shape
+    names = PROJECTION_SIZES.get(role, ("d", "d"))
+    want_in, want_out = ({"d": d, "3d": 3 * d, "inner": inner}[n] for n in names)
+    if in_f == want_in and out_f == (want_out or out_f):
+        return out_f if role == "ffn_in" else inner
+    hint = ""
+    if role == "ffn_in" and out_f == d != in_f:
+        hint = "; ffn_in and ffn_out look swapped"
+    elif role == "ffn_in" and in_f == d:
+        hint = f"; every layer must have the first layer's inner size {inner} (per-layer widths are not supported)"
+    raise ConfigError(f"{where} is a {type(m).__name__} {in_f} -> {out_f}, expected {want_in} -> {want_out or 'inner'} "
+                      f"({names[0]} -> {names[1]}){hint}; {DOCS}")
+
+
 @register_adapter
 class DeclaredAdapter(Adapter):
     name = "declared"
 
-    def __init__(self, mapping: Union[str, Dict[str, Any], None] = None) -> None:
+    def __init__(self, mapping: Union[str, "os.PathLike[str]", Dict[str, Any], None] = None) -> None:
         self.mapping = read_mapping(mapping) if mapping is not None else None
         if self.mapping is not None:
             self.style()  # causal, norm, activation and objective checked now, not when a model is wrapped
@@ -153,8 +246,10 @@ class DeclaredAdapter(Adapter):
                               f"layers; {DOCS}")
         return list(layers)
 
-    def pairs(self, model: nn.Module, dense: Optional[SequenceTransformer]) -> Iterator[Tuple[str, nn.Module, Any]]:
-        """(role, the user's module, the matching part of ``dense`` or None) for every mapped part."""
+    def pairs(self, model: nn.Module,
+              dense: Optional[SequenceTransformer]) -> Iterator[Tuple[str, str, nn.Module, Any]]:
+        """(role, the module's path from the model's root, the user's module, the matching part of ``dense``
+        or None) for every mapped part, model-level parts first, then layer by layer."""
         m = self._mapping()
 
         def part(layer: Optional[nn.Module], role: str) -> Optional[nn.Module]:
@@ -162,21 +257,20 @@ class DeclaredAdapter(Adapter):
 
         for role in ("item_embedding", "position_embedding", "embedding_norm", "final_norm"):
             if role in m:
-                yield role, find(model, m[role], "", role), getattr(dense, MODEL_PARTS[role], None)
+                yield role, m[role], find(model, m[role], "", role), getattr(dense, MODEL_PARTS[role], None)
         layers = self.layer_modules(model)
         for i, layer in enumerate(layers):
             where = f"{m['layers']}.{i}"
             ours = dense.layers[i] if dense is not None else None
             att = m["attention"]
             if "qkv" in att:  # the three projections' common parent on our side
-                yield "qkv", find(layer, att["qkv"], where, "packed qkv projection"), \
+                yield "qkv", f"{where}.{att['qkv']}", find(layer, att["qkv"], where, "packed qkv projection"), \
                     None if ours is None else ours.get_submodule(LAYER_PARTS["query"].rsplit(".", 1)[0])
-            else:
-                for name in ("query", "key", "value"):
-                    yield name, find(layer, att[name], where, f"attention {name} projection"), part(ours, name)
-            yield "output", find(layer, att["output"], where, "attention output projection"), part(ours, "output")
+            for name in ("output",) if "qkv" in att else (*SEPARATE, "output"):
+                yield name, f"{where}.{att[name]}", find(layer, att[name], where, f"attention {name} projection"), \
+                    part(ours, name)
             for role in ("ffn_in", "ffn_out", "attention_norm", "ffn_norm"):
-                yield role, find(layer, m[role], where, ROLE_NAMES[role]), part(ours, role)
+                yield role, f"{where}.{m[role]}", find(layer, m[role], where, ROLE_NAMES[role]), part(ours, role)
 
     def user_names(self, layers: int) -> Dict[str, str]:
         """Our parameter name -> the user's, for every mapped part of a model of ``layers`` layers (a
@@ -193,29 +287,37 @@ class DeclaredAdapter(Adapter):
         return {f"{ours}.{p}": f"{theirs}.{p}" for ours, theirs in out.items() for p in ("weight", "bias")}
 
     def read_shape(self, model: nn.Module) -> Tuple[ArchSpec, int, int, float]:
-        """(full ArchSpec, n_items, N, LayerNorm eps) read off the user's modules."""
+        """(full ArchSpec, n_items, N, LayerNorm eps) read off the user's modules, every one checked first."""
         m = self._mapping()
+        hidden, inner, eps = self.checked_sizes(model)
         items = find(model, m["item_embedding"], "", "item embedding")
         positions = find(model, m["position_embedding"], "", "position embedding")
-        layers = self.layer_modules(model)
-        where = f"{m['layers']}.0"
-        ffn_w, _ = weight_of(find(layers[0], m["ffn_in"], where, "FFN input projection"), f"{where}.{m['ffn_in']}")
-        norm = find(layers[0], m["attention_norm"], where, "attention LayerNorm")
-        hidden = items.weight.shape[1]
-        arch = ArchSpec(hidden=hidden, inner=ffn_w.shape[0], heads=int(m["heads"]), layers=len(layers))
+        arch = ArchSpec(hidden=hidden, inner=inner, heads=int(m["heads"]), layers=len(self.layer_modules(model)))
         extra = 2 if self.style().objective == "cloze" else 1
-        return arch, items.weight.shape[0] - extra, positions.weight.shape[0], float(getattr(norm, "eps", 1e-12))
+        return arch, items.num_embeddings - extra, positions.num_embeddings, eps
+
+    def checked_sizes(self, model: nn.Module) -> Tuple[int, int, float]:
+        """(d, inner, eps): the item embedding's width, the first layer's FFN width and the first LayerNorm's
+        eps, with every mapped module checked against them, so that a wrong path or a part compress cannot
+        compute is named with its mapping key here instead of failing, or passing silently, in a copy."""
+        d, inner, eps = 0, 0, 0.0
+        for role, path, module, _ in self.pairs(model, None):
+            where = f"declared mapping: {'attention.' if role in ATTENTION_ROLES else ''}{role} at {path}"
+            if role in ("item_embedding", "position_embedding"):
+                d = _check_embedding(module, where, d)
+            elif role.endswith("norm"):
+                eps = _check_norm(module, where, d, eps)
+            else:
+                inner = _check_projection(module, where, role, d, inner)
+        return d, inner, eps
 
     @torch.no_grad()
     def convert(self, model: nn.Module) -> SequenceTransformer:
         arch, n_items, max_len, eps = self.read_shape(model)
         dense = SequenceTransformer(arch, n_items, max_len, float(self.mapping.get("dropout", 0.2)), eps,
                                     style=self.style())
-        for role, theirs, ours in self.pairs(model, dense):
+        for role, _, theirs, ours in self.pairs(model, dense):
             if role in ("item_embedding", "position_embedding"):
-                if theirs.weight.shape != ours.weight.shape:
-                    raise ConfigError(f"{role} has shape {tuple(theirs.weight.shape)}, expected "
-                                      f"{tuple(ours.weight.shape)}; {DOCS}")
                 ours.weight.copy_(theirs.weight)
             elif role.endswith("norm"):
                 ours.weight.copy_(theirs.weight)
@@ -233,7 +335,7 @@ class DeclaredAdapter(Adapter):
     @torch.no_grad()
     def write_into(self, model: nn.Module, dense: SequenceTransformer) -> None:
         """The inverse of ``convert``: ``dense``'s weights into the user's ``model`` of the same shape."""
-        for role, theirs, ours in self.pairs(model, dense):
+        for role, _, theirs, ours in self.pairs(model, dense):
             if role in ("item_embedding", "position_embedding"):
                 theirs.weight.copy_(ours.weight)
             elif role.endswith("norm"):

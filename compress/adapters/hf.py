@@ -5,7 +5,9 @@ Both are declared mappings over the HF module names plus the few things a mappin
 token-type embedding (row 0, which every position gets) is folded into the position embedding, and
 each model's config is checked for options our transformer does not compute. The item vocabulary is
 the word embedding: ids 1..n_items are items, 0 is padding and, for BERT, ``n_items + 1`` (the last
-row) is the mask token. Scores are hidden states times the word embedding (a tied head).
+row) is the mask token. Scores are hidden states times the word embedding (a tied head); a Hugging Face
+head class around the model (BertForMaskedLM, an untied GPT2LMHeadModel, a classifier) scores otherwise
+and is refused, while a GPT2LMHeadModel whose lm_head is the tied word embedding wraps as its GPT2Model.
 
 ``native`` writes a smaller decision back as the user's own HF class (``from_pretrained`` loads it)
 when the decision keeps softmax attention and no gates, which HF's classes cannot express.
@@ -38,6 +40,26 @@ def locate(model: nn.Module, cls_name: str) -> Optional[nn.Module]:
     """``model`` itself or its only submodule of class ``cls_name`` (None when there is not exactly one)."""
     found = [m for m in model.modules() if type(m).__name__ == cls_name]
     return found[0] if len(found) == 1 else None
+
+
+def check_head(model: nn.Module, inner: nn.Module) -> None:
+    """Refuse a Hugging Face head class around ``inner`` (BertForMaskedLM, an untied GPT2LMHeadModel,
+    BertForSequenceClassification, GPT2DoubleHeadsModel, ...): it scores with its own head, which the
+    wrapped model would silently drop, as compress scores hidden states × the item embedding. A head that
+    is that table itself (GPT-2's default tied lm_head, no bias, no other parameter) is what we compute."""
+    if model is inner or not isinstance(model, _transformers().PreTrainedModel):
+        return
+    own = {id(p) for p in inner.parameters()}
+    extra = [name for name, p in model.named_parameters() if id(p) not in own]
+    head = model.get_output_embeddings()
+    tied = head is None or (getattr(head, "weight", None) is inner.get_input_embeddings().weight
+                            and getattr(head, "bias", None) is None)
+    if extra or not tied:
+        attr = next(name for name, m in model.named_modules() if m is inner)
+        found = ", ".join(extra[:3]) + (" ..." if len(extra) > 3 else "") or "an untied output layer"
+        raise ConfigError(f"{type(model).__name__} scores with its own head ({found}), not the tied item embedding "
+                          f"table compress scores with; wrap the inner {type(inner).__name__} (model.{attr}) if the "
+                          "recommender's scores are its hidden states × item embeddings")
 
 
 def _check(cfg, wanted: Dict[str, Any], family: str) -> None:
@@ -73,6 +95,7 @@ class HFAdapter(DeclaredAdapter):
         if found is None:
             raise ConfigError(f"no single {self.cls_name} inside {type(model).__name__}; the {self.name} adapter "
                               f"wraps a {self.cls_name} or a module holding exactly one")
+        check_head(model, found)
         return found
 
     def mapping_for(self, cfg) -> Dict[str, Any]:
@@ -85,6 +108,8 @@ class HFAdapter(DeclaredAdapter):
         return super().convert(hf)
 
     def sizes(self, dense: SequenceTransformer) -> Dict[str, int]:
+        """The native config's sizes for ``dense``: widths, depth, heads and the item vocabulary, which
+        grows when wrap(..., item_ids=...) added rows for items the data appended."""
         raise NotImplementedError
 
     def native(self, dense: SequenceTransformer, directory: str) -> Optional[str]:
@@ -120,6 +145,9 @@ class HFBertAdapter(HFAdapter):
     def mapping_for(self, cfg) -> Dict[str, Any]:
         _check(cfg, {"position_embedding_type": "absolute", "is_decoder": False, "add_cross_attention": False},
                "BERT")
+        if cfg.type_vocab_size < 1:  # token type 0, which every position gets, is folded into the positions
+            raise ConfigError(f"BERT config has type_vocab_size={cfg.type_vocab_size}; the BERT adapter needs "
+                              "type_vocab_size >= 1 (BertModel itself looks up token type 0 for every position)")
         return {"item_embedding": "embeddings.word_embeddings", "position_embedding": "embeddings.position_embeddings",
                 "embedding_norm": "embeddings.LayerNorm", "layers": "encoder.layer",
                 "attention": {"query": "attention.self.query", "key": "attention.self.key",
@@ -140,7 +168,7 @@ class HFBertAdapter(HFAdapter):
     def sizes(self, dense: SequenceTransformer) -> Dict[str, int]:
         a = dense.arch
         return {"hidden_size": a.hidden, "intermediate_size": a.inner, "num_hidden_layers": a.layers,
-                "num_attention_heads": a.heads}
+                "num_attention_heads": a.heads, "vocab_size": dense.n_items + 2}  # + padding + mask token
 
     @torch.no_grad()
     def after_write(self, model: nn.Module) -> None:
@@ -168,5 +196,6 @@ class HFGPT2Adapter(HFAdapter):
 
     def sizes(self, dense: SequenceTransformer) -> Dict[str, int]:
         a = dense.arch
-        return {"n_embd": a.hidden, "n_inner": a.inner, "n_layer": a.layers, "n_head": a.heads}
+        return {"n_embd": a.hidden, "n_inner": a.inner, "n_layer": a.layers, "n_head": a.heads,
+                "vocab_size": dense.n_items + 1}  # + padding
 

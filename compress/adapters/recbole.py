@@ -22,11 +22,14 @@ from compress.adapters.base import register_adapter, vanilla
 from compress.adapters.declared import DeclaredAdapter, activation_from
 from compress.arch import ArchSpec
 from compress.backbones.transformer import SequenceTransformer
+from compress.bounds import real, whole
 from compress.errors import CheckpointError, ConfigError
 from compress.files import first_line
 from compress.layout import WEIGHTS
 
 ACTIVATIONS = {"gelu": "gelu", "relu": "relu"}
+CONFIG_KEYS = ("hidden_size", "inner_size", "n_layers", "n_heads", "hidden_dropout_prob", "attn_dropout_prob",
+               "hidden_act", "layer_norm_eps", "MAX_ITEM_LIST_LENGTH")  # what RecBole builds a SASRec from
 # RecBole's SASRec module names, by role (compress.nn.block.LAYER_PARTS, MODEL_PARTS)
 PATHS = {"item_embedding": "item_embedding", "position_embedding": "position_embedding",
          "embedding_norm": "LayerNorm", "layers": "trm_encoder.layer",
@@ -76,22 +79,32 @@ class RecBoleSASRecAdapter(DeclaredAdapter):
         return super().convert(model)
 
     @torch.no_grad()
-    def from_state(self, state: Dict[str, torch.Tensor]) -> SequenceTransformer:
-        """Our transformer holding a RecBole SASRec state dict (RecBole's names), loaded strictly."""
+    def from_state(self, state: Dict[str, Any]) -> SequenceTransformer:
+        """Our transformer holding a RecBole SASRec state dict (RecBole's names): every tensor the config
+        implies, of the shape it implies, and nothing else, so a checkpoint whose state and config disagree
+        is refused rather than truncated."""
         c = self.recbole_config
-        try:
-            arch = ArchSpec(int(c["hidden_size"]), int(c["inner_size"]), int(c["n_heads"]), int(c["n_layers"]))
-            rows, positions = state["item_embedding.weight"].shape[0], state["position_embedding.weight"].shape[0]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"the RecBole checkpoint lacks {first_line(exc)}; is it a SASRec's?") from None
-        dense = SequenceTransformer(arch, rows - 1, positions, float(c.get("hidden_dropout_prob", 0.2)),
-                                    float(c.get("layer_norm_eps", 1e-12)), style=self.style())
-        ours = {theirs: mine for mine, theirs in self.user_names(arch.layers).items()}
-        renamed = {ours.get(k, k): v for k, v in state.items()}
-        missing = sorted(set(dense.state_dict()) - set(renamed))
-        if missing:
-            raise CheckpointError(f"the RecBole checkpoint lacks {missing[:3]}; is it a SASRec's?")
-        dense.load_state_dict({k: renamed[k] for k in dense.state_dict()}, strict=True)
+        arch = ArchSpec(c["hidden_size"], c["inner_size"], c["n_heads"], c["n_layers"])
+        rows, positions = (_rows(state, f"{name}.weight") for name in ("item_embedding", "position_embedding"))
+        dense = SequenceTransformer(arch, rows - 1, positions, c["hidden_dropout_prob"], c["layer_norm_eps"],
+                                    style=self.style())
+        names = self.user_names(arch.layers)
+        want = {names[ours]: t for ours, t in dense.state_dict().items()}  # RecBole's name -> our tensor
+        implied = f"final_config_dict's hidden_size={arch.hidden}, inner_size={arch.inner}, n_layers={arch.layers}"
+        for what, keys, its in (("lacks", sorted(set(want) - set(state)), "has"),
+                                ("has", sorted(map(str, set(state) - set(want))), "does not")):
+            if keys:
+                raise CheckpointError(f"the state_dict {what} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}, "
+                                      f"which the SASRec of {implied} {its}; the checkpoint's config and weights "
+                                      "disagree (is it a SASRec's?)")
+        for name, t in want.items():
+            value = state[name]
+            if not isinstance(value, torch.Tensor):
+                raise CheckpointError(f"the state_dict's {name} is a {type(value).__name__}, not a tensor")
+            if value.shape != t.shape:
+                raise CheckpointError(f"the state_dict's {name} has shape {tuple(value.shape)}, but {implied} imply "
+                                      f"{tuple(t.shape)}; the checkpoint's config and weights disagree")
+            t.copy_(value)
         return dense
 
     def native(self, dense: SequenceTransformer, directory: str) -> Optional[str]:
@@ -141,6 +154,33 @@ class _RestrictedPickle:
     load = staticmethod(lambda fh, **kw: _Unpickler(fh, **kw).load())
 
 
+def _rows(state: Dict[str, Any], name: str) -> int:
+    """The row count of an embedding table in a RecBole state dict: the vocabulary or the positions."""
+    table = state.get(name)
+    if not isinstance(table, torch.Tensor) or table.dim() != 2:
+        found = "nothing" if table is None else f"a {table.dim()}-D tensor" if isinstance(table, torch.Tensor) \
+            else f"a {type(table).__name__}"
+        raise CheckpointError(f"the state_dict's {name} is {found}, expected a 2-D (rows, hidden_size) tensor; "
+                              "is it a SASRec's?")
+    return table.shape[0]
+
+
+def _settings(settings: Dict[str, Any]) -> Dict[str, Any]:
+    """The SASRec keys of a checkpoint's final_config_dict (RecBole records them all), each checked to be
+    of the kind RecBole gives it."""
+    missing = [k for k in CONFIG_KEYS if k not in settings]
+    if missing:
+        raise CheckpointError(f"final_config_dict lacks {', '.join(missing)}; a RecBole SASRec checkpoint records "
+                              f"{', '.join(CONFIG_KEYS)}: save it with RecBole's trainer")
+    config = {k: settings[k] for k in CONFIG_KEYS}
+    for key in ("hidden_size", "inner_size", "n_layers", "n_heads", "MAX_ITEM_LIST_LENGTH"):
+        config[key] = whole(f"final_config_dict {key}", config[key])
+    for key in ("hidden_dropout_prob", "attn_dropout_prob"):
+        config[key] = real(f"final_config_dict {key}", config[key], low=0.0, below=1.0)
+    config["layer_norm_eps"] = real("final_config_dict layer_norm_eps", config["layer_norm_eps"], above=0.0)
+    return config
+
+
 def read_checkpoint(path: str) -> Tuple[SequenceTransformer, "RecBoleSASRecAdapter"]:
     """A RecBole SASRec checkpoint (``saved/SASRec-*.pth``) as our sliceable transformer, read without
     RecBole and without unpickling any class but tensors. Its item rows are numbered as RecBole numbers
@@ -156,10 +196,11 @@ def read_checkpoint(path: str) -> Tuple[SequenceTransformer, "RecBoleSASRecAdapt
         raise CheckpointError(f"{path} holds no RecBole state_dict and config; save it with RecBole's trainer")
     if settings.get("model") != "SASRec":
         raise ConfigError(f"{path} holds a RecBole {settings.get('model')!r}; the RecBole adapter reads SASRec")
-    keys = ("hidden_size", "inner_size", "n_layers", "n_heads", "hidden_dropout_prob", "attn_dropout_prob",
-            "hidden_act", "layer_norm_eps", "MAX_ITEM_LIST_LENGTH")
-    adapter = RecBoleSASRecAdapter({k: settings[k] for k in keys if k in settings})
-    adapter.mapping = recbole_mapping(adapter.recbole_config)
-    return adapter.from_state(state), adapter
+    try:
+        adapter = RecBoleSASRecAdapter(_settings(settings))
+        adapter.mapping = recbole_mapping(adapter.recbole_config)
+        return adapter.from_state(state), adapter
+    except (ConfigError, CheckpointError) as exc:  # the file's config and weights are at fault: name it
+        raise CheckpointError(f"{path}: {exc}") from None
 
 
