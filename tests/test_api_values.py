@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import compress
+from compress.data.vocabulary import ItemVocabulary
 from compress.errors import ConfigError
 
 ARCH = compress.ArchSpec(hidden=16, inner=32, heads=2, layers=1)
@@ -426,3 +427,18 @@ def test_wrap_names_a_bad_space_or_taylor_batch(data):
         with pytest.raises(ConfigError, match=words):
             compress.wrap(model, reorder=reorder, **kwargs)
     assert compress.wrap(model, reorder="taylor", reorder_batch=(items, targets)) is not None
+
+
+def test_vocabularies_and_histories_that_would_serve_wrong_answers_are_refused(data):
+    """An empty id list once fell back silently to the model's own vocabulary; a negative popularity was
+    served as an interaction count; a set of items has no order for the model to read."""
+    model = sasrec(data.n_items)
+    model.vocabulary = data.vocabulary()
+    with pytest.raises(ConfigError, match="item ids name no item"):
+        compress.Recommender(model, vocabulary=[])
+    with pytest.raises(ConfigError, match="popularity must be 3 finite counts >= 0"):
+        ItemVocabulary(["a", "b"], [0, -1, 2])
+    with pytest.raises(ConfigError, match="ordered list of item ids \\(oldest first\\), got a set"):
+        compress.Recommender(model).recommend([set(data.item_tokens[:3])])
+    with pytest.raises(ConfigError, match="got a dict"):
+        compress.Recommender(model).recommend([{t: 1 for t in data.item_tokens[:3]}])

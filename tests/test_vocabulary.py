@@ -198,9 +198,10 @@ def test_a_hugging_face_directory_needs_its_vocabulary(tmp_path):
     assert result.exit_code == 0, result.stderr
 
 
-@pytest.mark.parametrize("popularity", [0, "abc", {"a": 1}, [1.0, 2.0], [0, float("nan"), 1], [0, "1", 2]])
+@pytest.mark.parametrize("popularity", [0, "abc", {"a": 1}, [1.0, 2.0], [0, float("nan"), 1], [0, "1", 2],
+                                        [0, -1, 2]])
 def test_popularity_that_is_not_one_number_per_row_is_refused(popularity):
-    with pytest.raises(compress.ConfigError, match="popularity must be 3 finite numbers"):
+    with pytest.raises(compress.ConfigError, match="popularity must be 3 finite counts >= 0"):
         ItemVocabulary(["a", "b"], popularity)
 
 

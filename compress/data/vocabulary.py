@@ -49,14 +49,16 @@ class ItemVocabulary:
         if not all(type(t) is str and t.strip() for t in ids):  # the readers' strings pass at list speed
             ids = [_raw_id(t, row) for row, t in enumerate(ids, 1)]
         self.ids = ids
+        if not ids:
+            raise ConfigError("item ids name no item: give the raw id of every item row (row i + 1 is ids[i])")
         if len(set(self.ids)) != len(self.ids):
             raise ConfigError("item ids must be distinct: an id given twice would name two embedding rows")
         if self.popularity is not None:
             listed = isinstance(self.popularity, Sequence) and not isinstance(self.popularity, str)
             pop = self.popularity if listed else ()
-            if len(pop) != len(self.ids) + 1 or not all(
-                    isinstance(p, numbers.Real) and p == p and abs(p) != float("inf") for p in pop):
-                raise ConfigError(f"popularity must be {len(self.ids) + 1} finite numbers (index 0 unused)")
+            if len(pop) != len(self.ids) + 1 or not all(  # interaction counts: never negative
+                    isinstance(p, numbers.Real) and 0 <= p < float("inf") for p in pop):
+                raise ConfigError(f"popularity must be {len(self.ids) + 1} finite counts >= 0 (index 0 unused)")
             self.popularity = [float(p) for p in pop]
 
     def __len__(self) -> int:
@@ -114,7 +116,7 @@ def vocabulary_of(model: Any, given: Union[None, ItemVocabulary, Sequence[str]] 
     from ``compress.load`` or trained by ``compress.fit``); refused when absent or of another size."""
     if given is not None and not isinstance(given, ItemVocabulary):
         given = ItemVocabulary(given)  # a list of raw ids, checked as such
-    vocabulary = given or getattr(model, "vocabulary", None)
+    vocabulary = given if given is not None else getattr(model, "vocabulary", None)
     if vocabulary is None:
         raise ConfigError("the model has no item vocabulary, so its rows cannot be named as raw item ids; pass "
                           "vocabulary= (e.g. dataset.vocabulary() of the data it was trained on) or use a MODEL_DIR "

@@ -10,7 +10,7 @@ and a ``PopularityFallback`` warning says so, since those are not the model's sc
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Set
 from typing import List, Sequence, Tuple, Union
 
 import numpy as np
@@ -82,6 +82,9 @@ class Recommender:
         for hist in histories:
             if isinstance(hist, (str, bytes)) or not isinstance(hist, Iterable):  # "123" is not ["1", "2", "3"]
                 raise ConfigError(f"each history must be a list of item ids, got {_short(hist)}")
+            if isinstance(hist, (Set, Mapping)):  # no order: the model would read the items in hash order
+                raise ConfigError(f"each history must be an ordered list of item ids (oldest first), got a "
+                                  f"{type(hist).__name__}: {_short(hist)}")
             hist = list(hist)
             known = [self.index[str(t)] for t in hist if str(t) in self.index]
             unknown += len(hist) - len(known)
