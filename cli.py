@@ -180,6 +180,14 @@ def resume_target(resume: Optional[str], out: Optional[str], recipe: Optional[st
     return resume
 
 
+def check_recipe_out(out: Optional[str], overwrite: bool, recipe: Optional[str]) -> None:
+    """Refuse an output that is, holds or lies in the recipe file: `--overwrite` would delete it."""
+    from compress.files import check_out_dir
+
+    if out is not None and recipe is not None:
+        check_out_dir(out, overwrite, [recipe])
+
+
 def metrics_table(title: str, rows: dict) -> Table:
     table = Table(title=title)
     table.add_column("split/protocol")
@@ -224,6 +232,7 @@ def train(flags: dict, recipe: Optional[str] = RecipeOpt, set_: List[str] = SetO
 
     opts = resolve_options("train", recipe, flags, set_)
     out = resume_target(resume, out, recipe, flags, set_)
+    check_recipe_out(out, overwrite, recipe)
     with reporting("train") as reporter:
         result = train_run(opts, out, overwrite, reporter, resume=resume is not None)
     print_trained(f"{opts['backbone']} on {result['dataset'].get('users')} users", result, json_out)
@@ -286,6 +295,7 @@ def search(flags: dict, recipe: Optional[str] = RecipeOpt, set_: List[str] = Set
             result = retrain_run(out, {k: opts[k] for k in retrain_flags}, overwrite, reporter)
         return print_trained("retrained", result, json_out)
     out = resume_target(resume, out, recipe, flags, set_)
+    check_recipe_out(out, overwrite, recipe)
     if stage == "search":
         with reporting("search") as reporter:
             result = search_run(opts, out, overwrite, reporter, resume=resume is not None)

@@ -82,6 +82,18 @@ def test_overwrite_refused_then_allowed(run_dir, tiny_data_file):
     assert {f: (run_dir / f).stat().st_mtime_ns for f in RUN_FILES} == before
 
 
+@pytest.mark.parametrize("command", ["train", "search"])
+def test_overwrite_keeps_a_recipe_kept_in_the_output(tiny_data_file, tmp_path, run_dir, command):
+    """A recipe inside --out is an input like --data: --overwrite would have deleted it with the run."""
+    out = tmp_path / "run"
+    shutil.copytree(run_dir, out)
+    (out / "recipe.yaml").write_text("epochs: 1\n")
+    line = error_line(invoke(command, "--data", tiny_data_file, "--recipe", out / "recipe.yaml", "--out", out,
+                             "--overwrite"))
+    assert f"holds or lies inside the input {out / 'recipe.yaml'}" in line
+    assert (out / "recipe.yaml").read_text() == "epochs: 1\n"
+
+
 def test_overwrite(tiny_data_file, tmp_path, run_dir):
     """--overwrite replaces a directory compress wrote, and nothing else: not a directory of the
     user's, not a file."""

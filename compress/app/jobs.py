@@ -26,6 +26,7 @@ from compress.app.rundirs import (
     output_dir,
     read_search_card,
     recorded_data,
+    run_data,
     run_inputs,
     run_state,
     saved_options,
@@ -88,7 +89,7 @@ def train_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool =
         get_backbone(opts["backbone"])
         device = resolve_device(opts["device"])
         sink = metrics_sink(opts, ckpt.directory, out, os.path.basename(os.path.abspath(out)), "train")
-        ds = dataset_from_options(opts)
+        ds = run_data(opts, ckpt)
         model = new_backbone(opts, arch, ds.n_items)
         reporter = Reporters(reporter or LogReporter(), sink)
         reporter.header(train_header(f"training {opts['backbone']} {arch.label()}", ds, model, device, cfg))
@@ -208,7 +209,7 @@ def search_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool 
         device = resolve_device(opts["device"])
         sink = metrics_sink(opts, ckpt.directory, out, os.path.basename(os.path.abspath(out)), "search")
         opts = prepare_init(opts)
-        ds = dataset_from_options(opts)
+        ds = run_data(opts, ckpt)
         supernet, opts, init = search_supernet(opts, ds)
         digest = None if init is None else weights_digest(init[0])
         reporter = Reporters(reporter or LogReporter(), sink)
@@ -320,7 +321,7 @@ def retrain_run(run_dir: str, overrides: Optional[Dict[str, Any]] = None, overwr
         train_cfg = build(TrainConfig, opts)
         device = resolve_device(opts["device"])
         sink = metrics_sink(opts, ckpt.directory, out, os.path.basename(os.path.abspath(run_dir)), "retrain")
-        ds = dataset_from_options(opts)
+        ds = run_data(opts, ckpt)
         torch.manual_seed(opts["seed"])
         # the init read and checked once, for the supernet it rebuilds and for the teacher it is
         init = checked_init(run_dir, opts, card) if start == "init" or train_cfg.distill > 0 else None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import logging
 import os
 import shutil
@@ -11,6 +12,7 @@ import tempfile
 from contextlib import contextmanager, nullcontext
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
+import numpy as np
 import torch
 
 from compress.app.options import build, canonical, defaults
@@ -71,12 +73,41 @@ def run_inputs(opts: Dict[str, Any]) -> List[Optional[str]]:
 def recorded_data(opts: Dict[str, Any]) -> Dict[str, Any]:
     """The data options written into config.json, with file paths made absolute: ``evaluate`` reads
     them back when no ``--data`` is given, possibly from another working directory."""
-    data = {k: opts[k] for k in DATA_KEYS}
-    if data["data"] and data["data"] != DEFAULT and data["data"] not in DATASETS and os.path.exists(data["data"]):
-        data["data"] = os.path.abspath(data["data"])
-    if data["data_dir"]:
-        data["data_dir"] = os.path.abspath(data["data_dir"])
-    return data
+    return absolute_data({k: opts[k] for k in DATA_KEYS})
+
+
+def absolute_data(opts: Dict[str, Any]) -> Dict[str, Any]:
+    """``opts`` with ``data`` (a file or folder, not a dataset name) and ``data_dir`` as absolute paths."""
+    data, data_dir = opts.get("data"), opts.get("data_dir")
+    if data and data != DEFAULT and data not in DATASETS and os.path.exists(data):
+        opts = {**opts, "data": os.path.abspath(data)}
+    return {**opts, "data_dir": os.path.abspath(data_dir)} if data_dir else opts
+
+
+def run_data(opts: Dict[str, Any], ckpt: Checkpointer) -> SequenceDataset:
+    """The data of a run with a checkpoint: its digest goes into the run's record, and a resumed run
+    refuses data that changed since (a file rewritten, another file at the path), which it would
+    otherwise continue training on as if nothing happened."""
+    ds = dataset_from_options(opts)
+    digest = data_digest(ds)
+    if ckpt.meta is not None:  # a fresh run: recorded with its first checkpoint
+        ckpt.meta["data_digest"] = digest
+    elif ckpt.exists():
+        recorded = ckpt.read_meta().get("data_digest")
+        if recorded is not None and recorded != digest:
+            raise CheckpointError(f"the data of the run in {ckpt.directory} changed since it was interrupted "
+                                  f"({opts.get('data')} now holds {ds.n_users:,} users and {ds.n_items:,} items of "
+                                  "other interactions); restore the data it started on, or start over with `overwrite`")
+    return ds
+
+
+def data_digest(ds: SequenceDataset) -> str:
+    """A digest of what a run learns from: every user's item sequence and the raw id of every item."""
+    h = hashlib.sha256()
+    for array in (ds.items, ds.offsets):
+        h.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
+    h.update("\n".join(ds.item_tokens).encode())
+    return h.hexdigest()[:16]
 
 
 @contextmanager
@@ -116,6 +147,7 @@ def _settings(kind: str, settings: Dict[str, Any], ckpt: Checkpointer, overwrite
         raise ConfigError(f"{ckpt.directory} holds an interrupted run; continue it with `resume` or start over "
                           "with `overwrite`")
     ckpt.clear()
+    settings = absolute_data(settings)  # a resume from another working directory reads the same file
     ckpt.meta = {"kind": kind, "settings": settings}
     return settings
 

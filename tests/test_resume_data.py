@@ -1,0 +1,60 @@
+"""A resumed run reads the data it started on: its path is recorded absolute (a resume from another
+working directory once read whatever file had the same relative name there) and a digest of what it
+learns from is checked, so data rewritten since the interruption is refused instead of trained on."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import synthetic_rows, write_tiny
+from crash import Crash, CrashAt
+
+import compress
+from compress.app.jobs import search_run, train_run
+from compress.app.recipes import resolve_options
+
+TINY = Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml"
+
+
+def interrupted(command: str, tmp_path: Path, monkeypatch) -> tuple:
+    """(options given with a relative data path, RUN_DIR) of a run crashed at its third step."""
+    write_tiny(tmp_path / "d.tsv")
+    monkeypatch.chdir(tmp_path)
+    opts = resolve_options(command, str(TINY), {"data": "d.tsv", "epochs": 2, "search_epochs": 2,
+                                                "batch_size": 32, "search_batch_size": 32, "checkpoint_every": 1})
+    run = tmp_path / "run"
+    with pytest.raises(Crash):
+        (train_run if command == "train" else search_run)(opts, str(run), reporter=CrashAt(3))
+    meta = json.loads((tmp_path / "run.partial" / "run.json").read_text())
+    assert meta["settings"]["data"] == str(tmp_path / "d.tsv") and len(meta["data_digest"]) == 16
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    return opts, run
+
+
+@pytest.mark.parametrize("command", ["train", "search"])
+def test_a_resume_refuses_data_rewritten_since_and_reads_the_same_file_from_elsewhere(tmp_path, monkeypatch,
+                                                                                      command):
+    opts, run = interrupted(command, tmp_path, monkeypatch)
+    job = train_run if command == "train" else search_run
+    original = (tmp_path / "d.tsv").read_text()
+    rows = "".join(f"u{u}\ti{i}\t{t}\n" for u, i, t in synthetic_rows(seed=1))
+    (tmp_path / "d.tsv").write_text("user_id\titem_id\ttimestamp\n" + rows)
+    (tmp_path / "elsewhere" / "d.tsv").write_text(original)  # the same name in the new working directory
+    with pytest.raises(compress.CheckpointError, match="changed since it was interrupted.*restore the data"):
+        job(opts, str(run), resume=True)
+    (tmp_path / "d.tsv").write_text(original)
+    job(opts, str(run), resume=True)
+    assert run.exists() and not (tmp_path / "run.partial").exists()
+
+
+def test_a_checkpoint_without_a_digest_still_resumes(tmp_path, monkeypatch):
+    """Runs interrupted before digests were recorded resume as before."""
+    opts, run = interrupted("train", tmp_path, monkeypatch)
+    meta_file = tmp_path / "run.partial" / "run.json"
+    meta = json.loads(meta_file.read_text())
+    del meta["data_digest"]
+    meta_file.write_text(json.dumps(meta))
+    train_run(opts, str(run), resume=True)
+    assert run.exists()
