@@ -1,6 +1,7 @@
-"""A resumed run reads the data it started on: its path is recorded absolute (a resume from another
-working directory once read whatever file had the same relative name there) and a digest of what it
-learns from is checked, so data rewritten since the interruption is refused instead of trained on."""
+"""What a resume starts from. A resumed run reads the data it started on: its path is recorded
+absolute (a resume from another working directory once read whatever file had the same relative name
+there) and a digest of what it learns from is checked, so data rewritten since the interruption is
+refused instead of trained on. A stage killed before its first checkpoint starts over."""
 from __future__ import annotations
 
 import json
@@ -58,3 +59,21 @@ def test_a_checkpoint_without_a_digest_still_resumes(tmp_path, monkeypatch):
     meta_file.write_text(json.dumps(meta))
     train_run(opts, str(run), resume=True)
     assert run.exists()
+
+
+def test_a_retraining_killed_before_its_first_checkpoint_starts_over_on_resume(tmp_path, artifacts):
+    """A SIGKILL early in the retraining leaves retrained.partial/ holding only the dead process's lock:
+    `search --resume` retrains (it said "nothing to resume" once, then worked when run again)."""
+    import shutil
+    import socket
+
+    from compress.app.jobs import dnsrec_run
+
+    run = tmp_path / "search"
+    shutil.copytree(artifacts["search"], run)
+    shutil.rmtree(run / "retrained")
+    partial = tmp_path / "search" / "retrained.partial"
+    partial.mkdir()
+    (partial / "lock").write_text(json.dumps({"pid": 2 ** 22 + 1, "host": socket.gethostname(), "since": "-"}))
+    result = dnsrec_run(resolve_options("search", None, {}), str(run), resume=True, retrain={"epochs": 1})
+    assert result["retrain"]["best_epoch"] == 1 and (run / "retrained").is_dir() and not partial.exists()

@@ -38,7 +38,7 @@ from compress.backbones import get_backbone
 from compress.backbones.objectives import training_batch, training_data
 from compress.data.batching import pad_right
 from compress.data.dataset import SequenceDataset
-from compress.engine.checkpoint import partial_dir
+from compress.engine.checkpoint import Checkpointer, partial_dir
 from compress.engine.config import TrainConfig
 from compress.engine.progress import LogReporter, Reporter, Reporters
 from compress.engine.sinks import csv_text
@@ -362,8 +362,9 @@ def dnsrec_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool 
     found = search_summary(out) if searched else search_run(opts, out, overwrite, reporters("search"), resume)
     if on_search is not None:
         on_search(found)
+    # a retraining killed before its first checkpoint left only its lock: it starts over
     result = retrain_run(out, retrain, reporter=reporters("retrain"),
-                         resume=searched and os.path.exists(partial_dir(retrained)))
+                         resume=searched and Checkpointer(partial_dir(retrained)).exists())
     return {**found, "retrain": result}
 
 
