@@ -104,13 +104,23 @@ def clean_errors(fn: Callable) -> Callable:
             err_console.print(f"[red]error:[/red] {escape(where)}{escape(exc.strerror or str(exc))}", highlight=False,
                               soft_wrap=True)
             raise typer.Exit(2)
-        except MemoryError:
+        except (MemoryError, RuntimeError) as exc:  # torch's allocators raise RuntimeErrors of their own
+            if isinstance(exc, RuntimeError) and not out_of_memory(exc):
+                raise
             err_console.print("[red]error:[/red] out of memory; lower the batch size or the model size",
                               highlight=False, soft_wrap=True)
             raise typer.Exit(2)
         finally:
             distributed.shutdown()
     return wrapper
+
+
+def out_of_memory(exc: RuntimeError) -> bool:
+    """Whether torch failed to allocate: CUDA's OutOfMemoryError, or the CPU allocator's message."""
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "can't allocate memory" in str(exc) or \
+        "out of memory" in str(exc)
 
 
 @contextlib.contextmanager

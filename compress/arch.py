@@ -27,6 +27,7 @@ class Width(NamedTuple):
     heads: Optional[int] = None
 
 GATE_PLACEMENTS = ("code", "paper")
+MAX_LAYERS = 1024
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class ArchSpec:
     def __post_init__(self) -> None:
         for name in ("hidden", "inner", "heads", "layers", "gate_layers"):
             object.__setattr__(self, name, whole(name, getattr(self, name), minimum=int(name != "gate_layers")))
+        if self.layers > MAX_LAYERS:  # a million layers would take minutes of module building to fail
+            raise ConfigError(f"layers must be <= {MAX_LAYERS}, got {self.layers}")
         if self.hidden % self.heads:
             raise ConfigError(f"hidden size {self.hidden} is not divisible into {self.heads} heads; "
                               "pick heads that divide it")

@@ -442,3 +442,21 @@ def test_vocabularies_and_histories_that_would_serve_wrong_answers_are_refused(d
         compress.Recommender(model).recommend([set(data.item_tokens[:3])])
     with pytest.raises(ConfigError, match="got a dict"):
         compress.Recommender(model).recommend([{t: 1 for t in data.item_tokens[:3]}])
+
+
+def test_models_too_large_to_build_are_refused_before_allocating(data, monkeypatch):
+    """A model whose weights outgrow the machine's memory, or a million layers, once ended in a torch
+    allocation traceback or minutes of module building; a uniform loss asking for more negatives than
+    the catalogue holds drew a block of 256 x K ids (8 GB at K = 10^6 on a 25-item catalogue)."""
+    from compress.backbones import transformer
+
+    with pytest.raises(ConfigError, match="layers must be <= 1024, got 1000000"):
+        compress.ArchSpec(16, 32, 2, 1_000_000)
+    monkeypatch.setattr(transformer, "host_memory_bytes", lambda: 2 ** 30)
+    with pytest.raises(ConfigError, match="holds 20.0 GiB of weights, more than this machine's 1.0 GiB of memory"):
+        compress.get_backbone("sasrec")(compress.ArchSpec(2 ** 15, 32, 2, 1), 2 ** 15 - 1, max_len=1)
+    with torch.device("meta"):  # shapes only: counting FLOPs or parameters of a large model still works
+        compress.get_backbone("sasrec")(compress.ArchSpec(2 ** 15, 32, 2, 1), 2 ** 15 - 1, max_len=1)
+    cfg = compress.TrainConfig(epochs=1, loss="uniform", negatives=data.n_items)
+    with pytest.raises(ConfigError, match=f"draws {data.n_items} negatives from a catalogue of {data.n_items} items"):
+        compress.fit(sasrec(data.n_items), data, cfg, "cpu")

@@ -94,6 +94,20 @@ def test_overwrite_keeps_a_recipe_kept_in_the_output(tiny_data_file, tmp_path, r
     assert (out / "recipe.yaml").read_text() == "epochs: 1\n"
 
 
+def test_an_allocation_torch_cannot_make_is_one_line(tiny_data_file, monkeypatch):
+    """torch's allocators raise RuntimeErrors ("DefaultCPUAllocator: can't allocate memory"), not
+    MemoryError; other RuntimeErrors stay tracebacks, since they are bugs."""
+    from compress.app import jobs
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+    monkeypatch.setattr(jobs, "new_backbone", refuse)
+    line = error_line(invoke("train", "--data", tiny_data_file, *TINY))
+    assert line == "error: out of memory; lower the batch size or the model size"
+    assert "--layers must be in [1, 1024], got 1000000" in error_line(invoke("train", "--data", tiny_data_file, *TINY,
+                                                                             "--layers", 1_000_000))
+
+
 def test_overwrite(tiny_data_file, tmp_path, run_dir):
     """--overwrite replaces a directory compress wrote, and nothing else: not a directory of the
     user's, not a file."""

@@ -14,7 +14,7 @@ import re
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from compress.arch import ATTENTION_KINDS, GATE_PLACEMENTS, HEAD_PRUNING, ArchSpec
+from compress.arch import ATTENTION_KINDS, GATE_PLACEMENTS, HEAD_PRUNING, MAX_LAYERS, ArchSpec
 from compress.data.dataset import NUMBERINGS
 from compress.data.readers import FORMATS, ReadOptions
 from compress.engine.config import LOSSES, PRECISIONS, TrainConfig
@@ -240,7 +240,7 @@ OPTIONS: List[Option] = _section(
     Option("backbone", "name", "Registered backbone: sasrec or bert4rec (any case).", RUNS, default="sasrec"),
     Option("hidden", "int", "d: hidden size.", RUNS, feeds=("ArchSpec.hidden",), low=1, aliases=("hidden_size",)),
     Option("inner", "int", "D: FFN inner size.", RUNS, feeds=("ArchSpec.inner",), low=1, aliases=("inner_size",)),
-    Option("layers", "int", "L: transformer layers.", RUNS, feeds=("ArchSpec.layers",), low=1,
+    Option("layers", "int", "L: transformer layers.", RUNS, feeds=("ArchSpec.layers",), low=1, high=MAX_LAYERS,
            aliases=("n_layers",)),
     Option("heads", "int", "Attention heads.", RUNS, feeds=("ArchSpec.heads",), low=1, by_command={"search": 4},
            aliases=("n_heads",)),

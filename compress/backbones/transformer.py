@@ -21,6 +21,7 @@ from compress.bounds import real, whole
 from compress.errors import ConfigError
 from compress.nn.block import ACTIVATIONS, LAYER_PARTS, NORMS, TransformerLayer
 from compress.nn.width import layer_norm
+from compress.runtime.devices import host_memory_bytes
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,22 @@ class Style:
         return cls(**d)
 
 
+def check_fits(arch: ArchSpec, rows: int, max_len: int) -> None:
+    """Refuse a model whose float32 weights alone outgrow the machine's memory, before allocating them:
+    torch would fail deep in an allocation, or the machine swap for minutes. Counted from the shapes
+    (embeddings, attention and FFN matrices; biases, norms and gates add little); models built on the
+    meta device (shapes only) or on an accelerator are not limited by it."""
+    if torch.empty(0).device.type != "cpu":
+        return
+    d, inner = arch.hidden, arch.inner
+    weights = 4 * ((rows + max_len) * d + arch.layers * (4 * d * d + 2 * d * inner))
+    memory = host_memory_bytes()
+    if memory is not None and weights > memory:
+        raise ConfigError(f"a model of hidden {d}, inner {inner} and {arch.layers} layers over {rows - 1:,} items "
+                          f"holds {weights / 2 ** 30:,.1f} GiB of weights, more than this machine's "
+                          f"{memory / 2 ** 30:,.1f} GiB of memory; choose a smaller `hidden`, `inner` or `layers`")
+
+
 # The roles of the model's own parts and where each lives (with LAYER_PARTS inside ``layers.{i}``).
 MODEL_PARTS = {"item_embedding": "item_embedding", "position_embedding": "position_embedding",
                "embedding_norm": "emb_norm", "final_norm": "final_norm", "layers": "layers"}
@@ -95,6 +112,7 @@ class SequenceTransformer(nn.Module):
         self.vocabulary = None  # ItemVocabulary: the raw id of every item row, once known
         self.dropout, self.layer_norm_eps, self.init_std = dropout, layer_norm_eps, init_std
         vocab = n_items + (2 if self.style.objective == "cloze" else 1)  # + padding (+ mask token)
+        check_fits(arch, vocab, max_len)
         self.item_embedding = nn.Embedding(vocab, arch.hidden, padding_idx=0)
         self.position_embedding = nn.Embedding(max_len, arch.hidden)
         if self.style.embedding_norm:

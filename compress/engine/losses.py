@@ -149,6 +149,10 @@ class StepLoss:
 
     def __init__(self, kind: str, n_negatives: int, seed: int, dataset: SequenceDataset) -> None:
         check_loss(kind, n_negatives)
+        if kind == "uniform" and n_negatives >= dataset.n_items:  # and a block of steps would hold BLOCK x K ids
+            raise ConfigError(f"`loss` uniform draws {n_negatives:,} negatives from a catalogue of "
+                              f"{dataset.n_items:,} items; ask for fewer `negatives`, or use `loss` full, which "
+                              "scores every item")
         self.kind, self.n_negatives, self.seed, self.n_items = kind, n_negatives, seed, dataset.n_items
         self.log_q = item_log_frequency(dataset) if kind == "inbatch" else None
         self.block: Tuple[Optional[int], Optional[torch.Tensor]] = (None, None)  # (first step, (BLOCK, K))

@@ -1,8 +1,9 @@
 """Which device a run uses: ``auto`` (CUDA when there is one), ``cpu``, ``cuda`` or ``cuda:N``."""
 from __future__ import annotations
 
+import os
 import re
-from typing import Union
+from typing import Optional, Union
 
 import torch
 
@@ -32,3 +33,11 @@ def as_device(device: Union[None, str, torch.device], default: torch.device) -> 
     if not isinstance(device, (str, torch.device)):
         raise ConfigError(f"device must be a string like 'cuda:0' or a torch.device, got {type(device).__name__}")
     return device if isinstance(device, torch.device) else resolve_device(device)
+
+
+def host_memory_bytes() -> Optional[int]:
+    """The machine's physical memory where the system says (None where it does not)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
