@@ -117,7 +117,8 @@ def check(model, histories, k, exclude_seen, result) -> None:
 
 def run(model, histories, k, exclude_seen):
     """recommend's result, or None after a one-line ConfigError; unknown ids warn once, with their count,
-    and histories left without a known item once more, as a PopularityFallback with theirs."""
+    histories left without a known item once more, as a PopularityFallback with theirs, and lists
+    shorter than k once more, with theirs."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -132,12 +133,16 @@ def run(model, histories, k, exclude_seen):
     index = set(catalogue(model))
     unknown = sum(1 for h in histories for t in h if str(t) not in index)
     empty = sum(1 for h in histories if not any(str(t) in index for t in h))
-    assert len(caught) == (1 if unknown else 0) + (1 if empty else 0)
+    short = sum(len(recs) < k for recs in result)
+    assert len(caught) == (1 if unknown else 0) + (1 if empty else 0) + (1 if short else 0)
     if unknown:
         assert f"skipped {unknown} unknown" in str(caught[0].message)
     if empty:
-        assert caught[-1].category is compress.PopularityFallback
-        assert f"{empty} of {len(histories)} histories held no known item" in str(caught[-1].message)
+        fallback = [w for w in caught if w.category is compress.PopularityFallback]
+        assert len(fallback) == 1
+        assert f"{empty} of {len(histories)} histories held no known item" in str(fallback[0].message)
+    if short:
+        assert f"{short} of {len(histories)} histories got fewer than the {k} items" in str(caught[-1].message)
     return result
 
 

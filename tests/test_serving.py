@@ -49,7 +49,8 @@ def scores_of(model, items, history: List[str]) -> torch.Tensor:
 
 def recommend(model, histories, **kwargs):
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # known ids only: no warning expected
+        warnings.simplefilter("error")  # known ids only: no warning expected, but for lists shorter than k
+        warnings.filterwarnings("ignore", "[0-9]+ of [0-9]+ histories got fewer than the")
         return compress.Recommender(model).recommend(histories, **kwargs)
 
 
@@ -73,8 +74,10 @@ def test_raw_ids_best_first(model, items):
 def test_exclude_seen(model, items):
     hists = user_histories(model, items)
     every = model.n_items
-    for hist, seen_out, seen_in in zip(hists, recommend(model, hists, k=every),
-                                       recommend(model, hists, k=every, exclude_seen=False)):
+    with pytest.warns(UserWarning, match=f"{len(hists)} of {len(hists)} histories got fewer than the {every} items "
+                      f"asked for: the catalogue holds {every}, less the items of the history"):
+        excluded = compress.Recommender(model).recommend(hists, k=every)
+    for hist, seen_out, seen_in in zip(hists, excluded, recommend(model, hists, k=every, exclude_seen=False)):
         assert not {i for i, _ in seen_out} & set(hist)
         assert len(seen_out) == every - len(set(hist))
         assert {i for i, _ in seen_in} == set(items["item_ids"])  # history items come back when allowed
@@ -153,6 +156,17 @@ def test_recommend_cli_unknown_ids_and_keep_seen(model_dir, model, items):
     assert "skipped 2 unknown item id(s)" in result.stderr
     assert [r["item"] for r in json.loads(result.stdout)] == \
         [i for i, _ in recommend(model, [hist], k=3, exclude_seen=False)[0]]
+
+
+def test_recommend_cli_says_when_fewer_items_than_asked_remain(model_dir, model, items):
+    """A history of every item (with the history left out) or a k beyond the catalogue gets a shorter
+    list, and says so, instead of an empty table and exit code 0 with nothing on stderr."""
+    everything = invoke("recommend", model_dir, "--history", ",".join(items["item_ids"]), "--k", "5", "--json")
+    assert everything.exit_code == 0 and json.loads(everything.stdout) == []
+    assert f"1 of 1 histories got fewer than the 5 items asked for: the catalogue holds {model.n_items}, less the " \
+        "items of the history" in everything.stderr.replace("\n", "")
+    beyond = invoke("recommend", model_dir, "--history", items["item_ids"][0], "--k", "100000", "--keep-seen")
+    assert beyond.exit_code == 0 and "got fewer than the 100000 items asked for" in beyond.stderr
 
 
 def test_recommend_cli_says_when_popularity_answers(model_dir, items):

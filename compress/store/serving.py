@@ -60,7 +60,7 @@ class Recommender:
         k = whole("k", k)
         instance("exclude_seen", exclude_seen, bool, "True leaves out the items of the history, False keeps them")
         seqs = self.indices(histories)
-        k = min(k, self.model.n_items)
+        asked, k = k, min(k, self.model.n_items)
         out: Recommendations = [[] for _ in seqs]
         filled = [i for i, s in enumerate(seqs) if len(s)]
         empty = sorted(set(range(len(seqs))) - set(filled))
@@ -72,6 +72,11 @@ class Recommender:
         if filled:
             for i, recs in zip(filled, self.top_k([seqs[i] for i in filled], k, exclude_seen)):
                 out[i] = recs
+        short = sum(len(recs) < asked for recs in out)
+        if short:  # a list shorter than asked for is no silent truncation
+            seen = ", less the items of the history" if exclude_seen else ""
+            warnings.warn(f"{short} of {len(out)} histories got fewer than the {asked} items asked for: the catalogue "
+                          f"holds {self.model.n_items}{seen}", stacklevel=2)
         return out
 
     def indices(self, histories: Sequence[Sequence]) -> List[np.ndarray]:
