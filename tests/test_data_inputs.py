@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from clihelp import error_line, invoke
 
 import compress
 from compress.errors import ConfigError, DataError
@@ -145,3 +146,18 @@ def test_an_empty_item_id_is_refused_at_load_time(tmp_path):
         f"u{u}\t{'' if i == 2 else i}\t{i}\n" for u in range(3) for i in range(4)))
     with pytest.raises(DataError, match=r"e\.tsv:4: empty item id"):
         compress.load_dataset(path)
+
+
+# ---------------------------------------------------------------- data too small to evaluate, end to end
+
+
+@pytest.mark.parametrize("command", [["train", "--epochs", "1"], ["search", "--search-epochs", "1"]])
+def test_runs_refuse_data_of_one_item_before_training(tmp_path, command):
+    """Training used to run whole, fail at evaluation, and leave a RUN.partial every resume failed on."""
+    path = tmp_path / "one.tsv"
+    path.write_text("user_id\titem_id\ttimestamp\n" + "".join(f"u{u}\tA\t{t}\n" for u in range(4) for t in range(4)))
+    out = tmp_path / "run"
+    line = error_line(invoke(*command, "--data", path, "--out", out, "--device", "cpu"))
+    assert f"{path}: 1 item(s) with interactions (4 users, 16 interactions)" in line
+    assert "at least 2 distinct items" in line
+    assert not out.exists() and not (tmp_path / "run.partial").exists()

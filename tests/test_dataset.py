@@ -1,19 +1,22 @@
 """Per-user sequences: time order, id remapping, filtering, leave-one-out split, cache, named datasets."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from compress.data import ReadOptions, build_dataset, load_dataset
-from compress.data.dataset import kcore
+from compress.data.dataset import SequenceDataset, check_evaluable, kcore
 from compress.data.loading import resolve_source
 from compress.data.readers import Interactions
-from compress.data.registry import cache_root
-from compress.errors import DataError
+from compress.data.registry import cache_root, resolve
+from compress.errors import ConfigError, DataError
+from compress.measure.evaluation import eval_set
 
 
 def inter(rows, timed=True) -> Interactions:
@@ -176,6 +179,166 @@ def test_corrupt_cache_entry_is_rebuilt(tiny_interactions):
         entry.write_bytes(damaged)
         again = load_dataset(str(tiny_interactions))
         assert np.array_equal(again.items, good.items)
+
+
+def own_cache(monkeypatch, tmp_path: Path, data: Path) -> Path:
+    """A cache of this test's own holding ``data``'s entry: (the entry's path)."""
+    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path / "cache"))
+    load_dataset(str(data))
+    (entry,) = (tmp_path / "cache" / "processed").glob("*.npz")
+    return entry
+
+
+def rewrite(entry: Path, **arrays) -> None:
+    """Rewrite a cache entry with ``arrays`` replacing its own (None: left out): a well-formed .npz of bad content."""
+    with np.load(entry) as z:
+        saved = {**{k: z[k] for k in z.files}, **arrays}
+    with open(entry, "wb") as fh:
+        np.savez(fh, **{k: v for k, v in saved.items() if v is not None})
+
+
+DAMAGE = {  # what each damaged entry used to end in: a TypeError, or an error blaming the good data file
+    "nan items": lambda ds: {"items": np.full(len(ds.items), np.nan)},
+    "reversed offsets": lambda ds: {"offsets": ds.offsets[::-1].copy()},
+    "items out of range": lambda ds: {"items": ds.items + 1000},
+    "huge uint64 items": lambda ds: {"items": ds.items.astype(np.uint64) + np.uint64(2 ** 63)},
+    "a user too short": lambda ds: {"offsets": np.concatenate([[0, 1], ds.offsets[2:]])},
+    "offsets short of the items": lambda ds: {"offsets": ds.offsets[:-1]},
+    "a user id missing": lambda ds: {"user_tokens_ends": np.zeros(0, dtype=np.int64)},
+    "2-D items": lambda ds: {"items": ds.items[:, None]},
+    "meta not a dict": lambda ds: {"meta": np.array("[1]")},
+    "items missing": lambda ds: {"items": None},
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_cache_entry_is_rebuilt_and_replaced(monkeypatch, tmp_path, tiny_interactions, caplog, damage):
+    entry = own_cache(monkeypatch, tmp_path, tiny_interactions)
+    fresh = load_dataset(str(tiny_interactions), use_cache=False)
+    rewrite(entry, **DAMAGE[damage](fresh))
+    with pytest.raises(DataError, match=f"^{entry}"):  # any loader of a saved dataset is protected
+        SequenceDataset.load(str(entry))
+    with caplog.at_level(logging.WARNING):
+        again = load_dataset(str(tiny_interactions))
+    assert "corrupt cache entry" in caplog.text and f"rebuilding it from {tiny_interactions}" in caplog.text
+    assert np.array_equal(again.items, fresh.items) and np.array_equal(again.offsets, fresh.offsets)
+    assert again.item_tokens == fresh.item_tokens and again.user_tokens == fresh.user_tokens
+    replaced = SequenceDataset.load(str(entry))  # the entry was written anew
+    assert np.array_equal(replaced.items, fresh.items) and replaced.stats() == fresh.stats()
+
+
+def test_a_saved_dataset_loads_as_int64(tmp_path):
+    ds = build_dataset(inter([("u", "x", 1), ("u", "y", 2), ("u", "z", 3)]))
+    ds.items, ds.offsets = ds.items.astype(np.int32), ds.offsets.astype(np.uint16)
+    ds.save(str(tmp_path / "d.npz"))
+    back = SequenceDataset.load(str(tmp_path / "d.npz"))
+    assert back.items.dtype == back.offsets.dtype == np.int64 and back.items.tolist() == [1, 2, 3]
+
+
+def test_check_refuses_a_dataset_built_by_hand():
+    ds = SequenceDataset(np.array([1, 2, 3]), np.array([0, 3]), ["x", "y"], ["u"])
+    with pytest.raises(DataError, match=r"^mine: items must lie in 1\.\.2 .* got 1\.\.3"):
+        ds.check("mine")
+
+
+def unwritable_once(caplog, data: Path) -> None:
+    """Two loads of ``data`` succeed, equal to a load without the cache, with one warning that names the fix."""
+    fresh = load_dataset(str(data), use_cache=False)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            assert np.array_equal(load_dataset(str(data)).items, fresh.items)
+    warned = [r.getMessage() for r in caplog.records if "cannot be used" in r.getMessage()]
+    assert len(warned) == 1 and "set COMPRESS_CACHE_DIR to a writable directory" in warned[0]
+
+
+def test_a_file_as_cache_dir_only_warns(monkeypatch, tmp_path, tiny_interactions, caplog):
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path / "afile"))
+    unwritable_once(caplog, tiny_interactions)
+    assert f"{tmp_path / 'afile' / 'processed'} cannot be used (Not a directory)" in caplog.text
+
+
+def test_an_unusable_home_without_cache_dir_only_warns(monkeypatch, tmp_path, tiny_interactions, caplog):
+    (tmp_path / "home").write_text("")
+    monkeypatch.delenv("COMPRESS_CACHE_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    unwritable_once(caplog, tiny_interactions)
+
+
+def test_a_read_only_cache_only_warns(monkeypatch, tmp_path, tiny_interactions, caplog):
+    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "processed").mkdir(parents=True)
+
+    def read_only(*args, **kwargs):  # chmod does not stop root: the OSError a read-only mount gives
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    unwritable_once(caplog, tiny_interactions)
+    assert "Read-only file system" in caplog.text
+
+
+def test_a_failed_rename_leaves_no_temporary_file(monkeypatch, tmp_path, tiny_interactions, caplog):
+    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path / "cache"))
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "replace", full)
+    unwritable_once(caplog, tiny_interactions)
+    assert list((tmp_path / "cache" / "processed").iterdir()) == []
+
+
+def test_an_unreadable_cache_entry_is_built_instead(monkeypatch, tmp_path, tiny_interactions, caplog):
+    own_cache(monkeypatch, tmp_path, tiny_interactions)
+
+    def unreadable(cls, path):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+    monkeypatch.setattr(SequenceDataset, "load", classmethod(unreadable))
+    unwritable_once(caplog, tiny_interactions)
+    assert "(Permission denied)" in caplog.text
+
+
+def test_a_download_into_an_unusable_cache_is_a_data_error(monkeypatch, tmp_path):
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path / "afile"))
+    monkeypatch.delenv("COMPRESS_DATA_DIR", raising=False)
+    with pytest.raises(DataError, match="'ml-100k' cannot be saved under .*afile.*set COMPRESS_CACHE_DIR to a "
+                                        "writable directory, or download it by hand"):
+        resolve("ml-100k")
+
+
+# ---------------------------------------------------------------- a catalogue too small to evaluate
+
+
+def test_data_of_one_item_is_refused_when_built():
+    rows = [(u, "x", t) for u in "ab" for t in range(3)]
+    with pytest.raises(DataError, match=r"^test: 1 item\(s\) with interactions \(2 users, 6 interactions\), but the "
+                                        "pop100 evaluation .* at least 2 distinct items"):
+        build_dataset(inter(rows))
+
+
+def test_data_left_with_one_item_by_kcore_is_refused():
+    rows = [(u, "x", t) for u in "abc" for t in range(3)] + [("a", "y", 9)]
+    assert build_dataset(inter(rows)).n_items == 2
+    with pytest.raises(DataError, match="1 item.* with interactions"):
+        build_dataset(inter(rows), kcore_k=2)
+
+
+def test_two_items_are_enough_for_every_protocol():
+    ds = build_dataset(inter([(u, i, t) for u in "ab" for t, i in enumerate("xyx")]))
+    check_evaluable(ds)
+    for protocol in ("full", "pop100", "uni100"):
+        assert len(eval_set(ds, "test", protocol, 4)) == 2
+
+
+def test_check_evaluable_follows_each_protocol():
+    # a model's catalogue of 3 items, the data's interactions all on one: uni100 can draw, pop100 cannot
+    ds = SequenceDataset(np.ones(3, dtype=np.int64), np.array([0, 3]), ["x", "y", "z"], ["u"], "aligned")
+    check_evaluable(ds, ("full", "uni100"))
+    with pytest.raises(DataError, match="^aligned: 1 item.* with interactions"):
+        check_evaluable(ds, ("full", "pop100"))
+    with pytest.raises(ConfigError, match="no negative items"):  # what evaluation would have said, too late
+        eval_set(ds, "test", "pop100", 4)
+    with pytest.raises(ConfigError, match="unknown protocol 'pop50'"):
+        check_evaluable(ds, ("pop50",))
 
 
 def test_directory_with_one_file(tmp_path, tiny_interactions):

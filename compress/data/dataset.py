@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
+import zlib
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -124,11 +126,78 @@ class SequenceDataset:
 
     @classmethod
     def load(cls, path: str) -> "SequenceDataset":
+        """The dataset ``save`` wrote to ``path``, checked (``check``): a truncated, foreign or altered
+        file raises DataError here, where a caller can rebuild it, instead of a TypeError or a wrong
+        error about the data deep in training. A file that cannot be opened raises OSError."""
         # our own handle: np.load leaks its file when the archive is corrupt, and the caller then deletes it
-        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            return cls(z["items"], z["offsets"], unpack(z, "item_tokens"), unpack(z, "user_tokens"),
-                       meta["name"], meta["info"])
+        with open(path, "rb") as fh:
+            try:
+                with np.load(fh, allow_pickle=False) as z:
+                    meta = json.loads(str(z["meta"]))
+                    ds = cls(_indices("items", z["items"]), _indices("offsets", z["offsets"]),
+                             unpack(z, "item_tokens"), unpack(z, "user_tokens"), meta["name"], meta["info"])
+            except (OSError, ValueError, KeyError, TypeError, IndexError, EOFError, zipfile.BadZipFile,
+                    zlib.error) as exc:
+                raise DataError(f"{path} is not a dataset SequenceDataset.save wrote ({type(exc).__name__}: "
+                                f"{exc}); save it again") from None
+        ds.check(path)
+        return ds
+
+    def check(self, source: str) -> None:
+        """Refuse arrays that break what every method here relies on (offsets from 0 to the number of
+        interactions, no user too short for leave-one-out, items in 1..n_items, a token per user), so
+        that a damaged save fails as such rather than as a wrong diagnosis of the data. Vectorised: O(R)."""
+        flaw = _flaw(self)
+        if flaw:
+            raise DataError(f"{source}: {flaw}; it is not a dataset compress built: build it again from the data")
+
+
+def _indices(name: str, array: np.ndarray) -> np.ndarray:
+    """A saved index array as int64 (the dtype bincount and torch expect), refused when it is not 1-D
+    integers; a uint64 above 2**63 turns negative, which ``_flaw`` then catches."""
+    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{name} must be a 1-D integer array, got {array.dtype} of shape {array.shape}")
+    return array.astype(np.int64)
+
+
+def _flaw(ds: SequenceDataset) -> Optional[str]:
+    """What in ``ds`` breaks the invariants ``check`` names, or None."""
+    items, offsets = np.asarray(ds.items), np.asarray(ds.offsets)
+    if not all(a.ndim == 1 and np.issubdtype(a.dtype, np.integer) for a in (items, offsets)):
+        return f"items and offsets must be 1-D integer arrays, got {items.dtype} and {offsets.dtype}"
+    if len(offsets) < 2 or offsets[0] != 0 or offsets[-1] != len(items):
+        return f"offsets must run from 0 to the {len(items)} interactions, got {len(offsets)} offsets"
+    if np.diff(offsets).min() < MIN_INTERACTIONS:
+        return f"offsets must grow by {MIN_INTERACTIONS} or more per user (leave-one-out needs as many items)"
+    if len(ds.user_tokens) != len(offsets) - 1:
+        return f"{len(offsets) - 1} users but {len(ds.user_tokens)} user ids"
+    if items.min() < 1 or items.max() > len(ds.item_tokens):
+        return f"items must lie in 1..{len(ds.item_tokens)} (the item ids), got {items.min()}..{items.max()}"
+    if not isinstance(ds.name, str) or not isinstance(ds.info, dict):
+        return f"name and info must be a str and a dict, got {type(ds.name).__name__} and {type(ds.info).__name__}"
+    return None
+
+
+SAMPLED = {"pop100": "item(s) with interactions", "uni100": "item(s) in the catalogue"}  # where negatives are drawn
+MIN_ITEMS = 2  # a sampled protocol ranks each target against negatives: items other than the target
+
+
+def check_evaluable(ds: SequenceDataset, protocols: Sequence[str] = ("full", *SAMPLED),
+                    source: Optional[str] = None) -> None:
+    """Refuse data that evaluation under ``protocols`` would fail on, so that a run fails before it
+    trains rather than after (every run ends with ``pop100``). ``full`` ranks against every item and
+    takes any data; a sampled protocol draws each target's negatives among the other items, ``pop100``
+    among those with interactions, ``uni100`` among the catalogue, so it needs 2 of them."""
+    for protocol in protocols:
+        if protocol == "full":
+            continue
+        if protocol not in SAMPLED:
+            raise ConfigError(f"unknown protocol {protocol!r}; choose one of full, {', '.join(SAMPLED)}")
+        have = ds.n_items if protocol == "uni100" else int(np.count_nonzero(ds.item_popularity()[1:]))
+        if have < MIN_ITEMS:
+            raise DataError(f"{source or ds.name}: {have} {SAMPLED[protocol]} ({ds.n_users} users, "
+                            f"{ds.n_interactions} interactions), but the {protocol} evaluation ranks each target "
+                            f"against other such items; use data with at least {MIN_ITEMS} distinct items")
 
 
 def pack(name: str, tokens: List[str]) -> Dict[str, np.ndarray]:
@@ -200,8 +269,10 @@ def build_dataset(inter: Interactions, name: str = "dataset", kcore_k: int = 0,
     offsets = np.zeros(len(kept_users) + 1, dtype=np.int64)
     np.cumsum(np.bincount(user_codes, minlength=len(kept_users)), out=offsets[1:])
     info = {"dropped_users": dropped, "timed": inter.timed, "kcore": kcore_k, "numbering": numbering}
-    return SequenceDataset(item_codes.astype(np.int64) + 1, offsets, [str(t) for t in item_names],
-                           [str(user_names[u]) for u in kept_users], name, info)
+    ds = SequenceDataset(item_codes.astype(np.int64) + 1, offsets, [str(t) for t in item_names],
+                         [str(user_names[u]) for u in kept_users], name, info)
+    check_evaluable(ds, source=inter.source)  # here, not after a whole training run
+    return ds
 
 
 def _codes_in_first_order(tokens: np.ndarray):

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
-import zipfile
 from dataclasses import asdict
 from typing import Any, Optional, Sequence, Union
 
@@ -19,7 +19,12 @@ from compress.data.readers import ReadOptions, read_interactions
 from compress.data.registry import DATASETS, DEFAULT, cache_root, resolve
 from compress.errors import ConfigError, DataError
 
-CACHE_VERSION = 3  # 2: tokens packed as UTF-8 bytes; 3: empty ids refused, sequence fields stripped
+# 2: tokens packed as UTF-8 bytes; 3: empty ids refused, sequence fields stripped; 4: data of fewer than 2
+# items refused (a version-3 entry may hold one)
+CACHE_VERSION = 4
+log = logging.getLogger(__name__)
+_UNUSABLE: set = set()  # cache directories already warned about
+
 DATA_SUFFIXES = (".inter", ".dat", ".data", ".tsv", ".csv", ".txt", ".gz")
 
 
@@ -108,24 +113,57 @@ def _load(path: str, opts: ReadOptions, name: str, kcore: int, min_interactions:
                                      "kcore": kcore, "min": min_interactions, "numbering": numbering},
                                     sort_keys=True).encode())
     cache_file = os.path.join(cache_root(), "processed", f"{name}-{key.hexdigest()[:16]}.npz")
-    if use_cache and os.path.exists(cache_file):
-        try:
-            return SequenceDataset.load(cache_file)
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            os.remove(cache_file)  # corrupt or truncated cache entry: rebuild below
-    ds = build_dataset(read_interactions(path, opts), name, kcore, min_interactions, numbering)
-    if use_cache:
-        _write_cache(ds, cache_file)
+    ds = _read_cache(cache_file, path) if use_cache else None
+    if ds is None:
+        ds = build_dataset(read_interactions(path, opts), name, kcore, min_interactions, numbering)
+        if use_cache:
+            _write_cache(ds, cache_file)
     return ds
 
 
-def _write_cache(ds: SequenceDataset, cache_file: str) -> None:
-    os.makedirs(os.path.dirname(cache_file), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(cache_file), suffix=".npz")
-    os.close(fd)
+def _read_cache(cache_file: str, source: str) -> Optional[SequenceDataset]:
+    """The cached dataset, or None to build it from ``source``: when there is no entry, when the cache
+    cannot be read (warned once), or when the entry is corrupt (warned and removed; the build replaces
+    it). A cache is a speed-up: its failures never stop a command."""
+    if not os.path.isfile(cache_file):
+        return None
     try:
+        return SequenceDataset.load(cache_file)
+    except DataError as exc:
+        log.warning("corrupt cache entry: %s; rebuilding it from %s", exc, source)
+        _remove(cache_file)
+    except OSError as exc:
+        _cache_unusable(os.path.dirname(cache_file), exc)
+    return None
+
+
+def _write_cache(ds: SequenceDataset, cache_file: str) -> None:
+    """Save ``ds`` as ``cache_file`` through a temporary file and a rename, so that no reader ever
+    sees half an entry. A cache that cannot be written is warned about once and left out."""
+    directory, tmp = os.path.dirname(cache_file), None
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz")
+        os.close(fd)
         ds.save(tmp)
         os.replace(tmp, cache_file)
+    except OSError as exc:
+        _cache_unusable(directory, exc)
+        if tmp is not None:
+            _remove(tmp)
+
+
+def _cache_unusable(directory: str, exc: OSError) -> None:
+    """Warn, once per directory and process, that the cache there cannot be used, and how to fix it."""
+    if directory not in _UNUSABLE:
+        _UNUSABLE.add(directory)
+        log.warning("the processed-data cache %s cannot be used (%s); continuing without it: set "
+                    "COMPRESS_CACHE_DIR to a writable directory", directory, exc.strerror or exc)
+
+
+def _remove(path: str) -> None:
+    """Delete ``path`` if it can be; a file left behind is only a cache file."""
+    try:
+        os.remove(path)
     except OSError:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        pass

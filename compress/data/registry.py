@@ -94,21 +94,32 @@ def resolve(name: str, data_dir: Optional[str] = None, download: bool = True) ->
 
 
 def _download(name: str, spec: NamedDataset) -> str:
+    """Fetch ``spec`` into the cache; a cache that cannot be written is a DataError naming the fix."""
     target_dir = os.path.join(cache_root(), "datasets", name)
-    target = os.path.join(target_dir, os.path.basename(spec.member))
-    os.makedirs(target_dir, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target_dir) as tmp:
-        archive = os.path.join(tmp, "archive.zip")
-        try:
-            with urllib.request.urlopen(spec.url, timeout=60) as resp, open(archive, "wb") as out:
-                shutil.copyfileobj(resp, out)
-        except OSError as exc:
-            raise DataError(f"dataset {name!r} is not on disk and downloading {spec.url} failed ({exc}); "
-                            "download it by hand and pass `data_dir`") from None
-        digest = hashlib.md5(open(archive, "rb").read()).hexdigest()
-        if digest != spec.md5:
-            raise DataError(f"download of {name!r} has MD5 {digest}, expected {spec.md5}; try again")
-        with zipfile.ZipFile(archive) as zf:
-            zf.extract(spec.member, tmp)
-        os.replace(os.path.join(tmp, spec.member), target)
+    try:
+        os.makedirs(target_dir, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target_dir) as tmp:
+            return _fetch(name, spec, tmp, os.path.join(target_dir, os.path.basename(spec.member)))
+    except OSError as exc:
+        raise DataError(f"dataset {name!r} cannot be saved under {target_dir} ({exc.strerror or exc}); set "
+                        "COMPRESS_CACHE_DIR to a writable directory, or download it by hand and pass `data_dir`"
+                        ) from None
+
+
+def _fetch(name: str, spec: NamedDataset, tmp: str, target: str) -> str:
+    """Download ``spec``'s archive into ``tmp``, check its MD5, and move its member to ``target``."""
+    archive = os.path.join(tmp, "archive.zip")
+    try:
+        with urllib.request.urlopen(spec.url, timeout=60) as resp, open(archive, "wb") as out:
+            shutil.copyfileobj(resp, out)
+    except OSError as exc:
+        raise DataError(f"dataset {name!r} is not on disk and downloading {spec.url} failed ({exc}); "
+                        "download it by hand and pass `data_dir`") from None
+    with open(archive, "rb") as fh:
+        digest = hashlib.md5(fh.read()).hexdigest()
+    if digest != spec.md5:
+        raise DataError(f"download of {name!r} has MD5 {digest}, expected {spec.md5}; try again")
+    with zipfile.ZipFile(archive) as zf:
+        zf.extract(spec.member, tmp)
+    os.replace(os.path.join(tmp, spec.member), target)
     return target

@@ -32,14 +32,14 @@ import torch
 
 from compress.bounds import instance, whole
 from compress.data.batching import pad_right
-from compress.data.dataset import SequenceDataset
+from compress.data.dataset import SAMPLED, SequenceDataset
 from compress.data.vocabulary import check_same
 from compress.errors import ConfigError
 from compress.measure.metrics import metrics_from_ranks, target_ranks
 from compress.runtime import distributed
 from compress.runtime.devices import as_device
 
-PROTOCOLS = ("full", "pop100", "uni100")
+PROTOCOLS = ("full", *SAMPLED)  # full ranking, and the sampled ones with where they draw negatives
 N_NEGATIVES = 100
 EVAL_SEED = 2024  # the negatives' seed when none is given: the CLI's, the API's and the loops' alike
 
