@@ -90,7 +90,7 @@ def clean_errors(fn: Callable) -> Callable:
             with quiet_unless_main(), invoked_as(Commands.argv):  # model cards record the command that made them
                 return fn(*args, **kwargs)
         except Interrupted as exc:  # SIGINT: a checkpoint was written; the shell convention for Ctrl-C
-            err_console.print(escape(cli_words(str(exc), fn.__name__)), highlight=False, soft_wrap=True)
+            err_console.print(escape(printable(cli_words(str(exc), fn.__name__))), highlight=False, soft_wrap=True)
             raise typer.Exit(130)
         except CompressError as exc:
             err_console.print(f"[red]error:[/red] {escape(printable(cli_words(str(exc), fn.__name__)))}",
@@ -215,7 +215,7 @@ def print_trained(title: str, result: dict, json_out: bool) -> None:
         print(json.dumps(result))
         return
     out_console.print(metrics_table(f"{title} (best epoch {result['best_epoch']})", result["metrics"]))
-    out_console.print(f"saved to {result['out']}")
+    out_console.print(f"saved to {escape(printable(result['out']))}")
 
 
 @contextlib.contextmanager
@@ -261,7 +261,7 @@ def evaluate(flags: dict, path: str = typer.Argument(..., help="RUN_DIR or MODEL
     if json_out:
         print(json.dumps(result))
         return
-    out_console.print(metrics_table(f"{path} ({result['model']['params']:,} params)",
+    out_console.print(metrics_table(f"{escape(printable(path))} ({result['model']['params']:,} params)",
                                     {f"{result['split']}/{result['protocol']}": result["metrics"]}))
 
 
@@ -275,7 +275,7 @@ def print_decision(result: dict) -> None:
                       f"supernet vs sliced max |diff| {result['slice_max_abs_diff']:.2e}")
     if d.get("note"):
         out_console.print(d["note"])
-    out_console.print(f"saved to {result['out']}")
+    out_console.print(f"saved to {escape(printable(result['out']))}")
 
 
 @app.command()
@@ -356,7 +356,8 @@ def export(run_dir: str = typer.Argument(..., help="A train RUN_DIR or a retrain
         return
     card = result["card"]
     out_console.print(f"exported {card['arch']['hidden']}/{card['arch']['inner']} x {card['arch']['layers']} "
-                      f"layers, {card['params']:,} params, {card['flops']['measured']:.4g} FLOPs to {result['out']}")
+                      f"layers, {card['params']:,} params, {card['flops']['measured']:.4g} FLOPs to "
+                      f"{escape(printable(result['out']))}")
 
 
 @app.command()
@@ -410,7 +411,7 @@ def flops(
     if json_out:
         print(json.dumps(result))
         return
-    table = Table(title=f"{path}: FLOPs of one history of length {model.max_len}")
+    table = Table(title=f"{escape(printable(path))}: FLOPs of one history of length {model.max_len}")
     table.add_column("term")
     table.add_column("FLOPs", justify="right")
     for key, val in analytic.items():
@@ -488,7 +489,7 @@ def inspect(
 
         with written_by_compress(card_path):
             for png in plot_run(path, search_card):
-                out_console.print(f"wrote {png}")
+                out_console.print(f"wrote {escape(printable(png))}")
     for root, _, files in os.walk(path):
         for f in sorted(files):
             full = os.path.join(root, f)

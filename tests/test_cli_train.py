@@ -108,6 +108,20 @@ def test_an_allocation_torch_cannot_make_is_one_line(tiny_data_file, monkeypatch
                                                                              "--layers", 1_000_000))
 
 
+def test_success_lines_show_paths_without_terminal_control_characters(tiny_data_file, tmp_path, run_dir):
+    """An --out holding escape sequences (a window title, a screen clear) or a newline is printed escaped
+    by the lines that report success, as error lines already were."""
+    out = tmp_path / "e\x1b]0;PWNED\x07\x1b[2J\nx"
+    result = invoke("train", "--data", tiny_data_file, *TINY, "--out", out)
+    assert result.exit_code == 0, result.stderr
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout and "saved to" in result.stdout
+    assert "\\x1b]0;PWNED\\x07" in result.stdout.replace("\n", "")
+    exported = invoke("export", out, "--out", tmp_path / "m\x1b[2J")
+    assert exported.exit_code == 0 and "\x1b" not in exported.stdout and "\\x1b[2J" in exported.stdout
+    evaluated = invoke("evaluate", out, "--data", tiny_data_file)
+    assert evaluated.exit_code == 0 and "\x1b" not in evaluated.stdout
+
+
 def test_overwrite(tiny_data_file, tmp_path, run_dir):
     """--overwrite replaces a directory compress wrote, and nothing else: not a directory of the
     user's, not a file."""
