@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import compress
 from compress.data.readers import ReadOptions, detect_format, read_interactions
 from compress.errors import DataError
 
@@ -272,3 +273,16 @@ def test_real_lastfm_sequences(shared_data):
     assert len(inter) == 52_551
     assert len(np.unique(inter.users)) == 1090
     assert len(np.unique(inter.items)) == 3646
+
+
+def test_quoted_csv_fields_are_read_as_csv_quotes_them(tmp_path):
+    """pandas' to_csv quotes a field that holds the delimiter ("item, 3") or every field (QUOTE_ALL); those
+    files once failed on a "non-numeric timestamp" or loaded ids with their quotes."""
+    rows = ["user_id,item_id,timestamp"] + [f'u{u},{q},{1000 + j}' for u in range(4)
+                                            for j, q in enumerate(['"item, 0"', "i1", '"say ""hi"""', "i3"])]
+    (tmp_path / "q.csv").write_text("\n".join(rows) + "\n")
+    ds = compress.load_dataset(str(tmp_path / "q.csv"), use_cache=False)
+    assert ds.item_tokens == ["item, 0", "i1", 'say "hi"', "i3"] and ds.n_users == 4
+    quoted = ['"user_id","item_id","timestamp"'] + [f'"u{u}","i{j}","{1000 + j}"' for u in range(4) for j in range(4)]
+    (tmp_path / "all.csv").write_text("\n".join(quoted) + "\n")
+    assert compress.load_dataset(str(tmp_path / "all.csv"), use_cache=False).item_tokens == ["i0", "i1", "i2", "i3"]

@@ -196,7 +196,7 @@ def structured(draw):
 @example(([("u1", "a", "3"), ("u1", "b", "1"), ("u1", "c", "1"), ("u2", "a", "0")], "delimited", ",", True, False),
          False, False, False).via("ties stable, a short user dropped")
 @example(([("1", "10", "5"), ("1", "10", "5"), ("1", "10", "5")], "delimited", "\t", False, True),
-         False, True, False).via("duplicate rows, one user")
+         False, True, False).via("duplicate rows, one user, one item")
 @example(([("1", "2", "nan"), ("1", "3", "1"), ("1", "4", "2")], "delimited", ",", False, False),
          False, False, False).via("NaN timestamp")
 @example(([("1", "2", "1e400"), ("1", "3", "1"), ("1", "4", "2")], "udata", "\t", False, False),
@@ -227,6 +227,8 @@ def test_structured_files_load_as_documented(case, gz, crlf, bom):
                 assert ds is None  # a non-finite timestamp is refused, never sorted silently
             elif not want[0]:
                 assert ds is None  # nobody has 3 interactions
+            elif len({item for seq in want[1] for item in seq}) < 2:
+                assert ds is None  # one item: nothing to rank a target against
             else:
                 assert ds is not None, f"{option}: expected a load"
                 assert decoded(ds) == want

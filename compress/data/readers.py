@@ -6,6 +6,7 @@ time). Files ending in ``.gz`` are read transparently.
 """
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import math
@@ -170,7 +171,13 @@ def _detect_sep(line: str) -> Optional[str]:
 
 
 def _split(line: str, sep: Optional[str]) -> list:
-    return line.split(sep) if sep is not None else line.split()
+    """The fields of ``line``. A delimited line with a double quote is read as CSV quotes it (as pandas
+    writes and reads it, and RecBole with it): ``"item, 3"`` is one field, ``""`` inside it a quote."""
+    if sep is None:
+        return line.split()
+    if '"' in line and len(sep) == 1:
+        return next(csv.reader([line], delimiter=sep))
+    return line.split(sep)
 
 
 def _quote(text: str, limit: int = 40) -> str:
