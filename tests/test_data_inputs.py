@@ -79,6 +79,14 @@ def test_data_dir_must_be_a_path():
         compress.load_dataset("ml-100k", data_dir=5)
 
 
+def test_an_empty_path_is_not_the_default_dataset():
+    """An unset variable passed as data loaded the embedded dataset, as if nothing had been asked for."""
+    with pytest.raises(ConfigError, match="data is an empty string; give a dataset name or a path, or None"):
+        compress.load_dataset("")
+    with pytest.raises(ConfigError, match="data_dir is an empty string"):
+        compress.load_dataset("ml-100k", data_dir="")
+
+
 def test_a_pathlib_path_loads(tsv):
     assert compress.load_dataset(tsv, data_dir=tsv.parent, use_cache=False).n_users == 4
 

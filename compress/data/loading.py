@@ -98,8 +98,11 @@ def load_dataset(data: Union[str, os.PathLike, None] = None, data_dir: Union[str
 def _path_argument(name: str, value: Any, what: str, fix: str) -> Optional[str]:
     """``value`` (None, a str, or an os.PathLike such as pathlib.Path) as a str. Anything else is
     refused here, by what it is: a DataFrame or a list of rows would otherwise fail as an unhashable
-    type or as a path that does not exist."""
+    type or as a path that does not exist. An empty string (an unset variable) is refused too: it once
+    loaded the embedded default dataset as if nothing had been asked for."""
     path = os.fspath(value) if isinstance(value, os.PathLike) else value
+    if path == "":
+        raise ConfigError(f"{name} is an empty string; give {what}, or None for the default")
     if path is None or isinstance(path, str):
         return path
     if hasattr(value, "to_csv"):  # a pandas (or look-alike) DataFrame: pandas itself need not be installed
