@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 from inspect import Parameter, Signature, signature
 from typing import Any, Callable, List, Optional
@@ -79,12 +80,15 @@ def clean_errors(fn: Callable) -> Callable:
     """Turn the library's typed errors into a one-line message and exit code 2."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from compress.files import published
         from compress.runtime import distributed
         from compress.runtime.allocator import tune_allocator
         from compress.store.provenance import invoked_as
 
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
         tune_allocator()
+        terminate = as_interrupt(signal.SIGTERM)  # a preemption stops a command as Ctrl-C does, with its message
+        earlier = len(published())  # what earlier commands of this process published is not this one's
         try:
             distributed.init_from_env()  # under torchrun: join the process group
             with quiet_unless_main(), invoked_as(Commands.argv):  # model cards record the command that made them
@@ -97,7 +101,9 @@ def clean_errors(fn: Callable) -> Callable:
                               highlight=False, soft_wrap=True)
             raise typer.Exit(2)
         except KeyboardInterrupt:
-            err_console.print("interrupted; nothing was written")
+            done = published()[earlier:]
+            err_console.print(f"interrupted; {escape(printable(done[-1]))} was written whole before the stop" if done
+                              else "interrupted; nothing was written")
             raise typer.Exit(130)
         except OSError as exc:  # the disk, not the input: full, read-only, gone
             where = f"{printable(str(exc.filename))}: " if exc.filename else ""
@@ -112,7 +118,19 @@ def clean_errors(fn: Callable) -> Callable:
             raise typer.Exit(2)
         finally:
             distributed.shutdown()
+            if terminate is not None:
+                signal.signal(signal.SIGTERM, terminate)
     return wrapper
+
+
+def as_interrupt(signum: int) -> Any:
+    """Have ``signum`` raise KeyboardInterrupt, as SIGINT does; returns the handler to restore (None
+    outside the main thread, where handlers cannot be set)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signum, signal.default_int_handler)
 
 
 def out_of_memory(exc: RuntimeError) -> bool:
@@ -562,7 +580,11 @@ def main() -> None:
     from compress.runtime.launch import exit_without_teardown, launched
 
     if not launched():
-        app()
+        try:
+            app()
+        finally:  # the command has ended and said how: a stop in the interpreter's teardown changes nothing
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
         return
     try:
         app()

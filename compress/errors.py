@@ -32,4 +32,5 @@ class SearchError(DivergedError):
 
 
 class Interrupted(CompressError):
-    """The run stopped on SIGINT or SIGTERM after writing a checkpoint it can resume from."""
+    """The run stopped on SIGINT or SIGTERM: after writing a checkpoint it can resume from, or, when the
+    stop came after its last step, after publishing its complete output (the message says which)."""

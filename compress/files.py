@@ -7,7 +7,10 @@ replaces what it wrote.
   ``renameat2``), else two renames that ``recover`` can finish after a kill between them.
 - ``overwrite`` replaces only a directory that carries the marker (or an artifact compress wrote
   before markers existed), never a file, never the working directory or one of its parents, never
-  an input of the same command.
+  an input of the same command, never a directory holding an entry compress did not write (the marker
+  lists what it published; ``layout.WRITTEN_LATER`` what it adds later).
+- SIGINT and SIGTERM wait while a publish (and the cleanup that belongs with it) runs, then are acted on
+  (``signals_deferred``): a stop never leaves a publish half done, nor a message that says otherwise.
 - JSON is written strictly (no NaN or Infinity) and read back as a typed error when missing or corrupt.
 """
 from __future__ import annotations
@@ -17,13 +20,18 @@ import ctypes
 import json
 import os
 import shutil
+import signal
+import threading
 import uuid
-from typing import Any, Dict, Iterable, Iterator, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Optional
 
-from compress.errors import CheckpointError, ConfigError
-from compress.layout import CONFIG, MARKER
+from compress.errors import CheckpointError, ConfigError, Interrupted
+from compress.layout import CONFIG, MARKER, PARTIAL, WRITTEN_LATER
 
 _TMP, _OLD = ".tmp-", ".old-"
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_published: List[str] = []  # the outputs this process published, oldest first
+_deferred: Optional[List[int]] = None  # the signals a ``signals_deferred`` block recorded; None outside one
 
 
 def _real(path: str) -> str:
@@ -67,6 +75,32 @@ def check_out_dir(out: str, overwrite: bool, inputs: Iterable[Optional[str]] = (
     if not written_by_compress(out):
         raise ConfigError(f"output directory {out} was not written by compress (no {MARKER}); `overwrite` only "
                           "replaces compress's own directories; choose another `out`")
+    foreign = _foreign(out)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ConfigError(f"output directory {out} holds what compress did not write there ({shown}); `overwrite` "
+                          "would delete it: move it out, or choose another `out`")
+
+
+def _foreign(out: str) -> List[str]:
+    """The entries of ``out`` that compress neither published there (its marker lists them) nor writes there
+    later, with those of the marked directories it holds (``retrained/``); none for a directory marked
+    before markers listed their entries, which ``overwrite`` replaces as it always did."""
+    try:
+        with open(os.path.join(out, MARKER)) as fh:
+            entries = json.load(fh).get("entries")
+        present = os.listdir(out)
+    except (OSError, ValueError, AttributeError):
+        return []
+    if not isinstance(entries, list):
+        return []
+    own = {MARKER, *entries, *(n for key, names in WRITTEN_LATER.items() if key in entries for n in names)}
+    temporaries = tuple(f".{n}{kind}" for n in own for kind in (_TMP, _OLD))  # what a kill left of a publish
+    foreign = sorted(e for e in present if e not in own and not e.startswith(temporaries))
+    for name in sorted(own & set(present)):
+        if os.path.isdir(os.path.join(out, name)) and not os.path.islink(os.path.join(out, name)):
+            foreign += [f"{name}/{e}" for e in _foreign(os.path.join(out, name))]
+    return foreign
 
 
 @contextlib.contextmanager
@@ -84,17 +118,78 @@ def atomic_dir(out: str, overwrite: bool = False, inputs: Iterable[Optional[str]
         raise ConfigError(f"cannot write {out}: {exc.strerror}") from None
     try:
         yield tmp
-        write_text(os.path.join(tmp, MARKER), '{"written_by": "compress"}\n')
+        entries = sorted(os.listdir(tmp))
+        write_text(os.path.join(tmp, MARKER), json.dumps({"written_by": "compress", "entries": entries}) + "\n")
         settle(tmp)
-        publish(tmp, os.path.abspath(out))
+        with signals_deferred():
+            check_out_dir(out, overwrite, inputs)  # again: the user may have added a file since
+            publish(tmp, os.path.join(parent, name))
+            if not parent.endswith(PARTIAL):  # a checkpoint is a run's state, not an output
+                _published.append(out)
+            _remove_stale(parent, name)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for stale in os.listdir(parent):  # what writes of this ``out`` killed while publishing left
+
+
+def _remove_stale(parent: str, name: str) -> None:
+    """What writes of ``parent/name`` killed while publishing left: old copies, complete temporary ones."""
+    for stale in os.listdir(parent):
         path = os.path.join(parent, stale)
         if stale.startswith(f".{name}{_OLD}") or (stale.startswith(f".{name}{_TMP}")
                                                   and os.path.isfile(os.path.join(path, MARKER))):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def published() -> List[str]:
+    """The outputs this process published, oldest first: what a message about a stop can say is complete."""
+    return list(_published)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM are recorded instead of acted on, so that what it changes on
+    disk (a publish and the cleanup that belongs with it) is done whole; at its end the first one is
+    acted on. A handler of the program's (a run's Checkpointer, which stops at the next step) gets it;
+    Python's defaults (KeyboardInterrupt, termination) become ``Interrupted`` naming what the block
+    published, or KeyboardInterrupt when it published nothing. Nested blocks wait for the outermost;
+    outside the main thread, where handlers cannot be set, the block runs as it is."""
+    global _deferred
+    if _deferred is not None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handlers = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+    handlers = {sig: h for sig, h in handlers.items() if h is not None}  # None: set outside Python, left alone
+    _deferred, before = [], len(_published)
+    try:
+        for sig in handlers:
+            signal.signal(sig, _record)
+        yield
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        pending, _deferred = _deferred, None  # after the handlers: a signal in between is recorded, not lost
+        if pending:
+            _act_on(pending[0], handlers[pending[0]], _published[before:])
+
+
+def _record(signum: int, frame: Any) -> None:
+    if _deferred is not None:
+        _deferred.append(signum)
+
+
+def _act_on(signum: int, handler: Any, done: List[str]) -> None:
+    """Act on a deferred signal as ``handler`` would have, now that the state is consistent."""
+    if handler is signal.SIG_IGN:
+        return
+    if handler not in (signal.SIG_DFL, signal.default_int_handler):
+        signal.raise_signal(signum)  # the program's own handler
+    elif done:
+        raise Interrupted(f"interrupted; {' and '.join(done)} {'was' if len(done) == 1 else 'were'} written whole "
+                          "before the stop")
+    else:
+        raise KeyboardInterrupt
 
 
 def settle(directory: str) -> None:

@@ -17,7 +17,10 @@ search RUN_DIR:
 RUN_DIR.partial/ (a run in progress): run.json (kind and options), checkpoint/ (tensors + state),
 lock (the writing process), metrics.csv (the epochs so far)
 
-Every published directory also holds ``.compress``, the marker that lets ``overwrite`` replace it.
+Every published directory also holds ``.compress``, the marker that lets ``overwrite`` replace it: a JSON
+object that lists the directory's top-level entries, so that ``overwrite`` refuses a directory holding
+anything else (a file the user added). What compress writes into a published directory later is listed
+in WRITTEN_LATER.
 """
 MARKER = ".compress"  # in every directory compress publishes: `overwrite` replaces only those
 LOCK = "lock"  # in RUN_DIR.partial/: the one process writing the run
@@ -37,3 +40,8 @@ NATIVE = "native"
 RUN_META = "run.json"
 CHECKPOINT = "checkpoint"
 PARTIAL = ".partial"
+ALPHA_BETA_PNG = "search_alpha_beta.png"  # `inspect --plot` of a search RUN_DIR: p and q over the epochs
+CANDIDATES_PNG = "search_candidates.png"  # and the cost of every candidate
+# what compress writes into a directory it published, after publishing it, keyed by a file that marks the
+# kind of directory: a search RUN_DIR gets retrained/ (retrained.partial/ while retraining) and the plots
+WRITTEN_LATER = {SEARCH_CARD: (RETRAINED, RETRAINED + PARTIAL, ALPHA_BETA_PNG, CANDIDATES_PNG)}

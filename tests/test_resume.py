@@ -192,3 +192,44 @@ def test_a_checkpoint_from_an_earlier_version_still_resumes(tmp_path):
     (partial / "checkpoint" / "state.json").write_text(json.dumps(state))
     result = train_run(opts, str(out), resume=True)
     assert result["best_epoch"] >= 1 and out.exists() and not partial.exists()
+
+
+def test_a_checkpoint_that_cannot_be_written_says_whether_one_is_kept(tmp_path, monkeypatch):
+    """A full disk at the first checkpoint once advised `resume`, which then found nothing to resume."""
+    import errno
+
+    from compress.engine import checkpoint
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    ckpt = Checkpointer(str(tmp_path / "run.partial"))
+    ckpt.meta = {"kind": "train", "settings": {}}
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    with pytest.raises(compress.CheckpointError, match="No space left.*no checkpoint of this run was written, so it "
+                                                       "cannot be resumed.*start it again") as info:
+        ckpt.write({"epoch": 1, "x": torch.ones(2)})
+    assert "kept" not in str(info.value) and not ckpt.exists()
+    monkeypatch.undo()
+    ckpt.write({"epoch": 1, "x": torch.ones(2)})
+    for name in ("save_file", "atomic_dir"):
+        monkeypatch.setattr(checkpoint, name, full)
+        with pytest.raises(compress.CheckpointError, match="the last one written is kept.*then `resume`"):
+            ckpt.write({"epoch": 2, "x": torch.ones(2)})
+        monkeypatch.undo()
+    assert ckpt.load()["epoch"] == 1
+
+
+def test_a_run_whose_first_checkpoint_cannot_be_written_says_to_start_again(tmp_path, monkeypatch):
+    import errno
+
+    from compress.engine import checkpoint
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    line = error_line(invoke("train", "--recipe", TINY, "--epochs", 1, "--out", tmp_path / "run"))
+    assert "start it again" in line and "--resume" not in line
+    assert not (tmp_path / "run.partial").exists()
+    assert "nothing to resume" in error_line(invoke("train", "--resume", tmp_path / "run"))

@@ -83,7 +83,7 @@ def train_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool =
     Until it completes, RUN_DIR.partial/ holds a checkpoint that ``resume=True`` continues from."""
     out = out or default_out("train", opts)
     check_out_dir(out, overwrite, run_inputs(opts))
-    with run_state("train", opts, out, overwrite, resume) as (opts, ckpt):
+    with run_state("train", opts, out, overwrite, resume) as (opts, ckpt), ckpt:
         ckpt.every = opts["checkpoint_every"]
         arch, cfg = build(ArchSpec, opts), build(TrainConfig, opts)
         get_backbone(opts["backbone"])
@@ -93,14 +93,13 @@ def train_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool =
         model = new_backbone(opts, arch, ds.n_items)
         reporter = Reporters(reporter or LogReporter(), sink)
         reporter.header(train_header(f"training {opts['backbone']} {arch.label()}", ds, model, device, cfg))
-        with ckpt, sink:
+        with sink:
             result = fit(model, ds, cfg, device, reporter, ckpt)
         metrics = split_metrics(model, ds, cfg.k, opts["eval_seed"], device, cfg.eval_batch_size)
-        with output_dir(out, overwrite, run_inputs(opts)) as tmp:
+        with ckpt.publishing(), output_dir(out, overwrite, run_inputs(opts)) as tmp:
             write_trained(tmp, model, result, metrics, {"kind": "train", "data": recorded_data(opts),
                                                         "dataset": ds.stats(), "options": opts,
                                                         "versions": versions()})
-        ckpt.remove()
     return {"out": out, "best_epoch": result.best_epoch, "metrics": metrics, "seconds": result.seconds,
             "dataset": ds.stats()}
 
@@ -200,7 +199,7 @@ def search_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool 
     completes, RUN_DIR.partial/ holds a checkpoint that ``resume=True`` continues from."""
     out = out or default_out("search", opts)
     check_out_dir(out, overwrite, run_inputs(opts))
-    with run_state("search", opts, out, overwrite, resume) as (opts, ckpt):
+    with run_state("search", opts, out, overwrite, resume) as (opts, ckpt), ckpt:
         ckpt.every = opts["checkpoint_every"]
         cfg = build(SearchConfig, opts)
         build(ArchSpec, opts, attention="softmax", gate_layers=0), build(TrainConfig, opts)  # every setting checked
@@ -217,19 +216,18 @@ def search_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool 
         run_config = {"kind": "search", "data": recorded_data(opts), "dataset": ds.stats(), "options": opts,
                       "versions": versions()}
         try:
-            with ckpt, sink:
+            with sink:
                 result = search(supernet, ds, cfg, device, reporter, ckpt)
         except SearchError as exc:
             write_failed_search(out, overwrite, run_config, supernet, exc)
             raise
         card = {**search_card(result, opts, ds, device), **({"init_digest": digest} if digest else {})}
-        with output_dir(out, overwrite, run_inputs(opts)) as tmp:
+        with ckpt.publishing(), output_dir(out, overwrite, run_inputs(opts)) as tmp:
             write_json(os.path.join(tmp, CONFIG), run_config)
             write_json(os.path.join(tmp, ARCH), result.arch.to_dict())
             write_json(os.path.join(tmp, SEARCH_CARD), card)
             write_text(os.path.join(tmp, METRICS_CSV), csv_text(result.history))
             save_supernet(supernet, os.path.join(tmp, SUPERNET))
-        ckpt.remove()
     return search_summary(out, card)
 
 
@@ -313,7 +311,7 @@ def retrain_run(run_dir: str, overrides: Optional[Dict[str, Any]] = None, overwr
     out = os.path.join(run_dir, RETRAINED)
     if os.path.exists(out) and not overwrite:
         raise ConfigError(f"{out} already exists; pass `overwrite` to retrain again")
-    with run_state("retrain", {"overrides": overrides or {}}, out, overwrite, resume) as (settings, ckpt):
+    with run_state("retrain", {"overrides": overrides or {}}, out, overwrite, resume) as (settings, ckpt), ckpt:
         overrides = settings["overrides"]
         opts = {**saved_options(cfg["options"], "search"), **{k: v for k, v in overrides.items() if v is not None}}
         start = retrain_start(opts)
@@ -331,15 +329,14 @@ def retrain_run(run_dir: str, overrides: Optional[Dict[str, Any]] = None, overwr
         teacher = get_adapter(init[0], init[1]).convert(init[0]) if train_cfg.distill > 0 else None
         reporter = Reporters(reporter or LogReporter(), sink)
         reporter.header(train_header(retrain_title(model, start, train_cfg), ds, model, device, train_cfg))
-        with ckpt, sink:
+        with sink:
             result = fit(model, ds, train_cfg, device, reporter, ckpt, teacher)
         metrics = split_metrics(model, ds, train_cfg.k, opts["eval_seed"], device, train_cfg.eval_batch_size)
-        with output_dir(out, overwrite) as tmp:
+        with ckpt.publishing(), output_dir(out, overwrite) as tmp:
             write_trained(tmp, model, result, metrics, {"kind": "retrain", "data": cfg["data"],
                                                         "dataset": ds.stats(), "options": opts,
                                                         "from_scratch": start == "scratch", "start": start,
                                                         "versions": versions()})
-        ckpt.remove()
     return {"out": out, "best_epoch": result.best_epoch, "metrics": metrics, "seconds": result.seconds,
             "arch": model.arch.to_dict(), "from_scratch": start == "scratch", "start": start}
 

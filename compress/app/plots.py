@@ -9,6 +9,7 @@ import os
 from typing import Dict, List, Sequence
 
 from compress.errors import ConfigError
+from compress.layout import ALPHA_BETA_PNG, CANDIDATES_PNG
 from compress.store.card import exit_depths
 
 FONT = {"title": 10, "label": 9, "tick": 8, "legend": 8, "note": 7}
@@ -102,5 +103,5 @@ def plot_candidates(card: Dict, path: str) -> str:
 
 
 def plot_run(run_dir: str, card: Dict) -> List[str]:
-    return [plot_search(card, os.path.join(run_dir, "search_alpha_beta.png")),
-            plot_candidates(card, os.path.join(run_dir, "search_candidates.png"))]
+    return [plot_search(card, os.path.join(run_dir, ALPHA_BETA_PNG)),
+            plot_candidates(card, os.path.join(run_dir, CANDIDATES_PNG))]

@@ -7,20 +7,24 @@ the optimiser states with tensors replaced by references). It is written to a te
 and renamed, so a run killed at any moment leaves either the previous or the new checkpoint, whole.
 
 A run in progress keeps its checkpoint beside its output: ``RUN_DIR.partial/`` (the final RUN_DIR is
-only created, atomically, when the run completes). SIGINT asks the loop to stop at the next step
-boundary, write a checkpoint and raise ``Interrupted``; so does SIGTERM (a preemption, or ``torchrun``
-passing a Ctrl-C on to its workers).
+only created, atomically, when the run completes). Within ``with checkpointer:`` SIGINT asks the loop to
+stop at the next step boundary, write a checkpoint and raise ``Interrupted``; so does SIGTERM (a
+preemption, or ``torchrun`` passing a Ctrl-C on to its workers). A stop that comes after the last step
+(in the final evaluation, or while the output is published within ``publishing``) lets the run finish,
+then raises ``Interrupted`` saying the output is complete: it is never lost, and never leaves the output
+beside a checkpoint that would resume it.
 
 In a distributed run every rank calls ``save`` at the same step (the loops agree on stops); rank 0
 writes, with every rank's RNG state, and each rank resumes with its own.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import threading
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 import torch
 from safetensors import SafetensorError
@@ -28,7 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from compress.bounds import whole
 from compress.errors import CheckpointError, Interrupted
-from compress.files import atomic_dir, first_line, read_json, recover, write_json
+from compress.files import atomic_dir, first_line, read_json, recover, signals_deferred, write_json
 from compress.layout import CHECKPOINT, LOCK, PARTIAL, RUN_META
 from compress.runtime import distributed
 
@@ -65,6 +69,7 @@ class Checkpointer:
         self.directory, self.every = os.fspath(directory), whole("every", every, minimum=0)
         self.stop_requested = False  # set by the signal handler, at any moment
         self.stopping = False  # set by the loop from every rank's stop_requested, once per step
+        self.complete = False  # set once the run's output is published and its partial directory removed
         self.meta: Optional[Dict[str, Any]] = None  # written with the first checkpoint: a run that fails
         # before it (bad data, a bad option) leaves nothing behind
 
@@ -99,8 +104,19 @@ class Checkpointer:
                 write_json(os.path.join(tmp, STATE), {"state": flat})
         except (OSError, SafetensorError) as exc:
             reason = getattr(exc, "strerror", None) or first_line(exc)
-            raise CheckpointError(f"cannot write a checkpoint in {self.directory} ({reason}); the last one "
-                                  "written is kept: free space or fix permissions, then `resume`") from None
+            if self._kept():
+                then = "the last one written is kept: free space or fix permissions, then `resume`"
+            else:
+                then = "no checkpoint of this run was written, so it cannot be resumed: free space or fix " \
+                       "permissions, then start it again"
+            raise CheckpointError(f"cannot write a checkpoint in {self.directory} ({reason}); {then}") from None
+
+    def _kept(self) -> bool:
+        """Whether a checkpoint survives a failed write (the disk that refused the write may refuse more)."""
+        try:
+            return self.exists()
+        except OSError:
+            return False
 
     def load(self) -> Optional[Dict[str, Any]]:
         if not self.exists():
@@ -127,6 +143,16 @@ class Checkpointer:
         """The run is complete: its partial directory goes."""
         if distributed.is_main():
             shutil.rmtree(self.directory, ignore_errors=True)
+        self.complete = True
+
+    @contextlib.contextmanager
+    def publishing(self) -> Iterator[None]:
+        """The block publishes the run's output; then the partial directory goes. SIGINT and SIGTERM wait
+        for both (``signals_deferred``), so a stop leaves either the output alone or the checkpoint alone,
+        never the output beside a checkpoint whose ``resume`` would find it already there."""
+        with signals_deferred():
+            yield
+            self.remove()
 
     def clear(self) -> None:
         """A fresh run: what an earlier run left goes, the lock of this one stays."""
@@ -137,18 +163,32 @@ class Checkpointer:
                     shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
     def __enter__(self) -> "Checkpointer":
-        """Within ``with``: SIGINT (Ctrl-C) and SIGTERM set ``stop_requested`` instead of raising mid-step."""
+        """Within ``with``: SIGINT (Ctrl-C) and SIGTERM set ``stop_requested`` instead of raising mid-step
+        (in the main thread, the only one where handlers can be set)."""
         self._previous = {}
         if threading.current_thread() is threading.main_thread():
             self._previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """A stop the loop could not act on (it came after the last step) is acted on now: ``Interrupted``
+        saying what was done, rather than a stop that is lost or one that kills the process mid-publish."""
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        if exc_type is None and self.stop_requested:
+            raise Interrupted(self._stopped())
+
+    def _stopped(self) -> str:
+        """What a stop after the last step leaves: the finished output, or the checkpoint to resume from."""
+        if self.complete:
+            out = self.directory[:-len(PARTIAL)] if self.directory.endswith(PARTIAL) else self.directory
+            return f"interrupted; the run had completed: {out} was written whole before the stop"
+        if self._kept():
+            return f"interrupted; checkpoint kept in {self.directory}; continue with `resume`"
+        return "interrupted before the first checkpoint; nothing of this run was written"
 
     def _on_signal(self, signum, frame) -> None:
-        if self.stop_requested:  # a second Ctrl-C: stop now
+        if self.stop_requested and not self.complete:  # a second Ctrl-C: stop now (a complete run ends anyway)
             raise KeyboardInterrupt
         self.stop_requested = True
 
