@@ -460,3 +460,13 @@ def test_models_too_large_to_build_are_refused_before_allocating(data, monkeypat
     cfg = compress.TrainConfig(epochs=1, loss="uniform", negatives=data.n_items)
     with pytest.raises(ConfigError, match=f"draws {data.n_items} negatives from a catalogue of {data.n_items} items"):
         compress.fit(sasrec(data.n_items), data, cfg, "cpu")
+
+
+def test_wrapping_a_model_with_frozen_weights_says_they_will_train(data):
+    """The supernet is a new module: the user's requires_grad flags do not carry over, which a warning says
+    rather than training the weights the user froze without a word."""
+    model = sasrec(data.n_items)
+    model.item_embedding.weight.requires_grad_(False)
+    with pytest.warns(UserWarning, match="1 parameter\\(s\\) of the model are frozen .*item_embedding.weight"):
+        supernet = compress.wrap(model)
+    assert all(p.requires_grad for p in supernet.parameters()) and not model.item_embedding.weight.requires_grad

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from dataclasses import replace
 from typing import Optional, Sequence, Union
 
@@ -49,6 +50,11 @@ def wrap(model: nn.Module, adapter: Union[None, str, Adapter] = None, space: Opt
     if space is not None:
         instance("space", space, SearchSpace, "e.g. compress.SearchSpace(hidden_ratios=(0.0, 0.5))")
     check_finite_weights(model)
+    frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
+    if frozen:  # the supernet is a new module: the user's flags do not carry over to its weights or slices
+        warnings.warn(f"{len(frozen)} parameter(s) of the model are frozen (requires_grad False, e.g. {frozen[0]}); "
+                      "the search and the retraining train every weight of the supernet and its slices: freeze "
+                      "their counterparts there (requires_grad_(False)) to keep them fixed", stacklevel=2)
     model = adapter.convert(model)
     if item_ids is not None:
         vocabulary = ItemVocabulary(item_ids)
