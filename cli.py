@@ -273,9 +273,8 @@ def evaluate(flags: dict, path: str = typer.Argument(..., help="RUN_DIR or MODEL
              json_out: bool = JsonOpt) -> None:
     """Recall, MRR and NDCG @k of a saved model on the leave-one-out split."""
     from compress.app.jobs import evaluate_run
-    from compress.app.recipes import resolve_options
 
-    result = evaluate_run(path, resolve_options("evaluate", None, flags))
+    result = evaluate_run(path, flags)
     if json_out:
         print(json.dumps(result))
         return

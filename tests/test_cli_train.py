@@ -122,6 +122,27 @@ def test_success_lines_show_paths_without_terminal_control_characters(tiny_data_
     assert evaluated.exit_code == 0 and "\x1b" not in evaluated.stdout
 
 
+def test_evaluate_reproduces_the_recorded_metrics_with_data_given(tmp_path):
+    """`evaluate RUN --data FILE` reads FILE as the run read it (here in file order: --time-col none) and
+    draws the sampled negatives with the run's --eval-seed, as does the export's evaluate; it used to read
+    FILE with the default options and seed, and print other metrics without a word."""
+    rows = [(f"u{u}", f"i{(u * 7 + j * 3) % 30}", 9000 - 10 * j) for u in range(40) for j in range(8)]
+    data = tmp_path / "order.csv"
+    data.write_text("user_id,item_id,timestamp\n" + "".join(f"{u},{i},{t}\n" for u, i, t in rows))
+    run = tmp_path / "run"
+    result = invoke("train", "--data", data, *TINY, "--time-col", "none", "--eval-seed", 7, "--out", run, "--json")
+    assert result.exit_code == 0, result.stderr
+    recorded = json.loads(result.stdout)["metrics"]["test/pop100"]
+    exported = invoke("export", run, "--out", tmp_path / "m")
+    assert exported.exit_code == 0 and "with seed 7" in (tmp_path / "m" / "README.md").read_text()
+    for path, extra in ((run, ["--data", data]), (run, []), (tmp_path / "m", ["--data", data])):
+        got = invoke("evaluate", path, *extra, "--protocol", "pop100", "--json")
+        assert got.exit_code == 0, got.stderr
+        assert json.loads(got.stdout)["metrics"]["ndcg@10"] == recorded["ndcg@10"], (path, extra)
+    other = json.loads(invoke("evaluate", run, "--protocol", "pop100", "--eval-seed", 8, "--json").stdout)
+    assert other["metrics"]["ndcg@10"] != recorded["ndcg@10"]  # a seed given is the one used
+
+
 def test_overwrite(tiny_data_file, tmp_path, run_dir):
     """--overwrite replaces a directory compress wrote, and nothing else: not a directory of the
     user's, not a file."""

@@ -19,13 +19,16 @@ import torch
 from compress.adapters import adapter_class, get_adapter
 from compress.app.options import build
 from compress.app.orientation import retrain_title, search_header, train_header
+from compress.app.recipes import resolve_options
 from compress.app.rundirs import (
+    DATA_KEYS,
     dataset_from_options,
     default_out,
     metrics_sink,
     output_dir,
     read_search_card,
     recorded_data,
+    recorded_eval_seed,
     run_data,
     run_inputs,
     run_state,
@@ -104,14 +107,24 @@ def train_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool =
             "dataset": ds.stats()}
 
 
-def evaluate_run(path: str, opts: Dict[str, Any]) -> Dict[str, Any]:
-    """Metrics of a RUN_DIR or MODEL_DIR under ``opts["protocol"]`` on ``opts["split"]``; the dataset
-    defaults to the one recorded at training time, read onto the model's item vocabulary."""
+def evaluate_run(path: str, given: Dict[str, Any]) -> Dict[str, Any]:
+    """Metrics of a RUN_DIR or MODEL_DIR under the ``given`` options (those not given take their
+    defaults). What the run recorded fills what was not given, so that the same command reproduces its
+    metrics: the dataset and how it was read (a ``data`` given is read with the recorded columns,
+    separator, k-core and numbering unless those are given too) and the seed of the sampled protocols'
+    negatives. The data is read onto the model's item vocabulary."""
+    given = {k: v for k, v in given.items() if v is not None}
+    opts = resolve_options("evaluate", None, given)
     model = load(path, str(resolve_device(opts["device"])))
     src = model_dir(path)
     cfg = load_config(src)
+    seed = recorded_eval_seed(src, cfg)
+    if "eval_seed" not in given and seed is not None:
+        opts["eval_seed"] = seed
     if opts.get("data"):
-        ds = dataset_from_options(opts)
+        recorded = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
+        ds = dataset_from_options({**opts, **{k: v for k, v in recorded.items() if k in DATA_KEYS and k != "data"
+                                              and k not in given}})
         if model.vocabulary is None and ds.n_items != model.n_items:
             raise CheckpointError(f"{path} was trained on {model.n_items} items but the data has {ds.n_items}; "
                                   "pass the `data` it was trained on")
@@ -376,7 +389,8 @@ def export_run(run_dir: str, out: str, fmt: str = "safetensors", overwrite: bool
         vocabulary, stats = ds.vocabulary(), ds.stats()
     metrics_file = os.path.join(src, METRICS)
     card: Dict[str, Any] = {"source": os.path.abspath(run_dir), "kind": load_config(run_dir).get("kind"),
-                            "metrics": read_json(metrics_file)["metrics"] if os.path.exists(metrics_file) else {}}
+                            "metrics": read_json(metrics_file)["metrics"] if os.path.exists(metrics_file) else {},
+                            "eval_seed": recorded_eval_seed(src, cfg)}  # what `evaluate` reproduces them with
     if os.path.exists(os.path.join(run_dir, SEARCH_CARD)):
         s = read_search_card(run_dir)
         card["search"] = {"decision": s["decision"], "best_epoch": s["best_epoch"],

@@ -23,7 +23,7 @@ from compress.engine.loop import LoopResult
 from compress.engine.sinks import MetricsSink, csv_text
 from compress.errors import CheckpointError, ConfigError
 from compress.files import atomic_dir, read_json, write_json, write_text
-from compress.layout import ITEMS, LOCK, METRICS, METRICS_CSV, SEARCH_CARD, TRAIN_LOG
+from compress.layout import CARD, ITEMS, LOCK, METRICS, METRICS_CSV, SEARCH_CARD, TRAIN_LOG
 from compress.runtime import distributed
 from compress.runtime.lock import RunLock
 from compress.store.artifacts import save_model
@@ -74,6 +74,16 @@ def recorded_data(opts: Dict[str, Any]) -> Dict[str, Any]:
     """The data options written into config.json, with file paths made absolute: ``evaluate`` reads
     them back when no ``--data`` is given, possibly from another working directory."""
     return absolute_data({k: opts[k] for k in DATA_KEYS})
+
+
+def recorded_eval_seed(src: str, cfg: Dict[str, Any]) -> Optional[int]:
+    """The seed a run's (or its export's) recorded metrics drew the sampled protocols' negatives with:
+    the run's options in config.json, or an export's card.json; None when neither says."""
+    seed = (cfg.get("options") or {}).get("eval_seed") if isinstance(cfg.get("options"), dict) else None
+    if seed is None and os.path.isfile(os.path.join(src, CARD)):
+        card = read_json(os.path.join(src, CARD))
+        seed = card.get("eval_seed") if isinstance(card, dict) else None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
 def absolute_data(opts: Dict[str, Any]) -> Dict[str, Any]:

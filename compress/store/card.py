@@ -44,7 +44,7 @@ METRIC_NAMES = {"ndcg": "NDCG", "recall": "Recall", "mrr": "MRR", "hit": "Hit"}
 def render(card: Dict[str, Any], native: bool = False) -> str:
     """README.md of a MODEL_DIR, or (``native``) of its native/ folder, from the MODEL_DIR's card."""
     arch = ArchSpec.from_dict(card["arch"])
-    sections = [_title(card, arch, native), _cost(card, arch), _accuracy(card.get("metrics") or {}),
+    sections = [_title(card, arch, native), _cost(card, arch), _accuracy(card.get("metrics") or {}, card.get("eval_seed")),
                 _data(card), _provenance(card), _loading(card, native), _files(card, native)]
     return "\n\n".join(s for s in sections if s) + "\n"
 
@@ -102,7 +102,7 @@ def _versus(ours: float, theirs: float, fmt) -> str:
     return f"{fmt(theirs)} ({theirs / ours:.2f}x)" if ours else fmt(theirs)
 
 
-def _accuracy(metrics: Dict[str, Dict[str, float]]) -> str:
+def _accuracy(metrics: Dict[str, Dict[str, float]], seed: Optional[int] = None) -> str:
     if not metrics:
         return "## Accuracy\n\nNo metrics were recorded when this model was exported."
     names = sorted({k for row in metrics.values() for k in row if METRIC.match(k)},
@@ -114,7 +114,8 @@ def _accuracy(metrics: Dict[str, Dict[str, float]]) -> str:
         lines.append(f"| {split.replace('/', ' / ')} | " +
                      " | ".join(f"{metrics[split][k]:.4f}" if k in metrics[split] else "—" for k in names) + " |")
     lines += ["", "Leave-one-out: valid = each user's penultimate item, test = the last. `full` ranks the target "
-                  "against every item; `pop100` / `uni100` against 100 negatives drawn by popularity / uniformly."]
+                  "against every item; `pop100` / `uni100` against 100 negatives drawn by popularity / uniformly"
+                  + (f", with seed {seed} (`compress evaluate` draws them so again)." if seed is not None else ".")]
     return "\n".join(lines)
 
 
