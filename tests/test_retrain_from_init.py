@@ -197,3 +197,19 @@ def test_the_api_slices_the_decision_out_of_the_model_searched_from():
     other = SearchSpace((0.0, 2 / 3), (0.0, 2 / 3), head_pruning="dims")
     with pytest.raises(compress.ConfigError, match="not wrapped as the searched one was"):
         result.slice(wrap(model, space=other, attention="softmax", gate_layers=0, reorder="magnitude"))
+
+
+def test_a_shape_asked_for_beside_init_is_refused(artifacts, tmp_path):
+    """--init fixes the model searched: a --backbone, --hidden or --seq-len asked for beside it was replaced
+    by the init's without a word (a bert4rec search ran as sasrec); the defaults and the init's own values
+    pass."""
+    base = load(str(artifacts["baseline"]))
+    line = error_line(invoke("search", "--init", artifacts["baseline"], *WARM, "--backbone", "bert4rec", "--hidden",
+                             base.arch.hidden * 2, "--seq-len", base.max_len + 5, "--stage", "search",
+                             "--out", tmp_path / "s"))
+    shape = f"(backbone sasrec, hidden {base.arch.hidden}"
+    assert f"--init {artifacts['baseline']} fixes the model searched {shape}" in line
+    assert f"drop --backbone bert4rec, --hidden {base.arch.hidden * 2}, --seq-len {base.max_len + 5}" in line
+    result = invoke("search", "--init", artifacts["baseline"], *WARM, "--hidden", base.arch.hidden, "--stage",
+                    "search", "--out", tmp_path / "same")
+    assert result.exit_code == 0, result.stderr

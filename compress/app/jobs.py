@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Optional
 import torch
 
 from compress.adapters import adapter_class, get_adapter
-from compress.app.options import build
+from compress.app.options import build, defaults
 from compress.app.orientation import retrain_title, search_header, train_header
 from compress.app.recipes import resolve_options
 from compress.app.rundirs import (
@@ -186,9 +186,23 @@ def search_supernet(opts: Dict[str, Any], ds: SequenceDataset, init: Optional[In
                     item_ids=None if vocabulary is None else vocabulary.ids)
     if opts["init"]:
         shape = supernet.full
-        opts = {**opts, "backbone": supernet.backbone.backbone_name, "hidden": shape.hidden, "inner": shape.inner,
-                "heads": shape.heads, "layers": shape.layers, "seq_len": supernet.max_len}
+        taken = {"backbone": supernet.backbone.backbone_name, "hidden": shape.hidden, "inner": shape.inner,
+                 "heads": shape.heads, "layers": shape.layers, "seq_len": supernet.max_len}
+        check_init_shape(opts, taken)
+        opts = {**opts, **taken}
     return supernet, opts, init
+
+
+def check_init_shape(opts: Dict[str, Any], taken: Dict[str, Any]) -> None:
+    """Refuse a shape asked for beside a warm start (a value other than the default and the init's): the
+    search starts from the init's own shape, and replacing the options asked for without a word would run
+    another backbone or size than the command says."""
+    base = defaults("search")
+    asked = [f"`{k}` {opts[k]}" for k, v in taken.items() if opts[k] != base[k] and opts[k] != v]
+    if asked:
+        shape = ", ".join(f"{k} {v}" for k, v in taken.items())
+        raise ConfigError(f"`init` {opts['init']} fixes the model searched ({shape}); drop {', '.join(asked)}: a warm "
+                          "start searches inside the model it starts from")
 
 
 def search_card(result: SearchResult, opts: Dict[str, Any], ds: SequenceDataset, device) -> Dict[str, Any]:
