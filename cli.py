@@ -282,12 +282,23 @@ def evaluate(flags: dict, path: str = typer.Argument(..., help="RUN_DIR or MODEL
                                     {f"{result['split']}/{result['protocol']}": result["metrics"]}))
 
 
+def flops_words(total: float, matmul: float) -> str:
+    """One model's FLOPs as every command says them: the analytic total that budgets count, then its
+    matrix products as FlopCounterMode measured them (the elementwise rest is an estimate)."""
+    return f"{total:.4g} (matrix products {matmul:.4g}, measured)"
+
+
+def card_flops(card: dict) -> dict:
+    """``flops_words``' arguments from a model card."""
+    return {"total": card["flops"]["analytic"]["total"], "matmul": card["flops"]["measured"]}
+
+
 def print_decision(result: dict) -> None:
     d = result["decision"]
     arch = d["arch"]
     out_console.print(f"decision: hidden {arch['hidden']}, inner {arch['inner']}, {arch['heads']} heads, "
                       f"{arch['layers']} layers, {arch['attention']} attention, gates L_d={arch['gate_layers']}")
-    out_console.print(f"FLOPs {d['flops']:.4g} (measured {d['flops_measured']:.4g}), params {d['params']:,}; "
+    out_console.print(f"FLOPs {flops_words(d['flops'], d['flops_measured'])}, params {d['params']:,}; "
                       f"valid NDCG@10 of the supernet {result['valid'].get('ndcg@10', float('nan')):.4f}; "
                       f"supernet vs sliced max |diff| {result['slice_max_abs_diff']:.2e}")
     if d.get("note"):
@@ -373,7 +384,7 @@ def export(run_dir: str = typer.Argument(..., help="A train RUN_DIR or a retrain
         return
     card = result["card"]
     out_console.print(f"exported {card['arch']['hidden']}/{card['arch']['inner']} x {card['arch']['layers']} "
-                      f"layers, {card['params']:,} params, {card['flops']['measured']:.4g} FLOPs to "
+                      f"layers, {card['params']:,} params, FLOPs {flops_words(**card_flops(card))} to "
                       f"{escape(printable(result['out']))}")
 
 
@@ -500,7 +511,8 @@ def inspect(
     if os.path.exists(card_json):
         with written_by_compress(card_json):
             card = read_json(card_json)
-            out_console.print(f"arch {card['arch']}, params {card['params']:,}, FLOPs {card['flops']['measured']:,}")
+            out_console.print(f"arch {card['arch']}, params {card['params']:,}, "
+                              f"FLOPs {flops_words(**card_flops(card))}")
     if plot:  # last, once every artifact has been read: a command that fails writes nothing
         from compress.app.plots import plot_run
 
