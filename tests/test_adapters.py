@@ -279,6 +279,8 @@ def test_hf_decision_exports_as_the_users_class(kind, dataset, tmp_path):
         want = at(small(inputs), index)
         got = at(native(input_ids=inputs, attention_mask=(inputs > 0).long()).last_hidden_state, index)
     assert (got - want).abs().max() <= 1e-5
+    with pytest.raises(compress.CheckpointError, match="is a Hugging Face config .* from_pretrained"):
+        compress.load(str(tmp_path / "m" / "native"))  # not "the artifact is corrupt"
 
 
 def test_hf_decision_with_linear_attention_says_why_there_is_no_native_export(dataset, tmp_path):

@@ -155,3 +155,9 @@ def test_torchrun_cli_matches_one_process(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]  # no partial or scratch left behind
     card = json.loads((tmp_path / "two" / "search_card.json").read_text())
     assert card["versions"]["processes"] == 2
+    exported = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                               "-m", "compress", "export", str(tmp_path / "two"), "--out", str(tmp_path / "m"),
+                               "--json"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert exported.returncode == 0, exported.stderr  # rank 1 found the export "already exists" and failed
+    assert [json.loads(line)["out"] for line in exported.stdout.splitlines() if line.startswith("{")] == \
+        [str(tmp_path / "m")]

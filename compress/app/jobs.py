@@ -48,7 +48,7 @@ from compress.engine.sinks import csv_text
 from compress.engine.train import fit
 from compress.errors import CheckpointError, ConfigError, DataError, SearchError
 from compress.files import check_out_dir, read_json, write_json, write_text
-from compress.layout import ARCH, CONFIG, METRICS, METRICS_CSV, RETRAINED, SEARCH_CARD, SUPERNET
+from compress.layout import ARCH, CARD, CONFIG, METRICS, METRICS_CSV, RETRAINED, SEARCH_CARD, SUPERNET
 from compress.measure.cost import profile
 from compress.measure.evaluation import evaluate, split_metrics
 from compress.measure.flops import measured_flops, params_count
@@ -56,6 +56,7 @@ from compress.nas.config import SearchConfig
 from compress.nas.search import SearchResult, decision_index, search
 from compress.nas.space import SearchSpace
 from compress.nas.wrap import load_supernet, save_supernet, wrap
+from compress.runtime import distributed
 from compress.runtime.devices import resolve_device
 from compress.store.artifacts import load, load_config, model_dir
 from compress.store.card import decision_epoch
@@ -417,8 +418,11 @@ def export_run(run_dir: str, out: str, fmt: str = "safetensors", overwrite: bool
         adapter = adapter_class(saved["adapter"]).from_dict(saved.get("adapter_config", {}))
         if "input_arch" in saved:  # the model the search started from: the card compares costs with it
             card["input"] = reference_cost(model, ArchSpec.from_dict(saved["input_arch"]))
-    card = save_model_dir(model, out, fmt, overwrite, card, cfg.get("data"), adapter, vocabulary, stats, [run_dir])
-    return {"out": out, "card": card}
+    if distributed.is_main():  # under torchrun one rank writes; the others would find `out` already there
+        card = save_model_dir(model, out, fmt, overwrite, card, cfg.get("data"), adapter, vocabulary, stats,
+                              [run_dir])
+    distributed.barrier()
+    return {"out": out, "card": card if distributed.is_main() else read_json(os.path.join(out, CARD))}
 
 
 def bench_run(path: str, baseline: Optional[str], opts: Dict[str, Any]) -> Dict[str, Any]:

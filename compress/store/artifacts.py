@@ -188,8 +188,13 @@ def load(path: str, device: Union[str, torch.device] = "cpu") -> nn.Module:
 
 
 def check_format(cfg: Dict[str, Any], where: str) -> None:
-    """Refuse a config.json of a format this version cannot read (one written by a newer compress) rather
-    than read its fields as they meant something else; files from before format 1 carry no version."""
+    """Refuse a config.json of a format this version cannot read (one written by a newer compress, or by
+    Hugging Face) rather than read its fields as they meant something else; files from before format 1
+    carry no version."""
+    if "format_version" not in cfg and ("model_type" in cfg or "architectures" in cfg):
+        raise CheckpointError(f"{where} is a Hugging Face config (an export's native/, or save_pretrained's): "
+                              "load it with transformers' from_pretrained; compress reads the MODEL_DIR that holds "
+                              "native/, or warm-starts from it with `init`")
     version = cfg.get("format_version", FORMAT_VERSION)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise CheckpointError(f"{where}: format_version must be a whole number >= 1, got {version!r}; the file is "

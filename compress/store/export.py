@@ -33,7 +33,7 @@ from compress.layout import CARD, ITEMS, MODEL_README, NATIVE
 from compress.measure.flops import measured_flops, model_flops, params_count
 from compress.measure.latency import latency_ms
 from compress.store.artifacts import save_model
-from compress.store.card import render
+from compress.store.card import METRIC, render
 from compress.store.provenance import command, versions
 
 EXPORT_FORMATS = ("safetensors", "torchscript", "onnx")
@@ -224,3 +224,7 @@ def check_metrics(metrics: Optional[Dict[str, Any]]) -> None:
         if not isinstance(split, str) or not numbers_only:
             raise ConfigError(f"metrics must map each split to {{metric: number}}, as compress.split_metrics "
                               f"returns, got {row!r} for {split!r}")
+        outside = [k for k, v in row.items() if METRIC.match(k) and not 0.0 <= v <= 1.0]
+        if outside:  # recall, MRR and NDCG are shares: another value is a mistake the card would publish
+            raise ConfigError(f"metric {outside[0]} of {split!r} is {row[outside[0]]!r}, outside [0, 1]; give the "
+                              "metrics compress.split_metrics measured")
