@@ -28,6 +28,7 @@ class Width(NamedTuple):
 
 GATE_PLACEMENTS = ("code", "paper")
 MAX_LAYERS = 1024
+MAX_GATE_LAYERS = 16  # each gate is an MLP of this many hidden layers: deeper ones cost more than the FFN
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class ArchSpec:
             object.__setattr__(self, name, whole(name, getattr(self, name), minimum=int(name != "gate_layers")))
         if self.layers > MAX_LAYERS:  # a million layers would take minutes of module building to fail
             raise ConfigError(f"layers must be <= {MAX_LAYERS}, got {self.layers}")
+        whole("gate_layers", self.gate_layers, minimum=0, maximum=MAX_GATE_LAYERS)
         if self.hidden % self.heads:
             raise ConfigError(f"hidden size {self.hidden} is not divisible into {self.heads} heads; "
                               "pick heads that divide it")

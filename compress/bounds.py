@@ -12,25 +12,32 @@ from typing import Any, Optional, Type
 
 from compress.errors import ConfigError
 
+MAX_SEED = 2 ** 31 - 1  # seeds are offset by epochs and steps; keep them inside every generator's range
 
-def whole(name: str, value: Any, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum``; numpy integers pass, bools and fractions do not."""
+
+def whole(name: str, value: Any, minimum: int = 1, maximum: Optional[int] = None) -> int:
+    """``value`` as an int in [``minimum``, ``maximum``]; numpy integers pass, bools and fractions do not.
+    The range is worded as the command line words its options' (``compress.app.options``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    if maximum is not None and not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be in [{minimum}, {maximum}], got {value}")
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
 
 
 def real(name: str, value: Any, low: Optional[float] = None, above: Optional[float] = None,
-         below: Optional[float] = None, high: Optional[float] = None) -> float:
+         below: Optional[float] = None, high: Optional[float] = None, why: str = "") -> float:
     """``value`` as a finite float within the bounds given: ``low``/``high`` inclusive,
-    ``above``/``below`` exclusive. NaN and inf always fail."""
+    ``above``/``below`` exclusive. NaN and inf always fail. ``why``, where a bound is not obvious, says
+    what the value does, so that the refusal explains itself."""
     number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
     ok = math.isfinite(number) and (low is None or number >= low) and (above is None or number > above) \
         and (below is None or number < below) and (high is None or number <= high)
     if not ok:
-        raise ConfigError(f"{name} must be a finite number{_bounds(low, above, below, high)}, got {value!r}")
+        raise ConfigError(f"{name} must be a finite number{_bounds(low, above, below, high)}, got {value!r}"
+                          + (f"; {why}" if why else ""))
     return number
 
 

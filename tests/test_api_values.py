@@ -27,18 +27,19 @@ def sasrec(n_items: int, **kwargs) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    (dict(lr=float("inf")), "lr must be a finite number > 0, got inf"),
-    (dict(lr=0.0), "lr must be a finite number > 0, got 0.0"),
-    (dict(weight_decay=float("nan")), "weight_decay must be a finite number >= 0, got nan"),
-    (dict(weight_decay=-0.1), "weight_decay must be a finite number >= 0"),
+    (dict(lr=float("inf")), r"lr must be a finite number in \(0, 10\], got inf"),
+    (dict(lr=0.0), r"lr must be a finite number in \(0, 10\], got 0.0"),
+    (dict(weight_decay=float("nan")), r"weight_decay must be a finite number in \[0, 1\], got nan"),
+    (dict(weight_decay=-0.1), r"weight_decay must be a finite number in \[0, 1\]"),
     (dict(max_minutes=0), "max_minutes must be a finite number > 0, got 0"),
     (dict(max_minutes=float("inf")), "max_minutes must be a finite number > 0"),
     (dict(epochs=2.5), "epochs must be a whole number, got 2.5"),
     (dict(batch_size=True), "batch_size must be a whole number, got True"),
-    (dict(seed=-1), "seed must be >= 0, got -1"),
-    (dict(negatives=0, loss="uniform"), "negatives must be >= 1, got 0"),
+    (dict(seed=-1), r"seed must be in \[0, 2147483647\], got -1"),
+    (dict(seed=2 ** 70), r"seed must be in \[0, 2147483647\], got 1180591620717411303424"),  # fit overflowed
+    (dict(negatives=0, loss="uniform"), r"negatives must be in \[1, 1000000\], got 0"),
     (dict(distill=float("nan")), r"distill must be a finite number in \[0, 1\], got nan"),
-    (dict(distill_temperature="2"), "distill_temperature must be a finite number > 0, got '2'"),
+    (dict(distill_temperature="2"), r"distill_temperature must be a finite number in \(0, 100\], got '2'"),
 ])
 def test_bad_training_configs_name_the_value(kwargs, words):
     with pytest.raises(ConfigError, match=words):
@@ -265,10 +266,13 @@ def test_a_search_result_and_the_reordering_check_what_they_are_given(data, tmp_
 def test_evaluation_and_serving_arguments_are_checked(data):
     model = sasrec(data.n_items)
     for kwargs, words in [(dict(seed=float("nan")), "seed must be a whole number, got nan"),
-                          (dict(seed=-1), "seed must be >= 0, got -1"),
+                          (dict(seed=-1), r"seed must be in \[0, 2147483647\], got -1"),
+                          (dict(seed=2 ** 70), r"seed must be in \[0, 2147483647\], got 1180591620717411303424"),
                           (dict(device=0), "device must be a string like 'cuda:0' or a torch.device, got int")]:
         with pytest.raises(ConfigError, match=words):
             compress.evaluate(model, data, "test", "pop100", **kwargs)
+    with pytest.raises(ConfigError, match=r"seed must be in \[0, 2147483647\], got 18446744073709551621"):
+        compress.split_metrics(model, data, seed=2 ** 64 + 5)  # both once overflowed in torch's manual_seed
     recommender = compress.Recommender(model, vocabulary=data.vocabulary())
     with pytest.raises(ConfigError, match="exclude_seen must be a bool, got str"):
         recommender.recommend([[data.item_tokens[0]]], k=2, exclude_seen="no")  # "no" is truthy
@@ -401,6 +405,8 @@ def test_export_and_serving_name_what_they_take(data, tmp_path):
               "metrics must map each split to \\{metric: number\\}.* got 0.3 for 'test/full'"),
              (lambda: compress.export(model, str(tmp_path / "c"), metrics={"test/full": {"ndcg@10": "high"}}),
               "metrics must map each split"),
+             (lambda: compress.export(model, str(tmp_path / "d"), metrics={"test/full": {"ndcg@10": 2.0}}),
+              "metric ndcg@10 of 'test/full' is 2.0, outside \\[0, 1\\]"),
              (lambda: compress.load(None), "the path to load must be a str or os.PathLike, got NoneType"),
              (lambda: compress.Recommender(str(tmp_path)), "got str; a MODEL_DIR is served by .*Recommender.load"),
              (lambda: compress.Recommender(model, graphs="no"), "graphs must be a bool, got str")]

@@ -13,8 +13,10 @@ from clihelp import REPO, invoke
 from typer.main import get_command
 
 import compress
-from compress.app.options import CONFIGS, OPTIONS, build, defaults, options_for
+from compress.app.options import BY_KEY, CONFIGS, OPTIONS, build, defaults, options_for
 from compress.app.recipes import resolve_options
+from compress.bounds import MAX_SEED
+from compress.errors import ConfigError
 
 COMMANDS = ("train", "search", "retrain", "evaluate", "bench")
 
@@ -40,6 +42,56 @@ def test_an_option_feeding_several_fields_has_one_default_for_all():
     for o in OPTIONS:
         values = {json.dumps(field_default(CONFIGS[t.split(".")[0]], t.split(".")[1])) for t in o.feeds}
         assert len(values) <= 1, (o.key, values)
+
+
+# what a configuration needs besides a field at its bound: hidden divisible by heads, tau_start >= tau_min, and as
+# many hidden as inner ratios
+COMPANIONS = {"ArchSpec": {"heads": 1}, "SearchConfig": {"tau_start": 100.0}, "SearchSpace": {"coupled": False}}
+
+
+def bound_cases() -> list:
+    """(option, fed field, value, whether the option takes it): every numeric option's bounds, and the values
+    just past them."""
+    cases = []
+    for o in OPTIONS:
+        if o.kind not in ("int", "float", "ints", "floats"):
+            continue
+
+        def past(bound):  # the next whole number, or a float a relative 1e-9 beyond
+            return 1 if o.kind in ("int", "ints") else 1e-9 * max(1.0, abs(bound))
+
+        values = [(o.low, True), (o.high, True), (o.above, False)]
+        values += [(o.low - past(o.low), False)] if o.low is not None else []
+        values += [(o.high + past(o.high), False)] if o.high is not None else []
+        cases += [pytest.param(o, target, value, inside, id=f"{target}={value}")
+                  for target in sorted(o.feeds) for value, inside in values if value is not None]
+    return cases
+
+
+@pytest.mark.parametrize("option, target, value, inside", bound_cases())
+def test_the_configurations_take_what_the_command_line_takes(option, target, value, inside):
+    """One range per value: Python configurations refuse what the command line refuses, and take its bounds."""
+    cls_name, name = target.split(".")
+    listed = option.kind in ("ints", "floats")
+    kwargs = {**COMPANIONS.get(cls_name, {}), name: (value,) if listed else value}
+    if inside:
+        option.parse([value] if listed else value, option.key)
+        CONFIGS[cls_name](**kwargs)
+        return
+    with pytest.raises(ConfigError):
+        option.parse([value] if listed else value, option.key)
+    with pytest.raises(ConfigError):
+        CONFIGS[cls_name](**kwargs)
+
+
+@pytest.mark.parametrize("value", [-1, MAX_SEED + 1, 2 ** 70])
+def test_a_seed_out_of_range_is_refused_in_the_command_lines_words(value):
+    with pytest.raises(ConfigError) as cli:
+        BY_KEY["seed"].parse(str(value), "seed")
+    for make in (compress.TrainConfig, compress.SearchConfig):
+        with pytest.raises(ConfigError) as api:
+            make(seed=value)
+        assert str(api.value) == str(cli.value) == f"seed must be in [0, {MAX_SEED}], got {value}"
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -1,6 +1,7 @@
 """The bilevel search on a small real run: λ moves the decision, hard FLOPs budgets, NaN handling, the card."""
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -16,14 +17,14 @@ from compress.backbones.sasrec import SASRec
 from compress.data.batching import pad_right, training_windows
 from compress.engine.progress import Reporter
 from compress.errors import ConfigError, SearchError
-from compress.nas.config import SearchConfig
+from compress.nas.config import MAX_TRADEOFF, SearchConfig
 from compress.nas.controllers import one_hot
 from compress.nas.search import budget_flops, budget_gap, resource_loss, search
 from compress.nas.space import SearchSpace
 from compress.nas.wrap import wrap
 
 SEQ_LEN, BATCH = 20, 32
-LAMBDAS = (0.0, 0.1, 0.3, 1e3)
+LAMBDAS = (0.0, 0.1, 0.3, MAX_TRADEOFF)
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +63,31 @@ def test_the_test_space(dataset):
 
 
 def test_a_huge_tradeoff_picks_the_smallest_width_and_one_layer(by_lambda):
-    result = by_lambda[1e3]
+    """At the largest λ allowed the controllers still move (a λ of 1e25 once overflowed Adam's float32 squared
+    gradients and froze α and β at 0, deciding on the widest candidate)."""
+    result = by_lambda[MAX_TRADEOFF]
+    assert all(any(x != 0 for x in row["alpha"]) and any(x != 0 for x in row["beta"]) for row in result.history)
     sn = result.supernet
     assert (result.decision["width"], result.decision["depth"]) == (len(sn.widths) - 1, 0)
     assert result.arch == sn.full.narrowed(8, 16, 1)
     assert result.decision["flops"] == float(sn.flops.min())
+
+
+def test_export_refuses_a_model_other_than_the_decision(by_lambda, dataset, tmp_path):
+    """An unrelated model's card recorded its own arch and FLOPs under the search's decision; the decision with
+    other gates (retrained "regated", paper Table 6) is exported under its own arch, the decision kept."""
+    result = by_lambda[MAX_TRADEOFF]
+    other = make_supernet(dataset).slice(0, 1)  # the full 24/48 x 2
+    words = (r"the model exported is not the search's decision 8/16 × 1 layer, linear attention, gates L_d=2: its "
+             r"hidden 24 \(decided: 8\), inner 48 \(decided: 16\), heads 3 \(decided: 1\), layers 2 \(decided: 1\); "
+             r"export result.slice\(\) or that model retrained \(any gate depth\)")
+    with pytest.raises(ConfigError, match=words):
+        result.export(str(tmp_path / "m"), dataset, model=other)
+    assert not (tmp_path / "m").exists()
+    result.export(str(tmp_path / "m"), dataset, model=result.slice().regated(0))
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    assert card["arch"] == {**result.arch.to_dict(), "gate_layers": 0}
+    assert card["search"]["decision"] == json.loads(json.dumps(result.decision))
 
 
 def test_decision_flops_never_grow_as_the_tradeoff_grows(by_lambda):
@@ -243,8 +264,10 @@ def test_a_budget_that_is_not_a_number_is_a_config_error(dataset):
 def test_nan_loss_raises_search_error_with_the_step_and_the_initial_state(dataset):
     sn = make_supernet(dataset)
     initial = {k: v.clone() for k, v in sn.state_dict().items()}
+    cfg = config()
+    cfg.lr = 1e30  # past SearchConfig's bound (10), as a model that diverges at a sane rate would
     with pytest.raises(SearchError) as info:
-        search(sn, dataset, config(lr=1e30), device="cpu")
+        search(sn, dataset, cfg, device="cpu")
     err = info.value
     assert re.search(r"loss became non-finite at step \d+ \(epoch 1\)", str(err)), str(err)
     assert "lower the learning rate" in str(err)
@@ -295,15 +318,23 @@ def test_the_official_code_variants_run(dataset, options):
     (dict(arch_every=0), "arch_every must be >= 1"),
     (dict(tradeoff=-0.1), "tradeoff"),
     (dict(penalty="latency"), "unknown penalty"),
-    (dict(tradeoff=float("nan")), "tradeoff λ must be a finite number >= 0, got nan"),
-    (dict(tradeoff=float("inf")), "tradeoff λ must be a finite number >= 0, got inf"),
-    (dict(lr=float("inf")), "lr must be a finite number > 0"),
-    (dict(arch_lr=0.0), "arch_lr must be a finite number > 0"),
-    (dict(tau_min=0.0), "tau_min must be a finite number > 0"),
-    (dict(tau_start=float("nan")), "tau_start must be a finite number > 0"),
-    (dict(tau_rate=-1e-3), "tau_rate must be a finite number >= 0"),
+    (dict(tradeoff=float("nan")), r"tradeoff λ must be a finite number in \[0, 1e\+06\], got nan"),
+    (dict(tradeoff=float("inf")), r"tradeoff λ must be a finite number in \[0, 1e\+06\], got inf"),
+    (dict(tradeoff=1e25), r"tradeoff λ must be a finite number in \[0, 1e\+06\], got 1e\+25; λ weighs the FLOPs "
+                          r"penalty, .* far larger values overflow the float32 α/β steps"),
+    (dict(lr=float("inf")), r"lr must be a finite number in \(0, 10\]"),
+    (dict(arch_lr=0.0), r"arch_lr must be a finite number in \(0, 10\]"),
+    (dict(arch_lr=11.0), r"arch_lr must be a finite number in \(0, 10\], got 11.0"),
+    (dict(tau_min=0.0), r"tau_min must be a finite number in \(0, 100\]"),
+    (dict(tau_start=float("nan")), r"tau_start must be a finite number in \(0, 100\]"),
+    (dict(tau_rate=-1e-3), r"tau_rate must be a finite number in \[0, 1\]"),
+    (dict(tau_start=0.001), "tau_start 0.001 is below tau_min 0.01: τ falls from tau_start to tau_min; raise "
+                            "tau_start or lower tau_min"),
+    (dict(tau_start=0.5, tau_min=2.0, tau_schedule="step"), "tau_start 0.5 is below tau_min 2"),
     (dict(epochs=2.5), "epochs must be a whole number, got 2.5"),
-    (dict(seed=-1), "seed must be >= 0"),
+    (dict(seed=-1), r"seed must be in \[0, 2147483647\], got -1"),
+    (dict(seed=2 ** 70), r"seed must be in \[0, 2147483647\], got 1180591620717411303424"),
+    (dict(k=10_001), r"k must be in \[1, 10000\], got 10001"),
     (dict(max_minutes=float("nan")), "max_minutes must be a finite number > 0"),
     (dict(max_flops=float("nan")), "max_flops is neither a percentage like 50% nor a finite number"),
     (dict(max_flops="nan%"), "max_flops is neither a percentage"),

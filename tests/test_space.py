@@ -52,6 +52,22 @@ def test_duplicate_widths_are_removed():
     assert widths == [Width(128, 256), Width(64, 128)]
 
 
+@pytest.mark.parametrize("heads, head_pruning", [(1, "dims"), (16, "whole")])
+def test_ratio_0_keeps_the_full_width_whatever_round_to(heads, head_pruning):
+    """Rounded to a multiple of 3, 16 would be 15 and 32 would be 33 (then 32): the model searched from left the
+    space. Other ratios are rounded as before."""
+    arch = ArchSpec(hidden=16, inner=32, heads=heads, layers=1)
+    space = SearchSpace((0.0, 0.5), (0.0, 0.5), round_to=3, head_pruning=head_pruning)
+    per_head = heads if head_pruning == "dims" else None
+    assert space.widths(arch) == [Width(16, 32, per_head), Width(9, 15, per_head)]
+
+
+def test_ratio_0_of_whole_heads_is_never_refused_for_rounding():
+    """15 of 16 is no whole number of 8-wide heads: the full model itself was refused."""
+    arch = ArchSpec(hidden=16, inner=32, heads=2, layers=1)
+    assert SearchSpace((0.0,), (0.0,), round_to=3).widths(arch) == [Width(16, 32)]
+
+
 def test_tiny_ratios_keep_at_least_one_rounding_step():
     arch = ArchSpec(hidden=64, inner=64, heads=8, layers=1)  # head width 8
     assert SearchSpace((0.95,), (0.99,)).widths(arch) == [Width(8, 8)]
@@ -60,11 +76,13 @@ def test_tiny_ratios_keep_at_least_one_rounding_step():
 @pytest.mark.parametrize("kwargs, words", [
     (dict(hidden_ratios=(), inner_ratios=()), "empty"),
     (dict(hidden_ratios=(0.0,), inner_ratios=()), "empty"),
-    (dict(hidden_ratios=(0.0, 1.0), inner_ratios=(0.0, 0.5)), "outside [0, 1)"),
-    (dict(hidden_ratios=(0.0, -0.25), inner_ratios=(0.0, 0.5)), "outside [0, 1)"),
-    (dict(hidden_ratios=(0.0, 0.5), inner_ratios=(0.0, 1.5)), "outside [0, 1)"),
+    (dict(hidden_ratios=(0.0, 1.0), inner_ratios=(0.0, 0.5)), "outside [0, 0.99]"),
+    (dict(hidden_ratios=(0.0, -0.25), inner_ratios=(0.0, 0.5)), "outside [0, 0.99]"),
+    (dict(hidden_ratios=(0.0, 0.5), inner_ratios=(0.0, 1.5)), "outside [0, 0.99]"),
+    (dict(hidden_ratios=(0.0, 0.995), inner_ratios=(0.0, 0.5)), "pruning ratio 0.995 is outside [0, 0.99]"),
     (dict(hidden_ratios=(0.0, 0.5), inner_ratios=(0.0,)), "coupled"),
     (dict(round_to=0), "round_to"),
+    (dict(round_to=1025), "round_to must be in [1, 1024], got 1025"),  # the command line's bound
 ])
 def test_bad_spaces_raise_config_error(kwargs, words):
     with pytest.raises(ConfigError) as info:

@@ -14,36 +14,40 @@ import re
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from compress.arch import ATTENTION_KINDS, GATE_PLACEMENTS, HEAD_PRUNING, MAX_LAYERS, ArchSpec
+from compress.arch import ATTENTION_KINDS, GATE_PLACEMENTS, HEAD_PRUNING, MAX_GATE_LAYERS, MAX_LAYERS, ArchSpec
+from compress.bounds import MAX_SEED
 from compress.data.dataset import NUMBERINGS
 from compress.data.readers import FORMATS, ReadOptions
-from compress.engine.config import LOSSES, PRECISIONS, TrainConfig
+from compress.engine.config import LOSSES, MAX_K, MAX_LR, MAX_NEGATIVES, PRECISIONS, TrainConfig
 from compress.errors import ConfigError
 from compress.nas.config import (
     ARCH_BATCHES,
     DECISIONS,
     FLOPS_REFERENCES,
+    MAX_TAU,
+    MAX_TRADEOFF,
     PENALTIES,
     SELECTIONS,
     TAU_SCHEDULES,
+    TRADEOFF_WHY,
     SearchConfig,
     read_budget,
 )
-from compress.nas.space import SearchSpace
+from compress.nas.space import MAX_RATIO, MAX_ROUND_TO, SearchSpace
 
 RUNS = ("train", "search")
 CONFIGS = {"TrainConfig": TrainConfig, "SearchConfig": SearchConfig, "ArchSpec": ArchSpec,
            "SearchSpace": SearchSpace, "ReadOptions": ReadOptions}
 BOOLS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
 DATASET_NAMES = "ml-1m, ml-100k, beauty, toys, lastfm, gowalla, douban-book, douban-music"
-MAX_SEED = 2 ** 31 - 1  # seeds are offset by epochs and steps; keep them inside every generator's range
 _FIELD = object()  # the default is the fed field's
 
 
 @dataclass(frozen=True)
 class Option:
     """One option. ``kind``: int, float, str, bool, choice, floats, ints or choices (lists) or budget
-    (a percentage or a number). ``low``/``high``: inclusive bounds; ``above``: an exclusive lower bound."""
+    (a percentage or a number). ``low``/``high``: inclusive bounds; ``above``: an exclusive lower bound;
+    ``why``: what the value does, where the refusal of an out-of-range value needs it to make sense."""
 
     key: str
     kind: str
@@ -55,6 +59,7 @@ class Option:
     low: Optional[float] = None
     above: Optional[float] = None
     high: Optional[float] = None
+    why: str = ""
     nullable: bool = False
     by_command: Dict[str, Any] = field(default_factory=dict)  # command -> its own default
     flags: Dict[str, str] = field(default_factory=dict)  # command -> flag, where not --key-with-dashes
@@ -104,7 +109,8 @@ class Option:
             if self.choices and v not in self.choices:
                 raise ConfigError(f"{name}: {v!r} is not one of {', '.join(self.choices)}")
             if isinstance(v, (int, float)) and not isinstance(v, bool) and not self._in_range(v):
-                raise ConfigError(f"{name} must be {self._range_text()}, got {_num(v)}")
+                why = f"; {self.why}" if self.why else ""
+                raise ConfigError(f"{name} must be {self._range_text()}, got {_num(v)}{why}")
 
     def _in_range(self, v: float) -> bool:
         return (self.low is None or v >= self.low) and (self.above is None or v > self.above) and \
@@ -253,7 +259,7 @@ OPTIONS: List[Option] = _section(
            choices=ATTENTION_KINDS, by_command={"search": None}, nullable=True),
     Option("gate_layers", "int", "L_d: depth of each data-aware gate MLP; 0 = no gates. search: fixes it "
            "(the paper: 2; default: searched among `gate_choices`). retrain: default the search's.",
-           ("train", "search", "retrain"), feeds=("ArchSpec.gate_layers",), low=0, high=16,
+           ("train", "search", "retrain"), feeds=("ArchSpec.gate_layers",), low=0, high=MAX_GATE_LAYERS,
            by_command={"search": None, "retrain": None}),
     Option("gate_placement", "choice", "code: gates on the FFN dense outputs; paper: on their inputs (Eq. 8).", RUNS,
            feeds=("ArchSpec.gate_placement",), choices=GATE_PLACEMENTS),
@@ -265,7 +271,7 @@ OPTIONS: List[Option] = _section(
            feeds=("TrainConfig.batch_size",), low=1, flags={"search": "--retrain-batch-size"},
            aliases=("train_batch_size",)),
     Option("lr", "float", "Adam learning rate of the weights.", TRAINING,
-           feeds=("TrainConfig.lr", "SearchConfig.lr"), above=0.0, high=10.0, aliases=("learning_rate",)),
+           feeds=("TrainConfig.lr", "SearchConfig.lr"), above=0.0, high=MAX_LR, aliases=("learning_rate",)),
     Option("weight_decay", "float", "Adam weight decay.", TRAINING, feeds=("TrainConfig.weight_decay",), low=0.0,
            high=1.0),
     Option("patience", "int", "Epochs without a validation gain before stopping.", TRAINING,
@@ -277,7 +283,7 @@ OPTIONS: List[Option] = _section(
     Option("device", "device", "auto, cpu, cuda or cuda:N.", ("train", "search", "retrain", "evaluate", "bench"),
            default="auto"),
     Option("k", "int", "Cut-off of Recall, MRR and NDCG @k.", ("train", "search", "retrain", "evaluate"),
-           feeds=("TrainConfig.k", "SearchConfig.k"), low=1, high=10_000),
+           feeds=("TrainConfig.k", "SearchConfig.k"), low=1, high=MAX_K),
     Option("eval_batch_size", "int", "Users scored at once when evaluating.", ("train", "search", "retrain", "evaluate"),
            feeds=("TrainConfig.eval_batch_size",), low=1, aliases=("eval_batch",)),
     Option("max_minutes", "float", "Wall-clock budget of a training stage, in minutes.", TRAINING,
@@ -289,7 +295,7 @@ OPTIONS: List[Option] = _section(
     Option("loss", "choice", "full (softmax over every item), or sampled: uniform, inbatch (logQ-corrected) for "
            "large catalogs.", RUNS, feeds=("TrainConfig.loss", "SearchConfig.loss"), choices=LOSSES),
     Option("negatives", "int", "Negatives per step of a sampled loss.", RUNS,
-           feeds=("TrainConfig.negatives", "SearchConfig.negatives"), low=1, high=1_000_000),
+           feeds=("TrainConfig.negatives", "SearchConfig.negatives"), low=1, high=MAX_NEGATIVES),
     Option("precision", "choice", "fp32, bf16 (CPU or CUDA) or fp16 (CUDA): autocast of the weight steps.", RUNS,
            feeds=("TrainConfig.precision", "SearchConfig.precision"), choices=PRECISIONS),
     Option("compile", "bool", "torch.compile the training forward (pays on a GPU for long runs).", RUNS,
@@ -303,7 +309,7 @@ OPTIONS: List[Option] = _section(
     Option("search_max_minutes", "float", "Wall-clock budget of the search, in minutes.", SEARCHING,
            feeds=("SearchConfig.max_minutes",), above=0.0, nullable=True),
     Option("tradeoff", "float", "λ of the FLOPs penalty (paper 0.1).", SEARCHING, feeds=("SearchConfig.tradeoff",),
-           low=0.0),
+           low=0.0, high=MAX_TRADEOFF, why=TRADEOFF_WHY),
     Option("max_flops", "budget", "Hard budget: a percentage of the `flops_reference` model (50%) or absolute "
            "FLOPs; the decision is guaranteed to fit.", SEARCHING, feeds=("SearchConfig.max_flops",), nullable=True),
     Option("flops_reference", "choice", "What max_flops percentages and the penalty refer to: input (the dense "
@@ -312,14 +318,14 @@ OPTIONS: List[Option] = _section(
     Option("attention_choices", "choices", "Attention kinds the search picks from (one fixes it).", SEARCHING,
            feeds=("SearchSpace.attention",), choices=ATTENTION_KINDS),
     Option("gate_choices", "ints", "Gate depths L_d the search picks from, 0 = no gates (one fixes it).",
-           SEARCHING, feeds=("SearchSpace.gate_layers",), low=0, high=16),
+           SEARCHING, feeds=("SearchSpace.gate_layers",), low=0, high=MAX_GATE_LAYERS),
     Option("depth_choices", "ints", "Exit depths (layer counts) the search picks from; one keeps that depth and "
            "searches widths only, as a channel pruner does; -1 is the model's depth, -2 one fewer (default: every "
            "depth of the model).", SEARCHING, feeds=("SearchSpace.depths",), nullable=True),
     Option("arch_every", "int", "f: an α/β step every f weight steps.", SEARCHING, feeds=("SearchConfig.arch_every",),
            low=1),
     Option("arch_lr", "float", "Adam learning rate of α and β.", SEARCHING, feeds=("SearchConfig.arch_lr",),
-           above=0.0, high=10.0),
+           above=0.0, high=MAX_LR),
     Option("selection", "choice", "gumbel (paper) or softmax (official code).", SEARCHING,
            feeds=("SearchConfig.selection",), choices=SELECTIONS),
     Option("arch_batches", "choice", "valid (paper) or train (official code): the batches of the α/β steps.",
@@ -335,25 +341,25 @@ OPTIONS: List[Option] = _section(
            "computation.",
            SEARCHING, feeds=("SearchConfig.recompute",)),
     Option("hidden_ratios", "floats", "Pruning ratios of d, e.g. 0,0.25,0.5 (0 keeps all).", SEARCHING,
-           feeds=("SearchSpace.hidden_ratios",), low=0.0, high=0.99),
+           feeds=("SearchSpace.hidden_ratios",), low=0.0, high=MAX_RATIO),
     Option("inner_ratios", "floats", "Pruning ratios of D, e.g. 0,0.25,0.5.", SEARCHING,
-           feeds=("SearchSpace.inner_ratios",), low=0.0, high=0.99),
+           feeds=("SearchSpace.inner_ratios",), low=0.0, high=MAX_RATIO),
     Option("coupled", "bool", "Pair the i-th hidden and inner ratio (paper) instead of every combination.",
            SEARCHING, feeds=("SearchSpace.coupled",)),
-    Option("round_to", "int", "Round candidate widths to a multiple of this.", SEARCHING,
-           feeds=("SearchSpace.round_to",), low=1, high=1024),
+    Option("round_to", "int", "Round candidate widths to a multiple of this (ratio 0 keeps the full width as it "
+           "is).", SEARCHING, feeds=("SearchSpace.round_to",), low=1, high=MAX_ROUND_TO),
     Option("head_pruning", "choice", "How a narrower width shrinks attention: whole (paper: fewer heads of the "
            "full head width) or dims (every head kept, each narrowed, as Torch-Pruning does: 40 of 64 is 4 heads "
            "of 10).", SEARCHING, feeds=("SearchSpace.head_pruning",), choices=HEAD_PRUNING),
     Option("tau_start", "float", "Gumbel temperature at the start.", SEARCHING, feeds=("SearchConfig.tau_start",),
-           above=0.0, high=100.0),
+           above=0.0, high=MAX_TAU),
     Option("tau_schedule", "choice", "epoch: τ falls geometrically from tau_start to tau_min over the epochs; "
            "step: τ = max(tau_min, tau_start − tau_rate·step) (paper).", SEARCHING,
            feeds=("SearchConfig.tau_schedule",), choices=TAU_SCHEDULES),
     Option("tau_rate", "float", "Temperature decrease per step (tau_schedule step).", SEARCHING,
            feeds=("SearchConfig.tau_rate",), low=0.0, high=1.0),
     Option("tau_min", "float", "Lowest temperature.", SEARCHING, feeds=("SearchConfig.tau_min",), above=0.0,
-           high=100.0),
+           high=MAX_TAU),
     Option("from_scratch", "bool", "Retrain from fresh weights (official code) instead of transferring the "
            "supernet's (paper).", ("search", "retrain"), default=False),
     Option("from_init", "bool", "Retrain a warm-started search's decision from the trained model it started from "

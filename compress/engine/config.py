@@ -4,11 +4,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from compress.bounds import real, whole
+from compress.bounds import MAX_SEED, real, whole
 from compress.errors import ConfigError
 
 LOSSES = ("full", "uniform", "inbatch")
 PRECISIONS = ("fp32", "bf16", "fp16")
+MAX_NEGATIVES = 1_000_000
+MAX_K = 10_000
+MAX_LR = 10.0  # Adam moves each parameter by about lr a step; logits and weights are O(1)
 KEEPS = ("best", "last")  # the epoch whose state a loop returns: the best validation epoch's, or the last one's
 
 
@@ -16,7 +19,7 @@ def check_loss(kind: str, n_negatives: int) -> None:
     """A loss name and negative count a training configuration may hold."""
     if kind not in LOSSES:
         raise ConfigError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
-    whole("negatives", n_negatives)
+    whole("negatives", n_negatives, maximum=MAX_NEGATIVES)
 
 
 def check_precision(precision: str) -> None:
@@ -45,15 +48,16 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_loss(self.loss, self.negatives)
         check_precision(self.precision)
-        for name in ("epochs", "batch_size", "patience", "k", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "patience", "eval_batch_size"):
             whole(name, getattr(self, name))
-        whole("seed", self.seed, minimum=0)
-        real("lr", self.lr, above=0.0)
-        real("weight_decay", self.weight_decay, low=0.0)
+        whole("k", self.k, maximum=MAX_K)
+        whole("seed", self.seed, 0, MAX_SEED)
+        real("lr", self.lr, above=0.0, high=MAX_LR)
+        real("weight_decay", self.weight_decay, low=0.0, high=1.0)
         if self.max_minutes is not None:
             real("max_minutes", self.max_minutes, above=0.0)
         real("distill", self.distill, low=0.0, high=1.0)
-        real("distill_temperature", self.distill_temperature, above=0.0)
+        real("distill_temperature", self.distill_temperature, above=0.0, high=100.0)
         if self.distill > 0 and self.loss != "full":
             raise ConfigError(f"distill compares the scores of every item with the teacher's, which loss "
                               f"{self.loss!r} never computes; use loss full, or distill 0")

@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Union
 
 import torch
 
-from compress.bounds import instance, whole
+from compress.bounds import MAX_SEED, instance, whole
 from compress.data.batching import pad_right
 from compress.data.dataset import SAMPLED, SequenceDataset
 from compress.data.vocabulary import check_same
@@ -110,7 +110,7 @@ def evaluate(model: torch.nn.Module, dataset: SequenceDataset, split: str = "val
     (batch_size, item_chunk) scores held at once by a full ranking from the hidden state. The model and
     the data must number their items alike (``model.vocabulary``, where the model has one)."""
     check_sizes(k, batch_size, item_chunk)
-    whole("seed", seed, minimum=0)
+    whole("seed", seed, 0, MAX_SEED)
     check_model_and_data(model, dataset)
     device = as_device(device, next(model.parameters()).device)
     return score_set(model, eval_set(dataset, split, protocol, model.max_len, seed, device), k, batch_size, item_chunk)

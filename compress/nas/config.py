@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
-from compress.bounds import real, whole
-from compress.engine.config import KEEPS, check_loss, check_precision
+from compress.bounds import MAX_SEED, real, whole
+from compress.engine.config import KEEPS, MAX_K, MAX_LR, check_loss, check_precision
 from compress.errors import ConfigError
 
 SELECTIONS = ("gumbel", "softmax")
@@ -57,6 +57,11 @@ ARCH_BATCHES = ("valid", "train")
 DECISIONS = KEEPS  # the search decides at the epoch whose supernet its loop keeps
 PENALTIES = ("dnsrec", "budget", "proxyless")
 PROXYLESS_EXPONENT = 0.6  # β of ProxylessNAS's CE · (log F / log F_ref)^β
+MAX_TAU = 100.0  # far above the logits' spread: τ beyond it mixes every candidate alike
+MAX_TRADEOFF = 1e6
+TRADEOFF_WHY = ("λ weighs the FLOPs penalty, O(1) (a share of the reference model's FLOPs, or the distance from "
+                "the budget), against the cross-entropy, about ln(item count): 1e6 already lets the penalty alone "
+                "decide, and far larger values overflow the float32 α/β steps, freezing them at the widest candidate")
 
 
 @dataclass
@@ -106,15 +111,19 @@ class SearchConfig:
             raise ConfigError(f"unknown decide {self.decide!r}; choose best or last")
         if self.arch_batches not in ARCH_BATCHES:
             raise ConfigError(f"unknown arch_batches {self.arch_batches!r}; choose valid or train")
-        for name in ("epochs", "batch_size", "arch_every", "patience", "k"):
+        for name in ("epochs", "batch_size", "arch_every", "patience"):
             whole(name, getattr(self, name))
-        whole("seed", self.seed, minimum=0)
-        real("lr", self.lr, above=0.0)
-        real("arch_lr", self.arch_lr, above=0.0)
-        real("tradeoff λ", self.tradeoff, low=0.0)
-        real("tau_start", self.tau_start, above=0.0)
-        real("tau_rate", self.tau_rate, low=0.0)
-        real("tau_min", self.tau_min, above=0.0)
+        whole("k", self.k, maximum=MAX_K)
+        whole("seed", self.seed, 0, MAX_SEED)
+        real("lr", self.lr, above=0.0, high=MAX_LR)
+        real("arch_lr", self.arch_lr, above=0.0, high=MAX_LR)
+        real("tradeoff λ", self.tradeoff, low=0.0, high=MAX_TRADEOFF, why=TRADEOFF_WHY)
+        real("tau_start", self.tau_start, above=0.0, high=MAX_TAU)
+        real("tau_rate", self.tau_rate, low=0.0, high=1.0)
+        real("tau_min", self.tau_min, above=0.0, high=MAX_TAU)
+        if self.tau_start < self.tau_min:
+            raise ConfigError(f"tau_start {self.tau_start:g} is below tau_min {self.tau_min:g}: τ falls from "
+                              "tau_start to tau_min; raise tau_start or lower tau_min")
         if self.max_minutes is not None:
             real("max_minutes", self.max_minutes, above=0.0)
         if self.max_flops is not None:

@@ -22,7 +22,7 @@ partway, short of the budget it was given.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -148,11 +148,24 @@ class SearchResult:
 
         instance("dataset", dataset, SequenceDataset, "the data the model was trained on, from compress.load_dataset")
         model = model if model is not None else self.slice()
+        self._check_decided(model)
         vocabulary, stats = trained_on(model, None, dataset)
         search = {"decision": self.decision, "best_epoch": self.best_epoch, "decision_epoch": self.decision_epoch}
         save_model_dir(model, path, fmt, overwrite, card={"kind": "api", "search": search},
                        adapter=self.supernet.adapter, vocabulary=vocabulary, dataset_stats=stats)
         return model
+
+    def _check_decided(self, model: torch.nn.Module) -> None:
+        """Refuse a model other than the decision: its card would record its own shape and FLOPs under the
+        search's decision. Another gate depth is the decision retrained with other gates (``regated``)."""
+        arch = getattr(model, "arch", None)
+        if not isinstance(arch, ArchSpec):
+            return  # not a compress model at all: save_model_dir names what it takes
+        differs = [f"{f.name} {getattr(arch, f.name)} (decided: {getattr(self.arch, f.name)})" for f in fields(arch)
+                   if f.name != "gate_layers" and getattr(arch, f.name) != getattr(self.arch, f.name)]
+        if differs:
+            raise ConfigError(f"the model exported is not the search's decision {self.arch.label()}: its "
+                              f"{', '.join(differs)}; export result.slice() or that model retrained (any gate depth)")
 
     def card(self) -> Dict:
         sn, cfg = self.supernet, self.config or SearchConfig()

@@ -3,8 +3,9 @@ the exit depths, and the design choices whose cost the search weighs: the attent
 gates' depth.
 
 A ratio r keeps the leading round(d·(1−r)) dimensions, rounded to a multiple of ``round_to`` (8 by
-default: friendly to vector units). Coupled (the paper's default) pairs the i-th hidden ratio with the
-i-th inner ratio; decoupled takes every combination.
+default: friendly to vector units) and at most d; ratio 0 keeps all d, a multiple of ``round_to`` or
+not, so the model searched from is always a candidate. Coupled (the paper's default) pairs the i-th
+hidden ratio with the i-th inner ratio; decoupled takes every combination.
 
 ``head_pruning`` says how a narrower hidden size shrinks attention: ``whole`` (the paper's slicing)
 drops trailing heads, so kept widths are whole heads; ``dims`` keeps every head and narrows each to
@@ -28,11 +29,12 @@ from dataclasses import asdict, dataclass, replace
 from itertools import product
 from typing import Dict, List, Optional, Tuple
 
-from compress.arch import ATTENTION_KINDS, HEAD_PRUNING, ArchSpec, Width
+from compress.arch import ATTENTION_KINDS, HEAD_PRUNING, MAX_GATE_LAYERS, ArchSpec, Width
 from compress.bounds import whole
 from compress.errors import ConfigError
 
-MAX_GATE_LAYERS = 16
+MAX_RATIO = 0.99  # keeps 1% of a width, round_to's minimum on most models; a ratio of 1 would keep nothing
+MAX_ROUND_TO = 1024
 
 
 @dataclass(frozen=True)
@@ -54,12 +56,13 @@ class SearchSpace:
         if not self.hidden_ratios or not self.inner_ratios:
             raise ConfigError("the search space is empty: give at least one hidden and one inner pruning ratio")
         for r in (*self.hidden_ratios, *self.inner_ratios):
-            if isinstance(r, bool) or not isinstance(r, numbers.Real) or not 0.0 <= r < 1.0:
-                raise ConfigError(f"pruning ratio {r!r} is outside [0, 1): 0 keeps everything, 0.5 keeps half")
+            if isinstance(r, bool) or not isinstance(r, numbers.Real) or not 0.0 <= r <= MAX_RATIO:
+                raise ConfigError(f"pruning ratio {r!r} is outside [0, {MAX_RATIO}]: 0 keeps everything, 0.5 keeps "
+                                  "half")
         if self.coupled and len(self.hidden_ratios) != len(self.inner_ratios):
             raise ConfigError("coupled search space needs as many hidden as inner ratios; "
                               "give equal lists or set coupled: false")
-        whole("round_to", self.round_to)
+        whole("round_to", self.round_to, maximum=MAX_ROUND_TO)
         if isinstance(self.attention, str) or not self.attention or \
                 any(not isinstance(a, str) or a not in ATTENTION_KINDS for a in self.attention):
             raise ConfigError(f"`attention` choices {self.attention!r}: give one or more of {', '.join(ATTENTION_KINDS)}")
@@ -124,11 +127,12 @@ class SearchSpace:
         return sorted(out, key=lambda w: (-w.hidden, -w.inner))
 
     def _keep(self, size: int, ratio: float, multiple: int, what: str) -> int:
-        """The kept share of ``size``, rounded to ``round_to``; it must be a multiple of ``multiple`` (the
-        head width for whole heads, the head count for narrowed ones, 1 for the inner size)."""
+        """The kept share of ``size``, rounded to ``round_to``, or all of it for ratio 0, so that the model
+        searched from is always a candidate whatever ``round_to`` (rounding 16 to a multiple of 3 would drop
+        it); it must be a multiple of ``multiple`` (the head width for whole heads, the head count for
+        narrowed ones, 1 for the inner size)."""
         step = self.round_to
-        kept = max(step, int(round(size * (1.0 - ratio) / step)) * step)
-        kept = min(kept, size)
+        kept = size if ratio == 0 else min(size, max(step, int(round(size * (1.0 - ratio) / step)) * step))
         if kept % multiple:
             fix = f"into heads of width {multiple}; choose ratios that keep whole heads" \
                 if self.head_pruning == "whole" else f"among {multiple} heads; choose ratios that split evenly"
