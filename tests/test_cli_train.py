@@ -117,7 +117,8 @@ def test_success_lines_show_paths_without_terminal_control_characters(tiny_data_
     assert "\x1b" not in result.stdout and "\x07" not in result.stdout and "saved to" in result.stdout
     assert "\\x1b]0;PWNED\\x07" in result.stdout.replace("\n", "")
     exported = invoke("export", out, "--out", tmp_path / "m\x1b[2J")
-    assert exported.exit_code == 0 and "\x1b" not in exported.stdout and "\\x1b[2J" in exported.stdout
+    assert exported.exit_code == 0 and "\x1b" not in exported.stdout
+    assert "\\x1b[2J" in exported.stdout.replace("\n", "")  # the console wraps long lines
     evaluated = invoke("evaluate", out, "--data", tiny_data_file)
     assert evaluated.exit_code == 0 and "\x1b" not in evaluated.stdout
 
