@@ -8,7 +8,7 @@ import torch
 
 from compress.arch import ArchSpec
 from compress.backbones.sasrec import SASRec
-from compress.measure.flops import analytic_flops, attention_matmul_flops, measured_flops
+from compress.measure.flops import analytic_flops, attention_matmul_flops, elementwise_flops, measured_flops
 from compress.nas.controllers import one_hot
 from compress.nas.space import SearchSpace
 from compress.nas.wrap import wrap
@@ -49,6 +49,16 @@ def test_the_elementwise_estimate_adds_what_the_readme_says_at_the_papers_size(a
             predicted = analytic_flops(sn.arch_for(k, l), 200, 3706)
             assert predicted["matmul"] == measured_flops(sn.slice(k, l), 200)
             assert 0.01 <= predicted["elementwise"] / predicted["matmul"] <= 0.035, (k, l)
+
+
+def test_gates_add_their_elementwise_work():
+    """The gates' ReLUs, sigmoids, γ and gating products are elementwise work the search weighs: a gated
+    candidate's estimate exceeds the ungated one's by exactly that count."""
+    d, D, n = 32, 64, 20
+    plain = elementwise_flops(ArchSpec(d, D, 4, 1, "softmax", 0), n)
+    for depth in (1, 2, 3):
+        gated = elementwise_flops(ArchSpec(d, D, 4, 1, "softmax", depth), n)
+        assert gated - plain == 2 * (depth - 1) * n * d + 6 * n * (D + d)
 
 
 def test_breakdown_by_hand():
