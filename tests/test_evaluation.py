@@ -68,6 +68,17 @@ def test_full_protocol_exact_ranks(ranked):
     assert m5["recall@5"] == pytest.approx(2 / 4)
 
 
+def test_a_k_that_reaches_every_candidate_is_said(ranked, caplog):
+    """recall@k of a k past the candidates is 1 by construction: correct, and said, since it reads as a
+    perfect model."""
+    ds, model = ranked
+    assert evaluate(model, ds, "test", "full", k=ds.n_items)[f"recall@{ds.n_items}"] == 1.0
+    assert f"k={ds.n_items} reaches every one of the {ds.n_items} candidates full ranks" in caplog.text
+    caplog.clear()
+    evaluate(model, ds, "test", "full", k=ds.n_items - 1)
+    assert "reaches every one" not in caplog.text
+
+
 def test_batching_does_not_change_the_result(ranked):
     ds, model = ranked
     a = evaluate(model, ds, "test", "full", batch_size=1)

@@ -24,6 +24,8 @@ the target can move a rank.
 """
 from __future__ import annotations
 
+import logging
+
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Union
@@ -41,6 +43,7 @@ from compress.runtime.devices import as_device
 
 PROTOCOLS = ("full", *SAMPLED)  # full ranking, and the sampled ones with where they draw negatives
 N_NEGATIVES = 100
+log = logging.getLogger(__name__)
 EVAL_SEED = 2024  # the negatives' seed when none is given: the CLI's, the API's and the loops' alike
 
 
@@ -113,6 +116,10 @@ def evaluate(model: torch.nn.Module, dataset: SequenceDataset, split: str = "val
     whole("seed", seed, 0, MAX_SEED)
     check_model_and_data(model, dataset)
     device = as_device(device, next(model.parameters()).device)
+    candidates = dataset.n_items if protocol == "full" else N_NEGATIVES + 1
+    if k >= candidates:  # a correct number, but not one that says anything about the model
+        log.warning("k=%d reaches every one of the %d candidates %s ranks a target among: recall@%d is 1 by "
+                    "construction", k, candidates, protocol, k)
     return score_set(model, eval_set(dataset, split, protocol, model.max_len, seed, device), k, batch_size, item_chunk)
 
 
