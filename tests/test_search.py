@@ -15,7 +15,7 @@ from compress.arch import ArchSpec
 from compress.backbones.objectives import at, last_index
 from compress.backbones.sasrec import SASRec
 from compress.data.batching import pad_right, training_windows
-from compress.engine.progress import Reporter
+from compress.engine.progress import Reporter, epoch_line
 from compress.errors import ConfigError, SearchError
 from compress.nas.config import MAX_TRADEOFF, SearchConfig
 from compress.nas.controllers import one_hot
@@ -111,6 +111,17 @@ def test_result_holds_the_best_epoch_and_slices_exactly(by_lambda, dataset):
         h = sn(items, one_hot(k, len(sn.widths)), one_hot(l, sn.full.layers))
         gap = (sn.score(at(h, last_index(items)))[:, 1:] - dense.predict(items)[:, 1:]).abs().max()
     assert gap <= 1e-5
+
+
+def test_each_penalty_form_records_the_figure_it_optimises(by_lambda, dataset):
+    """The epoch's figure is the paper's L_RC, the budget gap, or ProxylessNAS's factor on the CE, named as
+    such; proxyless once showed L_RC, which it does not optimise."""
+    assert by_lambda[0.1].history[0]["penalty_term"] == "L_RC"
+    proxyless = run(dataset, penalty="proxyless", epochs=1)
+    row = proxyless.history[0]
+    assert row["penalty_term"] == "factor" and 0 < row["penalty"] <= 1.0  # (log F / log F_full)^0.6, F <= F_full
+    assert " factor " in epoch_line(row, 1, False) and " L_RC " not in epoch_line(row, 1, False)
+    assert run(dataset, penalty="budget", max_flops="50%", epochs=1).history[0]["penalty_term"] == "gap"
 
 
 def test_search_card_has_alpha_beta_tau_and_penalty_per_epoch(by_lambda, dataset):

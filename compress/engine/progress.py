@@ -118,8 +118,8 @@ def header_rows(info: Dict) -> List[Tuple[str, str]]:
     s = info.get("search")
     if s:
         budget = s["budget"]
-        rows.append(("penalty", f"λ {s['tradeoff']:g} ({s['penalty']})" if s["penalty"] == "dnsrec"
-                     else f"{s['penalty']} (λ unused)"))
+        rows.append(("penalty", f"{s['penalty']} (λ unused)" if s["penalty"] == "proxyless"
+                     else f"λ {s['tradeoff']:g} ({s['penalty']})"))
         given = f"{budget['given']} of the {s['reference']} model" if budget and budget["given"].endswith("%") \
             else "a hard limit"
         rows.append(("budget", f"{given}: {human(budget['flops'])} FLOPs" if budget else "none"))
@@ -150,7 +150,8 @@ def epoch_line(row: Dict, epochs: int, improved: bool, metric: Optional[str] = N
     metric = metric_name(row, metric)
     valid = f"  {metric[len('valid_'):]} {row[metric]:.4f}" if metric else ""
     search = "tau" in row
-    loss = f"CE {row['loss']:.4f}  L_RC {row['penalty']:.4f}  τ {row['tau']:.4f}" if search \
+    term = row.get("penalty_term", "L_RC")  # cards written before the term was recorded: the paper's form
+    loss = f"CE {row['loss']:.4f}  {term} {row['penalty']:.4f}  τ {row['tau']:.4f}" if search \
         else f"loss {row['loss']:.4f}"
     line = f"epoch {row['epoch']:>3}/{epochs}  {loss}{valid}  {row['seqs_per_s']:,.0f} seq/s{'  *' if improved else ''}"
     if search:

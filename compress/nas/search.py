@@ -77,9 +77,18 @@ def resource_loss(ce: Optional[torch.Tensor], l_rc: torch.Tensor, flops: Optiona
     form reads). Every rank adds the same L_RC, so its share is 1/world: the gradient summed over the
     ranks counts it once."""
     if cfg.penalty == "proxyless":
-        return None if ce is None else ce * (torch.log(flops) / math.log(ref_flops)) ** PROXYLESS_EXPONENT
+        return None if ce is None else ce * proxyless_factor(flops, ref_flops)
     l_rc = cfg.tradeoff * l_rc / distributed.world_size()
     return l_rc if ce is None else ce + l_rc
+
+
+def proxyless_factor(flops: torch.Tensor, ref_flops: float) -> torch.Tensor:
+    """ProxylessNAS's resource factor (log F / log F_ref)^0.6, which multiplies the CE."""
+    return (torch.log(flops) / math.log(ref_flops)) ** PROXYLESS_EXPONENT
+
+
+# what each penalty form's per-epoch figure is (the search card's "penalty", the progress line's label)
+PENALTY_TERMS = {"dnsrec": "L_RC", "budget": "gap", "proxyless": "factor"}
 
 
 def decide(supernet: Supernet, budget: Optional[float]) -> Dict:
@@ -297,6 +306,8 @@ class SearchTask(Task):
         self.w_opt.zero_grad(set_to_none=True)  # α/β steps never move the weights
         distributed.sum_gradients(sn.architecture_parameters())
         self.a_opt.step()
+        if cfg.penalty == "proxyless":  # the figure this form optimises: the factor on the CE, not L_RC
+            return proxyless_factor(sampled, self.ref_flops).detach()
         return penalty.detach()
 
     def validate(self) -> Dict[str, float]:
@@ -307,7 +318,8 @@ class SearchTask(Task):
         self.decision = decide(sn, self.budget)
         logits = [c.logits.detach().cpu() for c in sn.controllers]
         soft = [torch.softmax(x / sn.tau, 0) for x in logits]
-        return {"penalty": sums.get("penalty", 0.0) / max(1, self.epoch_arch_steps), "tau": sn.tau,
+        return {"penalty": sums.get("penalty", 0.0) / max(1, self.epoch_arch_steps),
+                "penalty_term": PENALTY_TERMS[self.cfg.penalty], "tau": sn.tau,
                 "alpha": logits[0].tolist(), "beta": logits[1].tolist(), "attention_logits": logits[2].tolist(),
                 "gate_logits": logits[3].tolist(), "p": soft[0].tolist(), "q": soft[1].tolist(),
                 "r": soft[2].tolist(), "s": soft[3].tolist(),
