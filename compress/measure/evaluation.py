@@ -25,7 +25,6 @@ the target can move a rank.
 from __future__ import annotations
 
 import logging
-
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Union
