@@ -5,6 +5,9 @@ refused instead of trained on. A stage killed before its first checkpoint starts
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,7 @@ from conftest import synthetic_rows, write_tiny
 from crash import Crash, CrashAt
 
 import compress
-from compress.app.jobs import search_run, train_run
+from compress.app.jobs import dnsrec_run, search_run, train_run
 from compress.app.recipes import resolve_options
 
 TINY = Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml"
@@ -64,10 +67,6 @@ def test_a_checkpoint_without_a_digest_still_resumes(tmp_path, monkeypatch):
 def test_a_retraining_killed_before_its_first_checkpoint_starts_over_on_resume(tmp_path, artifacts):
     """A SIGKILL early in the retraining leaves retrained.partial/ holding only the dead process's lock:
     `search --resume` retrains (it said "nothing to resume" once, then worked when run again)."""
-    import shutil
-    import socket
-
-    from compress.app.jobs import dnsrec_run
 
     run = tmp_path / "search"
     shutil.copytree(artifacts["search"], run)
@@ -77,3 +76,25 @@ def test_a_retraining_killed_before_its_first_checkpoint_starts_over_on_resume(t
     (partial / "lock").write_text(json.dumps({"pid": 2 ** 22 + 1, "host": socket.gethostname(), "since": "-"}))
     result = dnsrec_run(resolve_options("search", None, {}), str(run), resume=True, retrain={"epochs": 1})
     assert result["retrain"]["best_epoch"] == 1 and (run / "retrained").is_dir() and not partial.exists()
+
+
+def test_a_run_killed_between_its_publish_and_its_cleanup_is_complete(tmp_path, monkeypatch):
+    """A SIGKILL after the output was published but before its checkpoint was removed left both, and
+    `--resume` said the output "already exists": a checkpoint older than the output is a finished run's
+    leftover and goes; one newer (a run started over the output with --overwrite) is resumed."""
+    opts, run = interrupted("train", tmp_path, monkeypatch)
+    partial = tmp_path / "run.partial"
+    kept = tmp_path / "kept"
+    shutil.copytree(partial, kept)
+    train_run(opts, str(run), resume=True)  # completes: run/ published, run.partial/ removed
+    shutil.copytree(kept, partial)
+    state = partial / "checkpoint" / "state.json"
+    os.utime(state, (os.path.getmtime(run / ".compress") - 60,) * 2)  # the checkpoint predates the publish
+    with pytest.raises(compress.CheckpointError, match=f"nothing to resume: {run} is complete"):
+        train_run(opts, str(run), resume=True)
+    assert not partial.exists() and run.exists()
+    shutil.copytree(kept, partial)
+    os.utime(state, (os.path.getmtime(run / ".compress") + 60,) * 2)  # a newer run, started over run/
+    with pytest.raises(compress.ConfigError, match="already exists"):  # resumed only with --overwrite, as today
+        train_run(opts, str(run), resume=True)
+    assert partial.exists()

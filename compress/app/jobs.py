@@ -24,6 +24,7 @@ from compress.app.rundirs import (
     DATA_KEYS,
     dataset_from_options,
     default_out,
+    drop_finished_checkpoint,
     metrics_sink,
     output_dir,
     read_search_card,
@@ -86,6 +87,8 @@ def train_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool =
     """Train a dense backbone and write RUN_DIR: config.json, model.safetensors, metrics.json, train.log.
     Until it completes, RUN_DIR.partial/ holds a checkpoint that ``resume=True`` continues from."""
     out = out or default_out("train", opts)
+    if resume and drop_finished_checkpoint(out):
+        raise CheckpointError(f"nothing to resume: {out} is complete")
     check_out_dir(out, overwrite, run_inputs(opts))
     with run_state("train", opts, out, overwrite, resume) as (opts, ckpt), ckpt:
         ckpt.every = opts["checkpoint_every"]
@@ -226,6 +229,8 @@ def search_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool 
     """DNS-Rec search; RUN_DIR gets config.json, arch.json, search_card.json and supernet/. Until it
     completes, RUN_DIR.partial/ holds a checkpoint that ``resume=True`` continues from."""
     out = out or default_out("search", opts)
+    if resume and drop_finished_checkpoint(out):
+        raise CheckpointError(f"nothing to resume: {out} is complete")
     check_out_dir(out, overwrite, run_inputs(opts))
     with run_state("search", opts, out, overwrite, resume) as (opts, ckpt), ckpt:
         ckpt.every = opts["checkpoint_every"]
@@ -381,6 +386,8 @@ def dnsrec_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool 
     retrain_start({**opts, **{k: v for k, v in (retrain or {}).items() if v is not None}})  # before the search
     out = out or default_out("search", opts)
     retrained = os.path.join(out, RETRAINED)
+    if resume:  # a search killed after publishing: its retraining is what is left
+        drop_finished_checkpoint(out)
     searched = resume and not os.path.exists(partial_dir(out)) and os.path.exists(os.path.join(out, SEARCH_CARD))
     if searched and os.path.exists(retrained):
         raise CheckpointError(f"nothing to resume: {out} holds a finished search and its retrained model")

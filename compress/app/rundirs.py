@@ -18,12 +18,12 @@ import torch
 from compress.app.options import build, canonical, defaults
 from compress.data import ReadOptions, SequenceDataset, load_dataset
 from compress.data.registry import DATASETS, DEFAULT
-from compress.engine.checkpoint import Checkpointer, partial_dir
+from compress.engine.checkpoint import STATE, Checkpointer, partial_dir
 from compress.engine.loop import LoopResult
 from compress.engine.sinks import MetricsSink, csv_text
 from compress.errors import CheckpointError, ConfigError
 from compress.files import atomic_dir, read_json, write_json, write_text
-from compress.layout import CARD, ITEMS, LOCK, METRICS, METRICS_CSV, SEARCH_CARD, TRAIN_LOG
+from compress.layout import CARD, CHECKPOINT, ITEMS, LOCK, MARKER, METRICS, METRICS_CSV, SEARCH_CARD, TRAIN_LOG
 from compress.runtime import distributed
 from compress.runtime.lock import RunLock
 from compress.store.artifacts import save_model
@@ -142,6 +142,20 @@ def run_state(kind: str, settings: Dict[str, Any], out: str, overwrite: bool,
             if not ckpt.exists():
                 shutil.rmtree(ckpt.directory, ignore_errors=True)
             raise
+
+
+def drop_finished_checkpoint(out: str) -> bool:
+    """Remove ``out.partial/`` when ``out`` was published after its last checkpoint: the run completed and
+    was killed between publishing and removing its checkpoint, which ``resume`` would otherwise stumble on
+    ("already exists"). A checkpoint newer than ``out`` (a run started over it with ``overwrite``) stays."""
+    partial, marker = partial_dir(out), os.path.join(out, MARKER)
+    state = os.path.join(partial, CHECKPOINT, STATE)
+    if not (os.path.isfile(marker) and os.path.isfile(state)) or os.path.getmtime(marker) <= os.path.getmtime(state):
+        return False
+    log.warning("removed %s: %s was published after that run's last checkpoint, so the run had completed", partial,
+                out)
+    shutil.rmtree(partial, ignore_errors=True)
+    return True
 
 
 def _settings(kind: str, settings: Dict[str, Any], ckpt: Checkpointer, overwrite: bool,
