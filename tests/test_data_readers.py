@@ -286,3 +286,19 @@ def test_quoted_csv_fields_are_read_as_csv_quotes_them(tmp_path):
     quoted = ['"user_id","item_id","timestamp"'] + [f'"u{u}","i{j}","{1000 + j}"' for u in range(4) for j in range(4)]
     (tmp_path / "all.csv").write_text("\n".join(quoted) + "\n")
     assert compress.load_dataset(str(tmp_path / "all.csv"), use_cache=False).item_tokens == ["i0", "i1", "i2", "i3"]
+
+
+def test_a_file_of_blank_lines_ends_early(tmp_path, monkeypatch):
+    """A 300 MB gzip of newlines once read for a minute before it was called empty: a run of blank lines no
+    data file holds ends the read where it is found."""
+    from compress.data import readers
+
+    monkeypatch.setattr(readers, "MAX_BLANK", 1000)
+    path = tmp_path / "blank.tsv.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write("\n" * 5000)
+    with pytest.raises(DataError, match="blank.tsv.gz:1000 ends a run of 1,000 blank lines; is it a data file"):
+        compress.load_dataset(str(path), use_cache=False)
+    (tmp_path / "spaced.tsv").write_text("user_id\titem_id\ttimestamp\n" + "\n" * 999 + "u1\ti1\t1\nu1\ti2\t2\n"
+                                         "u1\ti3\t3\n")
+    assert compress.load_dataset(str(tmp_path / "spaced.tsv"), use_cache=False).n_items == 3

@@ -111,6 +111,7 @@ class TokenColumn:
 
 
 MAX_LINE = 1 << 20  # characters; no interaction row is this long: a longer one is not a data file
+MAX_BLANK = 1 << 20  # consecutive blank lines; no data file holds this many
 
 
 def open_text(path: str) -> io.TextIOBase:
@@ -136,7 +137,10 @@ def open_text(path: str) -> io.TextIOBase:
 
 
 def _lines(path: str) -> Iterator[str]:
+    """The non-blank lines of ``path``, stripped. A run of MAX_BLANK blank lines is refused: no data file
+    holds one, and reading on through gigabytes of them would take minutes to end in "empty"."""
     fh = open_text(path)
+    blank = 0
     try:
         for lineno, line in enumerate(iter(lambda: fh.readline(MAX_LINE + 1), ""), 1):
             if len(line) > MAX_LINE:
@@ -145,7 +149,10 @@ def _lines(path: str) -> Iterator[str]:
                 raise DataError(f"{path}:{lineno} contains NUL bytes; is it a binary file? give a text or gzip file")
             line = line.strip()
             if line:
+                blank = 0
                 yield line
+            elif (blank := blank + 1) >= MAX_BLANK:
+                raise DataError(f"{path}:{lineno} ends a run of {MAX_BLANK:,} blank lines; is it a data file?")
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path} is corrupt or truncated ({exc}); re-download or re-compress it") from None
     finally:
