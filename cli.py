@@ -488,11 +488,11 @@ def inspect(
 ) -> None:
     """A summary of a run or model: architecture, decision, α/β history, metrics, FLOPs, files."""
     from compress.files import read_json
-    from compress.layout import CARD, METRICS, RETRAINED, SEARCH_CARD
+    from compress.layout import CARD, CONFIG, METRICS, RETRAINED, SEARCH_CARD
     from compress.store.artifacts import check_format, load_config
 
     cfg = load_config(path)
-    check_format(cfg, os.path.join(path, "config.json"))
+    check_format(cfg, os.path.join(path, CONFIG))
     out_console.print(f"[bold]{escape(printable(path))}[/bold]  kind: {escape(printable(str(cfg.get('kind'))))}")
     card_path = os.path.join(path, SEARCH_CARD)
     if os.path.exists(card_path):

@@ -36,13 +36,13 @@ from compress.nn.width import head_block, zero_pad
 Weights = Union[int, torch.Tensor]  # a choice index (one-hot) or soft weights over the choices
 
 
-
 def choice(index, count: int, what: str) -> int:
     """``index`` as one of ``count`` choices: a decision read from a file may name one that is not there."""
     index = whole(f"{what} choice", index, minimum=0)
     if index >= count:
         raise ConfigError(f"{what} choice {index} is not one of this supernet's {count} (0 to {count - 1})")
     return index
+
 
 class Supernet(nn.Module):
     def __init__(self, backbone: nn.Module, adapter: Adapter, space: SearchSpace,

@@ -44,7 +44,8 @@ METRIC_NAMES = {"ndcg": "NDCG", "recall": "Recall", "mrr": "MRR", "hit": "Hit"}
 def render(card: Dict[str, Any], native: bool = False) -> str:
     """README.md of a MODEL_DIR, or (``native``) of its native/ folder, from the MODEL_DIR's card."""
     arch = ArchSpec.from_dict(card["arch"])
-    sections = [_title(card, arch, native), _cost(card, arch), _accuracy(card.get("metrics") or {}, card.get("eval_seed")),
+    sections = [_title(card, arch, native), _cost(card, arch),
+                _accuracy(card.get("metrics") or {}, card.get("eval_seed")),
                 _data(card), _provenance(card), _loading(card, native), _files(card, native)]
     return "\n\n".join(s for s in sections if s) + "\n"
 
