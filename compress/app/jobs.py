@@ -22,6 +22,7 @@ from compress.app.orientation import retrain_title, search_header, train_header
 from compress.app.recipes import resolve_options
 from compress.app.rundirs import (
     DATA_KEYS,
+    check_run_out,
     dataset_from_options,
     default_out,
     drop_finished_checkpoint,
@@ -48,7 +49,7 @@ from compress.engine.progress import LogReporter, Reporter, Reporters
 from compress.engine.sinks import csv_text
 from compress.engine.train import fit
 from compress.errors import CheckpointError, ConfigError, DataError, SearchError
-from compress.files import check_out_dir, read_json, write_json, write_text
+from compress.files import read_json, write_json, write_text
 from compress.layout import ARCH, CARD, CONFIG, METRICS, METRICS_CSV, RETRAINED, SEARCH_CARD, SUPERNET
 from compress.measure.cost import profile
 from compress.measure.evaluation import evaluate, split_metrics
@@ -87,9 +88,7 @@ def train_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool =
     """Train a dense backbone and write RUN_DIR: config.json, model.safetensors, metrics.json, train.log.
     Until it completes, RUN_DIR.partial/ holds a checkpoint that ``resume=True`` continues from."""
     out = out or default_out("train", opts)
-    if resume and drop_finished_checkpoint(out):
-        raise CheckpointError(f"nothing to resume: {out} is complete")
-    check_out_dir(out, overwrite, run_inputs(opts))
+    check_run_out(out, overwrite, opts, resume)
     with run_state("train", opts, out, overwrite, resume) as (opts, ckpt), ckpt:
         ckpt.every = opts["checkpoint_every"]
         arch, cfg = build(ArchSpec, opts), build(TrainConfig, opts)
@@ -229,9 +228,7 @@ def search_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool 
     """DNS-Rec search; RUN_DIR gets config.json, arch.json, search_card.json and supernet/. Until it
     completes, RUN_DIR.partial/ holds a checkpoint that ``resume=True`` continues from."""
     out = out or default_out("search", opts)
-    if resume and drop_finished_checkpoint(out):
-        raise CheckpointError(f"nothing to resume: {out} is complete")
-    check_out_dir(out, overwrite, run_inputs(opts))
+    check_run_out(out, overwrite, opts, resume)
     with run_state("search", opts, out, overwrite, resume) as (opts, ckpt), ckpt:
         ckpt.every = opts["checkpoint_every"]
         cfg = build(SearchConfig, opts)

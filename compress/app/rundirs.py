@@ -22,7 +22,7 @@ from compress.engine.checkpoint import STATE, Checkpointer, partial_dir
 from compress.engine.loop import LoopResult
 from compress.engine.sinks import MetricsSink, csv_text
 from compress.errors import CheckpointError, ConfigError
-from compress.files import atomic_dir, read_json, write_json, write_text
+from compress.files import atomic_dir, check_out_dir, read_json, write_json, write_text
 from compress.layout import CARD, CHECKPOINT, ITEMS, LOCK, MARKER, METRICS, METRICS_CSV, SEARCH_CARD, TRAIN_LOG
 from compress.runtime import distributed
 from compress.runtime.lock import RunLock
@@ -156,6 +156,14 @@ def drop_finished_checkpoint(out: str) -> bool:
                 out)
     shutil.rmtree(partial, ignore_errors=True)
     return True
+
+
+def check_run_out(out: str, overwrite: bool, opts: Dict[str, Any], resume: bool) -> None:
+    """Before a run writes ``out``: a resume of a run that completed (``drop_finished_checkpoint``) has
+    nothing left to do; otherwise ``out`` must be one the run may write (``check_out_dir``)."""
+    if resume and drop_finished_checkpoint(out):
+        raise CheckpointError(f"nothing to resume: {out} is complete")
+    check_out_dir(out, overwrite, run_inputs(opts))
 
 
 def _settings(kind: str, settings: Dict[str, Any], ckpt: Checkpointer, overwrite: bool,
