@@ -111,11 +111,15 @@ def check_same(model_vocab: Optional[ItemVocabulary], data_vocab: ItemVocabulary
         raise ConfigError(f"{what} and the data number their items differently ({differs}); {ALIGN_HINT}")
 
 
+def as_vocabulary(given: Union[None, ItemVocabulary, Sequence[str]]) -> Optional[ItemVocabulary]:
+    """``given`` as an ItemVocabulary: a list of raw ids is checked as such; None stays None."""
+    return given if given is None or isinstance(given, ItemVocabulary) else ItemVocabulary(given)
+
+
 def vocabulary_of(model: Any, given: Union[None, ItemVocabulary, Sequence[str]] = None) -> ItemVocabulary:
     """The vocabulary naming ``model``'s item rows: ``given``, or the one the model carries (a model
     from ``compress.load`` or trained by ``compress.fit``); refused when absent or of another size."""
-    if given is not None and not isinstance(given, ItemVocabulary):
-        given = ItemVocabulary(given)  # a list of raw ids, checked as such
+    given = as_vocabulary(given)
     vocabulary = given if given is not None else getattr(model, "vocabulary", None)
     if vocabulary is None:
         raise ConfigError("the model has no item vocabulary, so its rows cannot be named as raw item ids; pass "

@@ -26,7 +26,7 @@ from compress.arch import ArchSpec
 from compress.backbones.transformer import SequenceTransformer
 from compress.bounds import instance
 from compress.data.dataset import SequenceDataset
-from compress.data.vocabulary import ItemVocabulary, check_same, vocabulary_of
+from compress.data.vocabulary import ItemVocabulary, as_vocabulary, check_same, vocabulary_of
 from compress.errors import CheckpointError, ConfigError
 from compress.files import atomic_dir, write_json, write_text
 from compress.layout import CARD, ITEMS, MODEL_README, NATIVE
@@ -182,11 +182,9 @@ def export(model: torch.nn.Module, out: str, format: str = "safetensors",
     ``compress.split_metrics(model, dataset)``; ``baseline``: what it was compressed from, for the
     card's cost comparison: the ``Supernet`` (whose adapter also writes native/, the model as the
     wrapped class, where that class can hold it) or a dense compress model."""
-    if vocabulary is not None and not isinstance(vocabulary, ItemVocabulary):
-        vocabulary = ItemVocabulary(vocabulary)
     instance("overwrite", overwrite, bool, "True replaces an existing out, False refuses it")
     check_metrics(metrics)
-    vocabulary, stats = trained_on(model, vocabulary, dataset)
+    vocabulary, stats = trained_on(model, as_vocabulary(vocabulary), dataset)
     card: Dict[str, Any] = {"metrics": metrics or {}}
     adapter = None
     if baseline is not None:
@@ -204,7 +202,7 @@ def trained_on(model: torch.nn.Module, vocabulary: Optional[ItemVocabulary],
     """(the vocabulary to write, the card's statistics of ``dataset``) for an export of ``model`` trained
     on ``dataset``: the data's vocabulary (the same ids, with their popularity) once it numbers the items
     as the model (or ``vocabulary``) does; data of other items is refused, not written beside the model."""
-    vocabulary = vocabulary or getattr(model, "vocabulary", None)
+    vocabulary = vocabulary if vocabulary is not None else getattr(model, "vocabulary", None)
     if dataset is None:
         return vocabulary, None
     instance("dataset", dataset, SequenceDataset, "the data the model was trained on, from compress.load_dataset")
