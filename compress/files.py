@@ -258,20 +258,28 @@ def recover(out: str) -> None:
             return
 
 
-def write_text(path: str, text: str) -> None:
-    """Write ``text`` to a temporary name beside ``path``, flush it to disk, then rename: never a
-    half-written file, and two writers never share a temporary file."""
-    tmp = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+@contextlib.contextmanager
+def staged(path: str) -> Iterator[str]:
+    """A temporary name beside ``path`` to write to: flushed to disk and renamed over ``path`` when the block
+    ends, removed if it fails. Never a half-written file, and two writers never share a temporary file (the
+    name keeps ``path``'s extension, so writers that infer a format from it still do)."""
+    stem, ext = os.path.splitext(path)
+    tmp = f"{stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{ext}"
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
+        yield tmp
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+def write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through :func:`staged`."""
+    with staged(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 def write_json(path: str, obj: Any) -> None:

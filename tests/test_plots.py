@@ -38,6 +38,24 @@ def test_plots_are_written(tmp_path):
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_failed_write_keeps_the_previous_plot_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    plt = pytest.importorskip("matplotlib.pyplot")
+    target = tmp_path / "s.png"
+    plot_search({"history": history(3), "widths": WIDTHS}, str(target))
+    before = target.read_bytes()
+
+    def stopped(fig, path, **kwargs):
+        with open(path, "wb") as fh:
+            fh.write(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plt.Figure, "savefig", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        plot_search({"history": history(5), "widths": WIDTHS}, str(target))
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.png"]
+
+
 def test_search_plot_legends_overlap_nothing(tmp_path, monkeypatch):
     plt = pytest.importorskip("matplotlib.pyplot")
     figures = []

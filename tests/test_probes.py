@@ -230,7 +230,7 @@ def test_a_full_disk_ends_in_one_line_and_leaves_no_half_files(small_disk, subpr
                subprocess_env, timeout=300)
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.strip().splitlines()[-1].startswith("error:")
-    assert not [p for p in os.listdir(small_disk) if ".tmp-" in p or p.endswith(".tmp")]
+    assert not [p for p in os.listdir(small_disk) if ".tmp" in p]
 
 
 def test_a_read_only_output_is_refused_before_any_work(small_disk, subprocess_env, tiny_data_file):

@@ -9,6 +9,7 @@ import os
 from typing import Dict, List, Sequence
 
 from compress.errors import ConfigError
+from compress.files import staged
 from compress.layout import ALPHA_BETA_PNG, CANDIDATES_PNG
 from compress.store.card import exit_depths
 
@@ -24,6 +25,12 @@ def _pyplot():
     except ImportError:
         raise ConfigError("plots need matplotlib: pip install matplotlib") from None
     return plt
+
+
+def save(fig, path: str) -> None:
+    """Write ``fig`` as a PNG through a temporary file: a stop mid-write leaves the old plot or none."""
+    with staged(path) as tmp:
+        fig.savefig(tmp, dpi=120)
 
 
 def integer_epochs(ax, epochs: List[int]) -> None:
@@ -70,7 +77,7 @@ def plot_search(card: Dict, path: str) -> str:
     draw_controllers(axes, card["history"], card["widths"], exit_depths(card), marker="o")
     for ax in axes:
         legend_beside(ax)
-    fig.savefig(path, dpi=120)
+    save(fig, path)
     plt.close(fig)
     return path
 
@@ -97,7 +104,7 @@ def plot_candidates(card: Dict, path: str) -> str:
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))  # one entry per kind, not per candidate
     ax.legend(unique.values(), unique.keys(), loc="best", fontsize=FONT["legend"])
-    fig.savefig(path, dpi=120)
+    save(fig, path)
     plt.close(fig)
     return path
 

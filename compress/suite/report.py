@@ -21,7 +21,7 @@ import os
 from collections import defaultdict
 from typing import Any, Dict, List, Optional
 
-from compress.app.plots import _pyplot, draw_controllers
+from compress.app.plots import _pyplot, draw_controllers, save
 from compress.files import write_text
 from compress.store.card import exit_depths
 from compress.suite.pareto import BASELINE_METHODS, dominance, is_dnsrec, pareto, point
@@ -216,15 +216,8 @@ def plot_controllers(dataset: str, rows: Records, path: str) -> str:
     fig.suptitle(f"{dataset}: {rows[0]['label']}\ncontrollers over search epochs (seeds {seeds}: solid, dashed, "
                  "dotted)", fontsize=10)
     fig.tight_layout()
-    path = _save(fig, path)
+    save(fig, path)
     plt.close(fig)
-    return path
-
-
-def _save(fig, path: str) -> str:
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
     return path
 
 
@@ -258,7 +251,7 @@ def plot_pareto(dataset: str, rows_by_variant: Dict[str, Records], path: str) ->
     ax.set_title(f"{dataset}: accuracy vs FLOPs (mean ± std over seeds)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = _save(fig, path)
+    save(fig, path)
     plt.close(fig)
     return path
 
@@ -289,7 +282,7 @@ def plot_lambda(dataset: str, rows: Records, path: str) -> str:
         ax.set_ylabel(label)
     fig.suptitle(f"{dataset}: DNS-Rec λ sweep (mean ± std over seeds)")
     fig.tight_layout()
-    path = _save(fig, path)
+    save(fig, path)
     plt.close(fig)
     return path
 

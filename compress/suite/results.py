@@ -19,7 +19,7 @@ except ImportError:  # Windows: one process per results file
     fcntl = None
 
 from compress.errors import CheckpointError, ConfigError
-from compress.files import json_default
+from compress.files import json_default, staged
 
 METRICS = {"ndcg@10": "NDCG@10", "recall@10": "Recall@10", "mrr@10": "MRR@10"}  # what a record's metrics hold
 PROTOCOLS = ("full", "pop100")  # full ranking, or against 100 popular negatives
@@ -69,12 +69,8 @@ def update_results(path: str, changed: Dict[str, Dict[str, Any]]) -> None:
     read is kept, not overwritten by a stale copy."""
     with _locked(path, "rb"):
         records = [changed.get(r["key"], r) for r in read_results(path)]
-        tmp = f"{path}.tmp"
-        with open(tmp, "wb") as out:
+        with staged(path) as tmp, open(tmp, "wb") as out:
             out.writelines((json.dumps(r, default=json_default, sort_keys=False) + "\n").encode() for r in records)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
 
 
 def append_result(path: str, record: Dict[str, Any]) -> None:
