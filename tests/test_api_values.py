@@ -357,6 +357,25 @@ def test_models_come_back_in_the_mode_they_were_given(data):
         assert torch.equal(small.predict(items), small.predict(items))
 
 
+def test_measuring_gives_the_model_back_in_its_mode_also_when_predict_fails(data, monkeypatch):
+    """Evaluation, FLOPs, latency and memory run in eval mode and restore the mode they found, whether
+    ``predict`` returns or raises: a failed evaluation used to leave a training model in eval mode."""
+    from compress.measure.latency import latency_ms, peak_memory_bytes
+
+    model = sasrec(data.n_items).train()
+    measures = [lambda m: compress.evaluate(m, data), lambda m: compress.measured_flops(m, 10),
+                lambda m: latency_ms(m, 2, repeats=1, warmup=0), lambda m: peak_memory_bytes(m, 2)]
+    for measure in measures:
+        measure(model)
+        assert model.training
+    monkeypatch.setattr(model, "predict", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(model, "query_hidden", model.predict)
+    for measure in measures:
+        with pytest.raises(RuntimeError, match="boom"):
+            measure(model)
+        assert model.training
+
+
 def test_a_reloaded_supernet_keeps_its_items_and_is_in_eval_mode(data, tmp_path):
     """save_supernet writes the item vocabulary: a reloaded supernet refuses data of another numbering,
     as the saved one did, instead of adopting the data's ids and labelling every row wrongly."""

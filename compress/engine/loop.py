@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import copy
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -30,6 +29,7 @@ from compress.engine.config import KEEPS
 from compress.engine.progress import NullReporter, Reporter
 from compress.errors import CheckpointError, ConfigError, SearchError
 from compress.measure.evaluation import EvalSet
+from compress.nn.modes import evaluating
 from compress.runtime import distributed
 
 SYNC_SECONDS = 0.5
@@ -274,10 +274,8 @@ def _past(start: float, max_minutes: Optional[float]) -> bool:
 def _finite_scores(model: nn.Module, histories: torch.Tensor) -> bool:
     """Whether the model scores these histories (a few users) with finite numbers (one host read):
     finite but huge weights can still overflow every score."""
-    was_training = model.training
-    model.eval()
-    scores = model.predict(histories)[:, 1:]  # column 0 is padding, -inf by design
-    model.train(was_training)
+    with evaluating(model):
+        scores = model.predict(histories)[:, 1:]  # column 0 is padding, -inf by design
     return bool(torch.isfinite(scores).all())
 
 
@@ -304,18 +302,3 @@ def check_finite_weights(model: nn.Module, what: str = "the model") -> None:
     more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
     raise ConfigError(f"{what} holds NaN or inf in {bad[0]}{more}; start from finite weights: a fresh model, or "
                       "an earlier checkpoint of this one")
-
-
-@contextmanager
-def kept_modes(*modules: Optional[nn.Module]) -> Iterator[None]:
-    """Give ``modules`` back as they came: each one's train/eval mode and its parameters' requires_grad.
-    Training switches the model to train mode and freezes a teacher; a caller who then calls
-    ``predict`` on a model they had put in eval mode would get dropout's random scores."""
-    kept = [(m, m.training, [p.requires_grad for p in m.parameters()]) for m in modules if m is not None]
-    try:
-        yield
-    finally:
-        for module, training, grads in kept:
-            module.train(training)
-            for param, grad in zip(module.parameters(), grads):
-                param.requires_grad_(grad)

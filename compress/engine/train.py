@@ -13,12 +13,13 @@ from compress.data.dataset import SequenceDataset
 from compress.engine.batches import TrainingBatches
 from compress.engine.checkpoint import Checkpointer
 from compress.engine.config import TrainConfig
-from compress.engine.loop import Loop, LoopResult, Task, check_finite_weights, check_hooks, kept_modes
+from compress.engine.loop import Loop, LoopResult, Task, check_finite_weights, check_hooks
 from compress.engine.losses import Distillation, StepLoss
 from compress.engine.precision import Precision
 from compress.engine.progress import LogReporter, Reporter
 from compress.errors import ConfigError, DivergedError
 from compress.measure.evaluation import EVAL_SEED, check_model_and_data, eval_set, score_set
+from compress.nn.modes import kept_modes
 from compress.runtime import distributed
 from compress.runtime.devices import as_device
 

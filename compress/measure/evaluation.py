@@ -37,6 +37,7 @@ from compress.data.dataset import SAMPLED, SequenceDataset
 from compress.data.vocabulary import check_same
 from compress.errors import ConfigError
 from compress.measure.metrics import metrics_from_ranks, target_ranks
+from compress.nn.modes import evaluating
 from compress.runtime import distributed
 from compress.runtime.devices import as_device
 
@@ -144,21 +145,19 @@ def score_set(model: torch.nn.Module, data: EvalSet, k: int = 10, batch_size: in
               item_chunk: int = 65536) -> Dict[str, float]:
     """Metrics @k of ``model`` on a prepared ``EvalSet`` (what a training loop validates on each epoch)."""
     check_sizes(k, batch_size, item_chunk)
-    was_training = model.training
-    model.eval()
     from_hidden = hasattr(model, "query_hidden") and hasattr(model, "item_table")
     starts = list(range(0, len(data), batch_size))
     mine = distributed.shard(len(starts))  # this rank's contiguous block of batches
     ranks = []
     start = time.perf_counter()
-    for lo in starts[mine]:
-        items, tgt = data.histories[lo:lo + batch_size], data.targets[lo:lo + batch_size]
-        negatives = None if data.negatives is None else data.negatives[lo:lo + batch_size]
-        if from_hidden:
-            ranks.append(hidden_ranks(model, items, tgt, negatives, item_chunk))
-        else:
-            ranks.append(logit_ranks(model.predict(items).float(), tgt, negatives))  # (B, n_items + 1)
-    model.train(was_training)
+    with evaluating(model):
+        for lo in starts[mine]:
+            items, tgt = data.histories[lo:lo + batch_size], data.targets[lo:lo + batch_size]
+            negatives = None if data.negatives is None else data.negatives[lo:lo + batch_size]
+            if from_hidden:
+                ranks.append(hidden_ranks(model, items, tgt, negatives, item_chunk))
+            else:
+                ranks.append(logit_ranks(model.predict(items).float(), tgt, negatives))  # (B, n_items + 1)
     local = torch.cat(ranks).cpu() if ranks else torch.zeros(0, dtype=torch.long)  # one host read
     out = metrics_from_ranks(distributed.gather_rows(local, shard_sizes(len(data), batch_size)), k)
     out["eval_seconds"] = round(time.perf_counter() - start, 3)

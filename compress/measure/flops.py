@@ -18,6 +18,7 @@ from compress.arch import ArchSpec
 from compress.bounds import whole
 from compress.errors import ConfigError
 from compress.nn.attention import chunk_size
+from compress.nn.modes import evaluating
 
 
 def attention_matmul_flops(arch: ArchSpec, n: int, causal: bool = True) -> int:
@@ -99,11 +100,8 @@ def measured_flops(model: torch.nn.Module, n: int) -> int:
     if whole("n", n) > model.max_len:
         raise ConfigError(f"n {n} exceeds the {model.max_len} positions the model has; give n <= {model.max_len}")
     items = torch.randint(1, model.n_items + 1, (1, n), device=next(model.parameters()).device)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=CUSTOM_FORMULAS) as counter:
+    with evaluating(model), torch.no_grad(), FlopCounterMode(display=False, custom_mapping=CUSTOM_FORMULAS) as counter:
         model.predict(items)
-    model.train(was_training)
     return int(counter.get_total_flops())
 
 

@@ -3,6 +3,7 @@ on CUDA also replayed as CUDA graphs) and peak memory (parameters plus the large
 alive at once during ``predict``)."""
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 import weakref
@@ -12,6 +13,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from compress.nn.modes import evaluating
 from compress.runtime.replay import Replayed
 
 
@@ -33,21 +35,22 @@ def latencies_ms(models: List[torch.nn.Module], batch: int, repeats: int = 30, w
     model; with ``graphs``, replayed as a CUDA graph (``compress.runtime.replay``; the same call
     elsewhere). Repeats alternate between the models, so load from elsewhere on a shared machine hits
     all of them alike and their ratio stays meaningful."""
-    inputs, calls = [], []
-    for model in models:
-        model.eval()
-        inputs.append(_batch(model, batch))
-        calls.append(Replayed(model.predict, inputs[-1].device) if graphs else model.predict)
-        for _ in range(warmup):
-            calls[-1](inputs[-1])
-        _sync(inputs[-1].device)
-    times: List[List[float]] = [[] for _ in models]
-    for _ in range(repeats):
-        for call, items, bucket in zip(calls, inputs, times):
-            t0 = time.perf_counter()
-            call(items)
-            _sync(items.device)
-            bucket.append(time.perf_counter() - t0)
+    with contextlib.ExitStack() as modes:
+        inputs, calls = [], []
+        for model in models:
+            modes.enter_context(evaluating(model))
+            inputs.append(_batch(model, batch))
+            calls.append(Replayed(model.predict, inputs[-1].device) if graphs else model.predict)
+            for _ in range(warmup):
+                calls[-1](inputs[-1])
+            _sync(inputs[-1].device)
+        times: List[List[float]] = [[] for _ in models]
+        for _ in range(repeats):
+            for call, items, bucket in zip(calls, inputs, times):
+                t0 = time.perf_counter()
+                call(items)
+                _sync(items.device)
+                bucket.append(time.perf_counter() - t0)
     return [1000.0 * statistics.median(t) for t in times]
 
 
@@ -88,20 +91,20 @@ class _LiveBytes(TorchDispatchMode):
 def peak_memory_bytes(model: torch.nn.Module, batch: int) -> Dict[str, int]:
     """Parameters + peak activations of one ``predict`` on ``batch`` full-length histories. On CUDA the
     allocator's own peak is used; on CPU the storages created during the pass are tracked."""
-    model.eval()
     items = _batch(model, batch)
     params = sum(p.numel() * p.element_size() for p in model.parameters())
-    if items.device.type == "cuda":
-        torch.cuda.synchronize(items.device)
-        torch.cuda.reset_peak_memory_stats(items.device)
-        base = torch.cuda.memory_allocated(items.device)
-        model.predict(items)
-        torch.cuda.synchronize(items.device)
-        activations = torch.cuda.max_memory_allocated(items.device) - base
-    else:
-        tracker = _LiveBytes([*model.parameters(), *model.buffers(), items])
-        with tracker:
+    with evaluating(model):
+        if items.device.type == "cuda":
+            torch.cuda.synchronize(items.device)
+            torch.cuda.reset_peak_memory_stats(items.device)
+            base = torch.cuda.memory_allocated(items.device)
             model.predict(items)
-        activations = tracker.peak
+            torch.cuda.synchronize(items.device)
+            activations = torch.cuda.max_memory_allocated(items.device) - base
+        else:
+            tracker = _LiveBytes([*model.parameters(), *model.buffers(), items])
+            with tracker:
+                model.predict(items)
+            activations = tracker.peak
     return {"params": params, "activations": int(activations), "total": int(params + activations)}
 

@@ -34,7 +34,7 @@ from compress.data.batching import pad_right
 from compress.data.dataset import SequenceDataset
 from compress.engine.batches import TrainingBatches
 from compress.engine.checkpoint import Checkpointer
-from compress.engine.loop import Loop, Task, check_hooks, kept_modes
+from compress.engine.loop import Loop, Task, check_hooks
 from compress.engine.losses import StepLoss
 from compress.engine.precision import Precision
 from compress.engine.progress import LogReporter, Reporter
@@ -43,6 +43,7 @@ from compress.errors import ConfigError
 from compress.measure.evaluation import EVAL_SEED, eval_set, score_set
 from compress.nas.config import PROXYLESS_EXPONENT, SearchConfig, read_budget
 from compress.nas.supernet import Supernet
+from compress.nn.modes import kept_modes
 from compress.runtime import distributed
 from compress.runtime.devices import as_device, resolve_device
 

@@ -21,6 +21,7 @@ from compress.bounds import instance, whole
 from compress.data.batching import pad_right
 from compress.data.vocabulary import ItemVocabulary, vocabulary_of
 from compress.errors import ConfigError
+from compress.nn.modes import evaluating
 from compress.runtime.replay import Replayed
 
 Recommendations = List[List[Tuple[str, float]]]
@@ -112,10 +113,8 @@ class Recommender:
         device = next(model.parameters()).device
         bucket = 1 << (len(seqs) - 1).bit_length()  # padded rows are empty histories, scored and dropped
         items = pad_right(seqs + [np.zeros(0, dtype=np.int64)] * (bucket - len(seqs)), model.max_len).to(device)
-        was_training = model.training
-        model.eval()
-        scores = self.predict(items)[:len(seqs)].float()  # (B, n_items + 1)
-        model.train(was_training)
+        with evaluating(model):
+            scores = self.predict(items)[:len(seqs)].float()  # (B, n_items + 1)
         if not bool(torch.isfinite(scores[:, 1:]).all()):
             raise ConfigError("the model's scores are not finite (NaN or infinity): its weights diverged; "
                               "serve a model that trained to the end")
