@@ -29,6 +29,9 @@ class Width(NamedTuple):
 GATE_PLACEMENTS = ("code", "paper")
 MAX_LAYERS = 1024
 MAX_GATE_LAYERS = 16  # each gate is an MLP of this many hidden layers: deeper ones cost more than the FFN
+# (minimum, maximum) of each size; a million layers would take minutes of module building to fail
+SIZES = {"hidden": (1, None), "inner": (1, None), "heads": (1, None), "layers": (1, MAX_LAYERS),
+         "gate_layers": (0, MAX_GATE_LAYERS)}
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,8 @@ class ArchSpec:
     gate_placement: str = "code"  # code: δ1 on FFN dense-1 output (size D), δ2 on dense-2 output (size d)
 
     def __post_init__(self) -> None:
-        for name in ("hidden", "inner", "heads", "layers", "gate_layers"):
-            object.__setattr__(self, name, whole(name, getattr(self, name), minimum=int(name != "gate_layers")))
-        if self.layers > MAX_LAYERS:  # a million layers would take minutes of module building to fail
-            raise ConfigError(f"layers must be <= {MAX_LAYERS}, got {self.layers}")
-        whole("gate_layers", self.gate_layers, minimum=0, maximum=MAX_GATE_LAYERS)
+        for name, (low, high) in SIZES.items():
+            object.__setattr__(self, name, whole(name, getattr(self, name), minimum=low, maximum=high))
         if self.hidden % self.heads:
             raise ConfigError(f"hidden size {self.hidden} is not divisible into {self.heads} heads; "
                               "pick heads that divide it")

@@ -245,7 +245,7 @@ def test_archspec_json_round_trip():
 @pytest.mark.parametrize("kwargs, words", [
     (dict(hidden=30, heads=4), "not divisible into 4 heads"),
     (dict(hidden=0), "hidden must be >= 1, got 0"),
-    (dict(layers=0), "layers must be >= 1, got 0"),
+    (dict(layers=0), r"layers must be in \[1, 1024\], got 0"),
     (dict(attention="flash"), "unknown attention"),
     (dict(gate_placement="input"), "unknown gate placement"),
     (dict(gate_layers=-1), "gate_layers"),
