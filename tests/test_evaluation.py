@@ -69,7 +69,7 @@ def test_full_protocol_exact_ranks(ranked):
 
 
 def test_a_k_that_reaches_every_candidate_is_said(ranked, caplog):
-    """recall@k of a k past the candidates is 1 by construction: correct, and said, since it reads as a
+    """recall@k of a k past the candidates is 1 for any finite model: correct, and said, since it reads as a
     perfect model."""
     ds, model = ranked
     assert evaluate(model, ds, "test", "full", k=ds.n_items)[f"recall@{ds.n_items}"] == 1.0
@@ -77,6 +77,38 @@ def test_a_k_that_reaches_every_candidate_is_said(ranked, caplog):
     caplog.clear()
     evaluate(model, ds, "test", "full", k=ds.n_items - 1)
     assert "reaches every one" not in caplog.text
+
+
+class Popularity(nn.Module):
+    """A baseline with no parameters: every user gets the item counts, a broadcast view of one buffer."""
+
+    def __init__(self, counts: torch.Tensor, max_len: int = 8) -> None:
+        super().__init__()
+        self.register_buffer("counts", counts)
+        self.max_len, self.n_items = max_len, len(counts) - 1
+
+    def predict(self, items: torch.Tensor) -> torch.Tensor:
+        return self.counts.expand(len(items), -1)  # (B, n_items + 1), one row's memory
+
+
+def test_a_model_without_parameters_whose_scores_are_a_view_is_evaluated_and_left_as_it_was(ranked):
+    """Evaluation once wrote -inf into column 0 of whatever predict returned: a broadcast view failed
+    with a raw RuntimeError, a tensor the model keeps was changed. A model with no parameters failed
+    with a bare StopIteration looking for its device."""
+    ds, _ = ranked
+    counts = torch.from_numpy(ds.item_popularity()).float()
+    model = Popularity(counts.clone())
+    for protocol in ("full", "pop100"):
+        metrics = evaluate(model, ds, "test", protocol)
+        assert 0.0 <= metrics["ndcg@10"] <= 1.0
+    assert torch.equal(model.counts, counts)
+
+
+def test_a_nan_model_scores_zero_also_when_k_reaches_every_candidate(ranked):
+    ds, model = ranked
+    broken = TableModel(torch.full_like(model.table, float("nan")))
+    assert evaluate(broken, ds, "test", "full", k=ds.n_items)[f"recall@{ds.n_items}"] == 0.0
+    assert evaluate(broken, ds, "test", "pop100", k=N_NEGATIVES + 1)[f"recall@{N_NEGATIVES + 1}"] == 0.0
 
 
 def test_batching_does_not_change_the_result(ranked):

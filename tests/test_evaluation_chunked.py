@@ -14,6 +14,7 @@ from compress.arch import ArchSpec
 from compress.backbones.sasrec import SASRec
 from compress.data import SequenceDataset
 from compress.errors import ConfigError
+from compress.measure import evaluation
 from compress.measure.evaluation import PROTOCOLS, evaluate, full_ranks
 from compress.measure.metrics import target_ranks
 
@@ -100,6 +101,64 @@ def test_full_ranks_count_exactly_what_target_ranks_counts():
     scores[:, 0] = float("-inf")
     expected = target_ranks(scores, scores.gather(1, targets[:, None])[:, 0])
     assert torch.equal(full_ranks(h, table, targets, 3001), expected)
+
+
+def reference_ranks(h: torch.Tensor, table: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """target_ranks over the whole score matrix as ``evaluation.chunk_scores`` computes it (one chunk)."""
+    scores = evaluation.chunk_scores(h, table, 0, table.shape[0])
+    return target_ranks(scores, scores.gather(1, targets[:, None])[:, 0])
+
+
+CHUNK_SCORES = evaluation.chunk_scores
+
+
+def float64_sums(h: torch.Tensor, table: torch.Tensor, lo: int, chunk: int) -> torch.Tensor:
+    """``chunk_scores`` summed in float64, then rounded: a BLAS whose summation order differs from h · e's."""
+    return CHUNK_SCORES(h.double(), table.double(), lo, chunk).float()
+
+
+def test_scores_near_float32_overflow_are_ranked_exactly(monkeypatch):
+    """A damaged model whose dot products reach float32's overflow: the estimate h · e_target can be inf
+    where the matmul's score is finite (another summation order), so its bounds are NaN and used to
+    count nothing, ranking the target first among items that score higher (rank 0 instead of 2)."""
+    monkeypatch.setattr(evaluation, "chunk_scores", float64_sums)
+    h = torch.ones(1, 4)
+    table = torch.tensor([[0.0, 0, 0, 0], [2e38, 2e38, -3e38, 0],  # item 1, the target: (h * e).sum() is inf
+                          [3e38, 0, 0, 0], [2e38, 0, 0, 0], [1.0, 0, 0, 0]])  # two items score higher, one lower
+    targets = torch.tensor([1])
+    assert (h * table[1]).sum().isinf()
+    expected = reference_ranks(h, table, targets)
+    assert expected.tolist() == [2]
+    for chunk in (1, 2, 5):
+        assert torch.equal(full_ranks(h, table, targets, chunk), expected)
+
+
+def tf32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` rounded to the nearest TF32 value (10 mantissa bits), as a GPU's TF32 matmul reads it."""
+    bits = x.contiguous().view(torch.int32)
+    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+@pytest.mark.parametrize("precision", ["high", "medium"])
+def test_ties_count_against_the_target_when_matmuls_round_their_operands(monkeypatch, precision):
+    """Users who allow TF32 (or bfloat16) matmuls for speed: the chunk matmul then rounds its operands,
+    far more than float32's rounding, so the estimate's slack has to widen with it. Every item has the
+    same embedding, so every target ties with all items and ranks last; with float32's slack, TF32's
+    scores fell outside it and the model earned recall@10 0.55 (a dead model)."""
+    monkeypatch.setattr(evaluation, "chunk_scores", lambda h, table, lo, chunk: CHUNK_SCORES(tf32(h), tf32(table), lo,
+                                                                                           chunk))
+    gen = torch.Generator().manual_seed(0)
+    table = torch.randn(1, 32, generator=gen).repeat(42, 1)  # (n_items + 1, d): 41 identical items
+    h = torch.randn(64, 32, generator=gen)
+    targets = torch.randint(1, 42, (64,), generator=gen)
+    expected = reference_ranks(h, table, targets)
+    assert expected.tolist() == [40] * 64
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:  # one chunk: a BLAS may round a column differently at another place in a chunk (see full_ranks)
+        assert torch.equal(full_ranks(h, table, targets, 42), expected)
+    finally:
+        torch.set_float32_matmul_precision(previous)
 
 
 def test_item_chunk_must_be_positive(dataset):

@@ -16,7 +16,7 @@ import compress
 from compress.engine.checkpoint import Checkpointer
 from compress.files import atomic_dir, recover
 from compress.layout import MARKER
-from compress.measure.metrics import target_ranks
+from compress.measure.metrics import MISS, target_ranks
 
 TINY = ["--epochs", "1", "--hidden", "16", "--inner", "32", "--layers", "1", "--heads", "1", "--seq-len", "10",
         "--batch-size", "64", "--device", "cpu"]
@@ -25,7 +25,7 @@ TINY = ["--epochs", "1", "--hidden", "16", "--inner", "32", "--layers", "1", "--
 def test_a_nan_score_is_never_a_hit():
     scores = torch.tensor([[float("nan"), 0.1, 0.2], [0.5, float("nan"), 0.1], [0.3, 0.2, 0.1]])
     ranks = target_ranks(scores, scores[:, 0])
-    assert ranks.tolist() == [2, 1, 0]  # a NaN target ranks last; a NaN candidate counts against the target
+    assert ranks.tolist() == [MISS, 1, 0]  # a NaN target is never a hit; a NaN candidate counts against the target
 
 
 def test_a_model_of_nan_weights_scores_zero(artifacts):
@@ -37,6 +37,8 @@ def test_a_model_of_nan_weights_scores_zero(artifacts):
     for protocol in ("full", "pop100"):
         metrics = compress.evaluate(model, data, "test", protocol)
         assert metrics["ndcg@10"] == 0.0 and metrics["recall@10"] == 0.0, protocol
+    every = compress.evaluate(model, data, "test", "full", k=data.n_items)  # k reaches every candidate
+    assert every[f"recall@{data.n_items}"] == 0.0  # a NaN target once ranked last, a hit at such a k
 
 
 def test_a_run_that_diverges_in_its_only_step_says_so(tiny_data_file):

@@ -7,6 +7,7 @@ import torch
 
 from compress.measure.flops import measured_flops, model_flops, params_count
 from compress.measure.latency import latencies_ms, peak_memory_bytes
+from compress.runtime.devices import model_device
 
 
 def profile(models: Dict[str, torch.nn.Module], batches: List[int], repeats: int) -> Dict[str, Dict[str, float]]:
@@ -17,7 +18,7 @@ def profile(models: Dict[str, torch.nn.Module], batches: List[int], repeats: int
         rows[name] = {"params": params_count(model),
                       "flops_analytic": model_flops(model)["total"],
                       "flops_measured": measured_flops(model, model.max_len)}
-    cuda = any(next(m.parameters()).device.type == "cuda" for m in models.values())
+    cuda = any(model_device(m).type == "cuda" for m in models.values())
     for b in batches:
         for name, ms in zip(models, latencies_ms(list(models.values()), b, repeats)):
             rows[name][f"latency_ms@{b}"] = ms

@@ -14,9 +14,10 @@ the device once (``EvalSet``), and ranks stay there until the metrics are comput
 ``query_hidden`` and ``item_table`` (all of ours) are scored from their hidden state without ever
 building the (B, n_items + 1) score matrix, which is 2 GB for 512 users and a million items: ``full``
 ranks in chunks of ``item_chunk`` items, the sampled protocols score only the target and its
-negatives. Other models go through ``predict``. Both paths score in float32 and rank by
-``target_ranks``' rule: ties count against the target, and a non-finite target score is never a hit
-(a diverged model scores zero, not one). The chunked full ranking counts exactly over the chunk
+negatives. Other models go through ``predict`` and are ranked on the scores it returns (cast to
+float32, which is exact from a lower precision, so a bfloat16 model's ties stay ties). Both paths rank
+by ``target_ranks``' rule: ties count against the target, and a non-finite target score is never a hit
+(a diverged model scores zero, not one, at any k). The chunked full ranking counts exactly over the chunk
 matmuls' scores, which are the whole matmul's wherever the BLAS computes a column the same way in a
 chunk (MKL does at the default chunk); the sampled protocols take their 101 dot products directly,
 which may differ from the matmul's in the last bit, so only a negative within float32 rounding of
@@ -36,10 +37,10 @@ from compress.data.batching import pad_right
 from compress.data.dataset import SAMPLED, SequenceDataset
 from compress.data.vocabulary import check_same
 from compress.errors import ConfigError
-from compress.measure.metrics import metrics_from_ranks, target_ranks
+from compress.measure.metrics import MISS, metrics_from_ranks, target_ranks
 from compress.nn.modes import evaluating
 from compress.runtime import distributed
-from compress.runtime.devices import as_device
+from compress.runtime.devices import as_device, model_device
 
 PROTOCOLS = ("full", *SAMPLED)  # full ranking, and the sampled ones with where they draw negatives
 N_NEGATIVES = 100
@@ -115,11 +116,11 @@ def evaluate(model: torch.nn.Module, dataset: SequenceDataset, split: str = "val
     check_sizes(k, batch_size, item_chunk)
     whole("seed", seed, 0, MAX_SEED)
     check_model_and_data(model, dataset)
-    device = as_device(device, next(model.parameters()).device)
+    device = as_device(device, model_device(model))
     candidates = dataset.n_items if protocol == "full" else N_NEGATIVES + 1
     if k >= candidates:  # a correct number, but not one that says anything about the model
-        log.warning("k=%d reaches every one of the %d candidates %s ranks a target among: recall@%d is 1 by "
-                    "construction", k, candidates, protocol, k)
+        log.warning("k=%d reaches every one of the %d candidates %s ranks a target among: recall@%d is 1 for "
+                    "any model whose scores are finite", k, candidates, protocol, k)
     return score_set(model, eval_set(dataset, split, protocol, model.max_len, seed, device), k, batch_size, item_chunk)
 
 
@@ -173,14 +174,14 @@ def shard_sizes(n: int, batch_size: int) -> List[int]:
 
 def logit_ranks(scores: torch.Tensor, tgt: torch.Tensor, negatives: Optional[torch.Tensor]) -> torch.Tensor:
     """(B,) target ranks from the full score matrix (B, n_items + 1), for models with ``predict`` only;
-    against every item, or against ``negatives`` (B, N_NEGATIVES) for a sampled protocol."""
+    against every item, or against ``negatives`` (B, N_NEGATIVES) for a sampled protocol. ``scores`` is
+    read, never written: it may be a broadcast view, or a tensor the model keeps."""
     t_scores = scores.gather(1, tgt[:, None])[:, 0]
     if negatives is None:
-        scores[:, 0] = float("-inf")  # padding is never a candidate, whatever logit the model gives it
+        candidates = scores[:, 1:]  # padding is never a candidate, whatever logit the model gives it
     else:
-        scores = scores.gather(1, negatives)
-        scores = torch.cat([scores, t_scores[:, None]], 1)
-    return target_ranks(scores, t_scores)
+        candidates = torch.cat([scores.gather(1, negatives), t_scores[:, None]], 1)
+    return target_ranks(candidates, t_scores)
 
 
 def hidden_ranks(model: torch.nn.Module, items: torch.Tensor, tgt: torch.Tensor, negatives: Optional[torch.Tensor],
@@ -196,6 +197,39 @@ def hidden_ranks(model: torch.nn.Module, items: torch.Tensor, tgt: torch.Tensor,
     return target_ranks(scores, scores[:, -1])
 
 
+ROUNDING = {"tf32": 2.0 ** -11, "bf16": 2.0 ** -8}  # unit rounding of a float32 operand in these formats
+
+
+def operand_rounding() -> float:
+    """The unit rounding float32 matmul operands may get under the user's precision settings: 0 in IEEE
+    float32, 2^-11 where TF32 is allowed (``torch.set_float32_matmul_precision("high")``, ``allow_tf32``),
+    2^-8 where bfloat16 is (``"medium"`` on the CPU). The loosest of the backends' settings counts."""
+    backends = (torch.backends, torch.backends.cuda.matmul, getattr(torch.backends.mkldnn, "matmul", None))
+    settings = [getattr(b, "fp32_precision", None) for b in backends]
+    try:
+        settings.append({"high": "tf32", "medium": "bf16"}.get(torch.get_float32_matmul_precision()))
+    except RuntimeError:  # the legacy and the per-backend settings mixed: the latter, read above, say it
+        pass
+    return max(ROUNDING.get(s, 0.0) for s in settings)
+
+
+def chunk_scores(h: torch.Tensor, table: torch.Tensor, lo: int, item_chunk: int) -> torch.Tensor:
+    """(B, C) float32 scores of table rows lo .. lo + item_chunk - 1; padding (row 0) at -inf."""
+    scores = h @ table[lo:lo + item_chunk].to(h.dtype).T
+    if lo == 0:
+        scores[:, 0] = float("-inf")  # padding is never a candidate
+    return scores
+
+
+def target_scores(h: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, item_chunk: int) -> torch.Tensor:
+    """(B,) each target's own score as its chunk's matmul computes it (one pass over the table)."""
+    exact = torch.empty_like(h[:, 0])
+    for lo in range(0, table.shape[0], item_chunk):
+        own = ((targets >= lo) & (targets < lo + item_chunk)).nonzero()[:, 0]
+        exact[own] = chunk_scores(h, table, lo, item_chunk)[own, targets[own] - lo]
+    return exact
+
+
 def full_ranks(h: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, item_chunk: int) -> torch.Tensor:
     """(B,) rank of each target among items 1..n_items, scoring ``item_chunk`` table rows at a time.
 
@@ -203,23 +237,29 @@ def full_ranks(h: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, item
     besides its own column; this counts the same items among the same float32 scores h @ table.T, the
     target's own score included, as each chunk's matmul computes them. That exact target score is
     only known once its chunk is reached, so every chunk is first compared with an estimate
-    t~ = h · e_target: items beyond the distance that float32 rounding could put between t~ and the
-    exact score are decided on the spot, and the few within it are kept and compared with the exact
-    score at the end. (Bound: a float32 dot product of length d is within γ_d Σ|h_i e_i| of the true
-    value, γ_d ≈ d·2^-24, whatever the summation order.) A NaN score counts against the target, and a
-    non-finite target score ranks last.
+    t~ = h · e_target: items beyond the distance that rounding could put between t~ and the exact score
+    are decided on the spot, and the few within it are kept and compared with the exact score at the
+    end. (Bound: a float32 dot product of length d is within γ_d Σ|h_i e_i| of the true value,
+    γ_d ≈ d·2^-24, whatever the summation order; operands rounded to TF32 or bfloat16 add twice their
+    unit rounding.) Where the estimate or its bound overflows, the exact target scores are taken first,
+    in a pass of their own. A NaN score counts against the target, and a non-finite target score is
+    never a hit (``MISS``).
     """
     e_target = table[targets].float()  # (B, d)
     estimate = (h * e_target).sum(-1)  # (B,)
-    slack = 2.02 * h.shape[-1] * 2.0 ** -24 * (h.abs() * e_target.abs()).sum(-1)  # (B,)
-    low, high = (estimate - slack)[:, None], (estimate + slack)[:, None]  # (B, 1)
+    relative = 2.02 * h.shape[-1] * 2.0 ** -24 + 2.01 * operand_rounding()
+    slack = relative * (h.abs() * e_target.abs()).sum(-1)  # (B,)
+    low, high = estimate - slack, estimate + slack
+    unsure = ~(low.isfinite() & high.isfinite())
+    if bool(unsure.any()):  # scores near float32's overflow (a damaged model): the estimate bounds nothing
+        exact = target_scores(h, table, targets, item_chunk)
+        low, high = torch.where(unsure, exact, low), torch.where(unsure, exact, high)
+    low, high = low[:, None], high[:, None]  # (B, 1)
     exact = estimate.clone()
     above = torch.zeros_like(targets)
     near_rows, near_scores = [], []
     for lo in range(0, table.shape[0], item_chunk):
-        scores = h @ table[lo:lo + item_chunk].float().T  # (B, C)
-        if lo == 0:
-            scores[:, 0] = float("-inf")  # padding is never a candidate
+        scores = chunk_scores(h, table, lo, item_chunk)  # (B, C)
         own = ((targets >= lo) & (targets < lo + scores.shape[1])).nonzero()[:, 0]
         column = targets[own] - lo
         exact[own] = scores[own, column]
@@ -230,7 +270,7 @@ def full_ranks(h: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, item
         near_scores.append(scores[rows, cols])
     rows, scores = torch.cat(near_rows), torch.cat(near_scores)
     ranks = above.index_add_(0, rows, (scores >= exact[rows]).long())
-    return torch.where(exact.isfinite(), ranks, table.shape[0] - 2)  # n_items - 1: last among the items
+    return torch.where(exact.isfinite(), ranks, MISS)
 
 
 def split_metrics(model: torch.nn.Module, dataset: SequenceDataset, k: int = 10, seed: int = EVAL_SEED,

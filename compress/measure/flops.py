@@ -19,6 +19,7 @@ from compress.bounds import whole
 from compress.errors import ConfigError
 from compress.nn.attention import chunk_size
 from compress.nn.modes import evaluating
+from compress.runtime.devices import model_device
 
 
 def attention_matmul_flops(arch: ArchSpec, n: int, causal: bool = True) -> int:
@@ -99,7 +100,7 @@ def measured_flops(model: torch.nn.Module, n: int) -> int:
     """FlopCounterMode's count of ``model.predict`` on one full-length sequence."""
     if whole("n", n) > model.max_len:
         raise ConfigError(f"n {n} exceeds the {model.max_len} positions the model has; give n <= {model.max_len}")
-    items = torch.randint(1, model.n_items + 1, (1, n), device=next(model.parameters()).device)
+    items = torch.randint(1, model.n_items + 1, (1, n), device=model_device(model))
     with evaluating(model), torch.no_grad(), FlopCounterMode(display=False, custom_mapping=CUSTOM_FORMULAS) as counter:
         model.predict(items)
     return int(counter.get_total_flops())

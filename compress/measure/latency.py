@@ -14,13 +14,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from compress.nn.modes import evaluating
+from compress.runtime.devices import model_device
 from compress.runtime.replay import Replayed
 
 
 def _batch(model: torch.nn.Module, batch: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(batch)
     items = torch.randint(1, model.n_items + 1, (batch, model.max_len), generator=gen)
-    return items.to(next(model.parameters()).device)
+    return items.to(model_device(model))
 
 
 def _sync(device: torch.device) -> None:

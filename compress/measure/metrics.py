@@ -5,15 +5,17 @@ from typing import Dict
 
 import torch
 
+MISS = 2 ** 62  # the rank of a target that is never a hit, whatever k: past every candidate of any catalogue
+
 
 def target_ranks(scores: torch.Tensor, target_scores: torch.Tensor) -> torch.Tensor:
     """Rank of each target among its candidates; ties count against the target (pessimistic), so a
     model that scores everything alike earns nothing, and so does a NaN candidate; a non-finite target
-    score ranks last, so a diverged model earns nothing either. scores: (B, C) incl. the target;
-    target_scores: (B,)."""
+    score ranks ``MISS``, so a diverged model earns nothing either, even at a k that reaches every
+    candidate. scores: (B, C) incl. the target; target_scores: (B,)."""
     t = target_scores[:, None]
     ranks = (scores > t).sum(1) + (scores == t).sum(1) + scores.isnan().sum(1) - 1
-    return torch.where(target_scores.isfinite(), ranks, scores.shape[1] - 1)
+    return torch.where(target_scores.isfinite(), ranks, MISS)
 
 
 def metrics_from_ranks(ranks: torch.Tensor, k: int) -> Dict[str, float]:

@@ -35,6 +35,14 @@ def as_device(device: Union[None, str, torch.device], default: torch.device) -> 
     return device if isinstance(device, torch.device) else resolve_device(device)
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where ``model`` lives: its first parameter's device, else its first buffer's (a popularity baseline
+    keeps its counts in a buffer and has no parameters), else the CPU."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 def host_memory_bytes() -> Optional[int]:
     """The machine's physical memory where the system says (None where it does not)."""
     try:

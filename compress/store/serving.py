@@ -22,6 +22,7 @@ from compress.data.batching import pad_right
 from compress.data.vocabulary import ItemVocabulary, vocabulary_of
 from compress.errors import ConfigError
 from compress.nn.modes import evaluating
+from compress.runtime.devices import model_device
 from compress.runtime.replay import Replayed
 
 Recommendations = List[List[Tuple[str, float]]]
@@ -44,7 +45,7 @@ class Recommender:
         instance("the model served", model, nn.Module, "a MODEL_DIR is served by compress.Recommender.load(path)")
         instance("graphs", graphs, bool, "True replays predict as CUDA graphs on a GPU, False calls it as it is")
         self.model, self.vocabulary = model, vocabulary_of(model, vocabulary)
-        device = next(model.parameters()).device
+        device = model_device(model)
         self.predict = Replayed(model.predict, device) if graphs else model.predict
         self.ids, self.index = self.vocabulary.ids, self.vocabulary.index  # raw id of row i + 1; raw id -> row
 
@@ -110,7 +111,7 @@ class Recommender:
     def top_k(self, seqs: List[np.ndarray], k: int, exclude_seen: bool) -> Recommendations:
         """The model's top ``k`` for non-empty index histories."""
         model = self.model
-        device = next(model.parameters()).device
+        device = model_device(model)
         bucket = 1 << (len(seqs) - 1).bit_length()  # padded rows are empty histories, scored and dropped
         items = pad_right(seqs + [np.zeros(0, dtype=np.int64)] * (bucket - len(seqs)), model.max_len).to(device)
         with evaluating(model):
