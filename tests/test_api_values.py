@@ -495,3 +495,16 @@ def test_wrapping_a_model_with_frozen_weights_says_they_will_train(data):
     with pytest.warns(UserWarning, match="1 parameter\\(s\\) of the model are frozen .*item_embedding.weight"):
         supernet = compress.wrap(model)
     assert all(p.requires_grad for p in supernet.parameters()) and not model.item_embedding.weight.requires_grad
+
+
+def test_weights_frozen_in_the_supernet_stay_frozen_in_its_slices_and_their_retraining(data):
+    """What the warning above advises: freeze the counterparts in the supernet. Its slices once came back
+    with every weight trainable, so retraining a decision moved the weights the user had fixed."""
+    supernet = compress.wrap(sasrec(data.n_items), space=compress.SearchSpace((0.0, 0.5), (0.0, 0.5)))
+    supernet.backbone.item_embedding.weight.requires_grad_(False)
+    dense = supernet.slice(1, 0, 0, 0)
+    assert not dense.item_embedding.weight.requires_grad
+    assert [n for n, p in dense.named_parameters() if not p.requires_grad] == ["item_embedding.weight"]
+    before = dense.item_embedding.weight.detach().clone()
+    compress.fit(dense, data, compress.TrainConfig(epochs=1, batch_size=64), "cpu")
+    assert torch.equal(dense.item_embedding.weight, before)

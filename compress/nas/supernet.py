@@ -228,7 +228,8 @@ class Supernet(nn.Module):
     def slice(self, k: int, l: int, a: Optional[int] = None, g: Optional[int] = None) -> nn.Module:
         """The dense model of candidate (k, l, a, g) holding the leading slices of the shared weights
         (a shallower gate keeps the first hidden layers and the scoring layer of the deepest; narrowed
-        heads keep the leading dimensions of every head), in the supernet's train or eval mode."""
+        heads keep the leading dimensions of every head), in the supernet's train or eval mode, with its
+        frozen weights (requires_grad False) frozen."""
         arch = self.arch_for(k, l, a, g)
         dense = self.backbone.rebuilt(arch)
         source = self.backbone.state_dict()
@@ -240,4 +241,7 @@ class Supernet(nn.Module):
                 for axis in head_axes.get(name, ()):  # query/key/value rows, output columns: per head
                     s = head_block(s, axis, self.full.head_dim, arch.heads, arch.head_dim)
                 t.copy_(s[tuple(slice(0, n) for n in t.shape)])
+        frozen = {name for name, p in self.backbone.named_parameters() if not p.requires_grad}
+        for name, p in dense.named_parameters():  # a weight frozen in the supernet stays frozen in its slices
+            p.requires_grad_(name not in frozen)
         return dense.to(self.alpha.logits.device).train(self.training)  # in the supernet's mode

@@ -53,8 +53,8 @@ def wrap(model: nn.Module, adapter: Union[None, str, Adapter] = None, space: Opt
     frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
     if frozen:  # the supernet is a new module: the user's flags do not carry over to its weights or slices
         warnings.warn(f"{len(frozen)} parameter(s) of the model are frozen (requires_grad False, e.g. {frozen[0]}); "
-                      "the search and the retraining train every weight of the supernet and its slices: freeze "
-                      "their counterparts there (requires_grad_(False)) to keep them fixed", stacklevel=2)
+                      "the search trains every weight of the supernet: freeze their counterparts there "
+                      "(requires_grad_(False)) to keep them fixed, and its slices keep them frozen", stacklevel=2)
     model = adapter.convert(model)
     if item_ids is not None:
         vocabulary = ItemVocabulary(item_ids)
