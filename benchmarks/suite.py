@@ -125,10 +125,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "report":
             load_plan(args.suite, args.preset)  # an unknown preset or a broken suite file is an error here too
         elif args.command == "remeasure":
-            plan = load_plan(args.suite, args.preset)
+            variants, datasets = _list(args.variants), _list(args.datasets)
+            plan = load_plan(args.suite, args.preset, variants, None, datasets)  # unknown names refused, as by run
             n = remeasure(results, args.runs or out.rstrip("/") + "_runs", plan.batches, plan.repeats, args.device,
-                          _list(args.datasets), log=lambda line: print(line, flush=True),
-                          variants=_list(args.variants))
+                          datasets, log=lambda line: print(line, flush=True), variants=variants)
             print(f"{n} cells re-measured side by side; results in {results}")
             if args.no_report:
                 return 0

@@ -141,6 +141,17 @@ def test_committed_results_are_found_by_the_current_plans():
      "retrain: {gate_layers: 0}}}\npresets: {smoke: {}}", "ran under its own budget; drop budget"),
     ("variants: {d: {method: dense}, x: {method: dnsrec}, y: {method: prune, reference: x, base: d, heads: all}}"
      "\npresets: {smoke: {}}", "heads must be one of keep, prune, got 'all'"),
+    # found before any cell runs, not by a traceback (int('abc')) or after a cell trained
+    ("variants: {x: {method: dense}}\npresets: {smoke: {measure: {repeats: abc}}}",
+     "measure.repeats must be a whole number of at least 1, got 'abc'"),
+    ("variants: {x: {method: dense}}\npresets: {smoke: {measure: {repeats: 0}}}", "at least 1, got 0"),
+    ("variants: {x: {method: dense}}\npresets: {smoke: {measure: {repeats: -2}}}", "at least 1, got -2"),
+    ("variants: {x: {method: dense}}\npresets: {smoke: {measure: {batches: [0]}}}",
+     "measure.batches must be a non-empty list of integers of at least 1, got [0]"),
+    ("variants: {x: {method: dense}}\npresets: {smoke: {datasets: {default: {}, nosuchdata: {}}}}",
+     "unknown dataset 'nosuchdata'; name one of default, "),
+    ("variants: {a: {method: dense}, b: {method: dense, label: B}}\npresets: {smoke: {}}",
+     "variants 'a' and 'b' resolve to the same cell on default, seed 2024 (key "),
 ])
 def test_bad_suite_files_are_one_line_config_errors(tmp_path, text, message):
     path = tmp_path / "suite.yaml"
@@ -148,6 +159,15 @@ def test_bad_suite_files_are_one_line_config_errors(tmp_path, text, message):
     with pytest.raises(ConfigError) as info:
         load_plan(str(path), "smoke")
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_two_variants_that_are_one_cell_are_refused_only_when_both_are_selected(tmp_path):
+    path = tmp_path / "suite.yaml"
+    path.write_text("variants: {a: {method: dense}, b: {method: dense}, c: {method: dense, options: {hidden: 8}}}\n"
+                    "presets: {smoke: {seeds: [1]}}")
+    assert [c.variant.name for c in load_plan(str(path), "smoke", variants=["b", "c"]).cells] == ["b", "c"]
+    with pytest.raises(ConfigError, match="variants 'a' and 'b' resolve to the same cell"):
+        load_plan(str(path), "smoke", variants=["c", "a", "b"])
 
 
 def test_unknown_preset_and_variant_end_in_one_error_line(tmp_path, capsys):
@@ -231,7 +251,8 @@ def test_smoke_preset_runs_resumes_and_reports(tmp_path):
     results = out / "results.jsonl"
     suite = tmp_path / "suite.yaml"  # the suite file with one epoch per training stage (the search keeps two)
     suite.write_text(replace_once(SUITE.read_text(), "epochs: 2, search_epochs: 2", "epochs: 1, search_epochs: 2"))
-    plan = load_plan(str(suite), "smoke", variants=["torch_pruning_paper", "uniform_paper", "dnsrec_paper_retrain_nogates"], seeds=[1])
+    plan = load_plan(str(suite), "smoke", variants=["torch_pruning_paper", "uniform_paper",
+                                                     "dnsrec_paper_retrain_nogates"], seeds=[1])
     plan = type(plan)(plan.preset, plan.about, plan.cells, [1, 8], 1)  # keep the latency part short
     assert run_plan(plan, str(results), str(runs), "auto") == {"run": 5, "skipped": 0}  # suite.py's default
     records = read_results(str(results))
@@ -357,7 +378,8 @@ def test_report_summary_verdicts_controllers_and_sequence_order(tmp_path):
                                          stats={**STATS, "timed": False}))
     files = write_report(str(path), str(tmp_path / "rep"))
     text = Path(files["report"]).read_text()
-    assert "| toy | 0.3150 ± 0.0071 @ 12.0 M (2) | 0.3100 @ 5.00 M (2) | 0.2900 @ 6.00 M (2) | uniform: yes (dnsrec) |" in text
+    assert "| toy | 0.3150 ± 0.0071 @ 12.0 M (2) | 0.3100 @ 5.00 M (2) | 0.2900 @ 6.00 M (2) | " \
+        "uniform: yes (dnsrec) |" in text
     assert "- uniform (0.2900 @ 6.00 M), 2 seed(s): dominated by dnsrec (0.3100 @ 5.00 M); ΔNDCG@10 +0.0200, " \
         "2 paired seeds" in text
     assert "| untimed | 10 | 20 | 50 | 5.00 | 25.0000% | file order (no timestamps) |" in text
@@ -493,5 +515,6 @@ def test_report_writes_the_summary_into_a_readme_block(tmp_path, capsys):
     other.write_text("no markers\n")
     assert main(["report", "--preset", "smoke", "--out", str(out), "--readme", str(other)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: {other} has no <!-- suite:smoke --> … <!-- /suite:smoke --> block to write the summary into"]
+    assert err == [f"error: {other} has no <!-- suite:smoke --> … <!-- /suite:smoke --> block to write the summary "
+                   "into"]
     assert other.read_text() == "no markers\n"

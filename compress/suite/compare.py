@@ -89,7 +89,7 @@ def paired_values(records: Records, dataset: str, variants: Sequence[str], metri
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     by_variant = by_field([r for r in records if r["dataset"] == dataset], "variant")
-    seeds_of = {v: {r["seed"]: r for r in by_variant[v]} for v in variants}  # the last record of a seed counts
+    seeds_of = {v: {r["seed"]: r for r in by_variant[v]} for v in variants}  # one record a seed (read_records)
     shared = sorted(set.intersection(*(set(s) for s in seeds_of.values())))
     if not shared:
         have = "; ".join(f"{v}: {', '.join(map(str, sorted(s)))}" for v, s in seeds_of.items())
@@ -126,7 +126,7 @@ def compare(records: Records, dataset: str, variants: Sequence[str], metric: str
 
 def compare_file(results: str, dataset: str, variants: Sequence[str], **kwargs: Any) -> Comparison:
     """``compare`` on the records of the results file at ``results`` (an error if it has none)."""
-    return compare(read_records(results), dataset, variants, source=results, **kwargs)
+    return compare(read_records(results).records, dataset, variants, source=results, **kwargs)
 
 
 def aligned(table: List[List[str]]) -> List[str]:

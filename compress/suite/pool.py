@@ -61,6 +61,9 @@ def parse_triples(text: Optional[str]) -> List[Triple]:
                               f"{part.strip()!r}")
         if fields in triples:
             raise ConfigError(f"{part.strip()} is named more than once in --pairs; name each cell once")
+        if fields[1] == fields[2]:
+            raise ConfigError(f"{fields[1]} named more than once in --pairs cell {part.strip()}, as the variant "
+                              "and as its reference; give another reference")
         triples.append(fields)
     if not triples:
         raise ConfigError("pool needs --pairs DATASET:VARIANT:REFERENCE[,...]: at least one variant and the "
@@ -147,7 +150,7 @@ def pulled_section(records: Records) -> str:
 
 def pool_file(results: str, triples: Sequence[Triple], **kwargs: Any) -> Pooled:
     """``pool`` on the records of the results file at ``results`` (an error if it has none)."""
-    return pool(read_records(results), triples, source=results, **kwargs)
+    return pool(read_records(results).records, triples, source=results, **kwargs)
 
 
 def _pct(x: float) -> str:

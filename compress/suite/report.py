@@ -56,7 +56,8 @@ def _p_value(rows: Records, base: Optional[Records]) -> str:
     seeds = sorted(set(mine) & set(theirs))
     if rows is base or len(seeds) < MIN_SEEDS:
         return "—" if rows is base else f"n/a ({len(seeds)} paired seed{'' if len(seeds) == 1 else 's'})"
-    return f"{paired_t_test([mine[s] for s in seeds], [theirs[s] for s in seeds]):.3g}"
+    p = paired_t_test([mine[s] for s in seeds], [theirs[s] for s in seeds])
+    return "n/a (non-finite scores)" if p is None else f"{p:.3g}"
 
 
 def dataset_table(records: Records) -> str:
@@ -110,7 +111,8 @@ def measured_in(rows: Records) -> str:
     for r in rows:
         m = r.get("measured")
         if m:
-            passes.add(f"{m['at'][:10]}, {m['machine'].get('torch_threads', '?')} thr., {m['side_by_side']} side by side")
+            threads = m["machine"].get("torch_threads", "?")
+            passes.add(f"{m['at'][:10]}, {threads} thr., {m['side_by_side']} side by side")
         else:
             passes.add(f"per cell, {r['machine'].get('torch_threads', '?')} thr.")
     return "; ".join(sorted(passes))
@@ -229,7 +231,8 @@ def _family(rows: Records) -> str:
     if is_dnsrec(rows):
         return "DNS-Rec (λ > 0)"
     method = rows[0]["method"]
-    return {"dnsrec": "other searches (λ = 0, ProxylessNAS)", "dense": "dense"}.get(method, "uniform shrinking, pruning")
+    others = {"dnsrec": "other searches (λ = 0, ProxylessNAS)", "dense": "dense"}
+    return others.get(method, "uniform shrinking, pruning")
 
 
 def plot_pareto(dataset: str, rows_by_variant: Dict[str, Records], path: str) -> str:
@@ -288,24 +291,34 @@ def plot_lambda(dataset: str, rows: Records, path: str) -> str:
 
 
 SUMMARY_NOTE = ("Test NDCG@10 (full ranking), mean ± std @ mean analytic FLOPs (seeds). A baseline is dominated when "
-                "a DNS-Rec point (the paper's penalty or its pull to a budget, λ > 0, any ablation) costs no more FLOPs and "
-                "scores at least as well.")
+                "a DNS-Rec point (the paper's penalty or its pull to a budget, λ > 0, any ablation) costs no more "
+                "FLOPs and scores at least as well.")
+
+
+def superseded_note(superseded: int) -> str:
+    """Said beside the cell count when older records of a (dataset, variant, seed) were left out, so the
+    report is not silent about records it does not count (``read_records`` keeps the last)."""
+    if not superseded:
+        return ""
+    return (f" (and {superseded} older record{'' if superseded == 1 else 's'} of a dataset, variant and seed "
+            "recorded again later, superseded by the last one and not counted)")
 
 
 def readme_block(results: str, report: str, markdown: str, command: str) -> str:
     """The summary table for a README at ``markdown``, with links relative to it and the command that wrote it."""
-    records = read_records(results)
+    records, superseded = read_records(results)
     here = os.path.dirname(os.path.abspath(markdown))
     rel = os.path.relpath(os.path.abspath(report), here)
     pulled = pulled_section(records)
-    return (f"Written by `{command}` from `{os.path.relpath(os.path.abspath(results), here)}` ({len(records)} cells); "
-            f"every table and plot: [{rel}]({rel}). {SUMMARY_NOTE}\n\n{summary_table(records)}"
+    return (f"Written by `{command}` from `{os.path.relpath(os.path.abspath(results), here)}` ({len(records)} cells"
+            f"{superseded_note(superseded)}); every table and plot: [{rel}]({rel}). {SUMMARY_NOTE}\n\n"
+            f"{summary_table(records)}"
             + (f"\n\n{pulled}" if pulled else ""))
 
 
 def write_report(results: str, out_dir: str) -> Dict[str, Any]:
     """Write ``out_dir/report.md`` and its PNGs from the results file; returns their paths."""
-    records = read_records(results)
+    records, superseded = read_records(results)
     os.makedirs(out_dir, exist_ok=True)
     batches = sorted({int(k.split("@")[1]) for r in records for k in r["cost"] if k.startswith("latency_ms@")})
     presets = sorted({r["preset"] for r in records})
@@ -319,7 +332,8 @@ def write_report(results: str, out_dir: str) -> Dict[str, Any]:
                f"saved models (`suite.py remeasure`, {', '.join(when)}, code {', '.join(code)}); the other costs are "
                "as measured when each cell finished")
     r0 = records[0]
-    parts = [f"# Benchmark suite report\n\nFrom `{os.path.basename(results)}`: {len(records)} cells, "
+    parts = [f"# Benchmark suite report\n\nFrom `{os.path.basename(results)}`: {len(records)} cells"
+             f"{superseded_note(superseded)}, "
              f"preset(s) {', '.join(presets)}; compress {r0['versions']['compress']}{at}, "
              f"torch {r0['versions']['torch']}, "
              f"{r0['machine']['processor']} ({r0['machine']['cpus']} CPUs, device {r0['machine']['device']}"

@@ -1,7 +1,9 @@
 """The results file: one JSON object per finished cell, one per line, appended as cells finish.
 
 An append is one ``write`` of one line followed by ``fsync``, so a crash leaves at worst a
-truncated last line; reading ignores it and the next append first cuts it off. Appends hold an
+truncated last line; reading ignores it and the next append first cuts it off. A last line that is
+whole but lacks its newline (a file edited or merged by hand) is a record, not a torn append: it is
+read, and the next append adds the newline instead of cutting it off. Appends hold an
 exclusive ``flock`` on the file (where the platform has one), so several suite processes running
 disjoint slices (other datasets, seeds or GPUs) can share one results file: no append can mistake
 another's line in progress for a torn one.
@@ -10,8 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
-from typing import IO, Any, Dict, Iterator, List
+from typing import IO, Any, Dict, Iterator, List, NamedTuple, NoReturn
 
 try:
     import fcntl
@@ -27,12 +30,19 @@ PROTOCOLS = ("full", "pop100")  # full ranking, or against 100 popular negatives
 
 def read_results(path: str) -> List[Dict[str, Any]]:
     """Every complete record of ``path`` (none if it does not exist yet)."""
+    if os.path.isdir(path):
+        raise ConfigError(f"{path} is a directory; give the results file in it (e.g. {path}/results.jsonl)")
     if not os.path.exists(path):
         return []
-    with open(path, "rb") as fh:
-        lines = fh.read().split(b"\n")
+    try:
+        with open(path, "rb") as fh:
+            lines = fh.read().split(b"\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the results file {path}: {exc.strerror or exc}") from None
+    if not _is_json(lines[-1]):  # the last piece is empty or a line a crash tore; else a whole record
+        lines.pop()
     out = []
-    for number, line in enumerate(lines[:-1], 1):  # the last piece is empty or an unfinished line
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -43,6 +53,16 @@ def read_results(path: str) -> List[Dict[str, Any]]:
             raise CheckpointError(f"{path}:{number} has no cell key; is this a suite results file?")
         out.append(record)
     return out
+
+
+def _is_json(piece: bytes) -> bool:
+    """Whether a piece after the last newline is whole JSON (a record written without its newline) rather
+    than the start of one an append left when it crashed; whitespace alone is neither."""
+    try:
+        json.loads(piece)
+    except ValueError:
+        return False
+    return True
 
 
 @contextlib.contextmanager
@@ -74,24 +94,74 @@ def update_results(path: str, changed: Dict[str, Dict[str, Any]]) -> None:
 
 
 def append_result(path: str, record: Dict[str, Any]) -> None:
-    """Append ``record`` as one line, first cutting off an unfinished line a crash may have left."""
+    """Append ``record`` as one line, first cutting off an unfinished line a crash may have left (a whole
+    last record that lacks its newline gets it instead)."""
     line = (json.dumps(record, default=json_default, sort_keys=False) + "\n").encode()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with _locked(path, "ab+") as fh:
         fh.seek(0)
         data = fh.read()
         if data and not data.endswith(b"\n"):
-            fh.truncate(data.rfind(b"\n") + 1)
+            start = data.rfind(b"\n") + 1
+            if _is_json(data[start:]):
+                line = b"\n" + line
+            else:
+                fh.truncate(start)
         fh.write(line)
         fh.flush()
         os.fsync(fh.fileno())
 
 
-def read_records(results: str) -> List[Dict[str, Any]]:
-    """The records of ``results`` for a report or a comparison: the last of a cell run twice (results
-    merged by hand); a file with none is a ``ConfigError``."""
+class Finished(NamedTuple):
+    """The records a report, a comparison or a pooling counts, and how many older ones they replaced."""
+
+    records: List[Dict[str, Any]]
+    superseded: int  # earlier records of a (dataset, variant, seed) recorded again later
+
+
+NAMES = ("dataset", "variant", "label", "method")  # what every record must name, as strings
+
+
+def _check_record(record: Dict[str, Any], source: str) -> None:
+    """A ``CheckpointError`` naming the record (dataset, variant, seed, key) where it lacks what the report,
+    ``compare`` and ``pool`` read: its names, an integer seed, finite metrics and analytic FLOPs."""
+    def fail(problem: str) -> NoReturn:
+        name = "/".join(str(record.get(k, "?")) for k in ("dataset", "variant"))
+        raise CheckpointError(f"{source}: the record of {name} seed {record.get('seed', '?')!r} (key {record['key']}) "
+                              f"{problem}; correct or remove that line, or run the cell again")
+
+    for field in NAMES:
+        if not isinstance(record.get(field), str):
+            fail(f"has no {field} name")
+    if not isinstance(record.get("seed"), int) or isinstance(record["seed"], bool):
+        fail("has no integer seed")
+    metrics, cost = record.get("metrics"), record.get("cost")
+    for split in ("valid", "test"):
+        for protocol in PROTOCOLS:
+            held = metrics.get(f"{split}/{protocol}") if isinstance(metrics, dict) else None
+            for metric in METRICS:
+                value = held.get(metric) if isinstance(held, dict) else None
+                if not _finite(value):
+                    fail(f"has {split}/{protocol} {metric} {value!r}, not a finite number")
+    if not _finite(cost.get("flops_analytic") if isinstance(cost, dict) else None):
+        fail("has no finite cost.flops_analytic")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def read_records(results: str) -> Finished:
+    """The records of ``results`` for a report or a comparison, each checked (``_check_record``): the last
+    record of a (dataset, variant, seed) counts, so a cell run again, after its options were edited or its
+    results merged by hand, is counted once everywhere. A file with none is a ``ConfigError``."""
     records = read_results(results)
     if not records:
         raise ConfigError(f"{results} holds no finished cells yet; run the suite first")
-    latest = {r["key"]: r for r in records}
-    return list(latest.values())
+    latest: Dict[Any, Dict[str, Any]] = {}
+    for r in records:
+        _check_record(r, results)
+        cell = r["dataset"], r["variant"], r["seed"]
+        latest.pop(cell, None)  # the last record stands where it was written, as if the older were not there
+        latest[cell] = r
+    return Finished(list(latest.values()), len(records) - len(latest))

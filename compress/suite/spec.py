@@ -14,10 +14,11 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from compress.app.options import BY_KEY, options_for
 from compress.app.recipes import _parse_yaml, resolve_options
+from compress.data.registry import DATASETS
 from compress.errors import ConfigError
 from compress.suite.pruning import HEAD_MODES
 
@@ -193,18 +194,55 @@ def _same_search(v: Variant, ref: Variant, opts: Dict[str, Any], ref_opts: Dict[
                           "search with the same options; drop `reference` to run its own")
 
 
-def _ints(value: Any, where: str) -> List[int]:
-    if not isinstance(value, list) or not value or \
-            not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise ConfigError(f"{where} must be a non-empty list of integers, got {value!r}")
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _ints(value: Any, where: str, minimum: Optional[int] = None) -> List[int]:
+    if not isinstance(value, list) or not value or not all(_whole(v) for v in value) or \
+            (minimum is not None and min(value) < minimum):
+        least = "" if minimum is None else f" of at least {minimum}"
+        raise ConfigError(f"{where} must be a non-empty list of integers{least}, got {value!r}")
     return value
+
+
+def _measure(p: Dict[str, Any], where: str) -> Tuple[List[int], int]:
+    """The batch sizes and repeats latency is measured at, checked before any cell runs: a bad one would
+    otherwise fail (repeats 0) or record nonsense (latency at batch 0) only after a cell has trained."""
+    measure = _mapping(p.get("measure"), f"{where} measure", MEASURE_KEYS)
+    batches = _ints(measure.get("batches", [1, 256]), f"{where} measure.batches", minimum=1)
+    repeats = measure.get("repeats", 20)
+    if not _whole(repeats) or repeats < 1:
+        raise ConfigError(f"{where} measure.repeats must be a whole number of at least 1, got {repeats!r}")
+    return batches, repeats
+
+
+def _chosen(values: Optional[Sequence[Any]], what: str) -> Optional[List[Any]]:
+    """A selection of variants, seeds or datasets: None takes the preset's; an empty one (``--variants ,``)
+    is refused rather than read as no selection, which would run the whole preset."""
+    if values is None:
+        return None
+    if not list(values):
+        raise ConfigError(f"the {what} selection names none (e.g. --{what} ','); name at least one, or leave "
+                          f"--{what} out to take the preset's")
+    return list(values)
+
+
+def _check_dataset(name: str, where: str) -> None:
+    """A preset's dataset is a registered name or an existing file, checked before any cell runs."""
+    if name != DEFAULT_DATA and name not in DATASETS and not os.path.exists(name):
+        raise ConfigError(f"{where}: unknown dataset {name!r}; name one of {', '.join([DEFAULT_DATA, *DATASETS])} "
+                          "or an existing file")
 
 
 def load_plan(path: str, preset: str, variants: Optional[Sequence[str]] = None,
               seeds: Optional[Sequence[int]] = None, datasets: Optional[Sequence[str]] = None) -> Plan:
     """The cells ``preset`` of the suite file at ``path`` runs, optionally narrowed to some variants
     (the ones they build on are added), seeds and datasets. Order: dataset, then seed, then variant,
-    so that every seed's comparison completes before the next seed starts."""
+    so that every seed's comparison completes before the next seed starts. Everything a cell could
+    only find wrong once it runs (datasets, measurement settings, two variants that are one cell) is
+    checked here, before any cell trains."""
+    variants, seeds, datasets = _chosen(variants, "variants"), _chosen(seeds, "seeds"), _chosen(datasets, "datasets")
     spec = read_spec(path)
     presets = _mapping(spec.get("presets"), f"{path}: presets")
     if preset not in presets:
@@ -214,32 +252,45 @@ def load_plan(path: str, preset: str, variants: Optional[Sequence[str]] = None,
     raw_variants = _mapping(spec.get("variants"), f"{path}: variants")
     known = {name: _variant(name, raw, path) for name, raw in raw_variants.items()}
     names = _with_needs(variants or p.get("variants") or list(known), known, path)
-    seed_list = _ints(list(seeds) if seeds else p.get("seeds", [2024]), f"{where} seeds")
+    seed_list = _ints(seeds or p.get("seeds", [2024]), f"{where} seeds")
     all_data = _mapping(p.get("datasets"), f"{where} datasets") or {DEFAULT_DATA: {}}
     for name in datasets or ():
         if name not in all_data:
             raise ConfigError(f"preset {preset!r} has no dataset {name!r}; it runs {', '.join(all_data)}")
-    measure = _mapping(p.get("measure"), f"{where} measure", MEASURE_KEYS)
+    batches, repeats = _measure(p, where)
     cells: List[Cell] = []
     for data in (datasets or list(all_data)):
+        _check_dataset(data, where)
         d = _mapping(all_data[data], f"{where} dataset {data!r}", DATASET_KEYS)
         recipe = d.get("recipe")
         if recipe is not None:
             recipe = os.path.join(os.path.dirname(os.path.abspath(path)), str(recipe))
+        flags = {**_mapping(p.get("options"), f"{where} options"),
+                 **_mapping(d.get("options"), f"{where} dataset {data!r} options")}
         for seed in seed_list:
-            keys: Dict[str, str] = {}
-            by_key: Dict[str, Dict[str, Any]] = {}
-            for name in names:
-                v = known[name]
-                flags = {**_mapping(p.get("options"), f"{where} options"), **_mapping(d.get("options"), f"{where} "
-                         f"dataset {data!r} options"), **v.options, "data": None if data == DEFAULT_DATA else data,
-                         "seed": seed}
-                opts = resolve_options("search", recipe, flags)
-                needs = {role: keys[dep] for role, dep in v.needs.items()}
-                if v.method == "dnsrec" and "reference" in v.needs:
-                    _same_search(v, known[v.needs["reference"]], opts, by_key[needs["reference"]], path)
-                keys[name] = cell_key(data, v.method, seed, opts, v.from_scratch, needs, v.retrain, v.heads)
-                by_key[keys[name]] = opts
-                cells.append(Cell(data, v, seed, opts, keys[name], needs))
-    batches = _ints(measure.get("batches", [1, 256]), f"{where} measure.batches")
-    return Plan(preset, str(p.get("about", "")), cells, batches, int(measure.get("repeats", 20)))
+            cells += _seed_cells(data, seed, recipe, flags, [known[name] for name in names], known, path)
+    return Plan(preset, str(p.get("about", "")), cells, batches, repeats)
+
+
+def _seed_cells(data: str, seed: int, recipe: Optional[str], flags: Dict[str, Any], chosen: List[Variant],
+                known: Dict[str, Variant], path: str) -> List[Cell]:
+    """The cells of ``chosen`` (each after what it builds on) on one dataset and seed. Two variants
+    that resolve to one key are refused: the second would be taken for done and never run."""
+    keys: Dict[str, str] = {}  # variant -> key
+    owner: Dict[str, str] = {}  # key -> variant
+    by_key: Dict[str, Dict[str, Any]] = {}
+    cells = []
+    for v in chosen:
+        opts = resolve_options("search", recipe, {**flags, **v.options, "data": None if data == DEFAULT_DATA else data,
+                                                  "seed": seed})
+        needs = {role: keys[dep] for role, dep in v.needs.items()}
+        if v.method == "dnsrec" and "reference" in v.needs:
+            _same_search(v, known[v.needs["reference"]], opts, by_key[needs["reference"]], path)
+        key = cell_key(data, v.method, seed, opts, v.from_scratch, needs, v.retrain, v.heads)
+        if key in owner:
+            raise ConfigError(f"{path}: variants {owner[key]!r} and {v.name!r} resolve to the same cell on {data}, "
+                              f"seed {seed} (key {key}), so {v.name!r} would never run; give it other options or "
+                              "select one of them")
+        keys[v.name], owner[key], by_key[key] = key, v.name, opts
+        cells.append(Cell(data, v, seed, opts, key, needs))
+    return cells
