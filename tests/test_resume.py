@@ -20,6 +20,7 @@ from synthetic import walking_dataset
 import compress
 from compress.backbones.objectives import training_data
 from compress.engine.checkpoint import Checkpointer, flatten, unflatten
+from compress.errors import Interrupted
 
 TINY = Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml"
 
@@ -233,3 +234,31 @@ def test_a_run_whose_first_checkpoint_cannot_be_written_says_to_start_again(tmp_
     assert "start it again" in line and "--resume" not in line
     assert not (tmp_path / "run.partial").exists()
     assert "nothing to resume" in error_line(invoke("train", "--resume", tmp_path / "run"))
+
+
+def test_a_stop_on_another_rank_leaves_rank_0s_checkpoint_alone(tmp_path, monkeypatch):
+    """Under torchrun, Ctrl-C reaches every rank; rank 1 unwound while rank 0 was still writing the first
+    checkpoint, found none yet, and removed the run's partial directory (lock included): `resume` then
+    found nothing. Only rank 0, which writes checkpoints, removes a partial directory without one, and
+    the other ranks stop only after rank 0's checkpoint is whole."""
+    from compress.app import rundirs
+    from compress.engine import checkpoint
+    from compress.runtime import distributed
+
+    out = str(tmp_path / "run")
+    monkeypatch.setattr(distributed, "is_main", lambda: False)
+    with pytest.raises(KeyboardInterrupt):
+        with rundirs.run_state("train", {}, out, overwrite=False, resume=False):
+            Path(out + ".partial", "written-by-rank-0").write_text("")
+            raise KeyboardInterrupt
+    assert (tmp_path / "run.partial" / "written-by-rank-0").exists()
+    monkeypatch.undo()
+
+    events = []
+    monkeypatch.setattr(checkpoint.distributed, "barrier", lambda: events.append("barrier"))
+    ckpt = Checkpointer(str(tmp_path / "other.partial"))
+    ckpt.meta = {"kind": "train", "settings": {}}
+    ckpt.stop_requested = True
+    with pytest.raises(Interrupted):
+        ckpt.save({"epoch": 1, "x": torch.ones(2)})
+    assert events == ["barrier"] and ckpt.exists()

@@ -139,7 +139,7 @@ def run_state(kind: str, settings: Dict[str, Any], out: str, overwrite: bool,
         try:
             yield _settings(kind, settings, ckpt, overwrite, resume), ckpt
         except BaseException:
-            if not ckpt.exists():
+            if distributed.is_main() and not ckpt.exists():  # rank 0 writes checkpoints, so it alone knows
                 shutil.rmtree(ckpt.directory, ignore_errors=True)
             raise
 

@@ -90,6 +90,7 @@ class Checkpointer:
         if distributed.is_main():
             self.write(state)
         if self.stopping:
+            distributed.barrier()  # the other ranks stop once rank 0's checkpoint is whole, not while it writes
             raise Interrupted(f"interrupted; checkpoint written to {self.directory}; continue with `resume`")
 
     def write(self, state: Dict[str, Any]) -> None:
