@@ -167,6 +167,8 @@ def test_retrain_resumes_through_the_api(tmp_path, artifacts):
         retrain_run(str(run), {"epochs": 2, "checkpoint_every": 2}, reporter=CrashAt(5))
     with pytest.raises(compress.ConfigError, match="continue it with `resume`"):
         retrain_run(str(run), {"epochs": 2})
+    with pytest.raises(compress.ConfigError, match="with its saved options; drop --epochs, --lr"):
+        retrain_run(str(run), {"lr": 0.5, "epochs": 3}, resume=True)  # once dropped without a word
     resumed = retrain_run(str(run), {}, resume=True)
     assert resumed["metrics"] == {k: {**v, "eval_seconds": resumed["metrics"][k]["eval_seconds"]}
                                   for k, v in expected["metrics"].items()}

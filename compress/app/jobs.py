@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Optional
 import torch
 
 from compress.adapters import adapter_class, get_adapter
-from compress.app.options import build, defaults
+from compress.app.options import BY_KEY, build, defaults
 from compress.app.orientation import retrain_title, search_header, train_header
 from compress.app.recipes import resolve_options
 from compress.app.rundirs import (
@@ -341,6 +341,10 @@ def retrain_run(run_dir: str, overrides: Optional[Dict[str, Any]] = None, overwr
     out = os.path.join(run_dir, RETRAINED)
     if os.path.exists(out) and not overwrite:
         raise ConfigError(f"{out} already exists; pass `overwrite` to retrain again")
+    given = [BY_KEY[k].flag("retrain") if k in BY_KEY else k for k, v in (overrides or {}).items() if v is not None]
+    if resume and given:  # the saved options are the run's: new ones were dropped without a word
+        raise ConfigError(f"`resume` continues the retraining of {run_dir} with its saved options; drop "
+                          f"{', '.join(sorted(given))}")
     with run_state("retrain", {"overrides": overrides or {}}, out, overwrite, resume) as (settings, ckpt), ckpt:
         overrides = settings["overrides"]
         opts = {**saved_options(cfg["options"], "search"), **{k: v for k, v in overrides.items() if v is not None}}
