@@ -87,9 +87,15 @@ def test_search_crashed_and_resumed_equals_uninterrupted(data, tmp_path, decide)
     resumed = compress.search(sn, data, cfg, "cpu", None, ckpt)
     assert resumed.decision == expected.decision and resumed.best_epoch == expected.best_epoch
     assert resumed.decision_epoch == expected.decision_epoch
-    assert [(r["alpha"], r["beta"], r["valid_ndcg@10"]) for r in resumed.history] == \
-        [(r["alpha"], r["beta"], r["valid_ndcg@10"]) for r in expected.history]
+    # every recorded figure but times: the epoch's penalty once divided the epoch's sum by the steps after
+    # the resume alone (0.69 against 0.32)
+    assert [untimed(r) for r in resumed.history] == [untimed(r) for r in expected.history]
+    assert "penalty" in resumed.history[-1]
     assert all(torch.equal(a, b) for a, b in zip(sn.state_dict().values(), expected.supernet.state_dict().values()))
+
+
+def untimed(row: dict) -> dict:
+    return {k: v for k, v in row.items() if "seconds" not in k and k != "seqs_per_s"}
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:

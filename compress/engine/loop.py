@@ -43,8 +43,10 @@ class Task:
     batches: TrainingBatches
     valid: EvalSet  # the validation split, on the device
 
-    def begin_epoch(self, epoch: int) -> None:
-        """Per-epoch preparation (e.g. drawing the epoch's noise on the host, once)."""
+    def begin_epoch(self, epoch: int, done: int = 0) -> None:
+        """Per-epoch preparation (e.g. drawing the epoch's noise on the host, once). ``done``: the batches
+        of the epoch already taken before a resume; the counters ``record`` divides by start over at 0 only,
+        as the loop's sums do."""
 
     def step(self, step: int, index: int, items: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
         """One optimisation step on batch ``index`` (global step ``step``). Returns device scalars the
@@ -130,7 +132,7 @@ class Loop:
         self.reporter.epoch_start(epoch, self.epochs, steps)
         if not done:
             self.sums = {"loss": 0.0, "seen": 0, "train_seconds": 0.0}
-        task.begin_epoch(epoch)
+        task.begin_epoch(epoch, done)
         t0 = self.last_sync = time.perf_counter()
         late = False
         for i, items, targets in task.batches.epoch(epoch, done):

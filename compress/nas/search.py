@@ -242,13 +242,15 @@ class SearchTask(Task):
         self.best_decision: Optional[Dict] = None
         self.noise: Optional[torch.Tensor] = None
 
-    def begin_epoch(self, epoch: int) -> None:
+    def begin_epoch(self, epoch: int, done: int = 0) -> None:
         sn = self.model
         gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
         # per step: the weight step's choices and the controllers' step's, one uniform per choice
         sizes = sum(c.logits.numel() for c in sn.controllers)
         self.noise = torch.rand(len(self.batches), 2, sizes, generator=gen).to(self.device)
-        self.epoch_arch_steps, self.epoch = 0, epoch
+        self.epoch = epoch
+        if not done:  # a resume mid-epoch keeps the restored count, as the loop keeps the penalty's sum
+            self.epoch_arch_steps = 0
 
     def sample(self, tau: float, index: int, which: int) -> Tuple[torch.Tensor, ...]:
         """p (K,), q (L,), r (A,), s (G,): this step's soft selection (``which`` 0: weight step, 1: the
