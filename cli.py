@@ -174,7 +174,7 @@ def with_options(command: str) -> Callable:
             flag = o.flag(command)
             decls = [f"{flag}/--no-{flag[2:]}"] if o.kind == "bool" else [flag]
             option = typer.Option(None, *decls, help=o.help, show_default=_shown(o.default_for(command)),
-                                  metavar=METAVARS.get(o.kind), rich_help_panel=o.panel)
+                                  metavar=METAVARS.get(o.kind), rich_help_panel=o.panel_for(command))
             params.append(Parameter(o.key, Parameter.KEYWORD_ONLY, default=option,
                                             annotation=Optional[bool] if o.kind == "bool" else Optional[str]))
 
@@ -293,11 +293,17 @@ def card_flops(card: dict) -> dict:
     return {"total": card["flops"]["analytic"]["total"], "matmul": card["flops"]["measured"]}
 
 
+def counted(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless n is 1: ``1 head``, ``2 layers``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def print_decision(result: dict) -> None:
     d = result["decision"]
     arch = d["arch"]
-    out_console.print(f"decision: hidden {arch['hidden']}, inner {arch['inner']}, {arch['heads']} heads, "
-                      f"{arch['layers']} layers, {arch['attention']} attention, gates L_d={arch['gate_layers']}")
+    out_console.print(f"decision: hidden {arch['hidden']}, inner {arch['inner']}, {counted(arch['heads'], 'head')}, "
+                      f"{counted(arch['layers'], 'layer')}, {arch['attention']} attention, "
+                      f"gates L_d={arch['gate_layers']}")
     out_console.print(f"FLOPs {flops_words(d['flops'], d['flops_measured'])}, params {d['params']:,}; "
                       f"valid NDCG@10 of the supernet {result['valid'].get('ndcg@10', float('nan')):.4f}; "
                       f"supernet vs sliced max |diff| {result['slice_max_abs_diff']:.2e}")
@@ -315,7 +321,7 @@ def search(flags: dict, recipe: Optional[str] = RecipeOpt, set_: List[str] = Set
            resume: Optional[str] = ResumeOpt, overwrite: bool = OverwriteOpt, json_out: bool = JsonOpt) -> None:
     """DNS-Rec: search width and depth under a FLOPs penalty, then retrain the sliced model.
 
-    RUN_DIR gets arch.json, search_card.json, supernet/ and (stage retrain/all) retrained/."""
+    RUN_DIR gets config.json, arch.json, search_card.json, metrics.csv, supernet/ and (stage retrain/all) retrained/."""
     from compress.app.jobs import dnsrec_run, retrain_run, search_run
     from compress.app.orientation import RETRAIN_FROM
     from compress.app.recipes import resolve_options
@@ -375,7 +381,7 @@ def export(run_dir: str = typer.Argument(..., help="A train RUN_DIR or a retrain
            format: str = typer.Option("safetensors", "--format", help="Export format: safetensors, torchscript or "
                                       "onnx."),
            overwrite: bool = OverwriteOpt, json_out: bool = JsonOpt) -> None:
-    """Write a dense, physically smaller MODEL_DIR: config.json, model.safetensors, items.json, card.json."""
+    """Write a dense, physically smaller MODEL_DIR: config.json, model.safetensors, items.json, card.json, README.md."""
     from compress.app.jobs import export_run
 
     result = export_run(run_dir, out, format, overwrite)
@@ -383,17 +389,20 @@ def export(run_dir: str = typer.Argument(..., help="A train RUN_DIR or a retrain
         print(json.dumps(result))
         return
     card = result["card"]
-    out_console.print(f"exported {card['arch']['hidden']}/{card['arch']['inner']} x {card['arch']['layers']} "
-                      f"layers, {card['params']:,} params, FLOPs {flops_words(**card_flops(card))} to "
+    out_console.print(f"exported {card['arch']['hidden']}/{card['arch']['inner']} x "
+                      f"{counted(card['arch']['layers'], 'layer')}, {card['params']:,} params, "
+                      f"FLOPs {flops_words(**card_flops(card))} to "
                       f"{escape(printable(result['out']))}")
 
 
 @app.command()
 @clean_errors
+@with_options("recommend")
 def recommend(
+    flags: dict,
     model_dir: str = typer.Argument(..., help="MODEL_DIR from `compress export`."),
     history: str = typer.Option(..., "--history", help="Comma-separated raw item ids, oldest first."),
-    k: int = typer.Option(10, "--k", help="How many items to recommend."),
+    top: int = typer.Option(10, "--k", help="How many items to recommend."),
     keep_seen: bool = typer.Option(False, "--keep-seen", help="Allow items already in the history."),
     json_out: bool = JsonOpt,
 ) -> None:
@@ -401,18 +410,19 @@ def recommend(
     import warnings
 
     import compress
+    from compress.app.recipes import resolve_options
 
-    recommender = compress.Recommender.load(model_dir)
+    recommender = compress.Recommender.load(model_dir, device=resolve_options("recommend", None, flags)["device"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        recs = recommender.recommend([[t.strip() for t in history.split(",") if t.strip()]], k, not keep_seen)[0]
+        recs = recommender.recommend([[t.strip() for t in history.split(",") if t.strip()]], top, not keep_seen)[0]
     for w in caught:
         err_console.print(f"warning: {escape(printable(str(w.message)))}", highlight=False)
     by = "popularity" if any(issubclass(w.category, compress.PopularityFallback) for w in caught) else "model"
     if json_out:
         print(json.dumps([{"item": i, "score": s, "by": by} for i, s in recs]))
         return
-    table = Table(title=f"top-{k} for history {escape(printable(history))}")
+    table = Table(title=f"top-{top} for history {escape(printable(history))}")
     table.add_column("rank", justify="right")
     table.add_column("item")
     table.add_column("interactions" if by == "popularity" else "score", justify="right")
@@ -548,7 +558,7 @@ def print_search_card(card: dict) -> None:
 
     d = card["decision"]
     arch = ArchSpec.from_dict(d["arch"])
-    heads = f" ({arch.heads} heads of {arch.head_dim})" if card.get("head_pruning") == "dims" else ""
+    heads = f" ({counted(arch.heads, 'head')} of {arch.head_dim})" if card.get("head_pruning") == "dims" else ""
     out_console.print(f"decision: {arch.label()}{heads}  FLOPs {d['flops']:.4g} "
                       f"({100 * d['flops'] / card['full_flops']:.1f}% of the full supernet), {decided_at(card)}")
     hist = Table(title="search history")

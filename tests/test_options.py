@@ -18,7 +18,7 @@ from compress.app.recipes import resolve_options
 from compress.bounds import MAX_SEED
 from compress.errors import ConfigError
 
-COMMANDS = ("train", "search", "retrain", "evaluate", "bench")
+COMMANDS = ("train", "search", "retrain", "evaluate", "bench", "recommend")
 
 
 def field_default(cls, name):
@@ -112,6 +112,19 @@ def test_the_command_line_has_every_option_of_its_command_with_its_default(comma
         assert shown[o.key] not in (None, False, True), (command, o.key)  # the real default, as text
     assert not {p.name for p in click.params if p.name in {o.key for o in OPTIONS}} - \
         {o.key for o in options_for(command)}  # and no option the schema does not give it
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_groups_the_options_as_the_readme_says(command):
+    """--help lists the schema's options under Data, Model, Training, Search and Evaluation (the README's
+    words), and a command that reads a saved model shows what it takes under Evaluation."""
+    click = get_command(__import__("cli").app).commands[command]
+    panels = {p.name: p.rich_help_panel for p in click.params if p.name in BY_KEY}
+    assert set(panels.values()) <= {"Data", "Model", "Training", "Search", "Evaluation"}, panels
+    if command in ("evaluate", "bench", "recommend"):
+        assert set(panels.values()) - {"Data"} == {"Evaluation"}, panels
+    for key in ("eval_seed", "k", "eval_batch_size"):
+        assert panels.get(key, "Evaluation") == "Evaluation", (command, key)
 
 
 def test_configurations_built_from_the_defaults_are_the_library_defaults():

@@ -1,11 +1,13 @@
 """Recipes: defaults < recipe < flags < --set, strict keys and types, RecBole's names as aliases."""
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
+from typer.main import get_command
 
-from compress.app.options import build, defaults
+from compress.app.options import BY_KEY, build, defaults
 from compress.app.recipes import load_recipe, parse_sets, resolve_options
 from compress.arch import ArchSpec
 from compress.errors import ConfigError
@@ -144,3 +146,24 @@ def test_shipped_recipes_resolve_and_name_their_command(path):
     widths = build(SearchSpace, opts).widths(build(ArchSpec, opts, attention="softmax", gate_layers=0))
     assert widths[0].hidden == opts["hidden"] and widths[0].inner == opts["inner"]
     assert all(w.hidden > 0 and w.inner > 0 for w in widths)
+
+
+def header_commands(path: Path) -> list:
+    """The `compress ...` command lines a recipe's header shows (a trailing backslash continues one)."""
+    text = "\n".join(line[1:].strip() for line in path.read_text().splitlines() if line.startswith("#"))
+    return [shlex.split(line) for line in text.replace("\\\n", " ").splitlines() if line.startswith("compress ")]
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
+def test_recipe_headers_parse_and_say_where_named_data_lives(path, monkeypatch):
+    """Every command a recipe's header shows parses as the command line would parse it, and one that runs
+    on a named dataset passes --data-dir: offline, a dataset found nowhere is an error, not a download."""
+    monkeypatch.chdir(RECIPES.parent)  # the headers' paths are relative to the repository
+    commands = get_command(__import__("cli").app).commands
+    shown = header_commands(path)
+    assert shown
+    for _, name, *args in shown:
+        params = commands[name].make_context(name, list(args)).params
+        opts = resolve_options(name, params["recipe"], {k: v for k, v in params.items() if k in BY_KEY},
+                               params["set_"])
+        assert opts["data"] is None or opts["data_dir"], (path.name, name)

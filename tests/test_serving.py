@@ -8,7 +8,7 @@ from typing import Dict, List
 
 import pytest
 import torch
-from clihelp import invoke, read
+from clihelp import error_line, invoke, read
 
 import compress
 from compress.data.batching import pad_right
@@ -186,3 +186,15 @@ def test_recommend_cli_on_a_missing_dir(tmp_path):
     result = invoke("recommend", tmp_path / "nothing", "--history", "a,b")
     assert result.exit_code == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_recommend_cli_takes_device(model_dir, model, items):
+    """`recommend --device` takes what the other commands' --device takes: the CPU serves the same list,
+    a device that is not one or does not exist is one `error:` line and exit code 2."""
+    hist = user_histories(model, items)[0][:3]
+    result = invoke("recommend", model_dir, "--history", ",".join(hist), "--k", "5", "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert [r["item"] for r in json.loads(result.stdout)] == [i for i, _ in recommend(model, [hist], k=5)[0]]
+    for bad, said in (("tpu", "--device: 'tpu' is not a device"), ("cuda:99", "--device cuda:99 asked for")):
+        line = error_line(invoke("recommend", model_dir, "--history", ",".join(hist), "--device", bad))
+        assert said in line, line

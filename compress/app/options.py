@@ -66,6 +66,7 @@ class Option:
     aliases: Tuple[str, ...] = ()  # other recipe keys for it (RecBole's names)
     recipe: bool = True  # a recipe and --set key; False: the command line only
     panel: str = ""  # the --help section it is listed under
+    panels: Dict[str, str] = field(default_factory=dict)  # command -> its own --help section, where not ``panel``
 
     @property
     def base_default(self) -> Any:
@@ -78,6 +79,9 @@ class Option:
 
     def default_for(self, command: str) -> Any:
         return self.by_command.get(command, self.base_default)
+
+    def panel_for(self, command: str) -> str:
+        return self.panels.get(command, self.panel)
 
     def flag(self, command: str) -> str:
         return self.flags.get(command, "--" + self.key.replace("_", "-"))
@@ -278,14 +282,9 @@ OPTIONS: List[Option] = _section(
            feeds=("TrainConfig.patience", "SearchConfig.patience"), low=1, aliases=("stopping_step",)),
     Option("seed", "int", "Seed of initialisation, data order and sampling.", RUNS,
            feeds=("TrainConfig.seed", "SearchConfig.seed"), low=0, high=MAX_SEED),
-    Option("eval_seed", "int", "Seed of the sampled protocols' negatives (pop100, uni100).",
-           ("train", "search", "retrain", "evaluate"), default=2024, low=0, high=MAX_SEED),
-    Option("device", "device", "auto, cpu, cuda or cuda:N.", ("train", "search", "retrain", "evaluate", "bench"),
-           default="auto"),
-    Option("k", "int", "Cut-off of Recall, MRR and NDCG @k.", ("train", "search", "retrain", "evaluate"),
-           feeds=("TrainConfig.k", "SearchConfig.k"), low=1, high=MAX_K),
-    Option("eval_batch_size", "int", "Users scored at once when evaluating.", ("train", "search", "retrain", "evaluate"),
-           feeds=("TrainConfig.eval_batch_size",), low=1, aliases=("eval_batch",)),
+    Option("device", "device", "auto, cpu, cuda or cuda:N.",
+           ("train", "search", "retrain", "evaluate", "bench", "recommend"), default="auto",
+           panels={"evaluate": "Evaluation", "bench": "Evaluation", "recommend": "Evaluation"}),
     Option("max_minutes", "float", "Wall-clock budget of a training stage, in minutes.", TRAINING,
            feeds=("TrainConfig.max_minutes",), above=0.0, nullable=True),
     Option("checkpoint_every", "int", "Also checkpoint every N steps (0: only each epoch).", TRAINING, default=0,
@@ -301,7 +300,7 @@ OPTIONS: List[Option] = _section(
     Option("compile", "bool", "torch.compile the training forward (pays on a GPU for long runs).", RUNS,
            feeds=("TrainConfig.compile", "SearchConfig.compile")),
 ) + _section(
-    "Search (DNS-Rec)",
+    "Search",
     Option("search_epochs", "int", "Epochs of the architecture search.", SEARCHING, feeds=("SearchConfig.epochs",),
            low=1),
     Option("search_batch_size", "int", "Batch of the architecture search.", SEARCHING,
@@ -376,6 +375,13 @@ OPTIONS: List[Option] = _section(
            default=None, choices=("magnitude", "taylor"), nullable=True),
 ) + _section(
     "Evaluation",
+    Option("eval_seed", "int", "Seed of the sampled protocols' negatives (pop100, uni100).",
+           ("train", "search", "retrain", "evaluate"), default=2024, low=0, high=MAX_SEED),
+    Option("k", "int", "Cut-off of Recall, MRR and NDCG @k.", ("train", "search", "retrain", "evaluate"),
+           feeds=("TrainConfig.k", "SearchConfig.k"), low=1, high=MAX_K),
+    Option("eval_batch_size", "int", "Users scored at once when evaluating.",
+           ("train", "search", "retrain", "evaluate"), feeds=("TrainConfig.eval_batch_size",), low=1,
+           aliases=("eval_batch",)),
     Option("protocol", "choice", "full, pop100 or uni100.", EVAL, default="full", choices=("full", "pop100", "uni100"),
            recipe=False),
     Option("split", "choice", "valid or test.", EVAL, default="test", choices=("valid", "test"), recipe=False),
