@@ -373,3 +373,15 @@ def test_proxyless_penalty_shrinks_the_expected_flops(dataset):
     free, proxyless = run(dataset, tradeoff=0.0), run(dataset, penalty="proxyless")
     assert proxyless.history[-1]["exp_flops"] < free.history[-1]["exp_flops"]
     assert proxyless.card()["options"]["penalty"] == "proxyless"
+
+
+@pytest.mark.parametrize("reference, symbol", [("input", "FLOPs(input)"), ("supernet", "FLOPs(full)")])
+def test_the_card_names_the_normaliser_the_penalty_divided_by(reference, symbol):
+    """The card's formula said FLOPs(full) under the default reference, the dense input model's FLOPs: a
+    reader recomputing L_RC from it was off by the supernet's size over the input's (1.34x in the audit)."""
+    from compress.app.jobs import penalty_text
+
+    text = penalty_text(SearchConfig(flops_reference=reference))
+    assert f"/ {symbol};" in text and "r_a s_g" in text
+    assert "else the " + ("dense input model's" if reference == "input" else "full supernet's") in \
+        penalty_text(SearchConfig(flops_reference=reference, penalty="proxyless"))

@@ -67,13 +67,21 @@ from compress.store.provenance import versions
 
 log = logging.getLogger(__name__)
 
-PENALTY_TEXT = {
-    "dnsrec": "CE + λ·L_RC, L_RC = (L_t/L) * sum_l q_l sum_k p_k FLOPs(k, l) / FLOPs(full); "
-              "FLOPs(k, l) = inference FLOPs of width k exiting after layer l",
-    "budget": "CE + λ·|F / B − 1|, F = sum_l q_l sum_k p_k FLOPs(k, l) under softmax(logits/τ), "
-              "B = the max_flops budget",
-    "proxyless": "CE * (log F / log F_ref)^0.6 (ProxylessNAS), F = sum_l q_l sum_k p_k FLOPs(k, l), "
-                 "F_ref = the max_flops budget, else FLOPs(full)"}
+EXPECTED = "Σ p_k q_l r_a s_g FLOPs(k, l, a, g)"  # over width, exit depth, attention kind and gate depth
+REFERENCE_TEXT = {"input": ("FLOPs(input)", "the dense input model's FLOPs"),  # the normaliser, by flops_reference
+                  "supernet": ("FLOPs(full)", "the full supernet's FLOPs")}
+
+
+def penalty_text(cfg: SearchConfig) -> str:
+    """The objective the search card records, with the normaliser this search divided by."""
+    ref, meaning = REFERENCE_TEXT[cfg.flops_reference]
+    return {"dnsrec": f"CE + λ·L_RC, L_RC = (L_t/L) · {EXPECTED} / {ref}; FLOPs(k, l, a, g) = inference FLOPs of "
+                      f"width k exiting after layer l with attention kind a and gates of depth g; {ref} = {meaning}",
+            "budget": f"CE + λ·|F / B − 1|, F = {EXPECTED} under softmax(logits/τ), B = the max_flops budget",
+            "proxyless": f"CE · (log F / log F_ref)^0.6 (ProxylessNAS), F = {EXPECTED}, F_ref = the max_flops budget, "
+                         f"else {meaning}"}[cfg.penalty]
+
+
 DECIDE_TEXT = {"best": "the argmax of the controllers at the best validation epoch, whose supernet is kept",
                "last": "the argmax of the controllers at the last epoch, whose supernet is kept"}
 
@@ -219,7 +227,7 @@ def search_card(result: SearchResult, opts: Dict[str, Any], ds: SequenceDataset,
                  "choices": {"selection": cfg.selection, "arch_batches": cfg.arch_batches, "tradeoff": cfg.tradeoff,
                              "tau": {"schedule": cfg.tau_schedule, "start": cfg.tau_start, "rate": cfg.tau_rate,
                                      "min": cfg.tau_min},
-                             "penalty": PENALTY_TEXT[cfg.penalty], "decide": DECIDE_TEXT[cfg.decide]}})
+                             "penalty": penalty_text(cfg), "decide": DECIDE_TEXT[cfg.decide]}})
     return card
 
 
