@@ -149,8 +149,12 @@ def test_a_budget_in_percent_is_of_the_reference_and_the_decision_fits_it():
     assert decision["flops"] <= budget and decision["note"] and "L_d=2" in decision["note"]
     assert decision["label"] == sn.arch_for(decision["width"], decision["depth"], decision["attention"],
                                             decision["gates"]).label()
-    with pytest.raises(ConfigError, match="below the smallest candidate.*input model"):
-        budget_flops("1%", sn, "input")
+    smallest = int(sn.flops.min())
+    cheapest = min(sn.candidates(), key=lambda c: c["flops"])
+    with pytest.raises(ConfigError, match="below the smallest candidate.*input model") as info:
+        budget_flops(smallest - 2, sn, "input")  # a hair below: the two figures are told apart, the candidate named
+    assert f"({smallest - 2:,} FLOPs)" in str(info.value) and f"at {smallest:,} FLOPs" in str(info.value)
+    assert f"candidate, {cheapest['label']} at" in str(info.value)
 
 
 def test_a_penalty_large_enough_drops_the_gates_and_keeps_the_cheapest_kind(tmp_path):

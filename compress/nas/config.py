@@ -47,7 +47,8 @@ def read_budget(max_flops: Union[float, str], name: str = "max_flops") -> Tuple[
     except ValueError:
         number = math.nan
     if not math.isfinite(number):
-        raise ConfigError(f"{name} is neither a percentage like 50% nor a finite number of FLOPs: {max_flops!r}")
+        shown = repr(max_flops) if len(text) <= 40 else f"{text[:20]}… ({len(text)} characters)"
+        raise ConfigError(f"{name} is neither a percentage like 50% nor a finite number of FLOPs: {shown}")
     if number <= 0:
         raise ConfigError(f"{name} must be a positive number of FLOPs or a percentage like 50%, got {text!r}")
     return number, percent

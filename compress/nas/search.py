@@ -59,9 +59,12 @@ def budget_flops(max_flops: Optional[Union[float, str]], supernet: Supernet,
     budget = full * number / 100 if percent else number
     smallest = float(supernet.flops.min())
     if budget < smallest:
-        raise ConfigError(f"`max_flops` {max_flops} ({budget:.3g} FLOPs) is below the smallest candidate "
-                          f"({smallest:.3g} FLOPs = {100 * smallest / full:.1f}% of the {reference} model)")
+        index = [int(i) for i in torch.unravel_index(supernet.flops.argmin(), supernet.flops.shape)]
+        raise ConfigError(f"`max_flops` {max_flops} ({budget:,.0f} FLOPs) is below the smallest candidate, "
+                          f"{supernet.arch_for(*index).label()} at {smallest:,.0f} FLOPs ({100 * smallest / full:.1f}% "
+                          f"of the {reference} model); give at least that")
     return budget
+
 
 
 def budget_gap(flops: torch.Tensor, budget: float) -> torch.Tensor:
