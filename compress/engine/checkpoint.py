@@ -159,9 +159,10 @@ class Checkpointer:
         """A fresh run: what an earlier run left goes, the lock of this one stays."""
         if distributed.is_main() and os.path.isdir(self.directory):
             for name in os.listdir(self.directory):
-                if name != LOCK:
+                if name != LOCK and not name.startswith(LOCK + "."):  # another run taking the lock: it finds ours
                     path = os.path.join(self.directory, name)
-                    shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+                    with contextlib.suppress(FileNotFoundError):
+                        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
     def __enter__(self) -> "Checkpointer":
         """Within ``with``: SIGINT (Ctrl-C) and SIGTERM set ``stop_requested`` instead of raising mid-step

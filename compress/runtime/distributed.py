@@ -15,14 +15,22 @@ ranks are gathered, so its metrics equal a single process's exactly.
 from __future__ import annotations
 
 import datetime
+import logging
 import os
+import threading
+import time
 from typing import Any, Iterable, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 
 from compress.errors import ConfigError
-from compress.runtime.launch import launched
+from compress.runtime.launch import ALONE, Launch, environment
+
+log = logging.getLogger(__name__)
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=30)  # a rank may wait this long for rank 0 writing a checkpoint
+RENDEZVOUS_SECONDS = 300.0  # default wait for the other processes to meet; COMPRESS_RENDEZVOUS_SECONDS overrides
+NOTICE_SECONDS = 5.0  # a wait longer than this says what it waits for
 
 
 def world_size() -> int:
@@ -40,18 +48,78 @@ def is_main() -> bool:
 def init_from_env() -> None:
     """Join the process group that ``torchrun`` describes: gloo for CPU tensors and, on GPU machines,
     NCCL for CUDA tensors on this rank's GPU (LOCAL_RANK), so ``--device cpu`` and ``cuda`` both work.
-    A no-op without ``torchrun`` or when already joined."""
-    if not launched() or world_size() > 1:
+    A no-op without ``torchrun`` or when already joined.
+
+    The launcher's variables are checked first (``launch.environment``: a ConfigError, not torch's
+    traceback). The processes meet (env:// rendezvous) within COMPRESS_RENDEZVOUS_SECONDS (default
+    300): variables left over in a shell without torchrun would otherwise wait for peers that never
+    come for the 30 minutes collectives may take. The wait runs in a helper thread so that Ctrl-C and
+    SIGTERM stop it (torch's wait holds the main thread in C++, where Python's handlers never run)."""
+    launch = environment()
+    if launch is None or world_size() > 1:
         return
     backend = "gloo"
     if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if local >= torch.cuda.device_count():
-            raise ConfigError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} CUDA devices; "
+        if launch.local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"LOCAL_RANK {launch.local_rank} but only {torch.cuda.device_count()} CUDA devices; "
                               f"set --nproc_per_node to at most the GPU count")
-        torch.cuda.set_device(local)  # "cuda" and "auto" now mean this rank's GPU
+        torch.cuda.set_device(launch.local_rank)  # "cuda" and "auto" now mean this rank's GPU
         backend = "cpu:gloo,cuda:nccl"
-    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
+    store, rank_, world = meet(launch, rendezvous_seconds())
+    store.set_timeout(COLLECTIVE_TIMEOUT)  # as init_process_group does with the store it makes itself
+    dist.init_process_group(backend, store=dist.PrefixStore("default_pg", store), rank=rank_, world_size=world,
+                            timeout=COLLECTIVE_TIMEOUT)
+
+
+def rendezvous_seconds() -> float:
+    """How long the processes may take to meet: COMPRESS_RENDEZVOUS_SECONDS, or RENDEZVOUS_SECONDS."""
+    text = os.environ.get("COMPRESS_RENDEZVOUS_SECONDS", "").strip()
+    if not text:
+        return RENDEZVOUS_SECONDS
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise ConfigError(f"COMPRESS_RENDEZVOUS_SECONDS={text!r} is not a positive number of seconds; set it to "
+                          f"one (e.g. 300) or unset it")
+    return seconds
+
+
+def meet(launch: Launch, seconds: float) -> Tuple[Any, int, int]:
+    """(store, rank, world size) of torch's env:// rendezvous, waited for at most ``seconds``, in a daemon
+    thread joined in short steps so that signals reach the main thread. A timeout or a failure is a
+    ConfigError naming the variables that asked for a distributed run."""
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["met"] = next(dist.rendezvous("env://", timeout=datetime.timedelta(seconds=seconds)))
+        except BaseException as exc:  # handed to the main thread below
+            box["error"] = exc
+
+    helper = threading.Thread(target=run, name="compress-rendezvous", daemon=True)
+    started = time.monotonic()
+    helper.start()
+    noticed = False
+    while helper.is_alive():
+        helper.join(0.2)
+        if not noticed and helper.is_alive() and time.monotonic() - started > NOTICE_SECONDS:
+            noticed = True
+            log.warning("waiting up to %g s for the other %d processes of a distributed run at %s:%d (WORLD_SIZE=%d, "
+                        "RANK=%d); Ctrl-C stops", seconds, launch.world - 1, launch.master_addr,
+                        launch.master_port, launch.world, launch.rank)
+    if "met" in box:
+        return box["met"]
+    raise ConfigError(f"the processes of a distributed run (WORLD_SIZE={launch.world}, RANK={launch.rank}) did not "
+                      f"meet at {launch.master_addr}:{launch.master_port} within {seconds:g} s "
+                      f"({_first_line(box.get('error'))}); {ALONE}")
+
+
+def _first_line(exc: Optional[BaseException]) -> str:
+    """torch's reason, on one line (its messages can carry a C++ stack)."""
+    text = str(exc or "no reason given").strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def shard(n: int) -> slice:
