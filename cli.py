@@ -316,7 +316,8 @@ def print_decision(result: dict) -> None:
 @clean_errors
 @with_options("search")
 def search(flags: dict, recipe: Optional[str] = RecipeOpt, set_: List[str] = SetOpt,
-           stage: str = typer.Option("all", "--stage", help="search, retrain (an existing --out) or all."),
+           stage: Optional[str] = typer.Option(None, "--stage", help="search, retrain (an existing --out) or all "
+                                               "(the default; a --resume runs the stage the run was started with)."),
            out: Optional[str] = typer.Option(None, "--out", help="RUN_DIR (default runs/search-…)."),
            resume: Optional[str] = ResumeOpt, overwrite: bool = OverwriteOpt, json_out: bool = JsonOpt) -> None:
     """DNS-Rec: search width and depth under a FLOPs penalty, then retrain the sliced model.
@@ -327,6 +328,10 @@ def search(flags: dict, recipe: Optional[str] = RecipeOpt, set_: List[str] = Set
     from compress.app.recipes import resolve_options
     from compress.errors import ConfigError
 
+    if stage is None:
+        from compress.app.rundirs import recorded_stage
+
+        stage = (recorded_stage(resume) if resume is not None else None) or "all"
     if stage not in ("search", "retrain", "all"):
         raise ConfigError(f"unknown --stage {stage!r}; choose search, retrain or all")
     opts = resolve_options("search", recipe, flags, set_)

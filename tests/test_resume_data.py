@@ -11,6 +11,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from clihelp import invoke
 from conftest import synthetic_rows, write_tiny
 from crash import Crash, CrashAt
 
@@ -98,3 +99,13 @@ def test_a_run_killed_between_its_publish_and_its_cleanup_is_complete(tmp_path, 
     with pytest.raises(compress.ConfigError, match="already exists"):  # resumed only with --overwrite, as today
         train_run(opts, str(run), resume=True)
     assert partial.exists()
+
+
+def test_a_resumed_search_runs_the_stage_it_was_started_with(tmp_path, monkeypatch):
+    """`compress search --stage search`, interrupted, then `compress search --resume RUN`: the resume
+    ran the default stage, all, and retrained the decision nobody had asked to retrain."""
+    _, run = interrupted("search", tmp_path, monkeypatch)
+    assert json.loads((tmp_path / "run.partial" / "run.json").read_text())["stage"] == "search"
+    done = invoke("search", "--resume", str(run))
+    assert done.exit_code == 0, done.output
+    assert (run / "search_card.json").exists() and not (run / "retrained").exists()

@@ -232,12 +232,13 @@ def search_card(result: SearchResult, opts: Dict[str, Any], ds: SequenceDataset,
 
 
 def search_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool = False,
-               reporter: Optional[Reporter] = None, resume: bool = False) -> Dict[str, Any]:
+               reporter: Optional[Reporter] = None, resume: bool = False, stage: str = "search") -> Dict[str, Any]:
     """DNS-Rec search; RUN_DIR gets config.json, arch.json, search_card.json and supernet/. Until it
-    completes, RUN_DIR.partial/ holds a checkpoint that ``resume=True`` continues from."""
+    completes, RUN_DIR.partial/ holds a checkpoint that ``resume=True`` continues from, and the ``stage``
+    asked for (the search alone, or ``all`` from ``dnsrec_run``), which a resume of the command runs."""
     out = out or default_out("search", opts)
     check_run_out(out, overwrite, opts, resume)
-    with run_state("search", opts, out, overwrite, resume) as (opts, ckpt), ckpt:
+    with run_state("search", opts, out, overwrite, resume, stage) as (opts, ckpt), ckpt:
         ckpt.every = opts["checkpoint_every"]
         cfg = build(SearchConfig, opts)
         build(ArchSpec, opts, attention="softmax", gate_layers=0), build(TrainConfig, opts)  # every setting checked
@@ -400,7 +401,7 @@ def dnsrec_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool 
     searched = resume and not os.path.exists(partial_dir(out)) and os.path.exists(os.path.join(out, SEARCH_CARD))
     if searched and os.path.exists(retrained):
         raise CheckpointError(f"nothing to resume: {out} holds a finished search and its retrained model")
-    found = search_summary(out) if searched else search_run(opts, out, overwrite, reporters("search"), resume)
+    found = search_summary(out) if searched else search_run(opts, out, overwrite, reporters("search"), resume, "all")
     if on_search is not None:
         on_search(found)
     # a retraining killed before its first checkpoint left only its lock: it starts over

@@ -23,7 +23,18 @@ from compress.engine.loop import LoopResult
 from compress.engine.sinks import MetricsSink, csv_text
 from compress.errors import CheckpointError, ConfigError
 from compress.files import atomic_dir, check_out_dir, read_json, write_json, write_text
-from compress.layout import CARD, CHECKPOINT, ITEMS, LOCK, MARKER, METRICS, METRICS_CSV, SEARCH_CARD, TRAIN_LOG
+from compress.layout import (
+    CARD,
+    CHECKPOINT,
+    ITEMS,
+    LOCK,
+    MARKER,
+    METRICS,
+    METRICS_CSV,
+    RUN_META,
+    SEARCH_CARD,
+    TRAIN_LOG,
+)
 from compress.runtime import distributed
 from compress.runtime.lock import RunLock
 from compress.store.artifacts import save_model
@@ -122,10 +133,11 @@ def data_digest(ds: SequenceDataset) -> str:
 
 @contextmanager
 def run_state(kind: str, settings: Dict[str, Any], out: str, overwrite: bool,
-              resume: bool) -> Iterator[Tuple[Dict[str, Any], Checkpointer]]:
+              resume: bool, stage: Optional[str] = None) -> Iterator[Tuple[Dict[str, Any], Checkpointer]]:
     """(the run's settings, its Checkpointer in ``out.partial/``), held by this process alone (a lock
     file) while the block runs. Resuming reads the saved settings; a fresh run refuses to silently
-    discard an interrupted one. A run that fails before writing a checkpoint leaves nothing behind."""
+    discard an interrupted one, and records ``stage`` (what the command was asked to run: a resume runs
+    the same, ``recorded_stage``). A run that fails before writing a checkpoint leaves nothing behind."""
     ckpt = Checkpointer(partial_dir(out))
     try:
         os.makedirs(ckpt.directory, exist_ok=True)
@@ -137,7 +149,7 @@ def run_state(kind: str, settings: Dict[str, Any], out: str, overwrite: bool,
         if lock is not None and lock.note:
             log.warning(lock.note)
         try:
-            yield _settings(kind, settings, ckpt, overwrite, resume), ckpt
+            yield _settings(kind, settings, ckpt, overwrite, resume, stage), ckpt
         except BaseException:
             if distributed.is_main() and not ckpt.exists():  # rank 0 writes checkpoints, so it alone knows
                 shutil.rmtree(ckpt.directory, ignore_errors=True)
@@ -166,8 +178,14 @@ def check_run_out(out: str, overwrite: bool, opts: Dict[str, Any], resume: bool)
     check_out_dir(out, overwrite, run_inputs(opts))
 
 
+def recorded_stage(out: str) -> Optional[str]:
+    """The stage an interrupted run in ``out.partial/`` was asked to run (None: none recorded)."""
+    meta = os.path.join(partial_dir(out), RUN_META)
+    return read_json(meta).get("stage") if os.path.isfile(meta) else None
+
+
 def _settings(kind: str, settings: Dict[str, Any], ckpt: Checkpointer, overwrite: bool,
-              resume: bool) -> Dict[str, Any]:
+              resume: bool, stage: Optional[str]) -> Dict[str, Any]:
     if resume:
         if not ckpt.exists():
             raise CheckpointError(f"nothing to resume: {ckpt.directory} holds no checkpoint of an interrupted run")
@@ -180,7 +198,7 @@ def _settings(kind: str, settings: Dict[str, Any], ckpt: Checkpointer, overwrite
                           "with `overwrite`")
     ckpt.clear()
     settings = absolute_data(settings)  # a resume from another working directory reads the same file
-    ckpt.meta = {"kind": kind, "settings": settings}
+    ckpt.meta = {"kind": kind, "settings": settings, **({"stage": stage} if stage else {})}
     return settings
 
 
