@@ -360,3 +360,27 @@ def test_load_in_a_fresh_process_without_pickle(artifacts, subprocess_env):
     in_process = compress.Recommender.load(str(artifacts["model"])).recommend([history], k=5)
     assert [item for item, _ in recs[0]] == [item for item, _ in in_process[0]]
     assert [s for _, s in recs[0]] == pytest.approx([s for _, s in in_process[0]], abs=1e-5)
+
+
+def test_retraining_deeper_gates_than_the_decision_says_it_breaks_the_budget(search_only, caplog):
+    """`retrain --gate-layers N` past the decision's depth can cost more than the search's max_flops, which
+    the decision kept to: said, not silent, and the exported card records the budget beside the decision."""
+    import json
+
+    from compress.app.jobs import export_run, retrain_run
+
+    card_file = search_only / "search_card.json"
+    card = json.loads(card_file.read_text())
+    flops = card["decision"]["flops"]
+    card["budget"] = {"max_flops": flops, "reference": "input", "reference_flops": card["input_flops"], "flops": flops}
+    card_file.write_text(json.dumps(card))
+    deeper = card["decision"]["arch"]["gate_layers"] + 1
+    with caplog.at_level("WARNING"):
+        retrain_run(str(search_only), {"gate_layers": deeper, "epochs": 1})
+    assert f"over the search's max_flops budget of {flops:,.0f} FLOPs" in caplog.text
+    caplog.clear()
+    retrain_run(str(search_only), {"gate_layers": card["decision"]["arch"]["gate_layers"], "epochs": 1},
+                overwrite=True)
+    assert "budget" not in caplog.text
+    exported = export_run(str(search_only), str(search_only.parent / "model"))["card"]
+    assert exported["search"]["budget"]["flops"] == flops

@@ -53,7 +53,7 @@ from compress.files import read_json, write_json, write_text
 from compress.layout import ARCH, CARD, CONFIG, METRICS, METRICS_CSV, RETRAINED, SEARCH_CARD, SUPERNET
 from compress.measure.cost import profile
 from compress.measure.evaluation import evaluate, split_metrics
-from compress.measure.flops import measured_flops, params_count
+from compress.measure.flops import measured_flops, model_flops, params_count
 from compress.nas.config import SearchConfig
 from compress.nas.search import SearchResult, decision_index, search
 from compress.nas.space import SearchSpace
@@ -338,6 +338,17 @@ def retrained_start(run_dir: str, supernet, decision: Dict[str, Any], gates: Opt
     return model.regated(gates)
 
 
+def warn_over_budget(model: torch.nn.Module, card: Dict[str, Any]) -> None:
+    """Say so when the model retrained (another gate depth than the decision's) costs more than the search's
+    hard budget: the decision kept to it, and the card's decision still reads as if the model did."""
+    budget = (card.get("budget") or {}).get("flops")
+    flops = model_flops(model)["total"]
+    if budget is not None and flops > budget:
+        log.warning("the model retrained, %s, costs %s FLOPs: over the search's max_flops budget of %s FLOPs that "
+                    "its decision, %s, kept to", model.arch.label(), f"{flops:,.0f}", f"{budget:,.0f}",
+                    card["decision"]["label"])
+
+
 def retrain_run(run_dir: str, overrides: Optional[Dict[str, Any]] = None, overwrite: bool = False,
                 reporter: Optional[Reporter] = None, resume: bool = False) -> Dict[str, Any]:
     """Slice the decision out of a search RUN_DIR and retrain it with early stopping, the search's
@@ -369,6 +380,7 @@ def retrain_run(run_dir: str, overrides: Optional[Dict[str, Any]] = None, overwr
         supernet = search_supernet(opts, ds, init)[0] if start == "init" else \
             load_supernet(os.path.join(run_dir, SUPERNET))
         model = retrained_start(run_dir, supernet, card["decision"], overrides.get("gate_layers"), start)
+        warn_over_budget(model, card)
         teacher = get_adapter(init[0], init[1]).convert(init[0]) if train_cfg.distill > 0 else None
         reporter = Reporters(reporter or LogReporter(), sink)
         reporter.header(train_header(retrain_title(model, start, train_cfg), ds, model, device, train_cfg))
@@ -427,7 +439,7 @@ def export_run(run_dir: str, out: str, fmt: str = "safetensors", overwrite: bool
         s = read_search_card(run_dir)
         card["search"] = {"decision": s["decision"], "best_epoch": s["best_epoch"],
                           "decision_epoch": decision_epoch(s), "full_flops": s["full_flops"],
-                          "seconds": s["seconds"], "choices": s.get("choices")}
+                          "seconds": s["seconds"], "choices": s.get("choices"), "budget": s.get("budget")}
     adapter = None
     supernet_cfg = os.path.join(run_dir, SUPERNET, CONFIG)
     if os.path.exists(supernet_cfg):
