@@ -94,7 +94,8 @@ def clean_errors(fn: Callable) -> Callable:
             with quiet_unless_main(), invoked_as(Commands.argv):  # model cards record the command that made them
                 return fn(*args, **kwargs)
         except Interrupted as exc:  # SIGINT: a checkpoint was written; the shell convention for Ctrl-C
-            err_console.print(escape(printable(cli_words(str(exc), fn.__name__))), highlight=False, soft_wrap=True)
+            if distributed.is_main():  # every rank stops at the same step and would say the same
+                err_console.print(escape(printable(cli_words(str(exc), fn.__name__))), highlight=False, soft_wrap=True)
             raise typer.Exit(130)
         except CompressError as exc:
             err_console.print(f"[red]error:[/red] {escape(printable(cli_words(str(exc), fn.__name__)))}",

@@ -109,3 +109,20 @@ def test_a_resumed_search_runs_the_stage_it_was_started_with(tmp_path, monkeypat
     done = invoke("search", "--resume", str(run))
     assert done.exit_code == 0, done.output
     assert (run / "search_card.json").exists() and not (run / "retrained").exists()
+
+
+def test_a_stop_between_the_search_and_its_retraining_says_what_is_left(tmp_path, monkeypatch):
+    """A Ctrl-C as the search published said "the run had completed", though the retraining had not run."""
+    from compress.app import jobs
+    from compress.errors import Interrupted
+
+    run = tmp_path / "run"
+
+    def searched_then_stopped(opts, out, *args):
+        run.mkdir()
+        (run / "search_card.json").write_text("{}")
+        raise Interrupted(f"interrupted; the run had completed: {out} was written whole before the stop")
+
+    monkeypatch.setattr(jobs, "search_run", searched_then_stopped)
+    with pytest.raises(Interrupted, match="interrupted after the search: .* holds it whole; `resume` retrains"):
+        dnsrec_run(resolve_options("search", None, {}), str(run))

@@ -48,7 +48,7 @@ from compress.engine.config import TrainConfig
 from compress.engine.progress import LogReporter, Reporter, Reporters
 from compress.engine.sinks import csv_text
 from compress.engine.train import fit
-from compress.errors import CheckpointError, ConfigError, DataError, SearchError
+from compress.errors import CheckpointError, ConfigError, DataError, Interrupted, SearchError
 from compress.files import read_json, write_json, write_text
 from compress.layout import ARCH, CARD, CONFIG, METRICS, METRICS_CSV, RETRAINED, SEARCH_CARD, SUPERNET
 from compress.measure.cost import profile
@@ -413,7 +413,14 @@ def dnsrec_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool 
     searched = resume and not os.path.exists(partial_dir(out)) and os.path.exists(os.path.join(out, SEARCH_CARD))
     if searched and os.path.exists(retrained):
         raise CheckpointError(f"nothing to resume: {out} holds a finished search and its retrained model")
-    found = search_summary(out) if searched else search_run(opts, out, overwrite, reporters("search"), resume, "all")
+    try:
+        found = search_summary(out) if searched else search_run(opts, out, overwrite, reporters("search"), resume,
+                                                                "all")
+    except Interrupted:
+        if os.path.exists(os.path.join(out, SEARCH_CARD)) and not os.path.exists(partial_dir(out)):
+            raise Interrupted(f"interrupted after the search: {out} holds it whole; `resume` retrains its decision"
+                              ) from None  # "the run had completed" read as if the retraining had run too
+        raise
     if on_search is not None:
         on_search(found)
     # a retraining killed before its first checkpoint left only its lock: it starts over
