@@ -196,14 +196,16 @@ OverwriteOpt = typer.Option(False, "--overwrite", help="Replace an existing outp
 JsonOpt = typer.Option(False, "--json", help="Print the result as one JSON object.")
 
 
-def resume_target(resume: Optional[str], out: Optional[str], recipe: Optional[str], flags: dict, set_: list):
+def resume_target(command: str, resume: Optional[str], out: Optional[str], recipe: Optional[str], flags: dict,
+                  set_: list):
     """The RUN_DIR to write: ``--resume``'s (which takes no other run options) or ``--out``."""
+    from compress.app.options import BY_KEY
     from compress.errors import ConfigError
 
     if resume is None:
         return out
-    given = sorted(k for k, v in flags.items() if v is not None) + (["--recipe"] if recipe else []) + \
-        (["--set"] if set_ else [])
+    given = sorted(BY_KEY[k].flag(command) for k, v in flags.items() if v is not None) + \
+        (["--recipe"] if recipe else []) + (["--set"] if set_ else [])
     if given or (out is not None and out != resume):
         raise ConfigError(f"--resume continues {resume} with its saved options; drop {', '.join(given) or '--out'}")
     return resume
@@ -260,7 +262,7 @@ def train(flags: dict, recipe: Optional[str] = RecipeOpt, set_: List[str] = SetO
     from compress.app.recipes import resolve_options
 
     opts = resolve_options("train", recipe, flags, set_)
-    out = resume_target(resume, out, recipe, flags, set_)
+    out = resume_target("train", resume, out, recipe, flags, set_)
     check_recipe_out(out, overwrite, recipe)
     with reporting("train") as reporter:
         result = train_run(opts, out, overwrite, reporter, resume=resume is not None)
@@ -344,7 +346,7 @@ def search(flags: dict, recipe: Optional[str] = RecipeOpt, set_: List[str] = Set
         with reporting("train") as reporter:
             result = retrain_run(out, {k: opts[k] for k in retrain_flags}, overwrite, reporter)
         return print_trained("retrained", result, json_out)
-    out = resume_target(resume, out, recipe, flags, set_)
+    out = resume_target("search", resume, out, recipe, flags, set_)
     check_recipe_out(out, overwrite, recipe)
     if stage == "search":
         with reporting("search") as reporter:

@@ -110,7 +110,7 @@ def output_probes() -> List[Probe]:
          Probe("train onto an existing run without --overwrite", [*BASE["train"], "--out", "{baseline}"],
                words="already exists"),
          Probe("search --resume with nothing to resume", ["search", "--resume", "{tmp}/none"], words="nothing to resume"),
-         Probe("train --resume with other options", ["train", "--resume", "{tmp}/none", "--epochs", "2"], words="drop"),
+         Probe("train --resume with other options", ["train", "--resume", "{tmp}/none", "--epochs", "2"], words="drop --epochs"),
          Probe("train --resume of a search run", ["train", "--resume", "{tmp}/r"], words="not a 'train' run",
                files={"r.partial/run.json": b'{"kind": "search", "settings": {}}',
                       "r.partial/checkpoint/state.json": b"{}"}),

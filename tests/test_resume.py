@@ -155,7 +155,9 @@ def test_resume_errors_are_one_line(tmp_path):
     ckpt.meta = {"kind": "train", "settings": {}}
     ckpt.save({"epoch": 1, "batch": 0})
     assert "--resume" in error_line(invoke("train", "--recipe", TINY, "--out", tmp_path / "run"))
-    assert "drop" in error_line(invoke("train", "--resume", tmp_path / "run", "--epochs", 3))
+    assert "drop --epochs" in error_line(invoke("train", "--resume", tmp_path / "run", "--epochs", 3))
+    assert error_line(invoke("search", "--resume", tmp_path / "run", "--retrain-epochs", 3, "--lr", 0.1)).endswith(
+        "drop --lr, --retrain-epochs")  # the flags as typed (it named the options' keys: epochs, lr)
     assert "not a 'search' run" in error_line(invoke("search", "--resume", tmp_path / "run"))
 
 
