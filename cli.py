@@ -558,6 +558,13 @@ def written_by_compress(path: str):
         raise CheckpointError(f"{path} {what}; the artifact is corrupt or from another version of compress") from None
 
 
+def shares(flops: float, card: dict) -> str:
+    """``flops`` as a share of the dense input model (what budgets refer to by default) and of the full
+    supernet; cards written before the input's FLOPs were recorded have the latter only."""
+    full = f"{100 * flops / card['full_flops']:.1f}% of the full supernet"
+    return f"{100 * flops / card['input_flops']:.1f}% of the input model, {full}" if card.get("input_flops") else full
+
+
 def print_search_card(card: dict) -> None:
     """The decision and the search's history per epoch."""
     from compress.app.orientation import decided_at, recorded_label
@@ -568,7 +575,7 @@ def print_search_card(card: dict) -> None:
     arch = ArchSpec.from_dict(d["arch"])
     heads = f" ({counted(arch.heads, 'head')} of {arch.head_dim})" if card.get("head_pruning") == "dims" else ""
     out_console.print(f"decision: {arch.label()}{heads}  FLOPs {d['flops']:.4g} "
-                      f"({100 * d['flops'] / card['full_flops']:.1f}% of the full supernet), {decided_at(card)}")
+                      f"({shares(d['flops'], card)}), {decided_at(card)}")
     hist = Table(title="search history")
     depths = exit_depths(card)
     q_column = f"q (depth {', '.join(map(str, depths))})" if depths else "q (depth)"

@@ -106,6 +106,9 @@ def test_inspect_plot_writes_two_pngs(artifacts, tmp_path):
         (run / name).write_bytes((artifacts["search"] / name).read_bytes())
     result = invoke("inspect", run, "--plot")
     assert result.exit_code == 0, result.stderr
+    card = json.loads((run / "search_card.json").read_text())
+    share = 100 * card["decision"]["flops"] / card["input_flops"]  # what budgets refer to, beside the supernet's
+    assert f"({share:.1f}% of the input model, " in " ".join(result.stdout.split())
     pngs = sorted(p for p in os.listdir(run) if p.endswith(".png"))
     assert pngs == ["search_alpha_beta.png", "search_candidates.png"]
     for png in pngs:
