@@ -3,6 +3,8 @@ slicing is exact for every candidate, importance reordering keeps scores, and se
 load gives the same scores; plus Hugging Face round trips and the errors users meet first."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -259,6 +261,9 @@ def test_search_export_load_gives_the_same_scores(kind, dataset, tmp_path):
         assert torch.equal(loaded.predict(items), small.predict(items))
     for name, t in loaded.state_dict().items():  # physically the decided shape
         assert t.shape == result.slice().state_dict()[name].shape
+    card = json.loads((tmp_path / "m" / "card.json").read_text())  # the cost comparison compress export makes
+    assert card["input"]["arch"] == sn.input_arch.to_dict() and card["input"]["flops"]["total"] == sn.input_flops
+    assert card["search"]["budget"] == result.budget()
 
 
 @pytest.mark.parametrize("kind", ["hf-bert", "hf-gpt2"])

@@ -263,7 +263,7 @@ def test_a_budget_below_the_smallest_candidate_names_the_smallest_feasible_flops
     with pytest.raises(ConfigError) as info:
         search(sn, dataset, config(max_flops=max_flops), device="cpu")
     message = str(info.value)
-    assert "smallest candidate" in message and f"{smallest:.3g} FLOPs" in message
+    assert "smallest candidate" in message and f"at {smallest:,.0f} FLOPs" in message
     assert "\n" not in message
 
 

@@ -155,16 +155,20 @@ class SearchResult:
     def export(self, path: str, dataset: SequenceDataset, model: Optional[torch.nn.Module] = None,
                overwrite: bool = False, fmt: str = "safetensors") -> torch.nn.Module:
         """Write a MODEL_DIR for ``model`` (default: the sliced decision, e.g. after retraining it
-        pass the retrained one) in ``fmt`` (safetensors, torchscript or onnx, as ``compress export``)
-        and return the dense model."""
-        from compress.store.export import save_model_dir, trained_on
+        pass the retrained one) in ``fmt`` (safetensors, torchscript or onnx, as ``compress export``),
+        its card with the decision, the budget and the cost of the model the search started from, and
+        return the dense model."""
+        from compress.store.export import reference_cost, save_model_dir, trained_on
 
         instance("dataset", dataset, SequenceDataset, "the data the model was trained on, from compress.load_dataset")
         model = model if model is not None else self.slice()
         self._check_decided(model)
         vocabulary, stats = trained_on(model, None, dataset)
-        search = {"decision": self.decision, "best_epoch": self.best_epoch, "decision_epoch": self.decision_epoch}
-        save_model_dir(model, path, fmt, overwrite, card={"kind": "api", "search": search},
+        search = {"decision": self.decision, "best_epoch": self.best_epoch, "decision_epoch": self.decision_epoch,
+                  "budget": self.budget()}
+        card = {"kind": "api", "search": search,
+                "input": reference_cost(self.supernet.backbone, self.supernet.input_arch)}  # what it was compressed from
+        save_model_dir(model, path, fmt, overwrite, card=card,
                        adapter=self.supernet.adapter, vocabulary=vocabulary, dataset_stats=stats)
         return model
 
@@ -180,8 +184,15 @@ class SearchResult:
             raise ConfigError(f"the model exported is not the search's decision {self.arch.label()}: its "
                               f"{', '.join(differs)}; export result.slice() or that model retrained (any gate depth)")
 
-    def card(self) -> Dict:
+    def budget(self) -> Dict[str, Any]:
+        """The hard budget the decision kept to (``flops`` None without one) and what it refers to."""
         sn, cfg = self.supernet, self.config or SearchConfig()
+        return {"max_flops": cfg.max_flops, "reference": cfg.flops_reference,
+                "reference_flops": sn.reference_flops(cfg.flops_reference),
+                "flops": budget_flops(cfg.max_flops, sn, cfg.flops_reference)}
+
+    def card(self) -> Dict:
+        sn = self.supernet
         return {"decision": {**self.decision, "arch": self.arch.to_dict()}, "best_epoch": self.best_epoch,
                 "decision_epoch": self.decision_epoch, "seconds": self.seconds,
                 "options": asdict(self.config) if self.config else None,
@@ -191,10 +202,7 @@ class SearchResult:
                 "candidates": sn.candidates(),
                 "full_flops": sn.reference_flops("supernet"), "input_flops": sn.input_flops,
                 "input_arch": sn.input_arch.to_dict(),
-                "budget": {"max_flops": cfg.max_flops, "reference": cfg.flops_reference,
-                           "reference_flops": sn.reference_flops(cfg.flops_reference),
-                           "flops": budget_flops(cfg.max_flops, sn, cfg.flops_reference)},
-                "tau": [row["tau"] for row in self.history], "history": self.history}
+                "budget": self.budget(), "tau": [row["tau"] for row in self.history], "history": self.history}
 
 
 class ValidBatches:
