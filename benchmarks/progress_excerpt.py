@@ -54,12 +54,17 @@ def sections(live: str) -> dict:
             "retrain": retrain}
 
 
-def card_head(model_dir: str, lines: int = 20) -> str:
-    """The first lines of the model card, or the decision in card.json where no card is written."""
+def card_head(model_dir: str, section: str = "## Accuracy") -> str:
+    """The model card up to the end of its ``section``'s table (whole tables only: a table cut after a row
+    reads as if it ended there), or the decision in card.json where no card is written."""
     readme = os.path.join(model_dir, MODEL_README)
     if os.path.exists(readme):
         with open(readme, encoding="utf-8") as fh:
-            return "".join(fh.readlines()[:lines]).rstrip()
+            lines = fh.read().splitlines()
+        start = lines.index(section)
+        table = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("|"))
+        end = next((i for i in range(table, len(lines)) if not lines[i].startswith("|")), len(lines))
+        return "\n".join(lines[:end]).rstrip()
     with open(os.path.join(model_dir, CARD), encoding="utf-8") as fh:
         return json.dumps({"search": {"decision": json.load(fh)["search"]["decision"]}}, indent=2)
 
