@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -117,6 +118,25 @@ def test_config_changed_vs_tensors(saved):
     cfg["model"]["arch"]["inner"] = 64
     write_json(str(out / CONFIG), cfg)
     with pytest.raises(CheckpointError, match="config.json implies"):
+        load(str(out))
+
+
+@pytest.mark.parametrize("section, key, value, words", [
+    ("arch", "heads", 4, "heads 4 (the weights: 2)"), ("arch", "attention", "linear", "attention 'linear'"),
+    ("style", "norm", "pre", "norm 'pre' (the weights: 'post')")])
+def test_an_edit_that_keeps_every_shape_is_refused(saved, section, key, value, words):
+    """More heads of a narrower width, the other attention kind, the norms elsewhere: every tensor keeps
+    its shape, so the model loaded and scored differently (the top 3 changed) without a word. The
+    weights' header says what they hold."""
+    _, out = saved
+    cfg = json.loads((out / CONFIG).read_text())
+    assert cfg["model"]["arch"]["heads"] == 2 and cfg["model"]["style"]["norm"] == "post"
+    cfg["model"][section][key] = value
+    if key == "heads":
+        cfg["model"]["arch"]["head_dim"] = cfg["model"]["arch"]["hidden"] // value
+    write_json(str(out / CONFIG), cfg)
+    holds = f"config.json's model {section} is not what .* holds: .*{re.escape(words)}"
+    with pytest.raises(CheckpointError, match=holds):
         load(str(out))
 
 

@@ -46,10 +46,34 @@ def weights_metadata(model_cfg: Dict[str, Any]) -> Dict[str, str]:
     import compress
 
     meta = {"format": "pt", "compress": compress.__version__}
-    if "arch" in model_cfg:
-        meta["arch"] = json.dumps(model_cfg["arch"], sort_keys=True)
+    meta.update({k: json.dumps(model_cfg[k], sort_keys=True) for k in HEADER_JSON if k in model_cfg})
     meta.update({k: str(model_cfg[k]) for k in ("n_items", "max_len") if k in model_cfg})
     return meta
+
+
+HEADER_JSON = ("arch", "style")  # what the weights' header repeats of config.json's model section, as JSON
+
+
+def check_header(model_cfg: Dict[str, Any], weights: str) -> None:
+    """config.json's model section against what ``weights``' header says it holds (where it says: older
+    files carry the arch alone, or nothing): an edit that keeps every tensor's shape (the heads, the
+    attention kind, where the norms sit) would load and score differently without a word."""
+    try:
+        with safe_open(weights, framework="pt") as fh:
+            header = fh.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights} is corrupt ({first_line(exc)})") from None
+    saved = {k: json.loads(header[k]) for k in HEADER_JSON if k in header}
+    saved.update({k: header[k] for k in ("n_items", "max_len") if k in header})
+    given = {k: (model_cfg.get(k) if k in HEADER_JSON else str(model_cfg.get(k))) for k in saved}
+    for key, value in saved.items():
+        if given[key] == value:
+            continue
+        parts = ([f"{f} {given[key].get(f)!r} (the weights: {v!r})" for f, v in value.items()
+                  if given[key].get(f) != v] if isinstance(value, dict) and isinstance(given[key], dict) else
+                 [f"{given[key]!r} (the weights: {value!r})"])
+        raise CheckpointError(f"config.json's model {key} is not what {weights} holds: {', '.join(parts[:3])}; "
+                              "the directory is inconsistent: export it again")
 
 
 # Fields every built-in backbone writes into config.json, with what they must hold.
@@ -169,6 +193,7 @@ def build_checked(model_cfg: Dict[str, Any], weights: str, prefix: str = "") -> 
                               f"holds only {len(saved)} tensors; the directory is inconsistent")
     meta = build_model(model_cfg, device="meta")
     check_shapes({k: tuple(v.shape) for k, v in meta.state_dict().items()}, saved, weights)
+    check_header(model_cfg, weights)  # what the shapes cannot tell
     return build_model(model_cfg)
 
 
