@@ -467,6 +467,13 @@ def test_vocabularies_and_histories_that_would_serve_wrong_answers_are_refused(d
         compress.Recommender(model).recommend([set(data.item_tokens[:3])])
     with pytest.raises(ConfigError, match="got a dict"):
         compress.Recommender(model).recommend([{t: 1 for t in data.item_tokens[:3]}])
+    with pytest.raises(ConfigError, match="raw item ids, got a Tensor; a tensor of embedding rows is scored by "
+                                          "model.predict"):  # each element became "tensor(79)": all unknown
+        compress.Recommender(model).recommend([torch.tensor([3, 2, 1])])
+    no_counts = compress.Recommender(model, vocabulary=ItemVocabulary(data.item_tokens))  # no popularity
+    with pytest.warns(UserWarning, match="skipped 1 unknown item id"), \
+            pytest.raises(ConfigError, match=r"lacks: export it with the data it was trained on .*dataset=data"):
+        no_counts.recommend([["not an item"]])
 
 
 def test_models_too_large_to_build_are_refused_before_allocating(data, monkeypatch):

@@ -310,15 +310,33 @@ def test_torchscript_export(artifacts, tmp_path):
     assert (a[:, 1:] - b[:, 1:]).abs().max() <= 1e-5
 
 
-def test_onnx_export_without_onnx(artifacts, tmp_path, monkeypatch):
+@pytest.mark.parametrize("absent, words", [({"onnx", "onnxruntime"}, "needs onnx and onnxruntime"),
+                                           ({"onnxruntime"}, "needs onnxruntime, to write the file and to check it")])
+def test_onnx_export_without_onnx_or_its_runtime(artifacts, tmp_path, monkeypatch, absent, words):
+    """Without onnxruntime the file was written unchecked (the card's diff null), though the README says
+    it is checked against PyTorch before the directory appears."""
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in absent else (object() if name == "onnx" else real(name, *a)))
     out = tmp_path / "models" / "onnx"
     line = error_line(invoke("export", artifacts["search"], "--out", out, "--format", "onnx"))
-    assert "needs the onnx package" in line and "pip install onnx" in line
+    assert words in line and "pip install onnx onnxruntime" in line
     assert not out.exists() and os.listdir(tmp_path / "models") == []
+
+
+def test_an_export_is_checked_against_pytorch_relative_to_its_scores():
+    """An absolute 1e-5 refused correct exports whose scores reach a few hundred (float32 rounding alone
+    is 1.5e-5 at 170); the check is relative to the largest score, and a real disagreement still fails."""
+    from compress.store.export import _check, _max_diff
+
+    scores = torch.linspace(-330.0, 330.0, 101)
+    assert 0 < _check(_max_diff(scores, scores + 2e-5), "onnx") <= 1e-5 * 330  # one float32 step at 330
+    with pytest.raises(compress.CheckpointError, match="disagrees with the PyTorch model"):
+        _check(_max_diff(scores, scores + 0.1), "onnx")
+    with pytest.raises(compress.CheckpointError, match="disagrees"):
+        _check(_max_diff(torch.tensor([1.0, float("-inf")]), torch.tensor([1.0, 0.0])), "torchscript")
 
 
 def test_onnx_export(artifacts, tmp_path):

@@ -37,7 +37,7 @@ from compress.store.card import METRIC, render
 from compress.store.provenance import command, versions
 
 EXPORT_FORMATS = ("safetensors", "torchscript", "onnx")
-PARITY_TOL = 1e-5
+PARITY_TOL = 1e-5  # relative to the largest score (at least 1): float32's rounding grows with the scores
 
 
 class _Scorer(torch.nn.Module):
@@ -61,7 +61,7 @@ def _sample_items(model: torch.nn.Module, batch: int = 4) -> torch.Tensor:
     return items
 
 
-def _export_torchscript(model: torch.nn.Module, path: str) -> float:
+def _export_torchscript(model: torch.nn.Module, path: str) -> Tuple[float, float]:
     """Traced at the fixed length N (histories are always padded to N); any batch size works."""
     items = _sample_items(model)
     with torch.no_grad(), warnings.catch_warnings():
@@ -72,21 +72,21 @@ def _export_torchscript(model: torch.nn.Module, path: str) -> float:
         return _max_diff(model.predict(items), reloaded(items))
 
 
-def _export_onnx(model: torch.nn.Module, path: str) -> Any:
+def _export_onnx(model: torch.nn.Module, path: str) -> Tuple[float, float]:
     """Traced at the fixed length N, any batch size: the chunked causal linear attention's shapes follow
     N, so a graph with a free length would be wrong at other lengths (histories are padded to N anyway).
     The exporter's notes (tracer warnings, opset remarks) are silenced: they concern code paths the
-    parity check below covers."""
-    if importlib.util.find_spec("onnx") is None:
-        raise ConfigError("`format` onnx needs the onnx package: pip install onnx onnxruntime (the onnx extra)")
+    parity check below covers. Both packages are needed: a file no check has run is not written."""
+    missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"`format` onnx needs {' and '.join(missing)}, to write the file and to check it "
+                          "against PyTorch: pip install onnx onnxruntime (the onnx extra)")
     items = _sample_items(model)
     with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
             contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(_Scorer(model), (items,), path, input_names=["items"], output_names=["scores"],
                           dynamic_axes={"items": {0: "batch"}, "scores": {0: "batch"}}, dynamo=False)
-    if importlib.util.find_spec("onnxruntime") is None:
-        return None  # parity is checked where onnxruntime is installed
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -97,11 +97,12 @@ def _export_onnx(model: torch.nn.Module, path: str) -> Any:
         return _max_diff(model.predict(items), got)
 
 
-def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> Tuple[float, float]:
+    """(max |a − b|, max |a|) over a's finite scores; inf where the two disagree on which are finite."""
     finite = torch.isfinite(a)
     if not torch.equal(finite, torch.isfinite(b)):
-        return float("inf")
-    return float((a[finite] - b[finite]).abs().max())
+        return float("inf"), 1.0
+    return float((a[finite] - b[finite]).abs().max()), float(a[finite].abs().max())
 
 
 def save_model_dir(model: torch.nn.Module, out: str, fmt: str = "safetensors", overwrite: bool = False,
@@ -150,8 +151,10 @@ def save_model_dir(model: torch.nn.Module, out: str, fmt: str = "safetensors", o
     return card
 
 
-def _check(diff, fmt: str):
-    if diff is not None and not diff <= PARITY_TOL:
+def _check(measured: Tuple[float, float], fmt: str) -> float:
+    """The max |diff| of an exported file's scores, refused beyond PARITY_TOL of the largest score."""
+    diff, scale = measured
+    if not diff <= PARITY_TOL * max(1.0, scale):
         raise CheckpointError(f"the {fmt} export disagrees with the PyTorch model (max |diff| {diff:.3g}); "
                               "nothing was written")
     return diff

@@ -92,6 +92,9 @@ class Recommender:
             if isinstance(hist, (Set, Mapping)):  # no order: the model would read the items in hash order
                 raise ConfigError(f"each history must be an ordered list of item ids (oldest first), got a "
                                   f"{type(hist).__name__}: {_short(hist)}")
+            if isinstance(hist, torch.Tensor):  # embedding rows, not raw ids: each became "tensor(79)", unknown
+                raise ConfigError(f"each history must be a list of raw item ids, got a {type(hist).__name__}; a "
+                                  "tensor of embedding rows is scored by model.predict")
             hist = list(hist)
             known = [self.index[str(t)] for t in hist if str(t) in self.index]
             unknown += len(hist) - len(known)
@@ -104,7 +107,8 @@ class Recommender:
         """What an empty history gets: the ``k`` most interacted-with items."""
         if self.vocabulary.popularity is None:
             raise ConfigError("an empty history (after skipping unknown ids) needs item popularity, which this "
-                              "vocabulary lacks; export the model with `compress export`")
+                              "model's items.json lacks: export it with the data it was trained on (`compress "
+                              "export`, or compress.export(..., dataset=data))")
         top = torch.tensor(self.vocabulary.popularity, dtype=torch.float64)[1:].topk(k)
         return [(self.ids[int(i)], float(v)) for v, i in zip(top.values, top.indices)]
 
