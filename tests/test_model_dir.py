@@ -17,6 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import compress
+from compress.backbones.transformer import SequenceTransformer, Style
 
 MODEL_FILES = {"config.json", "model.safetensors", "items.json", "card.json", "README.md"}
 
@@ -41,13 +42,18 @@ def histories(data, n: int = 6) -> torch.Tensor:
     return compress.pad_right([s[-(2 + 3 * i):] for i, s in enumerate(seqs[:n])], 12)  # (n, N), right-padded
 
 
+ACTIVATIONS = {"gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "relu": F.relu}
+
+
 def plain_scores(model_dir: Path, items: torch.Tensor) -> torch.Tensor:
-    """The README's "MODEL_DIR format" for a causal, post-LN model with softmax attention and no gates,
-    written with json, safetensors and torch alone: item rows (B, N) -> scores (B, n_items + 1)."""
+    """The README's "MODEL_DIR format" for a next-item model (either norm placement, either attention
+    kind, gates in either placement), written with json, safetensors and torch alone: item rows (B, N) ->
+    scores (B, n_items + 1)."""
     cfg = json.loads((model_dir / "config.json").read_text())["model"]
     w = load_file(str(model_dir / "model.safetensors"))
-    arch, eps = cfg["arch"], cfg["layer_norm_eps"]
+    arch, style, eps = cfg["arch"], cfg["style"], cfg["layer_norm_eps"]
     d, heads, dh = arch["hidden"], arch["heads"], arch["head_dim"]
+    act = ACTIVATIONS[style["activation"]]
     b, n = items.shape
 
     def lin(name, x):
@@ -58,24 +64,70 @@ def plain_scores(model_dir: Path, items: torch.Tensor) -> torch.Tensor:
 
     valid = items > 0
     pos = torch.arange(n)
-    allowed = ((pos[:, None] >= pos) & valid[:, None, None, :]) | (pos[:, None] == pos)  # causal, real keys, self
-    x = norm("emb_norm", w["item_embedding.weight"][items] + w["position_embedding.weight"][:n])  # (B, N, d)
+    seen = pos[:, None] >= pos if style["causal"] else torch.ones(n, n, dtype=torch.bool)  # (N, N): t sees j
+    e = w["item_embedding.weight"][items] + w["position_embedding.weight"][:n]  # (B, N, d)
+    e = norm("emb_norm", e) if style["embedding_norm"] else e
+
+    def attention(p, x):
+        q, k, v = (lin(f"{p}.attention.{t}", x).view(b, n, heads, dh).transpose(1, 2)
+                   for t in ("query", "key", "value"))  # (B, h, N, d_h)
+        if arch["attention"] == "softmax":
+            allowed = (seen & valid[:, None, None, :]) | (pos[:, None] == pos)  # real keys it sees, and itself
+            out = (q @ k.transpose(-1, -2) / math.sqrt(dh)).masked_fill(~allowed, float("-inf")).softmax(-1) @ v
+        else:  # q̂ (k̂ᵀ v) over the keys each position sees, padded keys and values zeroed
+            q, k = (F.elu(t) / (F.elu(t).norm(dim=-1, keepdim=True) + 1e-6) for t in (q, k))
+            k, v = k * valid[:, None, :, None], v * valid[:, None, :, None]
+            out = ((q @ k.transpose(-1, -2)) * seen) @ v / math.sqrt(dh)
+        return lin(f"{p}.attention.out", out.transpose(1, 2).reshape(b, n, d))
+
+    def gate(p, which):
+        x = e
+        for j in range(arch["gate_layers"] - 1):
+            x = F.relu(lin(f"{p}.gates.{which}.hidden_layers.{j}", x))
+        return 2 * torch.sigmoid(lin(f"{p}.gates.{which}.score", x))
+
+    def ffn(p, h):
+        if not arch["gate_layers"]:
+            return lin(f"{p}.ffn_out", act(lin(f"{p}.ffn_in", h)))
+        d1, d2 = gate(p, "first"), gate(p, "second")
+        if arch["gate_placement"] == "code":
+            return lin(f"{p}.ffn_out", act(d1 * lin(f"{p}.ffn_in", h))) * d2
+        return lin(f"{p}.ffn_out", d2 * act(lin(f"{p}.ffn_in", d1 * h)))
+
+    x = e
     for layer in range(arch["layers"]):
         p = f"layers.{layer}"
-        q, k, v = (lin(f"{p}.attention.{t}", x).view(b, n, heads, dh).transpose(1, 2) for t in ("query", "key", "value"))
-        s = (q @ k.transpose(-1, -2) / math.sqrt(dh)).masked_fill(~allowed, float("-inf"))  # (B, h, N, N)
-        a = (s.softmax(-1) @ v).transpose(1, 2).reshape(b, n, d)
-        h = norm(f"{p}.attn_norm", x + lin(f"{p}.attention.out", a))
-        x = norm(f"{p}.ffn_norm", h + lin(f"{p}.ffn_out", F.gelu(lin(f"{p}.ffn_in", h))))
+        if style["norm"] == "post":
+            h = norm(f"{p}.attn_norm", x + attention(p, x))
+            x = norm(f"{p}.ffn_norm", h + ffn(p, h))
+        else:
+            h = x + attention(p, norm(f"{p}.attn_norm", x))
+            x = h + ffn(p, norm(f"{p}.ffn_norm", h))
+    x = norm("final_norm", x) if style["final_norm"] else x
     last = valid.sum(1).clamp(min=1) - 1
     scores = x[torch.arange(b), last] @ w["item_embedding.weight"][:cfg["n_items"] + 1].T
     scores[:, 0] = float("-inf")  # column 0 is the padding row
     return scores
 
 
-def test_the_documented_format_reproduces_predict_without_compress(data, tmp_path):
-    model = perturbed(data, compress.ArchSpec(16, 32, 2, 2))
-    compress.export(model, str(tmp_path / "m"), dataset=data)
+GPT = Style(causal=True, norm="pre", activation="gelu_tanh", embedding_norm=False, final_norm=True)
+
+
+@pytest.mark.parametrize("arch, style", [
+    (compress.ArchSpec(16, 32, 2, 2), None),
+    (compress.ArchSpec(16, 32, 2, 2, attention="linear", gate_layers=2), None),
+    (compress.ArchSpec(16, 32, 4, 1, gate_layers=3, gate_placement="paper"), Style(activation="relu")),
+    (compress.ArchSpec(16, 32, 2, 2, attention="linear", gate_layers=1), GPT)], ids=str)
+def test_the_documented_format_reproduces_predict_without_compress(data, tmp_path, arch, style):
+    """Every next-item style the format names: either attention kind, gates in either placement, post- and
+    pre-LN with a final norm, each activation. Bidirectional cloze models (where the mask token goes) are
+    not scored here."""
+    torch.manual_seed(0)
+    model = SequenceTransformer(arch, data.n_items, 12, style=style)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    compress.export(model.eval(), str(tmp_path / "m"), dataset=data)
     items = histories(data)
     with torch.no_grad():
         want = model.predict(items)
