@@ -97,8 +97,9 @@ def clean_errors(fn: Callable) -> Callable:
             if distributed.is_main():  # every rank stops at the same step and would say the same
                 err_console.print(escape(printable(cli_words(str(exc), fn.__name__))), highlight=False, soft_wrap=True)
             raise typer.Exit(130)
-        except CompressError as exc:
-            err_console.print(f"[red]error:[/red] {escape(printable(cli_words(str(exc), fn.__name__)))}",
+        except CompressError as exc:  # under torchrun every rank says it: the others name themselves
+            who = "" if distributed.is_main() else f"(rank {distributed.rank()}) "
+            err_console.print(f"[red]error:[/red] {who}{escape(printable(cli_words(str(exc), fn.__name__)))}",
                               highlight=False, soft_wrap=True)
             raise typer.Exit(2)
         except KeyboardInterrupt:
