@@ -302,3 +302,20 @@ def test_a_file_of_blank_lines_ends_early(tmp_path, monkeypatch):
     (tmp_path / "spaced.tsv").write_text("user_id\titem_id\ttimestamp\n" + "\n" * 999 + "u1\ti1\t1\nu1\ti2\t2\n"
                                          "u1\ti3\t3\n")
     assert compress.load_dataset(str(tmp_path / "spaced.tsv"), use_cache=False).n_items == 3
+
+
+def test_nanosecond_timestamps_keep_their_order(tmp_path):
+    """Times past 2**53 (pandas' datetime64[ns] as int64) once read as float64, which merges neighbours
+    256 ns apart into ties that file order then broke: D, C, B, A by time loaded as A, B, C, D."""
+    base = 1_600_000_000_000_000_000
+    rows = [("u1", "A", base + 3), ("u1", "B", base + 2), ("u1", "C", base + 1), ("u1", "D", base),
+            ("u2", "A", base), ("u2", "B", base + 1), ("u2", "C", base + 2)]
+    path = tmp_path / "ns.csv"
+    path.write_text("user_id,item_id,timestamp\n" + "".join(f"{u},{i},{t}\n" for u, i, t in rows))
+    ds = compress.load_dataset(str(path), use_cache=False)
+    first = [ds.item_tokens[i - 1] for i in ds.items[ds.offsets[0]:ds.offsets[1]]]
+    assert first == ["D", "C", "B", "A"]
+    mixed = tmp_path / "mixed.csv"  # a fraction anywhere: float times, as before
+    mixed.write_text("user_id,item_id,timestamp\nu1,A,2.5\nu1,B,1\nu1,C,3\nu1,D,0.5\nu2,A,1\nu2,B,2\nu2,C,3\n")
+    ds = compress.load_dataset(str(mixed), use_cache=False)
+    assert [ds.item_tokens[i - 1] for i in ds.items[ds.offsets[0]:ds.offsets[1]]] == ["D", "B", "A", "C"]

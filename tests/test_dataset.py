@@ -4,7 +4,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -271,7 +270,7 @@ def test_a_read_only_cache_only_warns(monkeypatch, tmp_path, tiny_interactions, 
 
     def read_only(*args, **kwargs):  # chmod does not stop root: the OSError a read-only mount gives
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(SequenceDataset, "save", read_only)
     unwritable_once(caplog, tiny_interactions)
     assert "Read-only file system" in caplog.text
 
@@ -372,3 +371,14 @@ def test_ml100k_by_name(shared_data):
     ds = load_dataset("ml-100k", data_dir=str(shared_data))
     assert (ds.n_users, ds.n_items, ds.n_interactions) == (943, 1682, 100_000)
     assert ds.info["dropped_users"] == 0
+
+
+def test_a_cache_entry_is_readable_as_the_umask_allows(monkeypatch, tmp_path, tiny_interactions):
+    """Entries were written 0600 (mkstemp), so a cache shared between users was unusable to the others."""
+    old = os.umask(0o022)
+    try:
+        entry = own_cache(monkeypatch, tmp_path, tiny_interactions)
+    finally:
+        os.umask(old)
+    assert oct(entry.stat().st_mode & 0o777) == oct(0o644)
+    assert [p.name for p in entry.parent.iterdir()] == [entry.name]  # no temporary file left

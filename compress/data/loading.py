@@ -9,7 +9,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict
 from typing import Any, Optional, Sequence, Union
 
@@ -18,10 +17,11 @@ from compress.data.dataset import MIN_INTERACTIONS, SequenceDataset, build_datas
 from compress.data.readers import ReadOptions, read_interactions
 from compress.data.registry import DATASETS, DEFAULT, cache_root, resolve
 from compress.errors import ConfigError, DataError
+from compress.files import staged
 
 # 2: tokens packed as UTF-8 bytes; 3: empty ids refused, sequence fields stripped; 4: data of fewer than 2
-# items refused (a version-3 entry may hold one)
-CACHE_VERSION = 4
+# items refused (a version-3 entry may hold one); 5: whole-number timestamps ordered exactly (as int64)
+CACHE_VERSION = 5
 log = logging.getLogger(__name__)
 _UNUSABLE: set = set()  # cache directories already warned about
 
@@ -143,17 +143,13 @@ def _read_cache(cache_file: str, source: str) -> Optional[SequenceDataset]:
 def _write_cache(ds: SequenceDataset, cache_file: str) -> None:
     """Save ``ds`` as ``cache_file`` through a temporary file and a rename, so that no reader ever
     sees half an entry. A cache that cannot be written is warned about once and left out."""
-    directory, tmp = os.path.dirname(cache_file), None
+    directory = os.path.dirname(cache_file)
     try:
         os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz")
-        os.close(fd)
-        ds.save(tmp)
-        os.replace(tmp, cache_file)
+        with staged(cache_file) as tmp:  # created as the umask allows (mkstemp's 0600 hid a shared cache)
+            ds.save(tmp)
     except OSError as exc:
         _cache_unusable(directory, exc)
-        if tmp is not None:
-            _remove(tmp)
 
 
 def _cache_unusable(directory: str, exc: OSError) -> None:

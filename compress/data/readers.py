@@ -36,7 +36,7 @@ class Interactions:
 
     users: np.ndarray  # (R,) str tokens, or int32 codes into user_vocab
     items: np.ndarray  # (R,) str tokens, or int32 codes into item_vocab
-    order: np.ndarray  # (R,) float64: timestamp, or file position when ``timed`` is False
+    order: np.ndarray  # (R,) int64 or float64: timestamp, or file position when ``timed`` is False
     timed: bool
     source: str
     user_vocab: Optional[np.ndarray] = None  # (U,) str
@@ -339,7 +339,7 @@ def _looks_like_header(first: list, rest: list, sep: Optional[str], named: Seque
 def _read_columns(path: str, sep: Optional[str], header: Optional[list], cols: tuple) -> Interactions:
     u, i, t = cols
     need = max(c for c in cols if c is not None) + 1
-    users, items, times = TokenColumn(), TokenColumn(), array("d")
+    users, items, times = TokenColumn(), TokenColumn(), array("q")  # whole-number times kept exact, as int64
     lines = _lines(path)
     if header is not None:
         next(lines)
@@ -352,7 +352,7 @@ def _read_columns(path: str, sep: Optional[str], header: Optional[list], cols: t
         items.add(toks[i].strip())
         if t is not None:
             try:
-                times.append(float(toks[t]))
+                times = _append_time(times, toks[t])
             except ValueError:
                 if lineno == 1 and not any(map(_is_number, toks)):
                     raise DataError(f"{path}: the first line looks like a header of unknown column names "
@@ -370,8 +370,23 @@ def _read_columns(path: str, sep: Optional[str], header: Optional[list], cols: t
     if empty:
         row, what = min(empty)
         _refuse_empty(path, row + (2 if header is not None else 1), what, sep)
-    order = np.arange(len(users), dtype=np.float64) if t is None else np.frombuffer(times, dtype=np.float64)
+    order = np.arange(len(users), dtype=np.float64) if t is None else \
+        np.frombuffer(times, dtype=np.int64 if times.typecode == "q" else np.float64)
     return users.interactions(items, order, t is not None, path)
+
+
+def _append_time(times: array, token: str) -> array:
+    """``times`` with ``token`` appended: as an int64 while every time is a whole number (nanosecond
+    timestamps exceed 2**53, past which float64 merges neighbours into ties and file order would decide),
+    as float64 from the first that is not (or does not fit). Raises ValueError for a non-number."""
+    if times.typecode == "q":
+        try:
+            times.append(int(token))
+            return times
+        except (ValueError, OverflowError):
+            times = array("d", times)
+    times.append(float(token))
+    return times
 
 
 def _refuse_empty(path: str, lineno: int, what: str, sep: Optional[str]) -> NoReturn:
