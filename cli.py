@@ -495,7 +495,7 @@ def bench(flags: dict, model_dir: str = typer.Argument(..., help="MODEL_DIR or R
         cells = [f"{v:,.3f}" if isinstance(v, float) else f"{v:,}" for v in vals]
         if len(names) == 2:
             cells.append(f"{vals[1] / vals[0]:.2f}x" if vals[0] else "-")
-        table.add_row(metric, *cells)
+        table.add_row(metric.replace("peak_memory_MB", "peak_memory_MiB"), *cells)  # the key's unit is 2^20 bytes
     out_console.print(table)
 
 

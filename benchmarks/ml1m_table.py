@@ -53,7 +53,7 @@ def rows() -> List[Dict]:
 def table(items: List[Dict]) -> str:
     base = items[0]["cost"]
     head = ["method", "arch (d/D x L)", "epochs", *(f"{m.upper()} {p}" for p, m in METRICS), "FLOPs",
-            "params", "peak MB b=256", "latency b=1", "latency b=256"]
+            "params", "peak MiB b=256", "latency b=1", "latency b=256"]
     lines = ["| " + " | ".join(head) + " |", "|---|---|---:|" + "---:|" * (len(head) - 3)]
     for r in items:
         c = r["cost"]

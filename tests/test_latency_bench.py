@@ -40,8 +40,10 @@ def test_bench_against_a_dense_baseline(artifacts):
     assert obj["device"] == "cpu" and obj["threads"] >= 1
     model, base = obj["models"]["model"], obj["models"]["baseline"]
     for row in (model, base):
-        assert set(row) == set(obj["rows"]) == {"params", "flops_analytic", "flops_measured", "latency_ms@1",
-                                                "latency_ms@4", "peak_memory_MB@1", "peak_memory_MB@4"}
+        assert set(row) == set(obj["rows"]) == {"max_len", "n_items", "params", "flops_analytic", "flops_measured",
+                                                "latency_ms@1", "latency_ms@4", "peak_memory_MB@1",
+                                                "peak_memory_MB@4"}
+        assert (row["max_len"], row["n_items"]) == (model["max_len"], model["n_items"])
         assert row["latency_ms@1"] > 0 and row["latency_ms@4"] > 0
         assert 0 < row["peak_memory_MB@1"] < row["peak_memory_MB@4"]
     assert model["params"] < base["params"]
@@ -96,6 +98,25 @@ def test_peak_memory_does_not_count_views_of_weights():
     mem = peak_memory_bytes(ViewOfWeights(), 2)
     assert mem["params"] == 4096 * 64 * 4
     assert 2 * 4 * 4 <= mem["activations"] < 1024  # the output (and the float copy of the input), no weights
+
+
+def test_bench_says_when_the_models_score_other_lengths_or_catalogues(artifacts, tmp_path):
+    """A baseline built for N = 130 against a model of N = 10 gave 14x fewer FLOPs without a word: most
+    of it the length. Each model's N and item count are shown, and a difference is said. Memory is in
+    MiB (2^20 bytes), which the table says."""
+    import compress
+
+    model = compress.load(str(artifacts["model"]))
+    longer = compress.get_backbone("sasrec")(model.arch, model.n_items, model.max_len * 2)
+    longer.vocabulary = model.vocabulary
+    compress.export(longer, str(tmp_path / "longer"))
+    result = invoke("bench", artifacts["model"], "--baseline", tmp_path / "longer", "--batch", "1", "--repeats", "1",
+                    "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    said = " ".join(result.stderr.split())
+    assert f"N = {model.max_len} over {model.n_items} items, the baseline N = {2 * model.max_len}" in said
+    table = " ".join(result.stdout.split())
+    assert "max_len" in table and "peak_memory_MiB@1" in table and "peak_memory_MB" not in table
 
 
 def test_inspect_plot_writes_two_pngs(artifacts, tmp_path):

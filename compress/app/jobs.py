@@ -468,6 +468,12 @@ def bench_run(path: str, baseline: Optional[str], opts: Dict[str, Any]) -> Dict[
     models = {"model": load(path, str(device))}
     if baseline:
         models["baseline"] = load(baseline, str(device))
+        shapes = {name: (m.max_len, m.n_items) for name, m in models.items()}
+        if shapes["model"] != shapes["baseline"]:  # the ratios would measure N and the catalogue too
+            log.warning("the model scores histories of N = %d over %d items, the baseline N = %d over %d: its "
+                        "ratios compare those as well as the architectures", *shapes["model"], *shapes["baseline"])
     rows = profile(models, opts["batch"], opts["repeats"])
+    for name, model in models.items():  # what every figure is per: one history of N, scored against the items
+        rows[name] = {"max_len": model.max_len, "n_items": model.n_items, **rows[name]}
     return {"device": str(device), "threads": torch.get_num_threads(), "models": rows,
             "rows": list(next(iter(rows.values())))}

@@ -49,10 +49,11 @@ def layer_flops(arch: ArchSpec, n: int, causal: bool = True) -> Dict[str, int]:
             "gates": gate_flops(arch, n)}
 
 
-def elementwise_flops(arch: ArchSpec, n: int) -> int:
+def elementwise_flops(arch: ArchSpec, n: int, causal: bool = True) -> int:
     """Rough non-matmul cost: 5/element per LayerNorm, 8 per GELU, 1 per residual add, 3 per softmax
     score; linear attention: 4 per element of each feature map (elu, L2 norm, divide) on q and k, 1 per
-    element for the padding mask on k and v and for the 1/√d_head scale, 1 per chunk score (causal mask);
+    element for the padding mask on k and v and for the 1/√d_head scale, 1 per chunk score (the causal
+    mask; a bidirectional model forms no such scores);
     gates: 1 per ReLU of their hidden layers, and per score 4 for the sigmoid, 1 for γ and 1 for the
     product that applies it. The attention kind and the gate depth are searched on this total, so no
     choice gets its elementwise work for free."""
@@ -61,7 +62,7 @@ def elementwise_flops(arch: ArchSpec, n: int) -> int:
     if arch.attention == "softmax":
         per_layer += 3 * arch.heads * n * n
     else:
-        per_layer += 11 * n * d + arch.heads * n * chunk_size(n)
+        per_layer += 11 * n * d + (arch.heads * n * chunk_size(n) if causal else 0)
     if arch.gate_layers:  # two gates: L_d - 1 hidden ReLU layers of width d each, then scores of sizes D and d
         per_layer += 2 * (arch.gate_layers - 1) * n * d + 6 * n * (D + d)
     return 5 * n * d + L * per_layer
@@ -74,7 +75,7 @@ def analytic_flops(arch: ArchSpec, n: int, n_items: int, causal: bool = True) ->
     out = {k: v * arch.layers for k, v in per_layer.items()}
     out["head"] = 2 * arch.hidden * (n_items + 1)  # last position against every item row (incl. padding)
     out["matmul"] = sum(out.values())
-    out["elementwise"] = elementwise_flops(arch, n)
+    out["elementwise"] = elementwise_flops(arch, n, causal)
     out["total"] = out["matmul"] + out["elementwise"]
     return out
 
