@@ -240,8 +240,9 @@ OPTIONS: List[Option] = _section(
     Option("time_col", "str", "Timestamp column, or 'none' for file order.", DATA, feeds=("ReadOptions.time_col",),
            nullable=True),
     Option("sep", "str", "Field delimiter (default: detect).", DATA, feeds=("ReadOptions.sep",), nullable=True),
-    Option("item_numbering", "choice", "How items are numbered: compress (first appearance in time order) or "
-           "recbole (first appearance in the file, as RecBole numbers them).", DATA, default="compress",
+    Option("item_numbering", "choice", "How items are numbered: compress (first appearance in the users' "
+           "time-ordered histories, users in file order) or recbole (first appearance in the file, as RecBole "
+           "numbers them).", DATA, default="compress",
            choices=NUMBERINGS),
     Option("kcore", "int", "Keep users and items with at least this many interactions (0: no filter).", DATA,
            default=0, low=0),

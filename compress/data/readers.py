@@ -357,7 +357,8 @@ def _read_columns(path: str, sep: Optional[str], header: Optional[list], cols: t
                 if lineno == 1 and not any(map(_is_number, toks)):
                     raise DataError(f"{path}: the first line looks like a header of unknown column names "
                                     f"({_quote(', '.join(toks))}); name the columns with `user_col`, `item_col` and "
-                                    "`time_col` (or `time_col` none)") from None
+                                    "`time_col` (or `time_col` none), or, for one user's items per line, give "
+                                    "`data_format` sequence") from None
                 raise DataError(f"{path}:{lineno}: non-numeric timestamp {_quote(toks[t])} in column {t}; "
                                 "convert it to unix seconds or pick another `time_col`") from None
             if not math.isfinite(times[-1]):  # NaN would sort nowhere in particular, inf after every real time

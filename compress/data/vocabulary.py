@@ -2,8 +2,9 @@
 
 Row ``i + 1`` of a model's item embedding means ``ids[i]`` (row 0 is padding). Two numberings of the
 same items differ as soon as one is built another way (RecBole numbers items by file order, a
-Hugging Face model by its user's tokenizer, we by first appearance in time order), and equal item
-counts prove nothing, so wherever a model meets data the vocabularies are compared, row by row.
+Hugging Face model by its user's tokenizer, we by first appearance in the users' time-ordered
+histories), and equal item counts prove nothing, so wherever a model meets data the vocabularies are
+compared, row by row.
 """
 from __future__ import annotations
 
