@@ -291,11 +291,22 @@ def test_evaluate_mismatched_checkpoint(run_copy):
     assert "position_embedding.weight has shape (10, 16), config.json implies (20, 16)" in line
 
 
-def test_evaluate_other_data(run_copy, tmp_path):
+def test_evaluate_other_data(run_copy, tmp_path, tiny_data_file):
+    """Data of other items is refused; the same interactions in another file order (which numbers the
+    items otherwise) are read onto the model's numbering and give its metrics (they were refused)."""
     other = tmp_path / "other.csv"
     other.write_text("user_id,item_id\n" + "".join(f"1,{i}\n" for i in range(5)))
     line = error_line(invoke("evaluate", run_copy, "--data", other))
-    assert "number their items differently" in line
+    assert "0 of its 5 items are among the model's" in line
+    header, *rows = Path(tiny_data_file).read_text().splitlines()
+    shuffled = tmp_path / ("shuffled" + Path(tiny_data_file).suffix)
+    shuffled.write_text("\n".join([header, *reversed(rows)]) + "\n")
+    first = json.loads(invoke("evaluate", run_copy, "--data", tiny_data_file, "--json").stdout)["metrics"]
+    again = invoke("evaluate", run_copy, "--data", shuffled, "--json")
+    assert again.exit_code == 0, again.stderr
+    metrics = json.loads(again.stdout)["metrics"]
+    assert {k: v for k, v in metrics.items() if "seconds" not in k} == \
+        pytest.approx({k: v for k, v in first.items() if "seconds" not in k}, rel=1e-12)  # users in another order
 
 
 def test_evaluate_bad_options(run_dir, tmp_path):

@@ -139,6 +139,12 @@ def evaluate_run(path: str, given: Dict[str, Any]) -> Dict[str, Any]:
         if model.vocabulary is None and ds.n_items != model.n_items:
             raise CheckpointError(f"{path} was trained on {model.n_items} items but the data has {ds.n_items}; "
                                   "pass the `data` it was trained on")
+        if model.vocabulary is not None:  # the model's numbering, whatever order the file brings its items in
+            ds = aligned_for(ds, model, path)
+            dropped = ds.info["dropped_interactions"]
+            if dropped:
+                log.warning("dropped %d interactions with items %s does not know (and %d users left with too "
+                            "few): the metrics cover the rest", dropped, path, ds.info["dropped_users_after_alignment"])
     else:
         ds = recorded_dataset(src, cfg, opts)
     metrics = evaluate(model, ds, opts["split"], opts["protocol"], opts["k"], opts["eval_batch_size"],
@@ -146,6 +152,18 @@ def evaluate_run(path: str, given: Dict[str, Any]) -> Dict[str, Any]:
     return {"metrics": metrics, "protocol": opts["protocol"], "split": opts["split"], "k": opts["k"], "path": path,
             "model": {"backbone": model.backbone_name, "arch": model.arch.to_dict(), "params": params_count(model)},
             "dataset": opts.get("data") or (cfg.get("data") or {}).get("data") or "default"}
+
+
+def aligned_for(ds: SequenceDataset, model: torch.nn.Module, path: str) -> SequenceDataset:
+    """``ds`` numbered as ``model`` numbers its items, interactions with items it does not know dropped."""
+    try:
+        return ds.aligned(model.vocabulary.ids)
+    except DataError:
+        known = set(model.vocabulary.ids)
+        matched = sum(token in known for token in ds.item_tokens)
+        raise DataError(f"the data's items are not those {path} scores: {matched} of its {ds.n_items} items are "
+                        "among the model's, which leaves no user to evaluate; pass data of the items it was trained "
+                        "on") from None
 
 
 def recorded_dataset(src: str, cfg: Dict[str, Any], opts: Dict[str, Any]) -> SequenceDataset:
