@@ -464,8 +464,8 @@ def flops(
     for key, val in analytic.items():
         table.add_row(f"analytic {key}", f"{val:,}")
     table.add_row("measured (FlopCounterMode)", f"{measured:,}")
-    table.add_row("parameters", f"{result['params']:,}")
     out_console.print(table)
+    out_console.print(f"parameters {result['params']:,}")  # a count, not FLOPs: below the table
 
 
 @app.command()

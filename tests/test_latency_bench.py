@@ -19,8 +19,7 @@ def test_flops_json(artifacts):
     result = invoke("flops", artifacts["model"], "--json")
     assert result.exit_code == 0, result.stderr
     obj = json.loads(result.stdout)
-    assert 0.95 <= obj["matmul_agreement"] <= 1.05
-    assert obj["matmul_agreement"] == obj["measured"] / obj["analytic"]["matmul"]
+    assert obj["matmul_agreement"] == 1.0 == obj["measured"] / obj["analytic"]["matmul"]  # exactly, as README says
     assert obj["arch"]["hidden"] == 8 and obj["params"] == read(artifacts["model"] / "card.json")["params"]
     assert obj["analytic"]["total"] == obj["analytic"]["matmul"] + obj["analytic"]["elementwise"]
 
@@ -29,7 +28,10 @@ def test_flops_of_a_softmax_baseline_run_dir(artifacts):
     result = invoke("flops", artifacts["baseline"], "--json")
     assert result.exit_code == 0, result.stderr
     obj = json.loads(result.stdout)
-    assert obj["arch"]["attention"] == "softmax" and 0.95 <= obj["matmul_agreement"] <= 1.05
+    assert obj["arch"]["attention"] == "softmax" and obj["matmul_agreement"] == 1.0
+    table = invoke("flops", artifacts["baseline"]).stdout
+    assert not any("parameters" in line and "│" in line for line in table.splitlines())  # not a row of FLOPs
+    assert f"parameters {obj['params']:,}" in table
 
 
 def test_bench_against_a_dense_baseline(artifacts):

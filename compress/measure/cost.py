@@ -19,7 +19,7 @@ def profile(models: Dict[str, torch.nn.Module], batches: List[int], repeats: int
                       "flops_analytic": model_flops(model)["total"],
                       "flops_measured": measured_flops(model, model.max_len)}
     cuda = any(model_device(m).type == "cuda" for m in models.values())
-    for b in batches:
+    for b in dict.fromkeys(batches):  # a size given twice is measured once
         for name, ms in zip(models, latencies_ms(list(models.values()), b, repeats)):
             rows[name][f"latency_ms@{b}"] = ms
         if cuda:  # per-call launch overhead removed: what a served model costs
