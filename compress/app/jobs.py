@@ -136,15 +136,11 @@ def evaluate_run(path: str, given: Dict[str, Any]) -> Dict[str, Any]:
         recorded = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
         ds = dataset_from_options({**opts, **{k: v for k, v in recorded.items() if k in DATA_KEYS and k != "data"
                                               and k not in given}})
-        if model.vocabulary is None and ds.n_items != model.n_items:
-            raise CheckpointError(f"{path} was trained on {model.n_items} items but the data has {ds.n_items}; "
-                                  "pass the `data` it was trained on")
         if model.vocabulary is not None:  # the model's numbering, whatever order the file brings its items in
             ds = aligned_for(ds, model, path)
-            dropped = ds.info["dropped_interactions"]
-            if dropped:
-                log.warning("dropped %d interactions with items %s does not know (and %d users left with too "
-                            "few): the metrics cover the rest", dropped, path, ds.info["dropped_users_after_alignment"])
+        elif ds.n_items != model.n_items:
+            raise CheckpointError(f"{path} was trained on {model.n_items} items but the data has {ds.n_items}; "
+                                  "pass the `data` it was trained on")
     else:
         ds = recorded_dataset(src, cfg, opts)
     metrics = evaluate(model, ds, opts["split"], opts["protocol"], opts["k"], opts["eval_batch_size"],
@@ -155,15 +151,21 @@ def evaluate_run(path: str, given: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def aligned_for(ds: SequenceDataset, model: torch.nn.Module, path: str) -> SequenceDataset:
-    """``ds`` numbered as ``model`` numbers its items, interactions with items it does not know dropped."""
+    """``ds`` numbered as ``model`` numbers its items, interactions with items it does not know dropped (and
+    said: the metrics then cover the rest)."""
     try:
-        return ds.aligned(model.vocabulary.ids)
+        aligned = ds.aligned(model.vocabulary.ids)
     except DataError:
         known = set(model.vocabulary.ids)
         matched = sum(token in known for token in ds.item_tokens)
         raise DataError(f"the data's items are not those {path} scores: {matched} of its {ds.n_items} items are "
                         "among the model's, which leaves no user to evaluate; pass data of the items it was trained "
                         "on") from None
+    if aligned.info["dropped_interactions"]:
+        log.warning("dropped %d interactions with items %s does not know (and %d users left with too few): the "
+                    "metrics cover the rest", aligned.info["dropped_interactions"], path,
+                    aligned.info["dropped_users_after_alignment"])
+    return aligned
 
 
 def recorded_dataset(src: str, cfg: Dict[str, Any], opts: Dict[str, Any]) -> SequenceDataset:
@@ -414,6 +416,11 @@ def retrain_run(run_dir: str, overrides: Optional[Dict[str, Any]] = None, overwr
             "arch": model.arch.to_dict(), "from_scratch": start == "scratch", "start": start}
 
 
+def search_finished(out: str) -> bool:
+    """Whether the search of RUN_DIR ``out`` was published whole, its checkpoint gone."""
+    return not os.path.exists(partial_dir(out)) and os.path.exists(os.path.join(out, SEARCH_CARD))
+
+
 def dnsrec_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool = False,
                reporters: Optional[Callable[[str], Reporter]] = None, resume: bool = False,
                on_search: Optional[Callable[[Dict[str, Any]], None]] = None,
@@ -428,14 +435,14 @@ def dnsrec_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool 
     retrained = os.path.join(out, RETRAINED)
     if resume:  # a search killed after publishing: its retraining is what is left
         drop_finished_checkpoint(out)
-    searched = resume and not os.path.exists(partial_dir(out)) and os.path.exists(os.path.join(out, SEARCH_CARD))
+    searched = resume and search_finished(out)
     if searched and os.path.exists(retrained):
         raise CheckpointError(f"nothing to resume: {out} holds a finished search and its retrained model")
     try:
         found = search_summary(out) if searched else search_run(opts, out, overwrite, reporters("search"), resume,
                                                                 "all")
     except Interrupted:
-        if os.path.exists(os.path.join(out, SEARCH_CARD)) and not os.path.exists(partial_dir(out)):
+        if search_finished(out):
             raise Interrupted(f"interrupted after the search: {out} holds it whole; `resume` retrains its decision"
                               ) from None  # "the run had completed" read as if the retraining had run too
         raise

@@ -66,7 +66,6 @@ def budget_flops(max_flops: Optional[Union[float, str]], supernet: Supernet,
     return budget
 
 
-
 def budget_gap(flops: torch.Tensor, budget: float) -> torch.Tensor:
     """L_RC of ``penalty: budget``: the expected FLOPs' relative distance from the budget, on either side
     (TuNAS's absolute reward, Bender et al. 2020): a one-sided excess lets the controllers' momentum

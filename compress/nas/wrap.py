@@ -51,7 +51,7 @@ def wrap(model: nn.Module, adapter: Union[None, str, Adapter] = None, space: Opt
         instance("space", space, SearchSpace, "e.g. compress.SearchSpace(hidden_ratios=(0.0, 0.5))")
     check_finite_weights(model)
     frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
-    if frozen:  # the supernet is a new module: the user's flags do not carry over to its weights or slices
+    if frozen:  # the supernet is a new module: the user's flags do not carry over to its weights
         warnings.warn(f"{len(frozen)} parameter(s) of the model are frozen (requires_grad False, e.g. {frozen[0]}); "
                       "the search trains every weight of the supernet: freeze their counterparts there "
                       "(requires_grad_(False)) to keep them fixed, and its slices keep them frozen", stacklevel=2)

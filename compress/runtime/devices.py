@@ -1,6 +1,7 @@
 """Which device a run uses: ``auto`` (CUDA when there is one), ``cpu``, ``cuda`` or ``cuda:N``."""
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from typing import Optional, Union
@@ -38,7 +39,7 @@ def as_device(device: Union[None, str, torch.device], default: torch.device) -> 
 def model_device(model: torch.nn.Module) -> torch.device:
     """Where ``model`` lives: its first parameter's device, else its first buffer's (a popularity baseline
     keeps its counts in a buffer and has no parameters), else the CPU."""
-    for tensor in (*model.parameters(), *model.buffers()):
+    for tensor in itertools.chain(model.parameters(), model.buffers()):  # the first one, not a list of all
         return tensor.device
     return torch.device("cpu")
 

@@ -10,7 +10,7 @@ import errno
 import json
 import math
 import os
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -54,15 +54,10 @@ def weights_metadata(model_cfg: Dict[str, Any]) -> Dict[str, str]:
 HEADER_JSON = ("arch", "style")  # what the weights' header repeats of config.json's model section, as JSON
 
 
-def check_header(model_cfg: Dict[str, Any], weights: str) -> None:
-    """config.json's model section against what ``weights``' header says it holds (where it says: older
-    files carry the arch alone, or nothing): an edit that keeps every tensor's shape (the heads, the
-    attention kind, where the norms sit) would load and score differently without a word."""
-    try:
-        with safe_open(weights, framework="pt") as fh:
-            header = fh.metadata() or {}
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{weights} is corrupt ({first_line(exc)})") from None
+def check_header(model_cfg: Dict[str, Any], header: Dict[str, str], weights: str) -> None:
+    """config.json's model section against what the ``header`` metadata of ``weights`` says it holds (where
+    it says: older files carry the arch alone, or nothing): an edit that keeps every tensor's shape (the
+    heads, the attention kind, where the norms sit) would load and score differently without a word."""
     saved = {k: json.loads(header[k]) for k in HEADER_JSON if k in header}
     saved.update({k: header[k] for k in ("n_items", "max_len") if k in header})
     given = {k: (model_cfg.get(k) if k in HEADER_JSON else str(model_cfg.get(k))) for k in saved}
@@ -119,13 +114,13 @@ def build_model(model_cfg: Dict[str, Any], device: Optional[str] = None) -> nn.M
         raise CheckpointError(f"config.json model section is inconsistent ({exc})") from None
 
 
-def tensor_shapes(path: str) -> Dict[str, tuple]:
-    """Name -> shape of every tensor in a safetensors file, read from its header alone."""
+def weights_header(path: str) -> Tuple[Dict[str, tuple], Dict[str, str]]:
+    """(name -> shape of every tensor, the metadata) of a safetensors file, read from its header alone."""
     if not os.path.exists(path):
         raise CheckpointError(f"{path} is missing")
     try:
         with safe_open(path, framework="pt") as fh:
-            return {name: tuple(fh.get_slice(name).get_shape()) for name in fh.keys()}
+            return {name: tuple(fh.get_slice(name).get_shape()) for name in fh.keys()}, fh.metadata() or {}
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path} is corrupt ({first_line(exc)})") from None
 
@@ -183,7 +178,8 @@ def build_checked(model_cfg: Dict[str, Any], weights: str, prefix: str = "") -> 
     """``build_model`` after checking ``model_cfg`` against the header of ``weights`` (its tensors
     under ``prefix``): a tampered size (n_items = 10**12, layers = 10**9) must be an error, not an
     allocation or a hang."""
-    saved = {k[len(prefix):]: v for k, v in tensor_shapes(weights).items() if k.startswith(prefix)}
+    shapes, header = weights_header(weights)
+    saved = {k[len(prefix):]: v for k, v in shapes.items() if k.startswith(prefix)}
     arch = model_cfg.get("arch") if isinstance(model_cfg, dict) else None
     layers, gates = (arch.get("layers"), arch.get("gate_layers", 0)) if isinstance(arch, dict) else (None, None)
     if isinstance(layers, int) and isinstance(gates, int) and layers * max(gates, 1) > len(saved):
@@ -193,7 +189,7 @@ def build_checked(model_cfg: Dict[str, Any], weights: str, prefix: str = "") -> 
                               f"holds only {len(saved)} tensors; the directory is inconsistent")
     meta = build_model(model_cfg, device="meta")
     check_shapes({k: tuple(v.shape) for k, v in meta.state_dict().items()}, saved, weights)
-    check_header(model_cfg, weights)  # what the shapes cannot tell
+    check_header(model_cfg, header, weights)  # what the shapes cannot tell
     return build_model(model_cfg)
 
 
