@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from clihelp import listing
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import compress
@@ -137,6 +138,19 @@ def test_an_edit_that_keeps_every_shape_is_refused(saved, section, key, value, w
     write_json(str(out / CONFIG), cfg)
     holds = f"config.json's model {section} is not what .* holds: .*{re.escape(words)}"
     with pytest.raises(CheckpointError, match=holds):
+        load(str(out))
+
+
+@pytest.mark.parametrize("key", ["arch", "style"])
+def test_damaged_header_metadata_is_refused(saved, key):
+    """A flipped byte inside the header's JSON metadata (the tensors intact) is a damaged file, named as
+    such: it was a raw JSONDecodeError."""
+    _, out = saved
+    with safe_open(str(out / WEIGHTS), "pt") as fh:
+        meta = fh.metadata()
+    meta[key] = meta[key][:-1]  # the closing brace lost
+    save_file(load_file(str(out / WEIGHTS)), str(out / WEIGHTS), metadata=meta)
+    with pytest.raises(CheckpointError, match="header metadata is not valid JSON .*damaged: export the model again"):
         load(str(out))
 
 

@@ -58,7 +58,11 @@ def check_header(model_cfg: Dict[str, Any], header: Dict[str, str], weights: str
     """config.json's model section against what the ``header`` metadata of ``weights`` says it holds (where
     it says: older files carry the arch alone, or nothing): an edit that keeps every tensor's shape (the
     heads, the attention kind, where the norms sit) would load and score differently without a word."""
-    saved = {k: json.loads(header[k]) for k in HEADER_JSON if k in header}
+    try:
+        saved = {k: json.loads(header[k]) for k in HEADER_JSON if k in header}
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{weights}'s header metadata is not valid JSON ({exc.msg}); the file is damaged: "
+                              "export the model again") from None
     saved.update({k: header[k] for k in ("n_items", "max_len") if k in header})
     given = {k: (model_cfg.get(k) if k in HEADER_JSON else str(model_cfg.get(k))) for k in saved}
     for key, value in saved.items():
