@@ -288,6 +288,18 @@ def test_quoted_csv_fields_are_read_as_csv_quotes_them(tmp_path):
     assert compress.load_dataset(str(tmp_path / "all.csv"), use_cache=False).item_tokens == ["i0", "i1", "i2", "i3"]
 
 
+@pytest.mark.parametrize("item, line", [('"', 3), ('"a"b', 3), ('"a', 2)])
+def test_unbalanced_quotes_are_refused_at_their_line(tmp_path, item, line):
+    """A field that opens a quote and does not close it ran into the next fields (a lone " took the
+    timestamp with it: "expected 3 fields, got 2") or lost its quotes ("a"b read as ab): a changed id
+    without a word. Such a line is now named, with the quoting rule."""
+    rows = ["user_id\titem_id\ttimestamp", "u\ti1\t1", "u\ti2\t2", "u\ti3\t3"]
+    rows[line - 1] = f"u\t{item}\t{line}"
+    (tmp_path / "q.tsv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=rf"q.tsv:{line}: unbalanced double quotes in .*written \"\"; fix the quoting"):
+        compress.load_dataset(str(tmp_path / "q.tsv"), use_cache=False)
+
+
 def test_a_file_of_blank_lines_ends_early(tmp_path, monkeypatch):
     """A 300 MB gzip of newlines once read for a minute before it was called empty: a run of blank lines no
     data file holds ends the read where it is found."""

@@ -153,6 +153,12 @@ def table(draw, ids: st.SearchStrategy, times: Optional[st.SearchStrategy] = TIM
 # ---------------------------------------------------------------- structured files vs the reference
 
 
+def csv_field(text: str, sep: str) -> str:
+    """``text`` as pandas' ``to_csv`` writes it: quoted, its quotes doubled, when it holds a double quote
+    (where the delimiter is one character: the readers split on "::" as it is)."""
+    return '"' + text.replace('"', '""') + '"' if '"' in text and len(sep) == 1 else text
+
+
 def render(rows, fmt: str, sep: str, header: bool, rating: bool, crlf: bool) -> Tuple[bytes, str, str]:
     """(file bytes, file name, format to ask for) of ``rows`` in ``fmt``."""
     nl = "\r\n" if crlf else "\n"
@@ -161,14 +167,14 @@ def render(rows, fmt: str, sep: str, header: bool, rating: bool, crlf: bool) -> 
         return nl.join(f"{u} {i}" for u, i, _ in rows).encode(), "seq.txt", "sequence"
     if fmt in ("ml-dat", "udata", "atomic"):
         sep = {"ml-dat": "::", "udata": "\t", "atomic": "\t"}[fmt]
-        lines = [sep.join([u, i, "4", t]) for u, i, t in rows]
+        lines = [sep.join(csv_field(f, sep) for f in (u, i, "4", t)) for u, i, t in rows]
         if fmt == "atomic":
             lines.insert(0, "user_id:token\titem_id:token\trating:float\ttimestamp:float")
         name = {"ml-dat": "ratings.dat", "udata": "u.data", "atomic": "x.inter"}[fmt]
         return nl.join(lines).encode(), name, fmt
     cols = [lambda r: r[0], lambda r: r[1]] + ([lambda r: "4"] if rating else []) + \
            ([lambda r: r[2]] if timed else [])
-    lines = [sep.join(c(r) for c in cols) for r in rows]
+    lines = [sep.join(csv_field(c(r), sep) for c in cols) for r in rows]
     if header:
         names = ["user_id", "item_id"] + (["rating"] if rating else []) + (["timestamp"] if timed else [])
         lines.insert(0, sep.join(names))
@@ -207,6 +213,8 @@ def structured(draw):
          False, True, True).via("unicode ids, BOM")
 @example(([("u", "a", "1"), ("u", "b", "2"), ("v", "a", "3"), ("v", "b", "4")], "delimited", ",", True, False),
          False, False, False).via("every user has fewer than 3 interactions")
+@example(([("0", "0", "0"), ("0", "0", "0"), ("0", '"', "0")], "delimited", "\t", True, False),
+         False, False, False).via("a quote as an id, written as pandas quotes it")
 @example(([], "delimited", ",", True, False), False, False, False).via("header only")
 @example(([], "sequence", " ", False, False), False, False, False).via("empty file")
 def test_structured_files_load_as_documented(case, gz, crlf, bom):

@@ -20,8 +20,9 @@ from compress.errors import ConfigError, DataError
 from compress.files import staged
 
 # 2: tokens packed as UTF-8 bytes; 3: empty ids refused, sequence fields stripped; 4: data of fewer than 2
-# items refused (a version-3 entry may hold one); 5: whole-number timestamps ordered exactly (as int64)
-CACHE_VERSION = 5
+# items refused (a version-3 entry may hold one); 5: whole-number timestamps ordered exactly (as int64);
+# 6: quotes left open refused (a version-5 entry may hold the ids they changed)
+CACHE_VERSION = 6
 log = logging.getLogger(__name__)
 _UNUSABLE: set = set()  # cache directories already warned about
 

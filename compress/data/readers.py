@@ -177,13 +177,19 @@ def _detect_sep(line: str) -> Optional[str]:
     return None  # whitespace
 
 
-def _split(line: str, sep: Optional[str]) -> list:
-    """The fields of ``line``. A delimited line with a double quote is read as CSV quotes it (as pandas
-    writes and reads it, and RecBole with it): ``"item, 3"`` is one field, ``""`` inside it a quote."""
+def _split(line: str, sep: Optional[str], where: str) -> list:
+    """The fields of ``line`` (at ``where``, for errors). A delimited line with a double quote is read as
+    CSV quotes it (as pandas writes and reads it, and RecBole with it): ``"item, 3"`` is one field, ``""``
+    inside it a quote. Quoting that does not close (``"a`` alone, ``"a"b``) is refused: read leniently,
+    it ran into the next fields or dropped the quotes, so the row's ids came out changed."""
     if sep is None:
         return line.split()
     if '"' in line and len(sep) == 1:
-        return next(csv.reader([line], delimiter=sep))
+        try:
+            return next(csv.reader([line], delimiter=sep, strict=True))
+        except csv.Error:
+            raise DataError(f"{where}: unbalanced double quotes in {_quote(line)}; a field that starts with \" "
+                            "ends with one, a quote inside it is written \"\"; fix the quoting or give `sep`") from None
     return line.split(sep)
 
 
@@ -244,7 +250,7 @@ def read_interactions(path: str, options: Optional[ReadOptions] = None) -> Inter
 def _read_sequence(path: str, sep: Optional[str]) -> Interactions:
     users, items = TokenColumn(), TokenColumn()
     for lineno, line in enumerate(_lines(path), 1):
-        toks = _split(line, sep)
+        toks = _split(line, sep, f"{path}:{lineno}")
         if sep is not None and (" " in line or "\t" in line):  # strip fields as the column readers do
             toks = [t.strip() for t in toks]
         if len(toks) < 2:
@@ -295,10 +301,10 @@ def _read_atomic(path: str, options: ReadOptions) -> Interactions:
 def _read_delimited(path: str, options: ReadOptions) -> Interactions:
     head = _peek(path)
     sep = options.sep if options.sep is not None else _detect_sep(head[0])
-    first = _split(head[0], sep)
+    first = _split(head[0], sep, path)
     named = [c for c in (options.user_col, options.item_col, options.time_col)
              if c and not c.isdecimal() and c.lower() != "none"]
-    header = first if _looks_like_header(first, head[1:], sep, named) else None
+    header = first if _looks_like_header(first, head[1:], sep, path, named) else None
     ncols = len(first)
     if ncols < 2:
         raise DataError(f"{path}: found one column with delimiter {sep or 'whitespace'!r}; "
@@ -325,7 +331,7 @@ def _read_delimited(path: str, options: ReadOptions) -> Interactions:
     return _read_columns(path, sep, header=header, cols=(u, i, t))
 
 
-def _looks_like_header(first: list, rest: list, sep: Optional[str], named: Sequence[str] = ()) -> bool:
+def _looks_like_header(first: list, rest: list, sep: Optional[str], path: str, named: Sequence[str] = ()) -> bool:
     """A header names known columns or the columns asked for by name (``named``; with textual ids
     that is the only sign), is typed (``name:token``), or is text above numeric rows."""
     names = {t.split(":")[0].lower() for t in first}
@@ -333,7 +339,7 @@ def _looks_like_header(first: list, rest: list, sep: Optional[str], named: Seque
     if any(":" in t for t in first) or names & (set(USER_NAMES + ITEM_NAMES + TIME_NAMES) | wanted):
         return True
     textual = not all(_is_number(t) for t in first[:2])
-    return textual and bool(rest) and all(_is_number(t) for t in _split(rest[0], sep)[:2])
+    return textual and bool(rest) and all(_is_number(t) for t in _split(rest[0], sep, path)[:2])
 
 
 def _read_columns(path: str, sep: Optional[str], header: Optional[list], cols: tuple) -> Interactions:
@@ -344,7 +350,7 @@ def _read_columns(path: str, sep: Optional[str], header: Optional[list], cols: t
     if header is not None:
         next(lines)
     for lineno, line in enumerate(lines, 2 if header is not None else 1):
-        toks = _split(line, sep)
+        toks = _split(line, sep, f"{path}:{lineno}")
         if len(toks) < need:
             raise DataError(f"{path}:{lineno}: expected at least {need} fields separated by "
                             f"{sep or 'whitespace'!r}, got {len(toks)}; check the delimiter (`sep`) or `data_format`")
