@@ -337,6 +337,27 @@ def test_histories_that_are_fine_score_as_before(backbone):
         assert model.predict(torch.randint(1, 31, (2, 10))).shape == (2, 31)
 
 
+@pytest.mark.parametrize("backbone", ["sasrec", "bert4rec"])
+def test_a_history_scores_alike_at_every_padded_width(backbone):
+    """A history of 4 items scores the same given as (1, 4) or padded to max_len, through the model, its
+    supernet and a slice: BERT4Rec took a narrow tensor for a full one and dropped the oldest item to make
+    room for its mask (0.25 apart). Only a history of max_len items loses its oldest item."""
+    torch.manual_seed(0)
+    model = compress.get_backbone(backbone)(ARCH, 30, max_len=10).eval()
+    supernet = compress.wrap(model)
+    history = [5, 9, 13, 21]
+    with torch.no_grad():
+        for read in (model.predict, supernet.predict):
+            want = read(torch.tensor([history + [0] * 6]))
+            for width in (4, 5, 9):
+                got = read(torch.tensor([history + [0] * (width - 4)]))
+                torch.testing.assert_close(got[:, 1:], want[:, 1:], rtol=0, atol=1e-6)
+        if backbone == "bert4rec":  # the mask takes the last position of a full history
+            full = list(range(1, 11))
+            dropped = model.predict(torch.tensor([full[1:] + [0]]))
+            torch.testing.assert_close(model.predict(torch.tensor([full]))[:, 1:], dropped[:, 1:], rtol=0, atol=1e-6)
+
+
 def test_models_come_back_in_the_mode_they_were_given(data):
     """fit and search train in train mode but give models back as they came (a caller's eval-mode model
     stays dropout-free), freeze a teacher only while they use it, and a supernet or a slice is in the

@@ -16,6 +16,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from compress.data.batching import pad_right, training_windows
 from compress.errors import ConfigError
@@ -90,10 +91,16 @@ def check_histories(model, items: torch.Tensor, highest: Optional[int] = None) -
 
 
 def query(model, items: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded histories (B, N) -> (the model's input (B, N), the position to score (B,))."""
+    """Right-padded histories (B, N) -> (the model's input (B, N'), the position to score (B,)).
+
+    The cloze objective scores a mask token placed after the last item: N' = N + 1 while the model's
+    max_len leaves room for it, so a history given narrower than max_len keeps its oldest item (it was
+    dropped as though the history filled the model), and only a history of max_len items loses it."""
     check_histories(model, items)
     if model.style.objective == "next":
         return items, last_index(items)
+    if items.shape[1] < model.max_len:
+        items = F.pad(items, (0, 1))  # (B, N + 1): a padding column for the mask
     n_real = (items > 0).sum(1)
     full = n_real == items.shape[1]
     shifted = torch.cat([items[:, 1:], torch.zeros_like(items[:, :1])], 1)  # oldest item dropped
