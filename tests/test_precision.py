@@ -37,6 +37,40 @@ def test_bf16_search_runs_and_alpha_beta_stay_fp32(data):
     assert sn.alpha.logits.dtype == torch.float32 and result.decision is not None
 
 
+@pytest.mark.parametrize("protocol", ["full", "pop100"])
+def test_a_callers_autocast_region_does_not_reach_evaluation(data, protocol, monkeypatch):
+    """evaluate inside the caller's bf16 autocast: the full ranking crashed on a dtype mismatch, pop100 moved
+    NDCG in its 4th digit (on a trained model). Evaluation is float32 whatever region it is called in."""
+    m = model(data).eval()
+    want = compress.evaluate(m, data, "test", protocol)
+    seen = []
+    query = m.query_hidden
+    monkeypatch.setattr(m, "query_hidden", lambda items: seen.append(torch.is_autocast_enabled("cpu")) or query(items))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = compress.evaluate(m, data, "test", protocol)
+    assert seen and not any(seen)
+    assert {k: v for k, v in got.items() if k != "eval_seconds"} == {k: v for k, v in want.items()
+                                                                       if k != "eval_seconds"}
+
+
+def test_a_callers_autocast_region_does_not_reach_fit_or_search(data):
+    """fit and search at precision fp32 inside the caller's bf16 autocast train as they do outside it,
+    weight for weight and α for α: the region reached the α/β steps and the validation."""
+    cfg = compress.TrainConfig(epochs=1, batch_size=64)
+    a, b = model(data), model(data)
+    compress.fit(a, data, cfg, "cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        compress.fit(b, data, cfg, "cpu")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    space = compress.SearchSpace((0.0, 0.5), (0.0, 0.5))
+    scfg = compress.SearchConfig(epochs=1, batch_size=64)
+    sa, sb = compress.wrap(model(data), space=space), compress.wrap(model(data), space=space)
+    compress.search(sa, data, scfg, "cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        compress.search(sb, data, scfg, "cpu")
+    assert torch.equal(sa.alpha.logits, sb.alpha.logits)
+
+
 def test_bf16_resume_equals_uninterrupted(data, tmp_path):
     cfg = compress.TrainConfig(epochs=2, batch_size=64, precision="bf16")
     whole = model(data)

@@ -110,16 +110,19 @@ class Loop:
         self.stopped = False
 
     def run(self) -> LoopResult:
+        """The epochs, in float32 but for the weight steps' own autocast (``precision``): an autocast region
+        the caller opened around ``fit`` or ``search`` would otherwise reach the α/β steps and validation."""
         first_epoch, done = self._restore()
         start = time.perf_counter()
-        for epoch in range(first_epoch, self.epochs + 1):
-            late = self._train_epoch(epoch, done, start)
-            done = 0
-            stop = self._end_epoch(epoch) or late or self._over_budget(start)
-            self.stopped = stop
-            self._save(epoch + 1, 0)
-            if stop:
-                break
+        with torch.autocast(self.task.batches.device.type, enabled=False):
+            for epoch in range(first_epoch, self.epochs + 1):
+                late = self._train_epoch(epoch, done, start)
+                done = 0
+                stop = self._end_epoch(epoch) or late or self._over_budget(start)
+                self.stopped = stop
+                self._save(epoch + 1, 0)
+                if stop:
+                    break
         return self._finish(start)
 
     # --- one epoch -------------------------------------------------------------------------------------

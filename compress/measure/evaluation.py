@@ -144,14 +144,15 @@ def check_sizes(k: int, batch_size: int, item_chunk: int) -> None:
 @torch.no_grad()
 def score_set(model: torch.nn.Module, data: EvalSet, k: int = 10, batch_size: int = 512,
               item_chunk: int = 65536) -> Dict[str, float]:
-    """Metrics @k of ``model`` on a prepared ``EvalSet`` (what a training loop validates on each epoch)."""
+    """Metrics @k of ``model`` on a prepared ``EvalSet`` (what a training loop validates on each epoch), in
+    float32 even inside a caller's autocast region: half-precision scores tie and reorder the ranks."""
     check_sizes(k, batch_size, item_chunk)
     from_hidden = hasattr(model, "query_hidden") and hasattr(model, "item_table")
     starts = list(range(0, len(data), batch_size))
     mine = distributed.shard(len(starts))  # this rank's contiguous block of batches
     ranks = []
     start = time.perf_counter()
-    with evaluating(model):
+    with evaluating(model), torch.autocast(data.targets.device.type, enabled=False):
         for lo in starts[mine]:
             items, tgt = data.histories[lo:lo + batch_size], data.targets[lo:lo + batch_size]
             negatives = None if data.negatives is None else data.negatives[lo:lo + batch_size]
