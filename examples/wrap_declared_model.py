@@ -7,6 +7,7 @@ projection and names of its own. ``examples/my_recommender.yaml`` tells compress
 lives; wrapping carries every trained weight into the supernet. Runs in about a minute on a CPU.
 """
 import argparse
+import json
 import os
 
 import torch
@@ -71,13 +72,17 @@ def main() -> None:
     mapping = os.path.join(os.path.dirname(os.path.abspath(__file__)), "my_recommender.yaml")
     supernet = compress.wrap(model.eval(), adapter=compress.DeclaredAdapter(mapping),
                              space=compress.SearchSpace(hidden_ratios=(0.0, 0.5), inner_ratios=(0.0, 0.5)))
-    result = compress.search(supernet, data, compress.SearchConfig(epochs=args.epochs, batch_size=128),
-                             device="cpu")
+    result = compress.search(supernet, data, compress.SearchConfig(epochs=args.epochs, batch_size=128,
+                                                                   max_flops="60%"), device="cpu")
     small = result.slice()  # a dense compress model of the decision's attention kind and gates
     compress.fit(small, data, compress.TrainConfig(epochs=args.epochs, batch_size=128), torch.device("cpu"))
     result.export(args.out, data, model=small, overwrite=True)
     served = compress.load(args.out)
+    with open(os.path.join(args.out, "card.json")) as fh:
+        card = json.load(fh)  # the exported model's cost beside that of the model it was compressed from
     print("decision:", result.arch)
+    print(f"{card['params']:,} params and {card['flops']['analytic']['total']:,} FLOPs per sequence; "
+          f"MyRecommender: {card['input']['params']:,} and {card['input']['flops']['total']:,}")
     print("exported to", args.out, "->", compress.Recommender(served).recommend([["0", "1"]], k=3)[0])
 
 

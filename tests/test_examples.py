@@ -42,8 +42,11 @@ def test_compress_hf_bert_example(tmp_path):
 def test_wrap_declared_model_example(tmp_path):
     out = tmp_path / "model"
     stdout = run_example("wrap_declared_model.py", out, tmp_path)
-    assert "decision: ArchSpec(" in stdout
+    assert "decision: ArchSpec(" in stdout and "FLOPs per sequence; MyRecommender:" in stdout
     assert len(compress.Recommender.load(str(out)).recommend([["0"]], k=2)[0]) == 2
+    card = json.loads((out / "card.json").read_text())  # compressed: the budget holds with the gates it kept
+    assert card["params"] < card["input"]["params"]
+    assert card["flops"]["analytic"]["matmul"] <= 0.6 * card["input"]["flops"]["matmul"]
 
 
 def test_compress_hf_own_vocabulary_example(tmp_path):
