@@ -14,14 +14,16 @@ benchmarks/results/suite_<preset>) and keeps each cell's run directory in OUT_ru
 `--seeds` and `--datasets` narrow the preset. `report` writes OUT/report.md and its PNGs from the
 results file alone; `--readme FILE` (repeatable) also writes the summary table between FILE's
 `<!-- suite:PRESET -->` and `<!-- /suite:PRESET -->` markers. `remeasure` loads the saved model of
-every finished cell and measures their cost again side by side with the current code (FLOPs,
+every cell the report counts and measures their cost again side by side with the current code (FLOPs,
 parameters, latency interleaved across models, peak memory), keeping the replaced figures in each
 record. `compare` prints, for one dataset, each named variant's mean test NDCG@10 (or `--metric`) and
 FLOPs over the seeds they all share, and its difference from the first variant with the paired t-test's
 p-value (`compress.suite.compare`). `pool` takes DATASET:VARIANT:REFERENCE cells and prints each
 variant's relative difference from its reference per seed, then all of them pooled across datasets
 with a t interval and p-value (`compress.suite.pool`): how large a difference a row of per-dataset
-ties could hide. Bad input ends in a one-line `error: ...` and exit code 2.
+ties could hide. Bad input ends in a one-line `error: ...` and exit code 2; Ctrl-C in one line and exit
+code 130: the finished cells are kept, and `run` again with the same arguments continues (a training or
+search stopped midway resumes from its checkpoint; a Torch-Pruning fine-tune, which keeps none, starts over).
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ import sys
 from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from compress.errors import CompressError, ConfigError  # noqa: E402
+from compress.errors import CompressError, ConfigError, Interrupted  # noqa: E402
 from compress.runtime.allocator import tune_allocator  # noqa: E402
 from compress.suite import load_plan, run_plan, write_report  # noqa: E402
 from compress.suite.blocks import fill_block  # noqa: E402
@@ -149,10 +151,22 @@ def main(argv: Optional[List[str]] = None) -> int:
             body = readme_block(results, files["report"], markdown, command)
             fill_block(markdown, args.preset, body)
             print(f"summary table written into {markdown}")
+    except (Interrupted, KeyboardInterrupt):  # a cell's checkpointed stop, or Ctrl-C anywhere else
+        print(interrupted(args.command, results), file=sys.stderr)
+        return 130
     except CompressError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def interrupted(command: str, results: str) -> str:
+    """The one line an interrupt ends ``command`` with, in the suite's words: what a rerun does (the
+    library's own message would say to `resume`, which the suite does by itself)."""
+    if command == "run":
+        return (f"interrupted; the finished cells are kept in {results}: rerun `suite.py run` with the same "
+                "arguments to continue")
+    return f"interrupted; rerun `suite.py {command}` with the same arguments"
 
 
 if __name__ == "__main__":

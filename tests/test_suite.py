@@ -161,6 +161,35 @@ def test_bad_suite_files_are_one_line_config_errors(tmp_path, text, message):
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("text, message", [
+    ("variants: {x: {method: dense, options: {data: ml-1m}}}\npresets: {smoke: {}}",
+     "suite.yaml: variant 'x' options set data: 'ml-1m', but a preset's dataset names decide the data; drop it, "
+     "and name that data under the preset's datasets"),
+    ("variants: {x: {method: dense}}\npresets: {smoke: {options: {data: ml-1m}}}",
+     "suite.yaml: preset 'smoke' dataset 'default': the options set data: 'ml-1m', but the dataset's name decides "
+     "the data; drop it, and name that data as a dataset of the preset"),
+    ("variants: {x: {method: dense}}\npresets: {smoke: {datasets: {ml-100k: {options: {data: ml-1m}}}}}",
+     "suite.yaml: preset 'smoke' dataset 'ml-100k': the options set data: 'ml-1m'"),
+    ("variants: {x: {method: dense}}\npresets: {smoke: {datasets: {default: {recipe: r.yaml}}}}",
+     "suite.yaml: dataset 'default' runs the embedded sample, but its recipe {dir}/r.yaml sets data: 'ml-1m'; name "
+     "the dataset 'ml-1m' to run on that data, or give a recipe that sets no data"),
+])
+def test_the_dataset_name_decides_the_data(tmp_path, text, message):
+    """Before: `default` ran on the data its recipe or the options named, labelled "default" (None, the name's
+    value, is no override), and under a named dataset a `data` in the options was dropped without a word."""
+    (tmp_path / "r.yaml").write_text("data: ml-1m\nhidden: 32\n")
+    (tmp_path / "suite.yaml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_plan(str(tmp_path / "suite.yaml"), "smoke")
+    assert str(info.value).startswith(f"{tmp_path}/" + message.format(dir=tmp_path))
+
+
+def test_a_named_dataset_overrides_its_recipes_data():
+    """Recipes are shared: the paper preset's Toys runs recipes/amazon.yaml, written for Beauty."""
+    toys = load_plan(str(SUITE), "paper", variants=["sasrec"], seeds=[1], datasets=["toys"]).cells
+    assert toys[0].options["data"] == "toys" and toys[0].dataset == "toys"
+
+
 def test_two_variants_that_are_one_cell_are_refused_only_when_both_are_selected(tmp_path):
     path = tmp_path / "suite.yaml"
     path.write_text("variants: {a: {method: dense}, b: {method: dense}, c: {method: dense, options: {hidden: 8}}}\n"

@@ -12,6 +12,7 @@ from clihelp import benchmark_script
 from test_suite import _record
 from test_suite_compare import _one_error_line
 
+from compress.suite import remeasure as remeasure_module
 from compress.suite.compare import compare_file
 from compress.suite.pool import pool_file
 from compress.suite.report import write_report
@@ -105,6 +106,53 @@ def test_the_last_record_of_a_dataset_variant_and_seed_counts_everywhere(tmp_pat
         "later, superseded by the last one and not counted), " in text
     assert "| toy | 0.2500 ± 0.0500 @ 1.00 M (3) | 0.2700 ± 0.0458 @ 1.00 M (3) | — |" in text  # the summary
     assert "| wide | 8/16 x 1, softmax, L_d=0 | 3 | 0.2700 ± 0.0458 |" in text  # the accuracy table
+
+
+def test_records_built_on_a_superseded_or_missing_cell_are_left_out_and_named(tmp_path, capsys):
+    """DNS-Rec's options edited and only dnsrec run again: the baselines matched to the old decision stood in the
+    summary and the dominance lines beside the new one, and a search pulled to one of them in the pooled section
+    (the runner itself gives them new keys, and runs them again once they are selected)."""
+    pytest.importorskip("matplotlib")
+    old = _record("dnsrec", "dnsrec", 1, 0.31, 4e6)
+    uniform = {**_record("uniform", "uniform", 1, 0.30, 5e6), "needs": {"reference": old["key"]}}
+    pruned = {**_record("tp", "prune", 1, 0.29, 5e6), "needs": {"reference": old["key"], "base": "toysasrec1"}}
+    pulled = {**_record("pulled", "dnsrec", 1, 0.32, 5e6, penalty="budget"), "needs": {"budget": pruned["key"]}}
+    orphan = {**_record("lost", "uniform", 1, 0.25, 5e6), "needs": {"reference": "never-recorded"}}
+    new = {**_record("dnsrec", "dnsrec", 1, 0.20, 1e6, tradeoff=100.0), "key": "toydnsrec1-after-the-edit"}
+    path = _write(tmp_path / "results.jsonl",
+                  [_record("sasrec", "dense", 1, 0.30, 12e6), old, uniform, pruned, pulled, orphan, new])
+    finished = read_records(str(path))
+    assert [r["variant"] for r in finished.records] == ["sasrec", "dnsrec"] and finished.superseded == 1
+    assert [r["variant"] for r in finished.stale] == ["uniform", "tp", "lost", "pulled"]  # pulled: built on tp
+    text = Path(write_report(str(path), str(tmp_path / "rep"))["report"]).read_text()
+    assert "From `results.jsonl`: 2 cells (and 1 older record of a dataset, variant and seed recorded again later, " \
+        "superseded by the last one and not counted; 4 records built on a superseded or missing cell (matched to a " \
+        "decision no longer counted) left out: rerun their variants (lost, pulled, tp, uniform)), " in text
+    assert "| dataset | sasrec | dnsrec | DNS-Rec dominates at equal FLOPs |" in text
+    assert "No baseline variants (uniform shrinking, pruning) in these results." in text
+    assert "Pulled to a baseline" not in text
+    main = benchmark_script("suite").main
+    assert main(["compare", "--preset", "smoke", "--results", str(path), "--dataset", "toy",
+                 "--variants", "dnsrec,uniform"]) == 2
+    assert _one_error_line(capsys.readouterr().err) == \
+        f"error: the records of variant 'uniform' on toy in {path} are built on a cell that was run again since " \
+        "(or is missing), so they are not counted; run it again there (suite.py run --datasets toy --variants uniform)"
+
+
+def test_remeasure_measures_the_records_the_report_counts(tmp_path, monkeypatch):
+    """A cell run again after an edit: remeasure measured its superseded record too, and refused to run at all
+    once that record's run directory was cleaned away."""
+    runs = tmp_path / "runs"
+    old, new = ({**_record("sasrec", "dense", 1, ndcg, 1e6), "key": key, "run": key, "started": "2024-01-01T00:00:00"}
+                for key, ndcg in (("before-the-edit", 0.30), ("after-the-edit", 0.31)))
+    (runs / new["run"]).mkdir(parents=True)  # the superseded cell's run directory is gone
+    path = _write(tmp_path / "results.jsonl", [old, new])
+    measured = []
+    monkeypatch.setattr(remeasure_module, "load", lambda directory, device: directory)
+    monkeypatch.setattr(remeasure_module, "profile", lambda models, batches, repeats: {
+        key: measured.append(key) or {"flops_analytic": 2e6} for key in models})
+    assert remeasure_module.remeasure(str(path), str(runs), [1], 1, "cpu") == 1 and measured == ["after-the-edit"]
+    assert [r["cost"]["flops_analytic"] for r in read_results(str(path))] == [1e6, 2e6]  # the old one untouched
 
 
 def test_a_whole_last_record_without_its_newline_is_kept_and_an_append_keeps_it(tmp_path):

@@ -50,7 +50,7 @@ def _names(values: Collection[str]) -> str:
 
 
 def _check_names(records: Records, dataset: str, variants: Sequence[str], known_variants: Collection[str],
-                 known_datasets: Collection[str], source: str) -> None:
+                 known_datasets: Collection[str], source: str, stale: Records = ()) -> None:
     by_dataset = by_field(records, "dataset")
     if not dataset:
         raise ConfigError(f"compare needs --dataset NAME; {source} holds {_names(by_dataset)}")
@@ -71,6 +71,10 @@ def _check_names(records: Records, dataset: str, variants: Sequence[str], known_
     for v in variants:
         if v in present:
             continue
+        if any(r["dataset"] == dataset and r["variant"] == v for r in stale):
+            raise ConfigError(f"the records of variant {v!r} on {dataset} in {source} are built on a cell that was run "
+                              f"again since (or is missing), so they are not counted; run it again there (suite.py "
+                              f"run --datasets {dataset} --variants {v})")
         if v not in known_variants and v not in everywhere:
             raise ConfigError(f"unknown variant {v!r}; {source} holds for {dataset}: {_names(present)}")
         elsewhere = f" (it has records for {_names(everywhere[v])})" if v in everywhere else ""
@@ -81,11 +85,12 @@ def _check_names(records: Records, dataset: str, variants: Sequence[str], known_
 
 def paired_values(records: Records, dataset: str, variants: Sequence[str], metric: str, protocol: str,
                   known_variants: Collection[str] = (), known_datasets: Collection[str] = (),
-                  source: str = "the results file"):
+                  source: str = "the results file", stale: Records = ()):
     """(the seeds every variant has, each variant's records on them, its metric on them, and for each
-    variant with seeds the others lack, those seeds): the names checked first. Bad input raises a
-    one-line ``ConfigError``."""
-    _check_names(records, dataset, variants, known_variants, known_datasets, source)
+    variant with seeds the others lack, those seeds): the names checked first (``stale``: the records
+    ``read_records`` left out as built on a cell no longer counted, named when a variant has only those).
+    Bad input raises a one-line ``ConfigError``."""
+    _check_names(records, dataset, variants, known_variants, known_datasets, source, stale)
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     by_variant = by_field([r for r in records if r["dataset"] == dataset], "variant")
@@ -107,12 +112,12 @@ def paired_values(records: Records, dataset: str, variants: Sequence[str], metri
 
 def compare(records: Records, dataset: str, variants: Sequence[str], metric: str = "ndcg@10",
             protocol: str = "full", known_variants: Collection[str] = (), known_datasets: Collection[str] = (),
-            source: str = "the results file") -> Comparison:
+            source: str = "the results file", stale: Records = ()) -> Comparison:
     """``variants`` (the first is the reference) on ``dataset``, paired by seed. ``known_variants`` and
     ``known_datasets`` (the suite file's) only tell an unknown name from one not run yet; ``source``
     names the results file in error messages. Bad input raises a one-line ``ConfigError``."""
     shared, picked, values, left_out = paired_values(records, dataset, variants, metric, protocol, known_variants,
-                                                     known_datasets, source)
+                                                     known_datasets, source, stale)
     reference = values[variants[0]]
     rows = []
     for v in variants:
@@ -126,7 +131,8 @@ def compare(records: Records, dataset: str, variants: Sequence[str], metric: str
 
 def compare_file(results: str, dataset: str, variants: Sequence[str], **kwargs: Any) -> Comparison:
     """``compare`` on the records of the results file at ``results`` (an error if it has none)."""
-    return compare(read_records(results).records, dataset, variants, source=results, **kwargs)
+    finished = read_records(results)
+    return compare(finished.records, dataset, variants, source=results, stale=finished.stale, **kwargs)
 
 
 def aligned(table: List[List[str]]) -> List[str]:

@@ -14,7 +14,8 @@
   (distilling from ``base`` where the options set ``distill``).
 
 Each returns the trained model (for cost measurement) and its valid/test metrics. Interrupted
-training resumes from its checkpoint in the cell's run directory.
+training resumes from its checkpoint in the cell's run directory, with the options (the device
+included) it saved when it started; a stage killed before its first checkpoint starts over.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import torch
 from compress.app.jobs import dnsrec_run, retrain_run, train_run
 from compress.app.options import build
 from compress.app.rundirs import dataset_from_options, recorded_data, write_trained
-from compress.engine.checkpoint import partial_dir
+from compress.engine.checkpoint import Checkpointer, partial_dir
 from compress.engine.config import TrainConfig
 from compress.engine.train import fit
 from compress.files import atomic_dir, read_json
@@ -55,7 +56,9 @@ Deps = Dict[str, Dict[str, Any]]  # role -> the record of the cell built on, plu
 
 
 def _interrupted(out: str) -> bool:
-    return os.path.isdir(partial_dir(out))
+    """Whether a run in ``out`` left a checkpoint to resume from. A run killed before its first checkpoint
+    leaves its partial directory (its lock) alone: nothing to resume, so the cell starts that stage over."""
+    return Checkpointer(partial_dir(out)).exists()
 
 
 def _train(opts: Dict[str, Any], out: str) -> Outcome:
@@ -101,8 +104,10 @@ def dnsrec(cell: Cell, opts: Dict[str, Any], out: str, deps: Deps) -> Outcome:
         _reuse_search(shared["path"], out)
     if _interrupted(out) or not os.path.exists(card_path) or "failed" in read_json(card_path):
         res = dnsrec_run(opts, out, overwrite=True, resume=_interrupted(out), retrain=retrain)["retrain"]
+    elif _interrupted(retrained):  # continued with the options it saved: a resume refuses any given again
+        res = retrain_run(out, overwrite=True, resume=True)
     else:
-        res = retrain_run(out, retrain, overwrite=True, resume=_interrupted(retrained))
+        res = retrain_run(out, retrain, overwrite=True)
     card = read_json(card_path)
     seconds = {"retrain": res["seconds"]} if shared else {"search": card["seconds"], "retrain": res["seconds"]}
     return Outcome(load(res["out"], opts["device"]), res["metrics"], seconds,

@@ -104,10 +104,10 @@ def summarize(cells: List[Cell], metric: str = "ndcg@10", protocol: str = "full"
 
 def pool(records: Records, triples: Sequence[Triple], metric: str = "ndcg@10", protocol: str = "full",
          level: float = 0.95, known_variants: Collection[str] = (), known_datasets: Collection[str] = (),
-         source: str = "the results file") -> Pooled:
+         source: str = "the results file", stale: Records = ()) -> Pooled:
     """Every triple's relative differences, per cell and pooled; names are checked as ``compare``
     checks them. Bad input raises a one-line ``ConfigError``."""
-    known = {"known_variants": known_variants, "known_datasets": known_datasets, "source": source}
+    known = {"known_variants": known_variants, "known_datasets": known_datasets, "source": source, "stale": stale}
     return summarize([_cell(records, t, metric, protocol, known) for t in triples], metric, protocol, level)
 
 
@@ -150,7 +150,8 @@ def pulled_section(records: Records) -> str:
 
 def pool_file(results: str, triples: Sequence[Triple], **kwargs: Any) -> Pooled:
     """``pool`` on the records of the results file at ``results`` (an error if it has none)."""
-    return pool(read_records(results).records, triples, source=results, **kwargs)
+    finished = read_records(results)
+    return pool(finished.records, triples, source=results, stale=finished.stale, **kwargs)
 
 
 def _pct(x: float) -> str:

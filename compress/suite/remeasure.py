@@ -24,7 +24,7 @@ from compress.runtime.devices import resolve_device
 from compress.store.artifacts import load
 from compress.store.provenance import versions
 from compress.suite.pareto import by_field
-from compress.suite.results import read_results, update_results
+from compress.suite.results import read_records, update_results
 from compress.suite.runner import machine
 
 KEPT = ("train_peak_memory_MB",)  # measured while training: not something a saved model can re-measure
@@ -47,11 +47,11 @@ def remeasure(results: str, runs_dir: str, batches: List[int], repeats: int, dev
               datasets: Optional[List[str]] = None, log: Optional[Callable[[str], None]] = None,
               variants: Optional[List[str]] = None) -> int:
     """Re-measure the cost of every finished cell (of ``datasets`` and ``variants``, default all), the
-    models of a dataset side by side; returns how many."""
+    models of a dataset side by side; returns how many. The cells are those the report counts
+    (``read_records``): a record superseded by a rerun of its cell, or built on one so superseded, is not
+    measured again, since no table shows it and its run directory may be gone."""
     log = log or (lambda line: None)
-    records = read_results(results)
-    if not records:
-        raise ConfigError(f"{results} holds no finished cells yet; run the suite first")
+    records = read_records(results).records
     dev = resolve_device(device)
     chosen = [r for r in records if (datasets is None or r["dataset"] in datasets)
               and (variants is None or r["variant"] in variants)]

@@ -295,30 +295,36 @@ SUMMARY_NOTE = ("Test NDCG@10 (full ranking), mean ± std @ mean analytic FLOPs 
                 "FLOPs and scores at least as well.")
 
 
-def superseded_note(superseded: int) -> str:
-    """Said beside the cell count when older records of a (dataset, variant, seed) were left out, so the
-    report is not silent about records it does not count (``read_records`` keeps the last)."""
-    if not superseded:
-        return ""
-    return (f" (and {superseded} older record{'' if superseded == 1 else 's'} of a dataset, variant and seed "
-            "recorded again later, superseded by the last one and not counted)")
+def left_out_note(superseded: int, stale: Records) -> str:
+    """Said beside the cell count when records were left out (``read_records``): older records of a (dataset,
+    variant, seed), and records built on a cell no longer counted, such as baselines matched to a decision
+    searched again since, with the variants to rerun; so the report is not silent about what it does not count."""
+    parts = []
+    if superseded:
+        parts.append(f"and {superseded} older record{'' if superseded == 1 else 's'} of a dataset, variant and seed "
+                     "recorded again later, superseded by the last one and not counted")
+    if stale:
+        variants = ", ".join(sorted({r["variant"] for r in stale}))
+        parts.append(f"{len(stale)} record{'' if len(stale) == 1 else 's'} built on a superseded or missing cell "
+                     f"(matched to a decision no longer counted) left out: rerun their variants ({variants})")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def readme_block(results: str, report: str, markdown: str, command: str) -> str:
     """The summary table for a README at ``markdown``, with links relative to it and the command that wrote it."""
-    records, superseded = read_records(results)
+    records, superseded, stale = read_records(results)
     here = os.path.dirname(os.path.abspath(markdown))
     rel = os.path.relpath(os.path.abspath(report), here)
     pulled = pulled_section(records)
     return (f"Written by `{command}` from `{os.path.relpath(os.path.abspath(results), here)}` ({len(records)} cells"
-            f"{superseded_note(superseded)}); every table and plot: [{rel}]({rel}). {SUMMARY_NOTE}\n\n"
+            f"{left_out_note(superseded, stale)}); every table and plot: [{rel}]({rel}). {SUMMARY_NOTE}\n\n"
             f"{summary_table(records)}"
             + (f"\n\n{pulled}" if pulled else ""))
 
 
 def write_report(results: str, out_dir: str) -> Dict[str, Any]:
     """Write ``out_dir/report.md`` and its PNGs from the results file; returns their paths."""
-    records, superseded = read_records(results)
+    records, superseded, stale = read_records(results)
     os.makedirs(out_dir, exist_ok=True)
     batches = sorted({int(k.split("@")[1]) for r in records for k in r["cost"] if k.startswith("latency_ms@")})
     presets = sorted({r["preset"] for r in records})
@@ -333,7 +339,7 @@ def write_report(results: str, out_dir: str) -> Dict[str, Any]:
                "as measured when each cell finished")
     r0 = records[0]
     parts = [f"# Benchmark suite report\n\nFrom `{os.path.basename(results)}`: {len(records)} cells"
-             f"{superseded_note(superseded)}, "
+             f"{left_out_note(superseded, stale)}, "
              f"preset(s) {', '.join(presets)}; compress {r0['versions']['compress']}{at}, "
              f"torch {r0['versions']['torch']}, "
              f"{r0['machine']['processor']} ({r0['machine']['cpus']} CPUs, device {r0['machine']['device']}"

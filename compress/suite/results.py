@@ -113,10 +113,12 @@ def append_result(path: str, record: Dict[str, Any]) -> None:
 
 
 class Finished(NamedTuple):
-    """The records a report, a comparison or a pooling counts, and how many older ones they replaced."""
+    """The records a report, a comparison or a pooling counts, how many older ones they replaced, and the
+    latest records left out because they were built on a cell that is not counted (``read_records``)."""
 
     records: List[Dict[str, Any]]
     superseded: int  # earlier records of a (dataset, variant, seed) recorded again later
+    stale: List[Dict[str, Any]]  # built on a superseded or missing cell: matched to a decision no longer counted
 
 
 NAMES = ("dataset", "variant", "label", "method")  # what every record must name, as strings
@@ -154,7 +156,11 @@ def _finite(value: Any) -> bool:
 def read_records(results: str) -> Finished:
     """The records of ``results`` for a report or a comparison, each checked (``_check_record``): the last
     record of a (dataset, variant, seed) counts, so a cell run again, after its options were edited or its
-    results merged by hand, is counted once everywhere. A file with none is a ``ConfigError``."""
+    results merged by hand, is counted once everywhere. A record whose ``needs`` name a cell that is not
+    counted (superseded by a rerun, or missing) is left out too, and so is one built on it in turn: a
+    baseline matched to a DNS-Rec decision that was searched again, after the plan was edited and only the
+    search rerun, would otherwise stand beside the new decision as if matched to it. A file with none is a
+    ``ConfigError``."""
     records = read_results(results)
     if not records:
         raise ConfigError(f"{results} holds no finished cells yet; run the suite first")
@@ -164,4 +170,11 @@ def read_records(results: str) -> Finished:
         cell = r["dataset"], r["variant"], r["seed"]
         latest.pop(cell, None)  # the last record stands where it was written, as if the older were not there
         latest[cell] = r
-    return Finished(list(latest.values()), len(records) - len(latest))
+    counted, stale = list(latest.values()), []
+    while True:  # until no counted record is built on one left out (a pull to a baseline matched to a rerun search)
+        keys, kept, left = {r["key"] for r in counted}, [], []
+        for r in counted:
+            (kept if set((r.get("needs") or {}).values()) <= keys else left).append(r)
+        if not left:
+            return Finished(counted, len(records) - len(latest), stale)
+        counted, stale = kept, stale + left

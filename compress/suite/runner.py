@@ -17,6 +17,7 @@ import torch
 
 from compress.app.rundirs import dataset_from_options
 from compress.measure.cost import profile
+from compress.runtime.devices import resolve_device
 from compress.store.provenance import versions
 from compress.suite.methods import METHOD_FUNCTIONS
 from compress.suite.results import append_result, read_results
@@ -54,8 +55,10 @@ def run_cell(cell: Cell, plan: Plan, runs_dir: str, deps: Dict[str, Dict[str, An
 
 def run_plan(plan: Plan, results: str, runs_dir: str, device: str = "auto",
              log: Optional[Callable[[str], None]] = None) -> Dict[str, int]:
-    """Run every cell of ``plan`` whose key is not in ``results`` yet; returns {"run": n, "skipped": n}."""
+    """Run every cell of ``plan`` whose key is not in ``results`` yet; returns {"run": n, "skipped": n}.
+    A bad ``device`` is refused before any cell runs, not when the first cell to run reaches it."""
     log = log or (lambda message: None)
+    resolve_device(device)
     done = {r["key"]: r for r in read_results(results)}
     names = {c.key: c.name for c in plan.cells}
     counts = {"run": 0, "skipped": 0}

@@ -6,7 +6,11 @@ so a finished cell is recognised across runs and a changed setting makes a new c
 say where or how fast it runs (device, data directory, checkpoint frequency) are not part of it.
 
 Option precedence, lowest first: the built-in search defaults, the dataset's recipe, the preset's
-options, the dataset's options, the variant's options, then the dataset name and the seed.
+options, the dataset's options, the variant's options, then the dataset name and the seed. The name
+decides the data. A ``data`` in the suite's options is refused: a named dataset would override it without
+a word, and under ``default`` it would win, run under that name. So is a recipe's ``data`` under
+``default``, the embedded sample; a named dataset overrides its recipe's, as recipes are shared (the
+paper preset's Toys and LastFM take recipes/amazon.yaml, written for Beauty).
 """
 from __future__ import annotations
 
@@ -132,6 +136,9 @@ def _variant(name: str, raw: Any, path: str) -> Variant:
     if raw.get("from_scratch") and method != "dnsrec":
         raise ConfigError(f"{path}: variant {name!r}: from_scratch applies to dnsrec variants only")
     options = _mapping(raw.get("options"), f"{path}: variant {name!r} options")
+    if "data" in options:
+        raise ConfigError(f"{path}: variant {name!r} options set data: {options['data']!r}, but a preset's dataset "
+                          "names decide the data; drop it, and name that data under the preset's datasets")
     retrain = _mapping(raw.get("retrain"), f"{path}: variant {name!r} retrain", RETRAIN_KEYS)
     if retrain and method != "dnsrec":
         raise ConfigError(f"{path}: variant {name!r}: retrain options apply to dnsrec variants only")
@@ -252,7 +259,8 @@ def load_plan(path: str, preset: str, variants: Optional[Sequence[str]] = None,
     raw_variants = _mapping(spec.get("variants"), f"{path}: variants")
     known = {name: _variant(name, raw, path) for name, raw in raw_variants.items()}
     names = _with_needs(variants or p.get("variants") or list(known), known, path)
-    seed_list = _ints(seeds or p.get("seeds", [2024]), f"{where} seeds")
+    label = "--seeds" if seeds else f"{where} seeds"  # named as the user gave them, not as `compress --seed`
+    seed_list = [BY_KEY["seed"].parse(s, label) for s in _ints(seeds or p.get("seeds", [2024]), label)]
     all_data = _mapping(p.get("datasets"), f"{where} datasets") or {DEFAULT_DATA: {}}
     for name in datasets or ():
         if name not in all_data:
@@ -267,6 +275,9 @@ def load_plan(path: str, preset: str, variants: Optional[Sequence[str]] = None,
             recipe = os.path.join(os.path.dirname(os.path.abspath(path)), str(recipe))
         flags = {**_mapping(p.get("options"), f"{where} options"),
                  **_mapping(d.get("options"), f"{where} dataset {data!r} options")}
+        if "data" in flags:
+            raise ConfigError(f"{where} dataset {data!r}: the options set data: {flags['data']!r}, but the dataset's "
+                              "name decides the data; drop it, and name that data as a dataset of the preset")
         for seed in seed_list:
             cells += _seed_cells(data, seed, recipe, flags, [known[name] for name in names], known, path)
     return Plan(preset, str(p.get("about", "")), cells, batches, repeats)
@@ -283,6 +294,10 @@ def _seed_cells(data: str, seed: int, recipe: Optional[str], flags: Dict[str, An
     for v in chosen:
         opts = resolve_options("search", recipe, {**flags, **v.options, "data": None if data == DEFAULT_DATA else data,
                                                   "seed": seed})
+        if opts["data"] is not None and data == DEFAULT_DATA:  # the recipe's: a None given is no override
+            raise ConfigError(f"{path}: dataset {DEFAULT_DATA!r} runs the embedded sample, but its recipe {recipe} "
+                              f"sets data: {opts['data']!r}; name the dataset {opts['data']!r} to run on that data, "
+                              "or give a recipe that sets no data")
         needs = {role: keys[dep] for role, dep in v.needs.items()}
         if v.method == "dnsrec" and "reference" in v.needs:
             _same_search(v, known[v.needs["reference"]], opts, by_key[needs["reference"]], path)
