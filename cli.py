@@ -260,9 +260,9 @@ def train(flags: dict, recipe: Optional[str] = RecipeOpt, set_: List[str] = SetO
           resume: Optional[str] = ResumeOpt, overwrite: bool = OverwriteOpt, json_out: bool = JsonOpt) -> None:
     """Train a dense backbone with early stopping on validation NDCG@10."""
     from compress.app.jobs import train_run
-    from compress.app.recipes import resolve_options
+    from compress.app.recipes import resolve_options, taken_by
 
-    opts = resolve_options("train", recipe, flags, set_)
+    opts = taken_by("train", resolve_options("train", recipe, flags, set_))
     out = resume_target("train", resume, out, recipe, flags, set_)
     check_recipe_out(out, overwrite, recipe)
     with reporting("train") as reporter:
@@ -320,8 +320,9 @@ def print_decision(result: dict) -> None:
 @clean_errors
 @with_options("search")
 def search(flags: dict, recipe: Optional[str] = RecipeOpt, set_: List[str] = SetOpt,
-           stage: Optional[str] = typer.Option(None, "--stage", help="search, retrain (an existing --out) or all "
-                                               "(the default; a --resume runs the stage the run was started with)."),
+           stage: Optional[str] = typer.Option(None, "--stage", help="search, retrain (an existing --out, with the "
+                                               "options `compress retrain` takes) or all (the default; a --resume "
+                                               "runs the stage the run was started with)."),
            out: Optional[str] = typer.Option(None, "--out", help="RUN_DIR (default runs/search-…)."),
            resume: Optional[str] = ResumeOpt, overwrite: bool = OverwriteOpt, json_out: bool = JsonOpt) -> None:
     """DNS-Rec: search width and depth under a FLOPs penalty, then retrain the sliced model.
@@ -329,7 +330,7 @@ def search(flags: dict, recipe: Optional[str] = RecipeOpt, set_: List[str] = Set
     RUN_DIR gets config.json, arch.json, search_card.json, metrics.csv, supernet/ and (stage retrain/all) retrained/."""
     from compress.app.jobs import dnsrec_run, retrain_run, search_run
     from compress.app.orientation import RETRAIN_FROM
-    from compress.app.recipes import resolve_options
+    from compress.app.recipes import resolve_options, retrain_overrides
     from compress.errors import ConfigError
 
     if stage is None:
@@ -338,16 +339,15 @@ def search(flags: dict, recipe: Optional[str] = RecipeOpt, set_: List[str] = Set
         stage = (recorded_stage(resume) if resume is not None else None) or "all"
     if stage not in ("search", "retrain", "all"):
         raise ConfigError(f"unknown --stage {stage!r}; choose search, retrain or all")
-    opts = resolve_options("search", recipe, flags, set_)
-    if stage == "retrain":
+    out = resume_target("search", resume, out, recipe, flags, set_)
+    if stage == "retrain":  # `compress retrain --out`, with a recipe and --set besides the flags
         if out is None:
             raise ConfigError("--stage retrain needs --out pointing at a finished search RUN_DIR")
-        retrain_flags = {k: flags[k] for k in ("epochs", "batch_size", "from_scratch", "from_init", "distill",
-                                                 "distill_temperature", "tensorboard") if flags.get(k) is not None}
+        overrides = retrain_overrides("search", recipe, flags, set_)
         with reporting("train") as reporter:
-            result = retrain_run(out, {k: opts[k] for k in retrain_flags}, overwrite, reporter)
-        return print_trained("retrained", result, json_out)
-    out = resume_target("search", resume, out, recipe, flags, set_)
+            result = retrain_run(out, overrides, overwrite, reporter, resume is not None)
+        return print_trained(f"retrained {RETRAIN_FROM[result['start']]}", result, json_out)
+    opts = resolve_options("search", recipe, flags, set_)
     check_recipe_out(out, overwrite, recipe)
     if stage == "search":
         with reporting("search") as reporter:
@@ -374,10 +374,10 @@ def retrain(flags: dict, run_dir: str = typer.Argument(..., help="A finished sea
     """Retrain the decided architecture of a search run (the supernet's weights, unless --from-scratch or
     --from-init)."""
     from compress.app.jobs import retrain_run
-    from compress.app.options import BY_KEY
     from compress.app.orientation import RETRAIN_FROM
+    from compress.app.recipes import retrain_overrides
 
-    overrides = {k: BY_KEY[k].parse(v, BY_KEY[k].flag("retrain")) for k, v in flags.items() if v is not None}
+    overrides = retrain_overrides("retrain", None, flags)
     with reporting("train") as reporter:
         result = retrain_run(run_dir, overrides, overwrite, reporter, resume)
     print_trained(f"retrained {RETRAIN_FROM[result['start']]}", result, json_out)

@@ -47,8 +47,9 @@ def main() -> None:
     train_cloze(bert, data, args.epochs)
 
     # Channels ordered by importance first, so a narrower candidate keeps the important ones.
+    # item_ids: BERT's row i is the data's item i, as train_cloze numbered them (compress's numbering)
     supernet = compress.wrap(bert, space=compress.SearchSpace(hidden_ratios=(0.0, 0.5), inner_ratios=(0.0, 0.5)),
-                             attention="softmax", gate_layers=0, reorder="magnitude")
+                             attention="softmax", gate_layers=0, reorder="magnitude", item_ids=data.item_tokens)
     result = compress.search(supernet, data, compress.SearchConfig(epochs=args.epochs, batch_size=128,
                                                                    max_flops="50%"), device="cpu")
     small = result.slice()

@@ -70,7 +70,7 @@ def main() -> None:
             opt.step()
 
     mapping = os.path.join(os.path.dirname(os.path.abspath(__file__)), "my_recommender.yaml")
-    supernet = compress.wrap(model.eval(), adapter=compress.DeclaredAdapter(mapping),
+    supernet = compress.wrap(model.eval(), adapter=compress.DeclaredAdapter(mapping), item_ids=data.item_tokens,
                              space=compress.SearchSpace(hidden_ratios=(0.0, 0.5), inner_ratios=(0.0, 0.5)))
     result = compress.search(supernet, data, compress.SearchConfig(epochs=args.epochs, batch_size=128,
                                                                    max_flops="60%"), device="cpu")

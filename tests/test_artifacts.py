@@ -13,13 +13,14 @@ import torch
 from clihelp import listing
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from synthetic import walking_dataset
 
 import compress
 from compress.arch import ArchSpec
 from compress.errors import CheckpointError, ConfigError
 from compress.files import atomic_dir, write_json
 from compress.layout import CONFIG, WEIGHTS
-from compress.runtime.devices import resolve_device
+from compress.runtime.devices import as_device, resolve_device
 from compress.store.artifacts import load, save_model
 
 N_ITEMS, MAX_LEN = 50, 20
@@ -86,6 +87,41 @@ def test_weights_are_plain_tensors(saved):
     state = load_file(str(out / WEIGHTS))
     assert all(isinstance(t, torch.Tensor) for t in state.values())
     assert state["item_embedding.weight"].shape == (N_ITEMS + 1, 16)
+
+
+def upcast(model: torch.nn.Module) -> torch.nn.Module:
+    """A float32 copy of the low-precision ``model``'s weights (bfloat16 and float16 upcast exactly)."""
+    dense = tiny_sasrec().eval()
+    dense.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
+    return dense
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_save_model_writes_float32(tmp_path, dtype):
+    """A model held in bfloat16 or float16 (a lighter serving copy, or a run's model) is written as the float32
+    the format holds, which compress.load takes back: its scores are those of the weights upcast."""
+    model = tiny_sasrec().eval().to(dtype)
+    with atomic_dir(str(tmp_path / "model")) as tmp:
+        save_model(model, tmp, {"kind": "test"})
+    assert {t.dtype for t in load_file(str(tmp_path / "model" / WEIGHTS)).values()} == {torch.float32}
+    with torch.no_grad():
+        assert torch.equal(load(str(tmp_path / "model")).predict(histories()), upcast(model).predict(histories()))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+def test_a_bfloat16_model_is_exported_in_float32(tmp_path):
+    """compress.export of a bfloat16 model: compress.load takes MODEL_DIR back, and its TorchScript file (checked
+    against the model before the directory appears) holds the same float32 model, not a bfloat16 one."""
+    model = tiny_sasrec().eval().to(torch.bfloat16)
+    out = tmp_path / "model"
+    compress.export(model, str(out), format="torchscript", vocabulary=[f"i{i}" for i in range(1, N_ITEMS + 1)])
+    assert next(model.parameters()).dtype == torch.bfloat16  # export works on a copy
+    traced = torch.jit.load(str(out / "model.pt"))
+    assert {p.dtype for p in traced.parameters()} == {torch.float32}
+    with torch.no_grad():
+        expected = upcast(model).predict(histories())  # (6, N_ITEMS + 1)
+        assert torch.equal(compress.load(str(out)).predict(histories()), expected)
+        assert torch.equal(traced(histories()), expected)
 
 
 # ---------------------------------------------------------------- broken artifacts
@@ -207,6 +243,47 @@ def test_load_takes_what_device_takes(saved):
     for bad in ("gpu", "cuda:99"):
         with pytest.raises(ConfigError, match="device"):
             compress.load(str(out), bad)
+
+
+def test_a_torch_device_is_checked_as_its_string_is(saved, monkeypatch):
+    """fit, evaluate, search and load given a torch.device the CLI would refuse as a string (mps where there is
+    none, meta, a CUDA device this machine lacks) raise the string's one-line ConfigError before any work, where
+    torch's own raw error (or, for load onto meta, a model without weights) came before; the CPU runs."""
+    _, out = saved
+    monkeypatch.setattr(torch.mps, "is_available", lambda: False, raising=False)  # a machine without MPS
+    data = walking_dataset(n_users=30, n_items=N_ITEMS)
+    model = tiny_sasrec()
+    calls = {
+        "fit": lambda device: compress.fit(model, data, compress.TrainConfig(epochs=1), device),
+        "evaluate": lambda device: compress.evaluate(model, data, "valid", "full", device=device),
+        "search": lambda device: compress.search(compress.wrap(tiny_sasrec()), data, compress.SearchConfig(epochs=1),
+                                                 device),
+        "load": lambda device: compress.load(str(out), device),
+    }
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    refused = {torch.device("mps"): "unknown `device` 'mps'", torch.device("meta"): "unknown `device` 'meta'",
+               torch.device("cuda", count): f"`device` cuda:{count} asked for, but {count} CUDA device"}
+    if count == 0:
+        refused[torch.device("cuda")] = "`device` cuda asked for, but 0 CUDA device"
+    for name, call in calls.items():
+        for device, words in refused.items():
+            with pytest.raises(ConfigError, match=re.escape(words)) as info:
+                call(device)
+            assert "\n" not in str(info.value), (name, device)
+        call(torch.device("cpu", 0))  # the CPU by any index
+    # a machine with two GPUs, imitated: their devices are taken as they are, a third refused
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for device in (torch.device("cuda"), torch.device("cuda", 1), "cuda:1"):
+        assert as_device(device, torch.device("cpu")) == torch.device(device)
+    with pytest.raises(ConfigError, match="`device` cuda:2 asked for, but 2 CUDA device"):
+        as_device(torch.device("cuda", 2), torch.device("cpu"))
+    # and a Mac with MPS, which no string names: its one device is taken as it is, another refused
+    monkeypatch.setattr(torch.mps, "is_available", lambda: True, raising=False)
+    monkeypatch.setattr(torch.mps, "device_count", lambda: 1, raising=False)
+    assert as_device(torch.device("mps"), torch.device("cpu")) == torch.device("mps")
+    with pytest.raises(ConfigError, match="unknown `device` 'mps:1'"):
+        as_device(torch.device("mps", 1), torch.device("cpu"))
 
 
 def test_unknown_backbone_name():

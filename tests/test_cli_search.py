@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -149,3 +150,45 @@ def test_search_as_a_subprocess(tmp_path, tiny_data_file, subprocess_env):
     assert card["decision"]["flops"] <= 0.6 * card["full_flops"]
     assert card["options"]["max_flops"] == "60%" and card["options"]["epochs"] == 1
     assert ArchSpec.from_dict(json.loads((out / "arch.json").read_text())).to_dict() == result["decision"]["arch"]
+
+
+@pytest.fixture
+def searched(run_dir, tmp_path) -> Path:
+    """A copy of the finished tiny search (retrained with the recipe's 2 epochs, lr 0.001), to retrain again."""
+    shutil.copytree(run_dir, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def test_stage_retrain_takes_a_recipe_set_and_flags(searched, tmp_path):
+    """Each way of giving a retraining option reaches the retraining, as `compress retrain` takes it."""
+    recipe = tmp_path / "retrain.yaml"
+    recipe.write_text("lr: 0.5\npatience: 3\nepochs: 2\n")
+    result = invoke("search", "--stage", "retrain", "--out", searched, "--recipe", recipe, "--set", "epochs=1",
+                    "--set", "from_scratch=true", "--retrain-batch-size", "64", "--overwrite", "--json")
+    assert result.exit_code == 0, result.stderr + result.stdout
+    cfg = json.loads((searched / "retrained" / "config.json").read_text())
+    assert (cfg["options"]["lr"], cfg["options"]["patience"]) == (0.5, 3)  # the recipe's
+    assert cfg["options"]["epochs"] == 1 and cfg["start"] == "scratch"  # --set's, over the recipe's epochs
+    assert cfg["options"]["batch_size"] == 64  # the flag's
+    assert len(json.loads((searched / "retrained" / "metrics.json").read_text())["history"]) == 1
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--tradeoff", "5"], "--tradeoff"),
+    (["--set", "search_epochs=3", "--retrain-epochs", "1"], "--search-epochs"),
+    (["--recipe", TINY_RECIPE], "--attention, --heads, --hidden"),  # the search's recipe holds the search's
+    (["--data", "ml-1m", "--seed", "3"], "--data, --seed"),
+])
+def test_stage_retrain_refuses_what_only_a_new_search_changes(searched, args, named):
+    before = (searched / "retrained" / "model.safetensors").stat().st_mtime_ns
+    line = error_line(invoke("search", "--stage", "retrain", "--out", searched, *args, "--overwrite"))
+    assert f"retraining a finished search cannot apply {named}" in line and "only a new search can change" in line
+    assert (searched / "retrained" / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_stage_retrain_resumes_when_asked(searched):
+    """--resume is the retraining's, not dropped: with no interrupted retraining there is nothing to resume."""
+    assert "nothing to resume" in error_line(invoke("search", "--stage", "retrain", "--resume", searched,
+                                                    "--overwrite"))
+    assert "drop --retrain-epochs" in error_line(invoke("search", "--stage", "retrain", "--resume", searched,
+                                                        "--retrain-epochs", "1"))

@@ -177,6 +177,26 @@ def test_recipe_and_set(tiny_data_file, tmp_path):
     assert cfg["options"]["epochs"] == 1 and cfg["options"]["batch_size"] == 64  # --set over recipe
 
 
+def test_a_recipe_serving_search_too_trains_without_its_search_options(tiny_data_file, tmp_path):
+    """One recipe serves train and search: train neither applies its search options (``distill`` would
+    reach TrainConfig and ask for a teacher) nor records them in config.json as if applied."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("epochs: 1\nsearch_epochs: 99\ntradeoff: 5\ndistill: 0.5\nhidden_ratios: [0.0, 0.5]\n")
+    out = tmp_path / "run"
+    result = invoke("train", "--data", tiny_data_file, *TINY, "--recipe", recipe, "--out", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    options = json.loads((out / "config.json").read_text())["options"]
+    assert options["epochs"] == 1
+    assert not {"search_epochs", "tradeoff", "distill", "hidden_ratios"} & set(options), options
+
+
+@pytest.mark.parametrize("item", ["tradeoff=5", "search_epochs=99"])
+def test_set_of_a_search_option_is_refused_by_train(tmp_path, tiny_data_file, item):
+    key = item.split("=")[0]
+    line = bad_train(tmp_path, "--data", tiny_data_file, "--set", item)
+    assert f"--set {key}: compress train does not take {key}" in line and "drop it" in line
+
+
 def test_evaluate_from_another_directory_with_relative_data(tiny_data_file, tmp_path, monkeypatch):
     work = tmp_path / "work"
     work.mkdir()

@@ -5,11 +5,13 @@ import shlex
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.main import get_command
 
-from compress.app.options import BY_KEY, build, defaults
-from compress.app.recipes import load_recipe, parse_sets, resolve_options
+from compress.app.options import BY_KEY, build, defaults, options_for
+from compress.app.recipes import load_recipe, parse_sets, resolve_options, retrain_overrides, taken_by
 from compress.arch import ArchSpec
+from compress.engine.config import TrainConfig
 from compress.errors import ConfigError
 from compress.nas.space import SearchSpace
 
@@ -167,3 +169,93 @@ def test_recipe_headers_parse_and_say_where_named_data_lives(path, monkeypatch):
         opts = resolve_options(name, params["recipe"], {k: v for k, v in params.items() if k in BY_KEY},
                                params["set_"])
         assert opts["data"] is None or opts["data_dir"], (path.name, name)
+
+
+@pytest.mark.parametrize("text,match", [
+    ("hidden: 16\ninner: 32\nhidden: 64\n", r"key 'hidden' is given twice \(lines 1 and 3\); keep one"),
+    ("hidden_ratios: [0.0, 0.5]\nepochs: 2\nepochs: 2\n", r"key 'epochs' is given twice \(lines 2 and 3\)"),
+    ("{lr: 0.1, lr: 0.2}\n", r"key 'lr' is given twice \(line 1\)"),
+])
+def test_a_key_given_twice_is_refused_naming_it_and_its_lines(recipe, text, match):
+    """PyYAML keeps a repeated key's last value without a word: an appended line would silently win."""
+    with pytest.raises(ConfigError, match=r"recipe .*r\.yaml is not valid YAML: " + match):
+        load_recipe(recipe(text))
+
+
+@pytest.mark.parametrize("text,match", [
+    ("inner: 32\nhidden: 16\ninner_size: 256\n", "gives inner twice, as inner and as inner_size; keep one"),
+    ("hidden_size: 64\nhidden: 16\n", "gives hidden twice, as hidden_size and as hidden; keep one"),
+])
+def test_one_option_under_two_names_is_refused_naming_both(recipe, text, match):
+    with pytest.raises(ConfigError, match=match):
+        load_recipe(recipe(text))
+
+
+def test_yaml_merge_keys_still_work_and_a_merged_key_may_be_set_again(recipe):
+    """``<<:`` brings a mapping's keys in; setting one of them again is YAML's override, not a repeat."""
+    assert load_recipe(recipe("<<: {hidden: 16, inner: 32}\nhidden: 64\n")) == {"hidden": 64, "inner": 32}
+    text = "<<: [{lr: 0.1}, {lr: 0.2, epochs: 3}]\nepochs: 4\n"
+    assert load_recipe(recipe(text)) == yaml.safe_load(text) == {"lr": 0.2, "epochs": 4}  # PyYAML's merge order
+
+
+SUITE_TEXT = """variants:
+  sasrec: &dense {method: dense, label: "SASRec", options: {attention: softmax, gate_layers: 0}}
+  linear:
+    <<: *dense
+    label: "SASRec + linear attention"
+    options: {attention: linear, gate_layers: 0}
+presets:
+  smoke:
+    seeds: [1]
+    variants: [sasrec, linear]
+    options: {seq_len: 20, hidden: 16, epochs: 1}
+"""
+
+
+def test_a_suite_file_defining_a_variant_twice_is_refused(tmp_path):
+    """The suite file is read by the recipes' parser: a variant defined again is refused, not dropped."""
+    from compress.suite.spec import load_plan, read_spec
+
+    path = tmp_path / "suite.yaml"
+    path.write_text(SUITE_TEXT)
+    plan = load_plan(str(path), "smoke")  # a merge (`<<: *dense`) with keys set again locally stays YAML's
+    assert [(c.variant.name, c.options["attention"]) for c in plan.cells] == [("sasrec", "softmax"),
+                                                                              ("linear", "linear")]
+    path.write_text(SUITE_TEXT.replace("  linear:\n", "  sasrec:\n").replace("[sasrec, linear]", "[sasrec]"))
+    with pytest.raises(ConfigError, match=r"suite file .* is not valid YAML: key 'sasrec' is given twice "
+                                          r"\(lines 2 and 3\)"):
+        read_spec(str(path))
+    path.write_text(SUITE_TEXT + "    options: {seq_len: 20, hidden: 16, epochs: 2}\n")
+    with pytest.raises(ConfigError, match=r"key 'options' is given twice \(lines 11 and 12\)"):
+        load_plan(str(path), "smoke")
+
+
+@pytest.mark.parametrize("command,item", [("train", "tradeoff=5"), ("train", "search-epochs=99"),
+                                          ("train", "distill=0.5")])
+def test_set_of_an_option_the_command_does_not_take_is_refused(command, item):
+    """It would change nothing, yet be recorded in config.json as if applied."""
+    key = item.split("=")[0].replace("-", "_")
+    with pytest.raises(ConfigError, match=f"--set {key}: compress {command} does not take {key}, so it would "
+                                          f"change nothing; drop it"):
+        resolve_options(command, None, {}, [item])
+    assert resolve_options("search", None, {}, [item])[key] == parse_sets([item])[key]  # search takes it
+
+
+def test_a_run_takes_from_a_recipe_only_its_commands_options(recipe):
+    """One recipe serves train and search: train leaves the search's keys out of what it runs and records
+    (``distill`` would otherwise reach its TrainConfig and ask for a teacher)."""
+    path = recipe("epochs: 3\nsearch_epochs: 2\ntradeoff: 5\ndistill: 0.5\n")
+    opts = taken_by("train", resolve_options("train", path))
+    assert opts["epochs"] == 3 and not {"search_epochs", "tradeoff", "distill"} & set(opts)
+    assert set(opts) == {o.key for o in options_for("train")}
+    assert build(TrainConfig, opts).distill == 0.0
+    assert taken_by("search", resolve_options("search", path))["search_epochs"] == 2
+
+
+def test_retrain_overrides_are_the_options_given_and_refuse_the_searchs(recipe):
+    path = recipe("epochs: 1\nlr: 0.5\n")
+    assert retrain_overrides("search", path, {"epochs": "3", "hidden": None}, ["from_scratch=true"]) == {
+        "epochs": 3, "lr": 0.5, "from_scratch": True}  # no defaults: the run's saved options fill the rest
+    assert retrain_overrides("retrain", None, {"gate_layers": "0", "lr": None}) == {"gate_layers": 0}
+    with pytest.raises(ConfigError, match=r"cannot apply `hidden`, `tradeoff`: only a new search can change them"):
+        retrain_overrides("search", recipe("hidden: 8\nepochs: 1\n"), {"tradeoff": "5"})

@@ -19,7 +19,7 @@ from synthetic import walking_dataset
 
 import compress
 from compress.backbones.objectives import training_data
-from compress.engine.checkpoint import Checkpointer, flatten, unflatten
+from compress.engine.checkpoint import Checkpointer, flatten, rng_state, set_rng_state, unflatten
 from compress.errors import Interrupted
 
 TINY = Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml"
@@ -177,7 +177,7 @@ def test_retrain_resumes_through_the_api(tmp_path, artifacts):
         retrain_run(str(run), {"epochs": 2})
     with pytest.raises(compress.ConfigError, match="with its saved options; drop --epochs, --lr"):
         retrain_run(str(run), {"lr": 0.5, "epochs": 3}, resume=True)  # once dropped without a word
-    resumed = retrain_run(str(run), {}, resume=True)
+    resumed = retrain_run(str(run), {"epochs": 2, "checkpoint_every": 2}, resume=True)  # its own options pass
     assert resumed["metrics"] == {k: {**v, "eval_seconds": resumed["metrics"][k]["eval_seconds"]}
                                   for k, v in expected["metrics"].items()}
     assert os.path.exists(run / "retrained") and not os.path.exists(str(run / "retrained") + ".partial")
@@ -203,6 +203,46 @@ def test_a_checkpoint_from_an_earlier_version_still_resumes(tmp_path):
     (partial / "checkpoint" / "state.json").write_text(json.dumps(state))
     result = train_run(opts, str(out), resume=True)
     assert result["best_epoch"] >= 1 and out.exists() and not partial.exists()
+    recorded = json.loads((out / "config.json").read_text())["options"]  # train's own, as a fresh run records
+    assert "penalty" not in recorded and "tradeoff" not in recorded and recorded["precision"] == "fp32"
+
+
+def imitate_gpus(monkeypatch, count: int) -> tuple:
+    """A machine with ``count`` visible GPUs and CUDA initialised, imitated on the CPU: each GPU's generator (the
+    one torch.cuda's get_rng_state and set_rng_state read and write) a CPU generator; returns them."""
+    import torch.cuda.random as cuda_random
+
+    generators = tuple(torch.Generator().manual_seed(i) for i in range(count))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)  # set_rng_state acts at once, as mid-run
+    monkeypatch.setattr(torch.cuda, "default_generators", generators, raising=False)
+    monkeypatch.setattr(cuda_random, "_lazy_init", lambda: None)
+    for module in (torch.cuda, cuda_random):
+        monkeypatch.setattr(module, "current_device", lambda: 0)
+    return generators
+
+
+def test_a_cuda_run_resumes_where_fewer_gpus_are_visible(tmp_path, monkeypatch):
+    """A checkpoint holds the RNG state of the run's GPU alone: it once held every visible GPU's, and where
+    fewer were visible at the resume restoring them raised a raw IndexError. Such older checkpoints give the
+    run's GPU its entry, or, holding none for it, are refused in one line naming the GPUs and the fix."""
+    before = imitate_gpus(monkeypatch, 2)
+    torch.rand(3, generator=before[0])  # the run (on GPU 0) drew from its generator
+    ckpt = Checkpointer(str(tmp_path / "run.partial"))
+    ckpt.write({"rng": [rng_state(torch.device("cuda"))]})  # as save writes it: one entry per rank
+    drawn, old_format = before[0].get_state(), {"torch": torch.get_rng_state(), "cuda": [g.get_state() for g in before]}
+    assert torch.equal(ckpt.load()["rng"]["cuda"], drawn)
+    for saved in (ckpt.load()["rng"], old_format):
+        after = imitate_gpus(monkeypatch, 1)  # resumed with one GPU visible
+        set_rng_state(saved, torch.device("cuda", 0))
+        assert torch.equal(after[0].get_state(), drawn)
+    set_rng_state(old_format, torch.device("cpu"))  # a CPU run draws from no GPU's generator
+    assert "cuda" not in rng_state(torch.device("cpu"))
+    imitate_gpus(monkeypatch, 2)
+    with pytest.raises(compress.CheckpointError, match="uses GPU 1.* of 1 GPU.*CUDA_VISIBLE_DEVICES") as info:
+        set_rng_state({**old_format, "cuda": old_format["cuda"][:1]}, torch.device("cuda", 1))  # written seeing one
+    assert "\n" not in str(info.value)
 
 
 def test_a_checkpoint_that_cannot_be_written_says_whether_one_is_kept(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ import gzip
 import json
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -231,3 +232,60 @@ def test_wrapping_with_fewer_ids_than_rows_says_how_many_each_has():
         compress.wrap(model, item_ids=["a", "b"])
     with pytest.raises(compress.ConfigError, match="got str"):
         compress.wrap(model, item_ids="abcde")  # five characters are not five ids
+
+
+def test_a_vocabulary_given_beside_the_models_own_must_be_the_same(tmp_path):
+    """Recommender, export and wrap once took another numbering of the model's rows without a word."""
+    data = compress.load_dataset()
+    model = compress.get_backbone("sasrec")(compress.ArchSpec(16, 32, 2, 1), data.n_items, 10)
+    model.vocabulary = data.vocabulary()  # as compress.fit leaves it
+    other = list(reversed(data.item_tokens))
+    for call in (lambda ids: compress.Recommender(model, vocabulary=ids),
+                 lambda ids: compress.export(model, str(tmp_path / "m"), vocabulary=ids, overwrite=True)):
+        with pytest.raises(compress.ConfigError, match="carries its own item vocabulary and the vocabulary given "
+                                                       "names its rows otherwise"):
+            call(other)
+        call(data.item_tokens)  # the same ids: accepted
+    with pytest.raises(compress.ConfigError, match="the item_ids given names its rows otherwise"):
+        compress.wrap(model, item_ids=other)
+    assert compress.wrap(model, item_ids=data.item_tokens).vocabulary.ids == data.item_tokens
+
+
+def test_search_init_puts_the_data_onto_the_inits_vocabulary(tmp_path):
+    """An HF directory whose items.json lists the items in another order than the data's first appearance:
+    the search and its retraining read the data in the init's numbering, as evaluate does."""
+    transformers = pytest.importorskip("transformers")
+    rows = shuffled_rows(5)
+    path = inter_file(tmp_path / "d.inter", rows)
+    ids = sorted({item for _, item, _ in rows}, reverse=True)
+    assert ids != compress.load_dataset(str(path)).item_tokens
+    cfg = transformers.GPT2Config(vocab_size=len(ids) + 1, n_embd=16, n_layer=1, n_head=2, n_inner=32,
+                                  n_positions=10, bos_token_id=None, eos_token_id=None)
+    transformers.GPT2Model(cfg).save_pretrained(tmp_path / "gpt")
+    (tmp_path / "gpt" / "items.json").write_text(json.dumps({"item_ids": ids}))
+    out = tmp_path / "run"
+    result = invoke("search", "--init", tmp_path / "gpt", "--data", path, "--search-epochs", "1", "--retrain-epochs",
+                    "1", "--hidden-ratios", "0,0.5", "--inner-ratios", "0,0.5", "--device", "cpu", "--out", out,
+                    "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((out / "supernet" / "items.json").read_text())["item_ids"] == ids
+    assert json.loads((out / "retrained" / "items.json").read_text())["item_ids"] == ids
+
+
+def test_search_init_from_a_recbole_checkpoint_names_its_rows_by_the_data(tmp_path):
+    """A RecBole checkpoint's rows are the items of the file it was trained on, in RecBole's numbering,
+    which the search reads the data in: the supernet knows them, and no warning asks for item_ids."""
+    rows = shuffled_rows(6)
+    path = inter_file(tmp_path / "d.inter", rows)
+    torch.manual_seed(0)
+    theirs = RecBoleStandIn()
+    theirs.item_embedding = torch.nn.Embedding(len(recbole_rule(rows)) + 1, theirs.hidden_size, padding_idx=0)
+    out = tmp_path / "run"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = invoke("search", "--init", recbole_checkpoint(tmp_path / "SASRec.pth", theirs), "--data", path,
+                        "--search-epochs", "1", "--stage", "search", "--hidden-ratios", "0,0.5", "--inner-ratios",
+                        "0,0.5", "--device", "cpu", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    assert not [w for w in caught if "without item_ids" in str(w.message)]
+    assert json.loads((out / "supernet" / "items.json").read_text())["item_ids"] == recbole_rule(rows)

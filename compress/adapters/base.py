@@ -27,7 +27,8 @@ class Adapter:
         raise NotImplementedError
 
     def convert(self, model: nn.Module) -> SequenceTransformer:
-        """``model`` as a sliceable ``SequenceTransformer`` computing the same scores."""
+        """``model`` as a sliceable ``SequenceTransformer`` computing the same scores; a model this adapter
+        does not fit (one it was named for by hand) is a ConfigError saying why, never a raw attribute error."""
         raise NotImplementedError
 
     def to_dict(self) -> Dict[str, Any]:

@@ -5,6 +5,7 @@ from torch import nn
 
 from compress.adapters.base import Adapter, register_adapter
 from compress.backbones.transformer import SequenceTransformer
+from compress.errors import ConfigError
 
 
 @register_adapter
@@ -14,5 +15,8 @@ class BuiltinAdapter(Adapter):
     def matches(self, model: nn.Module) -> bool:
         return isinstance(model, SequenceTransformer)
 
-    def convert(self, model: SequenceTransformer) -> SequenceTransformer:
+    def convert(self, model: nn.Module) -> SequenceTransformer:
+        if not self.matches(model):
+            raise ConfigError(f"{type(model).__name__} is not a compress backbone (SASRec, BERT4Rec), which the "
+                              "builtin adapter wraps; leave adapter unset to find the one that fits, or name it")
         return model

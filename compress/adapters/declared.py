@@ -24,7 +24,8 @@ Projections may be ``nn.Linear`` or Hugging Face's ``Conv1D`` (weight stored as 
 ``qkv`` holds query, key and value in that order along its output. Wrapping checks every mapped module
 against the sizes the mapping implies (d = the item embedding's width; d -> d projections, d -> 3d for
 ``qkv``, d -> inner -> d for the FFN with one inner size for all layers; norms are ``nn.LayerNorm(d)``
-with a weight and a bias, all with one eps) and names the key and path of the first that differs.
+with a weight and a bias, all with one eps) and names the key and path of the first that differs; an
+item embedding whose ``padding_idx`` is another row than 0 is refused, as its items would be named one off.
 The model's scores must be its hidden state times the item embedding (a tied head), as SASRec,
 BERT4Rec and their HF versions do.
 """
@@ -42,6 +43,7 @@ from compress.arch import ArchSpec
 from compress.backbones.transformer import MODEL_PARTS, SequenceTransformer, Style, part_path
 from compress.bounds import real, whole
 from compress.errors import CheckpointError, ConfigError
+from compress.files import first_line
 from compress.nn.block import LAYER_PARTS
 
 DOCS = "see the declared-adapter format in compress/adapters/declared.py or README 'Wrap your own model'"
@@ -85,13 +87,23 @@ def read_mapping(mapping: Union[str, "os.PathLike[str]", Dict[str, Any]]) -> Dic
 
 
 def _read_yaml(path: str) -> Any:
+    """The YAML document in ``path``; a file that is not UTF-8 YAML text (a checkpoint passed by mistake, a
+    syntax error) is refused in one line naming the problem and where it is."""
     if not os.path.isfile(path):
         raise ConfigError(f"declared mapping {path} not found")
-    with open(path) as fh:
-        try:
+    try:
+        with open(path, encoding="utf-8") as fh:
             mapping = yaml.safe_load(fh)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"declared mapping {path} is not valid YAML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"declared mapping {path} is not UTF-8 text (byte {exc.start}); give the YAML file of the "
+                          f"mapping; {DOCS}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read declared mapping {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or first_line(exc)
+        raise ConfigError(f"declared mapping {path} is not valid YAML: {problem}{where}") from None
     if mapping is None:
         raise ConfigError(f"declared mapping {path} is empty; {DOCS}")
     return mapping
@@ -120,10 +132,29 @@ def _check_path(key: str, path: Any) -> None:
 
 
 def activation_from(table: Dict[str, str], value: Any, where: str) -> str:
-    """Our activation name for the user's ``value`` (e.g. HF's "gelu_new"), or an error naming the choices."""
-    if value not in table:
+    """Our activation name for the user's ``value`` (e.g. HF's "gelu_new"), or an error naming the choices
+    (also for a value that is not a name at all: a list or dict read from a config)."""
+    if not isinstance(value, str) or value not in table:
         raise ConfigError(f"{where} {value!r} is not supported; use one of {', '.join(table)}")
     return table[value]
+
+
+def check_padding(row: Any, where: str, key: str) -> None:
+    """Refuse a padding row other than row 0 (``padding_idx``, Hugging Face's ``pad_token_id``): compress
+    reads row 0 as padding and row i as item i, so the model's rows would all be named one off."""
+    if row is not None and row != 0:
+        raise ConfigError(f"{where} has {key} {row!r}: compress numbers items 1..n with row 0 the padding row; move "
+                          f"row {row!r} to the front of the item table, the items after it in order, set {key} 0 and "
+                          "give item_ids naming rows 1..n")
+
+
+def item_count(rows: int, extra: int, where: str) -> int:
+    """The items of an item table of ``rows`` rows, ``extra`` of which are not items (padding, the mask
+    token), refused when it holds none."""
+    if rows <= extra:
+        needs = "row 0 for padding, a last row for the mask token" if extra == 2 else "row 0 for padding"
+        raise ConfigError(f"{where} has {rows} row(s); it needs {extra + 1} or more: {needs} and one per item")
+    return rows - extra
 
 
 def find(root: nn.Module, path: str, where: str, role: str) -> nn.Module:
@@ -294,7 +325,8 @@ class DeclaredAdapter(Adapter):
         positions = find(model, m["position_embedding"], "", "position embedding")
         arch = ArchSpec(hidden=hidden, inner=inner, heads=int(m["heads"]), layers=len(self.layer_modules(model)))
         extra = 2 if self.style().objective == "cloze" else 1
-        return arch, items.num_embeddings - extra, positions.num_embeddings, eps
+        n_items = item_count(items.num_embeddings, extra, f"the item embedding {m['item_embedding']}")
+        return arch, n_items, positions.num_embeddings, eps
 
     def checked_sizes(self, model: nn.Module) -> Tuple[int, int, float]:
         """(d, inner, eps): the item embedding's width, the first layer's FFN width and the first LayerNorm's
@@ -305,6 +337,8 @@ class DeclaredAdapter(Adapter):
             where = f"declared mapping: {'attention.' if role in ATTENTION_ROLES else ''}{role} at {path}"
             if role in ("item_embedding", "position_embedding"):
                 d = _check_embedding(module, where, d)
+                if role == "item_embedding":
+                    check_padding(module.padding_idx, where, "padding_idx")
             elif role.endswith("norm"):
                 eps = _check_norm(module, where, d, eps)
             else:

@@ -5,9 +5,11 @@ Both are declared mappings over the HF module names plus the few things a mappin
 token-type embedding (row 0, which every position gets) is folded into the position embedding, and
 each model's config is checked for options our transformer does not compute. The item vocabulary is
 the word embedding: ids 1..n_items are items, 0 is padding and, for BERT, ``n_items + 1`` (the last
-row) is the mask token. Scores are hidden states times the word embedding (a tied head); a Hugging Face
-head class around the model (BertForMaskedLM, an untied GPT2LMHeadModel, a classifier) scores otherwise
-and is refused, while a GPT2LMHeadModel whose lm_head is the tied word embedding wraps as its GPT2Model.
+row) is the mask token, so a config whose pad_token_id is another row is refused. Scores are hidden
+states times the word embedding (a tied head); a Hugging Face head class around the model
+(BertForMaskedLM, an untied GPT2LMHeadModel, a classifier) or the user's own module adding parameters
+(an output layer) or other models scores otherwise and is refused, while a GPT2LMHeadModel whose lm_head
+is the tied word embedding wraps as its GPT2Model.
 
 ``native`` writes a smaller decision back as the user's own HF class (``from_pretrained`` loads it)
 when the decision keeps softmax attention and no gates, which HF's classes cannot express.
@@ -15,13 +17,13 @@ when the decision keeps softmax attention and no gates, which HF's classes canno
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from compress.adapters.base import register_adapter, vanilla
-from compress.adapters.declared import DeclaredAdapter, activation_from
+from compress.adapters.declared import DeclaredAdapter, activation_from, check_padding
 from compress.backbones.transformer import SequenceTransformer
 from compress.errors import ConfigError
 
@@ -36,30 +38,57 @@ def _transformers():
     return transformers
 
 
-def locate(model: nn.Module, cls_name: str) -> Optional[nn.Module]:
-    """``model`` itself or its only submodule of class ``cls_name`` (None when there is not exactly one)."""
-    found = [m for m in model.modules() if type(m).__name__ == cls_name]
-    return found[0] if len(found) == 1 else None
+def located(model: nn.Module, cls_name: str) -> List[Tuple[str, nn.Module]]:
+    """(path, module) of ``model`` itself or each submodule of class ``cls_name``."""
+    return [(name, m) for name, m in model.named_modules() if type(m).__name__ == cls_name]
 
 
 def check_head(model: nn.Module, inner: nn.Module) -> None:
-    """Refuse a Hugging Face head class around ``inner`` (BertForMaskedLM, an untied GPT2LMHeadModel,
-    BertForSequenceClassification, GPT2DoubleHeadsModel, ...): it scores with its own head, which the
-    wrapped model would silently drop, as compress scores hidden states × the item embedding. A head that
-    is that table itself (GPT-2's default tied lm_head, no bias, no other parameter) is what we compute."""
-    if model is inner or not isinstance(model, _transformers().PreTrainedModel):
+    """Refuse a model that scores otherwise than ``inner``'s hidden states × its item embedding, which is
+    what compress computes, so that no part of the user's recommender is dropped without a word: a
+    Hugging Face head class around ``inner`` (BertForMaskedLM, an untied GPT2LMHeadModel,
+    BertForSequenceClassification, GPT2DoubleHeadsModel, ...), or the user's own module holding ``inner``
+    beside parameters of its own (an output layer) or other Hugging Face models. A head that is that
+    table itself (GPT-2's default tied lm_head, no bias, no other parameter) is what we compute."""
+    if model is inner:
         return
-    own = {id(p) for p in inner.parameters()}
-    extra = [name for name, p in model.named_parameters() if id(p) not in own]
-    head = model.get_output_embeddings()
-    tied = head is None or (getattr(head, "weight", None) is inner.get_input_embeddings().weight
-                            and getattr(head, "bias", None) is None)
-    if extra or not tied:
-        attr = next(name for name, m in model.named_modules() if m is inner)
-        found = ", ".join(extra[:3]) + (" ..." if len(extra) > 3 else "") or "an untied output layer"
-        raise ConfigError(f"{type(model).__name__} scores with its own head ({found}), not the tied item embedding "
-                          f"table compress scores with; wrap the inner {type(inner).__name__} (model.{attr}) if the "
-                          "recommender's scores are its hidden states × item embeddings")
+    pretrained = _transformers().PreTrainedModel
+    attr = next(name for name, m in model.named_modules() if m is inner)
+    if isinstance(model, pretrained):
+        extra = _parameters_outside(model, [inner])
+        head = model.get_output_embeddings()
+        tied = head is None or (getattr(head, "weight", None) is inner.get_input_embeddings().weight
+                                and getattr(head, "bias", None) is None)
+        if extra or not tied:
+            found = _listed(extra) or "an untied output layer"
+            raise ConfigError(f"{type(model).__name__} scores with its own head ({found}), not the tied item embedding "
+                              f"table compress scores with; wrap the inner {type(inner).__name__} (model.{attr}) if "
+                              "the recommender's scores are its hidden states × item embeddings")
+        return
+    # the user's own module: other HF models (a head class around inner is not one: its head's parameters are
+    # outside inner) and parameters of its own
+    others = {name: m for name, m in model.named_modules()
+              if isinstance(m, pretrained) and not any(sub is inner for sub in m.modules())}
+    extra = _parameters_outside(model, [inner, *others.values()])
+    if extra or others:
+        held = [f"parameters of its own ({_listed(extra)})"] if extra else []
+        held += [f"other Hugging Face models ({_listed([f'{n}: {type(m).__name__}' for n, m in others.items()])})"
+                 ] if others else []
+        raise ConfigError(f"{type(model).__name__} holds {' and '.join(held)} beside its {type(inner).__name__} "
+                          f"(model.{attr}), which compress would drop: it scores the hidden states × the item "
+                          f"embedding alone; wrap model.{attr} itself if those are the recommender's scores, or "
+                          "describe the whole model with the declared adapter")
+
+
+def _parameters_outside(model: nn.Module, parts: List[nn.Module]) -> List[str]:
+    """The names of ``model``'s parameters that none of ``parts`` holds (a tied one is held)."""
+    held = {id(p) for part in parts for p in part.parameters()}
+    return [name for name, p in model.named_parameters() if id(p) not in held]
+
+
+def _listed(names: List[str]) -> str:
+    """The first three ``names``, comma-separated, "..." after them when there are more."""
+    return ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
 
 
 def _check(cfg, wanted: Dict[str, Any], family: str) -> None:
@@ -88,15 +117,21 @@ class HFAdapter(DeclaredAdapter):
         return cls(d.get("hf_config"))
 
     def matches(self, model: nn.Module) -> bool:
-        return locate(model, self.cls_name) is not None
+        return bool(located(model, self.cls_name))
 
     def hf_model(self, model: nn.Module) -> nn.Module:
-        found = locate(model, self.cls_name)
-        if found is None:
-            raise ConfigError(f"no single {self.cls_name} inside {type(model).__name__}; the {self.name} adapter "
-                              f"wraps a {self.cls_name} or a module holding exactly one")
-        check_head(model, found)
-        return found
+        """The one ``cls_name`` model inside ``model`` (or ``model`` itself), whose scores are compress's."""
+        found = located(model, self.cls_name)
+        if not found:
+            raise ConfigError(f"no {self.cls_name} inside {type(model).__name__}; the {self.name} adapter wraps a "
+                              f"{self.cls_name} or a module holding one")
+        if len(found) > 1:
+            raise ConfigError(f"{type(model).__name__} holds more than one {self.cls_name} "
+                              f"({_listed([name for name, _ in found])}); pass the one that is the recommender, "
+                              f"e.g. model.{found[0][0]}")
+        check_head(model, found[0][1])
+        check_padding(getattr(found[0][1].config, "pad_token_id", None), f"the {self.cls_name} config", "pad_token_id")
+        return found[0][1]
 
     def mapping_for(self, cfg) -> Dict[str, Any]:
         raise NotImplementedError

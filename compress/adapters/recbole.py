@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import pickle
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import yaml
@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from compress.adapters.base import register_adapter, vanilla
-from compress.adapters.declared import DeclaredAdapter, activation_from
+from compress.adapters.declared import DeclaredAdapter, activation_from, item_count
 from compress.arch import ArchSpec
 from compress.backbones.transformer import SequenceTransformer
 from compress.bounds import real, whole
@@ -30,6 +30,9 @@ from compress.layout import WEIGHTS
 ACTIVATIONS = {"gelu": "gelu", "relu": "relu"}
 CONFIG_KEYS = ("hidden_size", "inner_size", "n_layers", "n_heads", "hidden_dropout_prob", "attn_dropout_prob",
                "hidden_act", "layer_norm_eps", "MAX_ITEM_LIST_LENGTH")  # what RecBole builds a SASRec from
+# the attribute of RecBole's SASRec object each of those keys is read from
+ATTRIBUTES = {**{key: key for key in CONFIG_KEYS if key != "MAX_ITEM_LIST_LENGTH"},
+              "MAX_ITEM_LIST_LENGTH": "max_seq_length"}
 # RecBole's SASRec module names, by role (compress.nn.block.LAYER_PARTS, MODEL_PARTS)
 PATHS = {"item_embedding": "item_embedding", "position_embedding": "position_embedding",
          "embedding_norm": "LayerNorm", "layers": "trm_encoder.layer",
@@ -63,18 +66,16 @@ class RecBoleSASRecAdapter(DeclaredAdapter):
         return cls(d.get("recbole_config"))
 
     def matches(self, model: nn.Module) -> bool:
-        return type(model).__name__ == "SASRec" and isinstance(getattr(model, "trm_encoder", None), nn.Module)
+        return type(model).__name__ == "SASRec" and not _lacks(model)
 
     def convert(self, model: nn.Module) -> SequenceTransformer:
         if isinstance(model, SequenceTransformer) and self.recbole_config is not None:
             return model  # already ours: read from a checkpoint by ``from_state``
         if not self.matches(model):
-            raise ConfigError(f"{type(model).__name__} is not a RecBole SASRec (no trm_encoder)")
-        self.recbole_config = {"hidden_size": model.hidden_size, "inner_size": model.inner_size,
-                               "n_layers": model.n_layers, "n_heads": model.n_heads,
-                               "hidden_dropout_prob": model.hidden_dropout_prob,
-                               "attn_dropout_prob": model.attn_dropout_prob, "hidden_act": model.hidden_act,
-                               "layer_norm_eps": model.layer_norm_eps, "MAX_ITEM_LIST_LENGTH": model.max_seq_length}
+            what = "not named SASRec" if type(model).__name__ != "SASRec" else f"no {', '.join(_lacks(model))}"
+            raise ConfigError(f"{type(model).__name__} is not a RecBole SASRec ({what}); describe its modules with "
+                              "the declared adapter (compress.DeclaredAdapter)")
+        self.recbole_config = {key: getattr(model, name) for key, name in ATTRIBUTES.items()}
         self.mapping = recbole_mapping(self.recbole_config)
         return super().convert(model)
 
@@ -86,8 +87,8 @@ class RecBoleSASRecAdapter(DeclaredAdapter):
         c = self.recbole_config
         arch = ArchSpec(c["hidden_size"], c["inner_size"], c["n_heads"], c["n_layers"])
         rows, positions = (_rows(state, f"{name}.weight") for name in ("item_embedding", "position_embedding"))
-        dense = SequenceTransformer(arch, rows - 1, positions, c["hidden_dropout_prob"], c["layer_norm_eps"],
-                                    style=self.style())
+        dense = SequenceTransformer(arch, item_count(rows, 1, "the state_dict's item_embedding.weight"), positions,
+                                    c["hidden_dropout_prob"], c["layer_norm_eps"], style=self.style())
         names = self.user_names(arch.layers)
         want = {names[ours]: t for ours, t in dense.state_dict().items()}  # RecBole's name -> our tensor
         implied = f"final_config_dict's hidden_size={arch.hidden}, inner_size={arch.inner}, n_layers={arch.layers}"
@@ -104,6 +105,9 @@ class RecBoleSASRecAdapter(DeclaredAdapter):
             if value.shape != t.shape:
                 raise CheckpointError(f"the state_dict's {name} has shape {tuple(value.shape)}, but {implied} imply "
                                       f"{tuple(t.shape)}; the checkpoint's config and weights disagree")
+            if not bool(torch.isfinite(value).all()):  # named here by RecBole's name, not by ours after conversion
+                raise CheckpointError(f"the state_dict's {name} holds NaN or infinity (the training diverged); start "
+                                      "from a checkpoint of finite weights, e.g. an earlier one")
             t.copy_(value)
         return dense
 
@@ -120,6 +124,13 @@ class RecBoleSASRecAdapter(DeclaredAdapter):
         with open(os.path.join(directory, "config.yaml"), "w") as fh:
             yaml.safe_dump(config, fh, sort_keys=False)
         return directory
+
+
+def _lacks(model: nn.Module) -> List[str]:
+    """What of RecBole SASRec's own attributes ``model`` lacks: its encoder and the settings it was built from
+    (a user's class that is merely named SASRec lacks some)."""
+    encoder = [] if isinstance(getattr(model, "trm_encoder", None), nn.Module) else ["trm_encoder"]
+    return encoder + [name for name in ATTRIBUTES.values() if not hasattr(model, name)]
 
 
 class _Stub:

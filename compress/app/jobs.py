@@ -19,7 +19,7 @@ import torch
 from compress.adapters import adapter_class, get_adapter
 from compress.app.options import BY_KEY, build, defaults
 from compress.app.orientation import retrain_title, search_header, train_header
-from compress.app.recipes import resolve_options
+from compress.app.recipes import resolve_options, taken_by
 from compress.app.rundirs import (
     DATA_KEYS,
     check_run_out,
@@ -43,6 +43,7 @@ from compress.backbones import get_backbone
 from compress.backbones.objectives import training_batch, training_data
 from compress.data.batching import pad_right
 from compress.data.dataset import SequenceDataset
+from compress.data.vocabulary import ItemVocabulary
 from compress.engine.checkpoint import Checkpointer, partial_dir
 from compress.engine.config import TrainConfig
 from compress.engine.progress import LogReporter, Reporter, Reporters
@@ -112,7 +113,7 @@ def train_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool =
         metrics = split_metrics(model, ds, cfg.k, opts["eval_seed"], device, cfg.eval_batch_size)
         with ckpt.publishing(), output_dir(out, overwrite, run_inputs(opts)) as tmp:
             write_trained(tmp, model, result, metrics, {"kind": "train", "data": recorded_data(opts),
-                                                        "dataset": ds.stats(), "options": opts,
+                                                        "dataset": ds.stats(), "options": taken_by("train", opts),
                                                         "versions": versions()})
     return {"out": out, "best_epoch": result.best_epoch, "metrics": metrics, "seconds": result.seconds,
             "dataset": ds.stats()}
@@ -137,7 +138,7 @@ def evaluate_run(path: str, given: Dict[str, Any]) -> Dict[str, Any]:
         ds = dataset_from_options({**opts, **{k: v for k, v in recorded.items() if k in DATA_KEYS and k != "data"
                                               and k not in given}})
         if model.vocabulary is not None:  # the model's numbering, whatever order the file brings its items in
-            ds = aligned_for(ds, model, path)
+            ds = aligned_for(ds, model.vocabulary, path)
         elif ds.n_items != model.n_items:
             raise CheckpointError(f"{path} was trained on {model.n_items} items but the data has {ds.n_items}; "
                                   "pass the `data` it was trained on")
@@ -150,17 +151,18 @@ def evaluate_run(path: str, given: Dict[str, Any]) -> Dict[str, Any]:
             "dataset": opts.get("data") or (cfg.get("data") or {}).get("data") or "default"}
 
 
-def aligned_for(ds: SequenceDataset, model: torch.nn.Module, path: str) -> SequenceDataset:
-    """``ds`` numbered as ``model`` numbers its items, interactions with items it does not know dropped (and
-    said: the metrics then cover the rest)."""
+def aligned_for(ds: SequenceDataset, vocabulary: ItemVocabulary, path: str) -> SequenceDataset:
+    """``ds`` numbered as the model at ``path`` numbers its items (its ``vocabulary``), whatever order the
+    file brings them in, interactions with items it does not know dropped (and said: the metrics then
+    cover the rest)."""
     try:
-        aligned = ds.aligned(model.vocabulary.ids)
+        aligned = ds.aligned(vocabulary.ids)
     except DataError:
-        known = set(model.vocabulary.ids)
+        known = set(vocabulary.ids)
         matched = sum(token in known for token in ds.item_tokens)
         raise DataError(f"the data's items are not those {path} scores: {matched} of its {ds.n_items} items are "
-                        "among the model's, which leaves no user to evaluate; pass data of the items it was trained "
-                        "on") from None
+                        "among the model's, which leaves no user with enough interactions; pass data of the items "
+                        "it was trained on") from None
     if aligned.info["dropped_interactions"]:
         log.warning("dropped %d interactions with items %s does not know (and %d users left with too few): the "
                     "metrics cover the rest", aligned.info["dropped_interactions"], path,
@@ -199,17 +201,24 @@ def importance_batch(model, ds: SequenceDataset, size: int, seed: int):
 
 
 def search_supernet(opts: Dict[str, Any], ds: SequenceDataset, init: Optional[Init] = None):
-    """(the supernet to search, the options with the warm start's shape, the warm start or None): a
-    fresh dense backbone (softmax attention, no gates: the model a user compares against), or the
-    trained model ``init`` names (compress, RecBole or Hugging Face; see ``compress.app.warm``), wrapped
-    with the searched design injected. ``init``: that model as ``load_init`` read it, when the caller
-    has it already (it is read here otherwise); it is left as it was."""
+    """(the supernet to search, the options with the warm start's shape, the warm start or None, the data
+    numbered as the supernet numbers its items): a fresh dense backbone (softmax attention, no gates: the
+    model a user compares against), or the trained model ``init`` names (compress, RecBole or Hugging
+    Face; see ``compress.app.warm``), wrapped with the searched design injected. A warm start with an
+    item vocabulary (items.json) gets the data put onto it, as ``evaluate`` does, since the file's own
+    order numbers the same items otherwise; a RecBole checkpoint's rows are the data's, read in RecBole's
+    numbering (``prepare_init``). ``init``: that model as ``load_init`` read it, when the caller has it
+    already (it is read here otherwise); it is left as it was."""
     arch = build(ArchSpec, opts, attention="softmax", gate_layers=0)
     model = new_backbone(opts, arch, ds.n_items)  # drawn for a warm start too: the draws after it stay as they were
     adapter, vocabulary = None, None
     if opts["init"]:  # warm start: the trained model's weights and shape
         init = init or load_init(opts["init"])
         model, adapter, vocabulary = init
+        if vocabulary is not None:
+            ds = aligned_for(ds, vocabulary, opts["init"])
+        elif adapter is not None and ds.n_items == model.n_items:  # RecBole's: rows in the file's numbering
+            vocabulary = ds.vocabulary()
     taylor = importance_batch(get_adapter(model, adapter).convert(model), ds, opts["search_batch_size"],
                               opts["seed"]) if opts["reorder"] == "taylor" else None
     supernet = wrap(model, adapter, build(SearchSpace, opts), opts["attention"], opts["gate_layers"],
@@ -221,7 +230,7 @@ def search_supernet(opts: Dict[str, Any], ds: SequenceDataset, init: Optional[In
                  "heads": shape.heads, "layers": shape.layers, "seq_len": supernet.max_len}
         check_init_shape(opts, taken)
         opts = {**opts, **taken}
-    return supernet, opts, init
+    return supernet, opts, init, ds
 
 
 def check_init_shape(opts: Dict[str, Any], taken: Dict[str, Any]) -> None:
@@ -268,7 +277,7 @@ def search_run(opts: Dict[str, Any], out: Optional[str] = None, overwrite: bool 
         sink = metrics_sink(opts, ckpt.directory, out, os.path.basename(os.path.abspath(out)), "search")
         opts = prepare_init(opts)
         ds = run_data(opts, ckpt)
-        supernet, opts, init = search_supernet(opts, ds)
+        supernet, opts, init, ds = search_supernet(opts, ds)
         digest = None if init is None else weights_digest(init[0])
         reporter = Reporters(reporter or LogReporter(), sink)
         reporter.header(search_header(ds, supernet, device, cfg))
@@ -381,12 +390,15 @@ def retrain_run(run_dir: str, overrides: Optional[Dict[str, Any]] = None, overwr
     out = os.path.join(run_dir, RETRAINED)
     if os.path.exists(out) and not overwrite:
         raise ConfigError(f"{out} already exists; pass `overwrite` to retrain again")
-    given = [BY_KEY[k].flag("retrain") if k in BY_KEY else k for k, v in (overrides or {}).items() if v is not None]
-    if resume and given:  # the saved options are the run's: new ones were dropped without a word
-        raise ConfigError(f"`resume` continues the retraining of {run_dir} with its saved options; drop "
-                          f"{', '.join(sorted(given))}")
+    asked = {k: v for k, v in (overrides or {}).items() if v is not None}
     with run_state("retrain", {"overrides": overrides or {}}, out, overwrite, resume) as (settings, ckpt), ckpt:
         overrides = settings["overrides"]
+        # the saved options are the run's: other ones would be dropped without a word (the same ones, as a
+        # rerun of the whole pipeline passes them again, are what the run continues with)
+        changed = [BY_KEY[k].flag("retrain") if k in BY_KEY else k for k, v in asked.items() if overrides.get(k) != v]
+        if resume and changed:
+            raise ConfigError(f"`resume` continues the retraining of {run_dir} with its saved options; drop "
+                              f"{', '.join(sorted(changed))}")
         opts = {**saved_options(cfg["options"], "search"), **{k: v for k, v in overrides.items() if v is not None}}
         start = retrain_start(opts)
         ckpt.every = opts["checkpoint_every"]
@@ -397,8 +409,12 @@ def retrain_run(run_dir: str, overrides: Optional[Dict[str, Any]] = None, overwr
         torch.manual_seed(opts["seed"])
         # the init read and checked once, for the supernet it rebuilds and for the teacher it is
         init = checked_init(run_dir, opts, card) if start == "init" or train_cfg.distill > 0 else None
-        supernet = search_supernet(opts, ds, init)[0] if start == "init" else \
-            load_supernet(os.path.join(run_dir, SUPERNET))
+        if start == "init":
+            supernet, _, _, ds = search_supernet(opts, ds, init)
+        else:
+            supernet = load_supernet(os.path.join(run_dir, SUPERNET))
+            if opts["init"] and supernet.vocabulary is not None:  # the data onto the warm start's numbering
+                ds = aligned_for(ds, supernet.vocabulary, opts["init"])
         model = retrained_start(run_dir, supernet, card["decision"], overrides.get("gate_layers"), start)
         warn_over_budget(model, card)
         teacher = get_adapter(init[0], init[1]).convert(init[0]) if train_cfg.distill > 0 else None

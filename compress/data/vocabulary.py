@@ -117,11 +117,28 @@ def as_vocabulary(given: Union[None, ItemVocabulary, Sequence[str]]) -> Optional
     return given if given is None or isinstance(given, ItemVocabulary) else ItemVocabulary(given)
 
 
+def own_or_given(model: Any, given: Union[None, ItemVocabulary, Sequence[str]],
+                 what: str = "vocabulary") -> Optional[ItemVocabulary]:
+    """``given`` (argument ``what``) or else the vocabulary ``model`` carries, None when neither is there. A
+    model that carries one (from ``compress.load`` or ``compress.fit``) names its own rows: a given one that
+    names them otherwise is refused, as it would relabel every score without a word. Equal ids pass, and
+    so do more ids whose first ones are the model's (items the data appended, for which wrap adds rows)."""
+    given = as_vocabulary(given)
+    own = getattr(model, "vocabulary", None)
+    if given is None or own is None or given.ids[:len(own)] == own.ids:
+        return given if given is not None else own
+    moved = sum(1 for a, b in zip(own.ids, given.ids) if a != b)
+    sizes = f"; {len(own):,} ids in the model's, {len(given):,} given" if len(own) != len(given) else ""
+    raise ConfigError(f"the model carries its own item vocabulary and the {what} given names its rows otherwise "
+                      f"({moved:,} of {min(len(own), len(given)):,} rows hold another item{sizes}); drop {what} (the "
+                      "model's own names its rows) or give the same ids")
+
+
 def vocabulary_of(model: Any, given: Union[None, ItemVocabulary, Sequence[str]] = None) -> ItemVocabulary:
     """The vocabulary naming ``model``'s item rows: ``given``, or the one the model carries (a model
-    from ``compress.load`` or trained by ``compress.fit``); refused when absent or of another size."""
-    given = as_vocabulary(given)
-    vocabulary = given if given is not None else getattr(model, "vocabulary", None)
+    from ``compress.load`` or trained by ``compress.fit``); refused when absent, of another size, or
+    another than the one the model carries."""
+    vocabulary = own_or_given(model, given)
     if vocabulary is None:
         raise ConfigError("the model has no item vocabulary, so its rows cannot be named as raw item ids; pass "
                           "vocabulary= (e.g. dataset.vocabulary() of the data it was trained on) or use a MODEL_DIR "

@@ -195,17 +195,30 @@ class Checkpointer:
         self.stop_requested = True
 
 
-def rng_state() -> Dict[str, torch.Tensor]:
+def rng_state(device: torch.device) -> Dict[str, torch.Tensor]:
+    """The global RNG states a run on ``device`` draws from: the CPU's, and on CUDA its own GPU's alone. The
+    states of every visible GPU once were saved, and a machine with fewer visible GPUs could not take them back."""
     state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)  # (bytes,) uint8
     return state
 
 
-def set_rng_state(state: Dict[str, Any]) -> None:
+def set_rng_state(state: Dict[str, Any], device: torch.device) -> None:
+    """Restore what ``rng_state`` saved, for a run on ``device``. A checkpoint written before it kept the run's
+    GPU alone holds a list, one state per GPU visible then: the entry of the GPU this run uses is taken."""
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if device.type != "cuda" or "cuda" not in state:  # a CPU run draws from no GPU's generator
+        return
+    cuda = state["cuda"]
+    if isinstance(cuda, list):
+        index = torch.cuda.current_device() if device.index is None else device.index
+        if index >= len(cuda):
+            raise CheckpointError(f"this run uses GPU {index}, but its checkpoint (from an earlier compress) holds "
+                                  f"the RNG states of {len(cuda)} GPU(s), those visible when it was written: resume "
+                                  "with those GPUs visible (CUDA_VISIBLE_DEVICES) and the run's device")
+        cuda = cuda[index]
+    torch.cuda.set_rng_state(cuda, device)
 
 
 def partial_dir(out: str) -> str:

@@ -200,7 +200,7 @@ class Loop:
         return {"format": STATE_FORMAT, "epoch": epoch, "batch": batch, "stopped": self.stopped, "step": self.step,
                 "model": self.task.model.state_dict(), "task": self.task.state_dict(), "best": self.best,
                 "best_epoch": self.best_epoch, "best_state": self.best_state, "history": self.history,
-                "sums": sums, "rng": rng_state()}
+                "sums": sums, "rng": rng_state(self.task.batches.device)}
 
     def _save(self, epoch: int, batch: int, t0: Optional[float] = None) -> None:
         if self.checkpoint is not None:
@@ -220,7 +220,8 @@ class Loop:
         self.step, self.best, self.best_epoch = saved["step"], saved["best"], saved["best_epoch"]
         self.best_state, self.history, self.sums = saved["best_state"], saved["history"], saved["sums"]
         self.stopped = saved["stopped"]
-        set_rng_state(saved["rng"])  # nothing draws from the global RNG before the next step: dropout continues
+        # nothing draws from the global RNG before the next step: dropout continues
+        set_rng_state(saved["rng"], self.task.batches.device)
         self.reporter.restored(self.history)
         if self.stopped:
             return self.epochs + 1, 0  # the saved run had already stopped: only restore its best weights

@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from compress.adapters import Adapter, adapter_class, get_adapter
+from compress.adapters.builtin import BuiltinAdapter
 from compress.arch import ArchSpec
 from compress.bounds import instance
-from compress.data.vocabulary import ItemVocabulary
+from compress.data.vocabulary import own_or_given
 from compress.engine.loop import check_finite_weights
 from compress.errors import CheckpointError, ConfigError
 from compress.files import read_json, write_json
@@ -40,12 +41,15 @@ def wrap(model: nn.Module, adapter: Union[None, str, Adapter] = None, space: Opt
 
     ``item_ids`` names the raw item id of each of the model's item rows (row i + 1 is ``item_ids[i]``),
     for a model that does not carry its vocabulary (one trained elsewhere); the search, slices and
-    exports then check data against it. More ids than rows add fresh rows for the extra items (data
-    loaded with ``unknown_items="append"``). ``reorder`` ("magnitude" or "taylor", Torch-Pruning's
-    group criteria) first permutes hidden channels, heads (or each head's dimensions, where the space
-    narrows heads) and FFN channels by importance, scores unchanged, so that the leading slices a
-    narrower candidate keeps are the important ones; "taylor" needs ``reorder_batch=(items, targets)``.
-    The user's ``model`` itself is never modified."""
+    exports then check data against it. Without them such a model takes the numbering of the data it
+    meets (DESIGN §8: equal item counts prove nothing), which a warning says; a model that carries its
+    vocabulary refuses item_ids that name its rows otherwise. More ids than rows add fresh rows for the
+    extra items (data loaded with ``unknown_items="append"``), with a warning that counts them, since a
+    model numbering its items from row 0 would look the same. ``reorder`` ("magnitude" or "taylor",
+    Torch-Pruning's group criteria) first permutes hidden channels, heads (or each head's dimensions,
+    where the space narrows heads) and FFN channels by importance, scores unchanged, so that the leading
+    slices a narrower candidate keeps are the important ones; "taylor" needs ``reorder_batch=(items,
+    targets)``. The user's ``model`` itself is never modified."""
     adapter = get_adapter(model, adapter)
     if space is not None:
         instance("space", space, SearchSpace, "e.g. compress.SearchSpace(hidden_ratios=(0.0, 0.5))")
@@ -57,13 +61,24 @@ def wrap(model: nn.Module, adapter: Union[None, str, Adapter] = None, space: Opt
                       "(requires_grad_(False)) to keep them fixed, and its slices keep them frozen", stacklevel=2)
     model = adapter.convert(model)
     if item_ids is not None:
-        vocabulary = ItemVocabulary(item_ids)
+        vocabulary = own_or_given(model, item_ids, "item_ids")
         if len(vocabulary) < model.n_items:
             raise ConfigError(f"item_ids names {len(vocabulary):,} items but the model has {model.n_items:,} item "
                               "rows; give one id per row (row i + 1 is item_ids[i]), and more only for items "
                               "the data adds")
+        if len(vocabulary) > model.n_items:
+            fresh = len(vocabulary) - model.n_items
+            warnings.warn(f"item_ids names {len(vocabulary):,} items, the model has {model.n_items:,} item rows "
+                          f"(1..n, row 0 the padding): {fresh:,} fresh row(s) added for the last id(s) given, as for "
+                          "items the data appended; if the model numbers its items from row 0, they are all one row "
+                          "off: give it a padding row 0 first", stacklevel=2)
         model = model.with_items(len(vocabulary)) if len(vocabulary) != model.n_items else copy.copy(model)
         model.vocabulary = vocabulary
+    elif model.vocabulary is None and not isinstance(adapter, BuiltinAdapter):
+        warnings.warn(f"a model wrapped by the {adapter.name} adapter without item_ids: its item rows are taken "
+                      "to be numbered as the data it meets numbers its items; if it was trained on another "
+                      "numbering, give item_ids=[the raw item id of row 1, row 2, ...] so that data in another "
+                      "numbering is mapped or refused", stacklevel=2)
     space = (space or SearchSpace()).fixing(attention, gate_layers)
     if reorder is not None:
         model = copy.deepcopy(model)  # convert() may return the user's own (built-in) model

@@ -28,12 +28,28 @@ def resolve_device(device: str) -> torch.device:
 def as_device(device: Union[None, str, torch.device], default: torch.device) -> torch.device:
     """What an API function's ``device`` argument means: None is ``default`` (usually where the model
     already is), a string is what ``--device`` takes ("auto" too, an unknown one a ConfigError), and a
-    ``torch.device`` is itself."""
+    ``torch.device`` is checked as its string is: torch.device("meta"), ("cuda") without CUDA or ("mps") without
+    MPS is the same one-line ConfigError, not a raw error deep inside torch (nor, for load, a model without
+    weights). An accelerator no string names (mps, xpu, a registered backend such as the tests' stand-in GPU)
+    is taken as it is where torch says it is present: the API has always run on them."""
     if device is None:
         return default
     if not isinstance(device, (str, torch.device)):
         raise ConfigError(f"device must be a string like 'cuda:0' or a torch.device, got {type(device).__name__}")
-    return device if isinstance(device, torch.device) else resolve_device(device)
+    if isinstance(device, torch.device):
+        if device.type not in ("cpu", "cuda") and _present(device):
+            return device
+        device = "cpu" if device.type == "cpu" else str(device)  # str(torch.device("cpu", 0)) is cpu:0
+    return resolve_device(device)
+
+
+def _present(device: torch.device) -> bool:
+    """Whether torch's module for ``device``'s type (torch.mps, torch.xpu, a registered backend's; meta has none)
+    says the device is there."""
+    backend = getattr(torch, device.type, None)
+    if not (hasattr(backend, "is_available") and hasattr(backend, "device_count")):
+        return False
+    return bool(backend.is_available()) and (device.index or 0) < backend.device_count()
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

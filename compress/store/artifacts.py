@@ -29,9 +29,14 @@ FORMAT_VERSION = 1
 def save_model(model: nn.Module, directory: str, extra: Optional[Dict[str, Any]] = None,
                model_config: Optional[Dict[str, Any]] = None) -> None:
     """Write ``config.json`` (``model_config`` or ``model.config()``, plus ``extra``) and
-    ``model.safetensors`` (``model.state_dict()``, with ``weights_metadata``) into ``directory``."""
+    ``model.safetensors`` (``model.state_dict()``, with ``weights_metadata``) into ``directory``.
+
+    Floating-point tensors are written as float32 whatever the model holds them in: the file's format is
+    float32 (``load_state`` refuses other dtypes, and the model it builds is float32), and a model cast
+    to bfloat16 or float16 for serving upcasts exactly. Integer and bool buffers keep their dtype."""
     cfg = {"format_version": FORMAT_VERSION, "model": model_config or model.config(), **(extra or {})}
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # first: the upcast takes no GPU memory
+    state = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
     try:
         save_file(state, os.path.join(directory, WEIGHTS), metadata=weights_metadata(cfg["model"]))
     except SafetensorError as exc:  # safetensors reports a full disk as its own error

@@ -26,7 +26,7 @@ from compress.arch import ArchSpec
 from compress.backbones.transformer import SequenceTransformer
 from compress.bounds import instance
 from compress.data.dataset import SequenceDataset
-from compress.data.vocabulary import ItemVocabulary, as_vocabulary, check_same, vocabulary_of
+from compress.data.vocabulary import ItemVocabulary, as_vocabulary, check_same, own_or_given, vocabulary_of
 from compress.errors import CheckpointError, ConfigError
 from compress.files import atomic_dir, write_json, write_text
 from compress.layout import CARD, ITEMS, MODEL_README, NATIVE
@@ -119,7 +119,9 @@ def save_model_dir(model: torch.nn.Module, out: str, fmt: str = "safetensors", o
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export `format` {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     vocabulary = vocabulary_of(model, vocabulary)
-    model = copy.deepcopy(model).cpu().eval()
+    # float32, as model.safetensors holds it (save_model): the TorchScript/ONNX files, their parity checks and the
+    # card's cost then describe the model compress.load gives back, not a bfloat16 or float16 copy of it
+    model = copy.deepcopy(model).cpu().float().eval()
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise CheckpointError("the model's weights are not finite (NaN or infinity): it diverged; export a model "
                               "that trained to the end")
@@ -204,8 +206,9 @@ def trained_on(model: torch.nn.Module, vocabulary: Optional[ItemVocabulary],
                dataset: Optional[SequenceDataset]) -> Tuple[Optional[ItemVocabulary], Optional[Dict[str, Any]]]:
     """(the vocabulary to write, the card's statistics of ``dataset``) for an export of ``model`` trained
     on ``dataset``: the data's vocabulary (the same ids, with their popularity) once it numbers the items
-    as the model (or ``vocabulary``) does; data of other items is refused, not written beside the model."""
-    vocabulary = vocabulary if vocabulary is not None else getattr(model, "vocabulary", None)
+    as the model (or ``vocabulary``) does; data of other items is refused, not written beside the model,
+    and so is a ``vocabulary`` that names the rows of a model carrying its own otherwise."""
+    vocabulary = own_or_given(model, vocabulary)
     if dataset is None:
         return vocabulary, None
     instance("dataset", dataset, SequenceDataset, "the data the model was trained on, from compress.load_dataset")
