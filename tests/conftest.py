@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +30,10 @@ def pytest_configure(config: pytest.Config) -> None:
     import torch
 
     torch.set_num_threads(1)
+    # Ctrl-C as in a terminal: a suite started in the background by a non-interactive shell inherits SIGINT
+    # ignored, and so would every command a test runs, so the tests of what a stop does would see none.
+    # A handler (not SIG_IGN) is reset to the default at exec: each child takes Ctrl-C as Python's default.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import fakegpu
 
     if fakegpu.available():  # before any backward pass: autograd learns the devices at its first one
