@@ -19,3 +19,17 @@ class CrashAt(Reporter):
         self.steps += steps
         if self.steps >= self.at:
             raise Crash
+
+
+class StopAt(Reporter):
+    """Asks ``checkpoint`` to stop at training step ``at``, as Ctrl-C does: the loop sees it at the next
+    step, saves after that one and raises ``Interrupted`` (when that is an epoch's last step, the checkpoint
+    holds the whole epoch, not yet recorded)."""
+
+    def __init__(self, checkpoint, at: int) -> None:
+        self.checkpoint, self.at, self.steps = checkpoint, at, 0
+
+    def step(self, loss: float, n: int, steps: int = 1) -> None:
+        self.steps += steps
+        if self.steps >= self.at:
+            self.checkpoint.stop_requested = True

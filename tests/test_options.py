@@ -44,9 +44,10 @@ def test_an_option_feeding_several_fields_has_one_default_for_all():
         assert len(values) <= 1, (o.key, values)
 
 
-# what a configuration needs besides a field at its bound: hidden divisible by heads, tau_start >= tau_min, and as
-# many hidden as inner ratios
-COMPANIONS = {"ArchSpec": {"heads": 1}, "SearchConfig": {"tau_start": 100.0}, "SearchSpace": {"coupled": False}}
+# what a configuration needs besides a field at its bound: hidden divisible by heads, tau_start >= tau_min (either
+# at its bound), and as many hidden as inner ratios
+COMPANIONS = {"ArchSpec": {"heads": 1}, "SearchConfig": {"tau_start": 100.0, "tau_min": 1e-4},
+              "SearchSpace": {"coupled": False}}
 
 
 def bound_cases() -> list:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from clihelp import error_line, invoke
-from crash import Crash, CrashAt
+from crash import Crash, CrashAt, StopAt
 from synthetic import walking_dataset
 
 import compress
@@ -92,6 +92,26 @@ def test_search_crashed_and_resumed_equals_uninterrupted(data, tmp_path, decide)
     assert [untimed(r) for r in resumed.history] == [untimed(r) for r in expected.history]
     assert "penalty" in resumed.history[-1]
     assert all(torch.equal(a, b) for a, b in zip(sn.state_dict().values(), expected.supernet.state_dict().values()))
+
+
+@pytest.mark.parametrize("schedule", ["epoch", "step"])
+def test_a_search_stopped_at_an_epochs_last_step_records_that_epoch_at_its_tau(data, tmp_path, schedule):
+    """A stop at the last step of an epoch left no step after the resume to set τ: that epoch was recorded,
+    validated and decided at τ = 1 (against 0.1 uninterrupted), and the supernet saved with it."""
+    cfg = compress.SearchConfig(epochs=3, batch_size=64, seed=1, tau_schedule=schedule, tau_min=0.1, tau_rate=0.05)
+    space = compress.SearchSpace((0.0, 0.5), (0.0, 0.5))
+    expected = compress.search(compress.wrap(fresh_model(data), space=space), data, cfg, "cpu")
+    per_epoch = len(compress.nas.search.SearchTask(compress.wrap(fresh_model(data), space=space), data, cfg,
+                                                   torch.device("cpu")).batches)
+    ckpt = Checkpointer(str(tmp_path / "search.partial"))
+    with pytest.raises(Interrupted):
+        compress.search(compress.wrap(fresh_model(data), space=space), data, cfg, "cpu",
+                        StopAt(ckpt, 2 * per_epoch - 1), ckpt)  # seen at the next step: the last
+    sn = compress.wrap(fresh_model(data), space=space)
+    resumed = compress.search(sn, data, cfg, "cpu", None, Checkpointer(ckpt.directory))  # a new process's
+    assert [r["tau"] for r in resumed.history] == [r["tau"] for r in expected.history]
+    assert [untimed(r) for r in resumed.history] == [untimed(r) for r in expected.history]
+    assert sn.tau == expected.supernet.tau
 
 
 def untimed(row: dict) -> dict:

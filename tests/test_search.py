@@ -336,8 +336,9 @@ def test_the_official_code_variants_run(dataset, options):
     (dict(lr=float("inf")), r"lr must be a finite number in \(0, 10\]"),
     (dict(arch_lr=0.0), r"arch_lr must be a finite number in \(0, 10\]"),
     (dict(arch_lr=11.0), r"arch_lr must be a finite number in \(0, 10\], got 11.0"),
-    (dict(tau_min=0.0), r"tau_min must be a finite number in \(0, 100\]"),
-    (dict(tau_start=float("nan")), r"tau_start must be a finite number in \(0, 100\]"),
+    (dict(tau_min=0.0), r"tau_min must be a finite number in \[0.0001, 100\]"),
+    (dict(tau_min=1e-38), r"tau_min must be .*got 1e-38; τ divides the controllers' logits"),  # NaN mid-search
+    (dict(tau_start=float("nan")), r"tau_start must be a finite number in \[0.0001, 100\]"),
     (dict(tau_rate=-1e-3), r"tau_rate must be a finite number in \[0, 1\]"),
     (dict(tau_start=0.001), "tau_start 0.001 is below tau_min 0.01: τ falls from tau_start to tau_min; raise "
                             "tau_start or lower tau_min"),

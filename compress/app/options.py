@@ -26,9 +26,11 @@ from compress.nas.config import (
     FLOPS_REFERENCES,
     MAX_TAU,
     MAX_TRADEOFF,
+    MIN_TAU,
     PENALTIES,
     SELECTIONS,
     TAU_SCHEDULES,
+    TAU_WHY,
     TRADEOFF_WHY,
     SearchConfig,
     read_budget,
@@ -352,14 +354,14 @@ OPTIONS: List[Option] = _section(
            "full head width) or dims (every head kept, each narrowed, as Torch-Pruning does: 40 of 64 is 4 heads "
            "of 10).", SEARCHING, feeds=("SearchSpace.head_pruning",), choices=HEAD_PRUNING),
     Option("tau_start", "float", "Gumbel temperature at the start.", SEARCHING, feeds=("SearchConfig.tau_start",),
-           above=0.0, high=MAX_TAU),
+           low=MIN_TAU, high=MAX_TAU, why=TAU_WHY),
     Option("tau_schedule", "choice", "epoch: τ falls geometrically from tau_start to tau_min over the epochs; "
            "step: τ = max(tau_min, tau_start − tau_rate·step) (paper).", SEARCHING,
            feeds=("SearchConfig.tau_schedule",), choices=TAU_SCHEDULES),
     Option("tau_rate", "float", "Temperature decrease per step (tau_schedule step).", SEARCHING,
            feeds=("SearchConfig.tau_rate",), low=0.0, high=1.0),
-    Option("tau_min", "float", "Lowest temperature.", SEARCHING, feeds=("SearchConfig.tau_min",), above=0.0,
-           high=MAX_TAU),
+    Option("tau_min", "float", "Lowest temperature.", SEARCHING, feeds=("SearchConfig.tau_min",), low=MIN_TAU,
+           high=MAX_TAU, why=TAU_WHY),
     Option("from_scratch", "bool", "Retrain from fresh weights (official code) instead of transferring the "
            "supernet's (paper).", ("search", "retrain"), default=False),
     Option("from_init", "bool", "Retrain a warm-started search's decision from the trained model it started from "

@@ -59,6 +59,8 @@ DECISIONS = KEEPS  # the search decides at the epoch whose supernet its loop kee
 PENALTIES = ("dnsrec", "budget", "proxyless")
 PROXYLESS_EXPONENT = 0.6  # β of ProxylessNAS's CE · (log F / log F_ref)^β
 MAX_TAU = 100.0  # far above the logits' spread: τ beyond it mixes every candidate alike
+MIN_TAU = 1e-4  # logits / τ stays far from float32's overflow (τ = 1e-38 made the softmax NaN mid-search)
+TAU_WHY = "τ divides the controllers' logits; below 1e-4 the selection is already one-hot, and far below it overflows"
 MAX_TRADEOFF = 1e6
 TRADEOFF_WHY = ("λ weighs the FLOPs penalty, O(1) (a share of the reference model's FLOPs, or the distance from "
                 "the budget), against the cross-entropy, about ln(item count): 1e6 already lets the penalty alone "
@@ -91,8 +93,9 @@ class SearchConfig:
     negatives: int = 100
     precision: str = "fp32"  # autocast of the weight steps: fp32, bf16 or fp16 (CUDA); α/β steps stay fp32
     penalty: str = "dnsrec"  # CE + λ·L_RC (paper); "budget": CE + λ·|E[F]/B − 1|, pulled to the max_flops
-    # budget B from both sides (TuNAS); or "proxyless": CE · (log F / log F_ref)^0.6, F_ref the hard budget when
-    # one is given, else the full supernet; λ is unused there (ProxylessNAS, Cai et al. 2019)
+    # budget B from both sides (TuNAS); or "proxyless": CE · (log F / log F_ref)^0.6, F_ref the hard budget
+    # when one is given, else the flops_reference model's FLOPs (the input model by default); λ is unused
+    # there (ProxylessNAS, Cai et al. 2019)
     compile: bool = False  # torch.compile the supernet's training forward
     recompute: bool = False  # recompute each width's layer activations in the backward pass (memory, not results)
     decide: str = "best"  # whose controllers decide, and whose weights the supernet keeps: the best validation
@@ -119,9 +122,9 @@ class SearchConfig:
         real("lr", self.lr, above=0.0, high=MAX_LR)
         real("arch_lr", self.arch_lr, above=0.0, high=MAX_LR)
         real("tradeoff λ", self.tradeoff, low=0.0, high=MAX_TRADEOFF, why=TRADEOFF_WHY)
-        real("tau_start", self.tau_start, above=0.0, high=MAX_TAU)
+        real("tau_start", self.tau_start, low=MIN_TAU, high=MAX_TAU, why=TAU_WHY)
         real("tau_rate", self.tau_rate, low=0.0, high=1.0)
-        real("tau_min", self.tau_min, above=0.0, high=MAX_TAU)
+        real("tau_min", self.tau_min, low=MIN_TAU, high=MAX_TAU, why=TAU_WHY)
         if self.tau_start < self.tau_min:
             raise ConfigError(f"tau_start {self.tau_start:g} is below tau_min {self.tau_min:g}: τ falls from "
                               "tau_start to tau_min; raise tau_start or lower tau_min")

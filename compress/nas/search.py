@@ -346,14 +346,19 @@ class SearchTask(Task):
     def state_dict(self) -> Dict[str, Any]:
         return {"w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
                 "scaler": self.amp.scaler.state_dict(), "arch_steps": self.arch_steps,
-                "epoch_arch_steps": self.epoch_arch_steps, "best_decision": self.best_decision}
+                "epoch_arch_steps": self.epoch_arch_steps, "best_decision": self.best_decision,
+                "tau": self.model.tau}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """The saved state, τ included: a checkpoint taken at an epoch's last step resumes with no step
+        left to set τ, and that epoch was recorded and validated at the fresh supernet's τ = 1 (checkpoints
+        written before τ was saved keep that)."""
         self.w_opt.load_state_dict(state["w_opt"])
         self.a_opt.load_state_dict(state["a_opt"])
         self.amp.scaler.load_state_dict(state["scaler"])
         self.arch_steps, self.epoch_arch_steps = state["arch_steps"], state["epoch_arch_steps"]
         self.best_decision = state["best_decision"]
+        self.model.tau = state.get("tau", self.model.tau)
 
 
 def search(supernet: Supernet, dataset: SequenceDataset, cfg: Optional[SearchConfig] = None,
